@@ -1,0 +1,84 @@
+/**
+ * Token contracts (ARCHITECTURE.md "Licensing model"). All tokens are compact JWS,
+ * `alg: EdDSA` (Ed25519) with a `kid` that names a key in the server's JWKS.
+ */
+import type { Feature, Tier } from './tiers.js';
+
+export const TOKEN_ALG = 'EdDSA';
+export const TOKEN_ISSUER = 'aegis-server';
+
+/** Audiences: one per token kind, so a token minted for one purpose never passes as another. */
+export const AUD_LICENSE = 'aegis-license';
+export const AUD_KERNEL = 'aegis-kmod';
+export const AUD_ACTIVATION_PROOF = 'aegis-activation';
+export const AUD_REFRESH_PROOF = 'aegis-refresh';
+export const AUD_DEACTIVATION_PROOF = 'aegis-deactivation';
+
+/** Proof iat must be within this many seconds of the server's clock. */
+export const PROOF_MAX_SKEW_SECONDS = 300;
+
+export const LICENSE_TYPES = ['perpetual', 'subscription', 'demo'] as const;
+export type LicenseType = (typeof LICENSE_TYPES)[number];
+
+export const DEFAULT_KERNEL_TOKEN_TTL_SECONDS = 60 * 60;
+
+/** Claims of the license token the agent caches and verifies offline (seed 001 + Aegis). */
+export interface LicenseClaims {
+  iss: string;
+  aud: typeof AUD_LICENSE;
+  sub: string; // machine id
+  jti: string;
+  iat: number;
+  exp?: number; // absent for perpetual licenses
+  license_id: string;
+  license_type: LicenseType;
+  customer: { id: string; name: string };
+  product: { name: string; allowed_major_versions: string[] };
+  tier: Tier;
+  features: Feature[];
+  hwid: string;
+  cnf: { jkt: string };
+}
+
+/**
+ * Claims of the kernel entitlement token. Deliberately flat (strings, integers and one
+ * array of strings) so the kernel module's bounded reader never has to recurse.
+ */
+export interface KernelClaims {
+  iss: string;
+  aud: typeof AUD_KERNEL;
+  sub: string;
+  hwid: string;
+  tier: Tier;
+  features: Feature[];
+  fmask: number;
+  iat: number;
+  nbf: number;
+  exp: number;
+}
+
+/** Payload of the proofs a host signs with its own key (activation, refresh, deactivation). */
+export interface HostProofClaims {
+  aud: string;
+  hwid: string;
+  iat: number;
+  jti: string;
+}
+
+/** Validation verdicts of POST /api/v1/licenses/validate. */
+export const VALIDATION_CODES = [
+  'VALID',
+  'EXPIRED',
+  'REVOKED',
+  'SIGNATURE_INVALID',
+  'MALFORMED',
+  'UNKNOWN_KEY',
+  'VERSION_MISMATCH',
+  'HWID_MISMATCH',
+  'NOT_YET_VALID',
+  'PRODUCT_MISMATCH',
+  'WRONG_AUDIENCE',
+] as const;
+export type ValidationCode = (typeof VALIDATION_CODES)[number];
+
+export const PRODUCT_NAME = 'aegis-agent';

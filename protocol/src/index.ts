@@ -1,0 +1,53 @@
+/** protocol/: what agent and server share. No I/O lives here. */
+export { AegisError, ValidationError } from './errors.js';
+export type { ErrorCode, FieldProblem } from './errors.js';
+export {
+  TIERS,
+  LICENSED_TIERS,
+  FEATURE_BITS,
+  FEATURES,
+  TIER_FEATURES,
+  isTier,
+  isLicensedTier,
+  isFeature,
+  featureMask,
+  effectiveFeatures,
+} from './tiers.js';
+export type { Tier, LicensedTier, Feature } from './tiers.js';
+export {
+  TOKEN_ALG,
+  TOKEN_ISSUER,
+  AUD_LICENSE,
+  AUD_KERNEL,
+  AUD_ACTIVATION_PROOF,
+  AUD_REFRESH_PROOF,
+  AUD_DEACTIVATION_PROOF,
+  PROOF_MAX_SKEW_SECONDS,
+  LICENSE_TYPES,
+  DEFAULT_KERNEL_TOKEN_TTL_SECONDS,
+  VALIDATION_CODES,
+  PRODUCT_NAME,
+} from './claims.js';
+export type { LicenseClaims, KernelClaims, HostProofClaims, LicenseType, ValidationCode } from './claims.js';
+export {
+  FINGERPRINT_VERSION,
+  HARDWARE_ID_PATTERN,
+  canonicalizeFacts,
+  canonicalString,
+  computeFingerprint,
+} from './fingerprint.js';
+export type { HardwareFacts, CanonicalFacts, Fingerprint } from './fingerprint.js';
+export {
+  LICENSE_KEY_ALPHABET,
+  LICENSE_KEY_PATTERN,
+  generateLicenseKey,
+  normalizeLicenseKey,
+  licenseKeySuffix,
+} from './license_key.js';
+export { subjects, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD, ALL_HOSTS } from './subjects.js';
+export { PROTOS, MAX_RULES_PER_SERVICE, MAP_SNAPSHOT_SCHEMA } from './snapshot.js';
+export type { Proto, Edge, AllowCidr, MapSnapshot, Stage, DatapathMode } from './snapshot.js';
+export { parseCidr, formatAddr, CidrError } from './cidr.js';
+export type { ParsedCidr } from './cidr.js';
+export { jwkThumbprint, publicJwkOf, isEd25519PublicJwk } from './jose_keys.js';
+export type { Ed25519PublicJwk } from './jose_keys.js';

@@ -1,0 +1,124 @@
+/**
+ * Minting and checking Aegis tokens. Signing always uses the keystore's active key;
+ * verification accepts any non-retired key and nothing but EdDSA, decided from our own
+ * allow-list before the library ever sees the token (no `alg: none`, no HS256 made with
+ * a public key, no key picked by an attacker-supplied `jku`/`jwk`).
+ */
+import { randomUUID } from 'node:crypto';
+import { SignJWT, compactVerify } from 'jose';
+import {
+  AUD_KERNEL,
+  AUD_LICENSE,
+  TOKEN_ALG,
+  TOKEN_ISSUER,
+  featureMask,
+  type Feature,
+  type KernelClaims,
+  type LicenseClaims,
+  type Tier,
+  type ValidationCode,
+} from '../../protocol/src/index.js';
+import { KID_PATTERN, type KeyStore } from './keys/keystore.js';
+
+const MAX_TOKEN_LENGTH = 16 * 1024;
+
+export interface KernelTokenInput {
+  sub: string;
+  hwid: string;
+  tier: Tier;
+  features: Feature[];
+  /** Seconds since the epoch. */
+  iat: number;
+  nbf?: number;
+  exp: number;
+  /** Overrides for tests that need a token of the wrong audience. */
+  aud?: string;
+}
+
+export type DecodedToken = {
+  header: Record<string, unknown>;
+  payload: Record<string, unknown>;
+};
+
+export type VerifyResult =
+  | { ok: true; kid: string; header: Record<string, unknown>; payload: Record<string, unknown> }
+  | { ok: false; code: ValidationCode; message: string };
+
+function decodeSegment(seg: string): Record<string, unknown> | null {
+  if (!/^[A-Za-z0-9_-]*$/.test(seg)) return null;
+  try {
+    const v: unknown = JSON.parse(Buffer.from(seg, 'base64url').toString('utf8'));
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Splits a compact JWS and decodes header and payload without verifying anything. */
+export function decodeCompact(token: unknown): DecodedToken | null {
+  if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) return null;
+  const parts = token.split('.');
+  if (parts.length !== 3 || parts[2]!.length === 0) return null;
+  const header = decodeSegment(parts[0]!);
+  const payload = decodeSegment(parts[1]!);
+  if (!header || !payload) return null;
+  return { header, payload };
+}
+
+export class TokenService {
+  constructor(private readonly keys: KeyStore) {}
+
+  private async sign(payload: Record<string, unknown>): Promise<string> {
+    const { kid, privateKey } = this.keys.signingKey();
+    return new SignJWT(payload).setProtectedHeader({ alg: TOKEN_ALG, typ: 'JWT', kid }).sign(privateKey);
+  }
+
+  async signLicense(claims: Omit<LicenseClaims, 'iss' | 'aud' | 'jti'> & { jti?: string }): Promise<string> {
+    const payload: Record<string, unknown> = { iss: TOKEN_ISSUER, aud: AUD_LICENSE, jti: claims.jti ?? randomUUID(), ...claims };
+    if (payload.exp === undefined || payload.exp === null) delete payload.exp;
+    return this.sign(payload);
+  }
+
+  /** The kernel entitlement token: flat claims, read by kmod/'s bounded parser. */
+  async signKernel(input: KernelTokenInput): Promise<string> {
+    const claims: KernelClaims = {
+      iss: TOKEN_ISSUER,
+      aud: (input.aud ?? AUD_KERNEL) as typeof AUD_KERNEL,
+      sub: input.sub,
+      hwid: input.hwid,
+      tier: input.tier,
+      features: input.features,
+      fmask: featureMask(input.features),
+      iat: input.iat,
+      nbf: input.nbf ?? input.iat,
+      exp: input.exp,
+    };
+    return this.sign({ ...claims });
+  }
+
+  /**
+   * Checks structure, algorithm, kid and signature. Claim checks (exp, aud, hwid...)
+   * are the caller's, since each token kind has its own.
+   */
+  async verify(token: unknown): Promise<VerifyResult> {
+    const decoded = decodeCompact(token);
+    if (!decoded) return { ok: false, code: 'MALFORMED', message: 'not a compact JWS' };
+    const { header } = decoded;
+    if (header.alg !== TOKEN_ALG) {
+      return { ok: false, code: 'SIGNATURE_INVALID', message: `algorithm ${JSON.stringify(header.alg)} is not accepted` };
+    }
+    if (header.crit !== undefined || header.jku !== undefined || header.jwk !== undefined || header.x5u !== undefined) {
+      return { ok: false, code: 'SIGNATURE_INVALID', message: 'header parameters jku/jwk/x5u/crit are not accepted' };
+    }
+    const kid = header.kid;
+    if (typeof kid !== 'string' || !KID_PATTERN.test(kid)) return { ok: false, code: 'UNKNOWN_KEY', message: 'missing or invalid kid' };
+    const key = this.keys.verificationKey(kid);
+    if (!key) return { ok: false, code: 'UNKNOWN_KEY', message: `unknown or retired key ${kid}` };
+    try {
+      await compactVerify(token as string, key, { algorithms: [TOKEN_ALG] });
+    } catch {
+      return { ok: false, code: 'SIGNATURE_INVALID', message: 'signature does not verify' };
+    }
+    return { ok: true, kid, header, payload: decoded.payload };
+  }
+}
