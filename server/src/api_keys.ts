@@ -1,0 +1,109 @@
+/**
+ * Admin API keys: shown once at creation, stored as a SHA-256 hash (the key is 256 random
+ * bits, so a fast hash is enough: there is nothing to brute-force).
+ */
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import { AegisError } from '../../protocol/src/index.js';
+import type { Database } from './db/schema.js';
+import { iso, type Clock } from './clock.js';
+
+export const SCOPES = [
+  'customers:read',
+  'customers:write',
+  'licenses:read',
+  'licenses:write',
+  'admin:read',
+  'seg:read',
+  'seg:write',
+] as const;
+export type Scope = (typeof SCOPES)[number];
+
+export interface ApiPrincipal {
+  id: string;
+  name: string;
+  scopes: Scope[];
+}
+
+export function isScope(s: string): s is Scope {
+  return (SCOPES as readonly string[]).includes(s);
+}
+
+function hashKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+export class ApiKeys {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Creates a key; the returned `key` is the only time it exists in clear. */
+  async create(name: string, scopes: string[]): Promise<{ id: string; name: string; scopes: Scope[]; key: string }> {
+    const bad = scopes.filter((s) => !isScope(s));
+    if (bad.length > 0) throw new AegisError('BAD_REQUEST', `unknown scope(s): ${bad.join(', ')}; known: ${SCOPES.join(', ')}`);
+    if (!name.trim()) throw new AegisError('BAD_REQUEST', 'a key needs a name');
+    const key = `aegis_sk_${randomBytes(32).toString('base64url')}`;
+    const id = randomUUID();
+    const uniq = [...new Set(scopes)] as Scope[];
+    await this.db
+      .insertInto('api_keys')
+      .values({
+        id,
+        name: name.trim(),
+        key_hash: hashKey(key),
+        key_prefix: key.slice(0, 13),
+        scopes: JSON.stringify(uniq),
+        created_at: iso(this.clock.now()),
+        last_used_at: null,
+        revoked_at: null,
+      })
+      .execute();
+    return { id, name: name.trim(), scopes: uniq, key };
+  }
+
+  async count(): Promise<number> {
+    const { n } = await this.db
+      .selectFrom('api_keys')
+      .select((eb) => eb.fn.countAll<string | number>().as('n'))
+      .where('revoked_at', 'is', null)
+      .executeTakeFirstOrThrow();
+    return Number(n);
+  }
+
+  async list(): Promise<Array<{ id: string; name: string; key_prefix: string; scopes: string[]; created_at: string; revoked_at: string | null }>> {
+    const rows = await this.db.selectFrom('api_keys').selectAll().orderBy('created_at').execute();
+    return rows.map((r) => ({
+      id: r.id,
+      name: r.name,
+      key_prefix: r.key_prefix,
+      scopes: JSON.parse(r.scopes) as string[],
+      created_at: r.created_at,
+      revoked_at: r.revoked_at,
+    }));
+  }
+
+  async revoke(id: string): Promise<boolean> {
+    const r = await this.db
+      .updateTable('api_keys')
+      .set({ revoked_at: iso(this.clock.now()) })
+      .where('id', '=', id)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** The principal for a presented key, or null when unknown or revoked. */
+  async authenticate(key: string): Promise<ApiPrincipal | null> {
+    if (key.length < 16 || key.length > 256) return null;
+    const row = await this.db
+      .selectFrom('api_keys')
+      .selectAll()
+      .where('key_hash', '=', hashKey(key))
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    if (!row) return null;
+    return { id: row.id, name: row.name, scopes: (JSON.parse(row.scopes) as string[]).filter(isScope) };
+  }
+}

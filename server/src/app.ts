@@ -1,0 +1,86 @@
+/**
+ * Assembles a server from its configuration: database (migrated), keystore, services and
+ * router. Used by the CLI and by tests (which start it on port 0).
+ */
+import { readFileSync } from 'node:fs';
+import { ApiKeys } from './api_keys.js';
+import { Activations } from './activations.js';
+import { AuditLog } from './audit.js';
+import { systemClock, type Clock } from './clock.js';
+import { ServerContext } from './context.js';
+import { Customers } from './customers.js';
+import { openDatabase } from './db/database.js';
+import { migrateToLatest } from './db/migrations.js';
+import { createHttpServer, listen, type HttpServerHandle } from './http/http_server.js';
+import { KeyStore } from './keys/keystore.js';
+import { Licenses } from './licenses.js';
+import { createLogger, type Logger } from './logger.js';
+import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.js';
+import { buildRouter } from './routes.js';
+import { TokenService } from './tokens.js';
+import { pruneProofs } from './host_proof.js';
+import type { ServerConfig } from './config.js';
+
+export const SERVER_VERSION: string = (
+  JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+export interface AppOptions {
+  clock?: Clock;
+  limits?: Partial<RateLimits>;
+  logger?: Logger;
+}
+
+export interface App {
+  ctx: ServerContext;
+  apiKeys: ApiKeys;
+  log: Logger;
+  http: HttpServerHandle;
+  close(): Promise<void>;
+}
+
+/** Opens storage, migrates, loads the signing key (refusing an insecure one) and listens. */
+export async function startApp(config: ServerConfig, opts: AppOptions = {}): Promise<App> {
+  const log = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
+  const clock = opts.clock ?? systemClock;
+  const keys = KeyStore.open(config.keysDir);
+  keys.signingKey(); // fail fast: no key, or a key others can read
+  const { db, dialect, description } = openDatabase(config.databaseUrl);
+  try {
+    const { applied } = await migrateToLatest(db, dialect);
+    if (applied.length > 0) log.info('database migrated', { applied, database: description });
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  const tokens = new TokenService(keys);
+  const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
+  const apiKeys = new ApiKeys(db, clock);
+  const router = buildRouter({
+    customers: new Customers(db, clock),
+    licenses: new Licenses(db, clock),
+    activations: new Activations(db, dialect, clock, tokens, keys, config.kernelTokenTtlSeconds),
+    apiKeys,
+    audit: new AuditLog(db, clock),
+    limiter: new RateLimiter(),
+    limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
+    ctx,
+  });
+  const http = await listen(createHttpServer(router, log), config.host, config.port);
+  const pruner = setInterval(() => {
+    pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
+  }, 60_000);
+  pruner.unref();
+  log.info('aegis-server listening', { url: http.url, database: description, signing_kid: keys.activeKid() });
+  return {
+    ctx,
+    apiKeys,
+    log,
+    http,
+    async close() {
+      clearInterval(pruner);
+      await http.close();
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+/**
+ * aegis-server: the license authority. `aegis-server` (or `serve`) runs it; the other
+ * commands manage its database, signing keys and admin API keys.
+ */
+import { Command, Option } from 'commander';
+import { AegisError } from '../../protocol/src/index.js';
+import { ApiKeys, SCOPES } from './api_keys.js';
+import { startApp, SERVER_VERSION } from './app.js';
+import { systemClock } from './clock.js';
+import { loadConfig, type ServerConfig } from './config.js';
+import { openDatabase } from './db/database.js';
+import { migrateToLatest } from './db/migrations.js';
+import { KeyStore } from './keys/keystore.js';
+
+interface GlobalFlags {
+  listen?: string;
+  database?: string;
+  keysDir?: string;
+}
+
+function configOf(cmd: Command): ServerConfig {
+  return loadConfig(cmd.optsWithGlobals<GlobalFlags>());
+}
+
+async function withDatabase<T>(config: ServerConfig, fn: (keys: ApiKeys) => Promise<T>): Promise<T> {
+  const { db, dialect } = openDatabase(config.databaseUrl);
+  try {
+    await migrateToLatest(db, dialect);
+    return await fn(new ApiKeys(db, systemClock));
+  } finally {
+    await db.destroy();
+  }
+}
+
+function printAdminKey(k: { name: string; scopes: string[]; key: string }): void {
+  process.stdout.write(
+    [
+      '',
+      `  Admin API key "${k.name}" (scopes: ${k.scopes.join(', ')})`,
+      '',
+      `    ${k.key}`,
+      '',
+      '  It is shown only this once; the server keeps only a hash. Use it as',
+      '  X-API-Key or "Authorization: Bearer ..." (aegisctl reads AEGIS_API_KEY).',
+      '',
+    ].join('\n') + '\n',
+  );
+}
+
+async function serve(config: ServerConfig): Promise<void> {
+  const keys = KeyStore.open(config.keysDir);
+  if (keys.activeKid() === null) {
+    const k = keys.generate();
+    process.stderr.write(`aegis-server: first run: generated signing key ${k.kid} in ${config.keysDir}\n`);
+  }
+  const app = await startApp(config);
+  if ((await app.apiKeys.count()) === 0) {
+    printAdminKey(await app.apiKeys.create('bootstrap-admin', [...SCOPES]));
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.log.info('shutting down', { signal });
+    const force = setTimeout(() => process.exit(1), 5000);
+    force.unref();
+    void app.close().then(() => process.exit(0));
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+const program = new Command('aegis-server')
+  .description('Aegis license authority and control plane')
+  .version(SERVER_VERSION)
+  .addOption(new Option('--listen <host:port>', 'address to listen on (env AEGIS_LISTEN)'))
+  .addOption(new Option('--database <url>', 'sqlite:<path> or postgres://… (env DATABASE_URL)'))
+  .addOption(new Option('--keys-dir <dir>', 'signing keys directory (env AEGIS_KEYS_DIR)'))
+  .showHelpAfterError();
+
+program
+  .command('serve', { isDefault: true })
+  .description('run the server (migrates first; generates a signing key and an admin key on first run)')
+  .action(async (_o, cmd: Command) => serve(configOf(cmd)));
+
+program
+  .command('migrate')
+  .description('apply database migrations and exit')
+  .action(async (_o, cmd: Command) => {
+    const config = configOf(cmd);
+    const { db, dialect, description } = openDatabase(config.databaseUrl);
+    try {
+      const { applied } = await migrateToLatest(db, dialect);
+      process.stdout.write(applied.length > 0 ? `applied ${applied.join(', ')} to ${description}\n` : `${description} is up to date\n`);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+const keys = program.command('keys').description('manage Ed25519 signing keys');
+keys
+  .command('generate')
+  .description('generate a key pair (the first one becomes the signing key)')
+  .option('--kid <id>', 'key id (default aegis-YYYY-NN)')
+  .action((o: { kid?: string }, cmd: Command) => {
+    const k = KeyStore.open(configOf(cmd).keysDir).generate(o.kid);
+    process.stdout.write(`generated ${k.kid}${k.active ? ' (active)' : ''}\n`);
+  });
+keys
+  .command('rotate')
+  .description('generate a new key and sign with it; older keys keep verifying until retired')
+  .option('--kid <id>', 'key id (default aegis-YYYY-NN)')
+  .action((o: { kid?: string }, cmd: Command) => {
+    const k = KeyStore.open(configOf(cmd).keysDir).rotate(o.kid);
+    process.stdout.write(`rotated: ${k.kid} now signs\n`);
+  });
+keys
+  .command('list')
+  .description('list keys')
+  .option('--json', 'machine-readable output')
+  .action((o: { json?: boolean }, cmd: Command) => {
+    const list = KeyStore.open(configOf(cmd).keysDir).list();
+    if (o.json) {
+      process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+      return;
+    }
+    if (list.length === 0) process.stdout.write('no keys; run "aegis-server keys generate"\n');
+    for (const k of list) {
+      const state = k.active ? 'active' : k.retired ? `retired ${k.retired_at}` : 'verifying';
+      process.stdout.write(`${k.kid.padEnd(20)} ${state.padEnd(32)} x=${k.public_jwk.x}\n`);
+    }
+  });
+keys
+  .command('retire <kid>')
+  .description('stop publishing and accepting a key')
+  .action((kid: string, _o, cmd: Command) => {
+    KeyStore.open(configOf(cmd).keysDir).retire(kid);
+    process.stdout.write(`retired ${kid}: it is no longer in the JWKS and its tokens no longer verify\n`);
+  });
+
+const admin = program.command('admin').description('manage admin API keys');
+admin
+  .command('create-key')
+  .description('create an API key and print it once')
+  .requiredOption('--name <name>', 'who or what the key is for')
+  .requiredOption('--scopes <list>', `comma-separated scopes: ${SCOPES.join(', ')}`)
+  .action(async (o: { name: string; scopes: string }, cmd: Command) => {
+    const scopes = o.scopes.split(',').map((s) => s.trim()).filter(Boolean);
+    const created = await withDatabase(configOf(cmd), (k) => k.create(o.name, scopes));
+    printAdminKey(created);
+  });
+admin
+  .command('list-keys')
+  .description('list API keys (never the keys themselves)')
+  .action(async (_o, cmd: Command) => {
+    const list = await withDatabase(configOf(cmd), (k) => k.list());
+    for (const k of list) {
+      process.stdout.write(`${k.id}  ${k.key_prefix}…  ${k.name}  [${k.scopes.join(',')}]${k.revoked_at ? `  revoked ${k.revoked_at}` : ''}\n`);
+    }
+  });
+admin
+  .command('revoke-key <id>')
+  .description('revoke an API key')
+  .action(async (id: string, _o, cmd: Command) => {
+    const done = await withDatabase(configOf(cmd), (k) => k.revoke(id));
+    if (!done) throw new AegisError('NOT_FOUND', `no active API key ${id}`);
+    process.stdout.write(`revoked ${id}\n`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  // Operator mistakes get one clear line, not a stack trace.
+  const message = err instanceof AegisError || (err instanceof Error && !(err instanceof TypeError)) ? err.message : String(err);
+  process.stderr.write(`aegis-server: error: ${message}\n`);
+  if (!(err instanceof AegisError) && process.env.AEGIS_DEBUG) console.error(err);
+  process.exit(err instanceof AegisError && err.code === 'INSECURE_KEY_FILE' ? 78 : 1);
+});

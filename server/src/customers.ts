@@ -1,0 +1,128 @@
+/** Customers: the accounts licenses are issued to. */
+import { randomUUID } from 'node:crypto';
+import type { Kysely, Selectable } from 'kysely';
+import { AegisError } from '../../protocol/src/index.js';
+import type { CustomersTable, Database } from './db/schema.js';
+import { iso, type Clock } from './clock.js';
+import type { Page, Paged } from './pagination.js';
+
+export interface Customer {
+  id: string;
+  name: string;
+  email: string | null;
+  company: string | null;
+  is_active: boolean;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface CustomerInput {
+  name: string;
+  email?: string | null;
+  company?: string | null;
+  is_active?: boolean;
+}
+
+export interface CustomerFilters {
+  is_active?: boolean;
+  email?: string;
+  q?: string;
+}
+
+function toCustomer(r: Selectable<CustomersTable>): Customer {
+  return { ...r, is_active: Number(r.is_active) === 1 };
+}
+
+export const NOT_FOUND_MESSAGE = 'not found';
+
+export class Customers {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly clock: Clock,
+  ) {}
+
+  async create(input: CustomerInput): Promise<Customer> {
+    const now = iso(this.clock.now());
+    const row = {
+      id: randomUUID(),
+      name: input.name,
+      email: input.email ?? null,
+      company: input.company ?? null,
+      is_active: input.is_active === false ? 0 : 1,
+      created_at: now,
+      updated_at: now,
+    };
+    await this.db.insertInto('customers').values(row).execute();
+    return toCustomer(row);
+  }
+
+  async get(id: string): Promise<Customer> {
+    const row = await this.db.selectFrom('customers').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!row) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    return toCustomer(row);
+  }
+
+  async list(f: CustomerFilters, page: Page): Promise<Paged<Customer>> {
+    let q = this.db.selectFrom('customers');
+    if (f.is_active !== undefined) q = q.where('is_active', '=', f.is_active ? 1 : 0);
+    if (f.email) q = q.where('email', '=', f.email);
+    if (f.q) {
+      // LIKE is case-sensitive on PostgreSQL and not on SQLite; lower() both sides so the
+      // two backends answer the same.
+      const pattern = `%${f.q.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      q = q.where((eb) =>
+        eb.or([
+          eb(eb.fn('lower', ['name']), 'like', pattern),
+          eb(eb.fn('lower', ['company']), 'like', pattern),
+          eb(eb.fn('lower', ['email']), 'like', pattern),
+        ]),
+      );
+    }
+    const { n } = await q.select((eb) => eb.fn.countAll<string | number>().as('n')).executeTakeFirstOrThrow();
+    const rows = await q.selectAll().orderBy('created_at').orderBy('id').limit(page.limit).offset(page.offset).execute();
+    return { items: rows.map(toCustomer), total: Number(n), ...page };
+  }
+
+  async update(id: string, patch: Partial<CustomerInput>): Promise<Customer> {
+    const set: Partial<CustomersTable> = { updated_at: iso(this.clock.now()) };
+    if (patch.name !== undefined) set.name = patch.name;
+    if (patch.email !== undefined) set.email = patch.email;
+    if (patch.company !== undefined) set.company = patch.company;
+    if (patch.is_active !== undefined) set.is_active = patch.is_active ? 1 : 0;
+    const r = await this.db.updateTable('customers').set(set).where('id', '=', id).executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    return this.get(id);
+  }
+
+  /**
+   * Deletes a customer with its licenses and machine bindings. Refused while the
+   * customer holds a license that is neither revoked nor expired, unless `force`.
+   * Returns the ids of licenses that were still active (the caller audits them).
+   */
+  async delete(id: string, force: boolean): Promise<{ revokedLicenseIds: string[] }> {
+    return this.db.transaction().execute(async (tx) => {
+      const customer = await tx.selectFrom('customers').select('id').where('id', '=', id).executeTakeFirst();
+      if (!customer) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+      const now = iso(this.clock.now());
+      const active = await tx
+        .selectFrom('licenses')
+        .select('id')
+        .where('customer_id', '=', id)
+        .where('status', '=', 'active')
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+        .execute();
+      if (active.length > 0 && !force) {
+        throw new AegisError('CUSTOMER_HAS_ACTIVE_LICENSES', `customer has ${active.length} active license(s); revoke them or pass ?force=true`, {
+          details: { active_license_ids: active.map((l) => l.id) },
+        });
+      }
+      const licenseIds = (await tx.selectFrom('licenses').select('id').where('customer_id', '=', id).execute()).map((l) => l.id);
+      if (licenseIds.length > 0) {
+        await tx.deleteFrom('machines').where('license_id', 'in', licenseIds).execute();
+        await tx.deleteFrom('licenses').where('id', 'in', licenseIds).execute();
+      }
+      await tx.deleteFrom('customers').where('id', '=', id).execute();
+      return { revokedLicenseIds: active.map((l) => l.id) };
+    });
+  }
+}

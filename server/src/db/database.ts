@@ -1,0 +1,44 @@
+/**
+ * Opens the database named by DATABASE_URL: `sqlite:<path>` (default, better-sqlite3) or
+ * `postgres://…` (pg). The rest of the server sees only Kysely<Database>.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import SqliteDatabase from 'better-sqlite3';
+import pg from 'pg';
+import type { Database } from './schema.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface OpenedDatabase {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  /** A description safe to log (no password). */
+  description: string;
+}
+
+export function openDatabase(url: string): OpenedDatabase {
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    const safe = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+    return { db, dialect: 'postgres', description: safe };
+  }
+  const path = url.startsWith('sqlite:') ? url.slice('sqlite:'.length) : url;
+  if (path.length === 0) throw new Error('DATABASE_URL sqlite: needs a path, e.g. sqlite:./var/aegis.db');
+  const file = path === ':memory:' ? path : resolve(path);
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  const handle = new SqliteDatabase(file);
+  // WAL lets readers proceed during a write; busy_timeout makes a second process wait
+  // for the write lock (e.g. `aegis-server admin create-key` next to a running server).
+  handle.pragma('journal_mode = WAL');
+  handle.pragma('busy_timeout = 5000');
+  handle.pragma('foreign_keys = ON');
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: handle }) });
+  return { db, dialect: 'sqlite', description: `sqlite:${file}` };
+}
+
+export async function pingDatabase(db: Kysely<Database>): Promise<void> {
+  await sql`select 1`.execute(db);
+}

@@ -1,0 +1,126 @@
+/**
+ * Schema migrations, run at start and by `aegis-server migrate`. Kysely's Migrator keeps
+ * its own bookkeeping table and a lock, so two servers starting at once migrate once.
+ */
+import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import type { Dialect } from './database.js';
+import type { Database } from './schema.js';
+
+function migrations(dialect: Dialect): Record<string, Migration> {
+  // The one place the backends differ: an auto-increment key for the audit log's order.
+  const serial = dialect === 'postgres' ? 'serial' : 'integer';
+  return {
+    '0001_initial': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('customers')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('email', 'text')
+          .addColumn('company', 'text')
+          .addColumn('is_active', 'integer', (c) => c.notNull().defaultTo(1))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('customers_email').on('customers').column('email').execute();
+
+        await db.schema
+          .createTable('licenses')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('customer_id', 'text', (c) => c.notNull().references('customers.id'))
+          .addColumn('tier', 'text', (c) => c.notNull())
+          .addColumn('license_type', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('key_suffix', 'text', (c) => c.notNull())
+          .addColumn('max_machines', 'integer', (c) => c.notNull())
+          .addColumn('allowed_major_versions', 'text', (c) => c.notNull())
+          .addColumn('features', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text')
+          .addColumn('revoked_at', 'text')
+          .addColumn('revoke_reason', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('licenses_customer').on('licenses').column('customer_id').execute();
+
+        await db.schema
+          .createTable('machines')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('license_id', 'text', (c) => c.notNull().references('licenses.id'))
+          .addColumn('hardware_id', 'text', (c) => c.notNull())
+          .addColumn('host_key_thumbprint', 'text', (c) => c.notNull())
+          .addColumn('host_public_key', 'text', (c) => c.notNull())
+          .addColumn('hostname', 'text', (c) => c.notNull())
+          .addColumn('agent_version', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('activated_at', 'text', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .addColumn('deactivated_at', 'text')
+          .execute();
+        await db.schema.createIndex('machines_license').on('machines').columns(['license_id', 'status']).execute();
+        await db.schema.createIndex('machines_hwid').on('machines').columns(['hardware_id', 'status']).execute();
+
+        await db.schema
+          .createTable('used_proofs')
+          .addColumn('jti', 'text', (c) => c.primaryKey())
+          .addColumn('audience', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable('api_keys')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('key_prefix', 'text', (c) => c.notNull())
+          .addColumn('scopes', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('last_used_at', 'text')
+          .addColumn('revoked_at', 'text')
+          .execute();
+
+        await db.schema
+          .createTable('audit_logs')
+          .addColumn('id', sql.raw(serial) as any, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('event_type', 'text', (c) => c.notNull())
+          .addColumn('outcome', 'text', (c) => c.notNull())
+          .addColumn('actor', 'text', (c) => c.notNull())
+          .addColumn('license_id', 'text')
+          .addColumn('customer_id', 'text')
+          .addColumn('machine_id', 'text')
+          .addColumn('client_ip', 'text')
+          .addColumn('reason', 'text')
+          .addColumn('event_data', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('audit_event_type').on('audit_logs').columns(['event_type', 'id']).execute();
+        await db.schema.createIndex('audit_license').on('audit_logs').columns(['license_id', 'id']).execute();
+      },
+      async down(db: Kysely<any>) {
+        for (const t of ['audit_logs', 'api_keys', 'used_proofs', 'machines', 'licenses', 'customers']) {
+          await db.schema.dropTable(t).execute();
+        }
+      },
+    },
+  };
+}
+
+class StaticProvider implements MigrationProvider {
+  constructor(private readonly dialect: Dialect) {}
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations(this.dialect);
+  }
+}
+
+export interface MigrationOutcome {
+  applied: string[];
+}
+
+export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<MigrationOutcome> {
+  // Migrations are written against an untyped schema: they create the types' tables.
+  const migrator = new Migrator({ db: db as Kysely<any>, provider: new StaticProvider(dialect) });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) throw error instanceof Error ? error : new Error(String(error));
+  return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };
+}

@@ -1,0 +1,88 @@
+/**
+ * Table types for Kysely. Times are ISO-8601 UTC strings in both backends (lexical order
+ * is time order), ids are UUIDs, lists are JSON text: one representation on SQLite and
+ * PostgreSQL, so every query is the same on both.
+ */
+import type { Generated } from 'kysely';
+
+export interface CustomersTable {
+  id: string;
+  name: string;
+  email: string | null;
+  company: string | null;
+  is_active: number; // 0/1: the same column type on both backends
+  created_at: string;
+  updated_at: string;
+}
+
+export interface LicensesTable {
+  id: string;
+  customer_id: string;
+  tier: string;
+  license_type: string;
+  status: string; // active | revoked
+  key_hash: string;
+  key_suffix: string;
+  max_machines: number;
+  allowed_major_versions: string; // JSON array of strings
+  features: string; // JSON array: extra features beyond the tier's
+  expires_at: string | null;
+  revoked_at: string | null;
+  revoke_reason: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface MachinesTable {
+  id: string;
+  license_id: string;
+  hardware_id: string;
+  host_key_thumbprint: string;
+  host_public_key: string; // JSON (public JWK)
+  hostname: string;
+  agent_version: string;
+  status: string; // active | deactivated
+  activated_at: string;
+  last_seen_at: string;
+  deactivated_at: string | null;
+}
+
+export interface UsedProofsTable {
+  jti: string;
+  audience: string;
+  expires_at: string;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  name: string;
+  key_hash: string;
+  key_prefix: string;
+  scopes: string; // JSON array
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface AuditLogsTable {
+  id: Generated<number>;
+  event_type: string;
+  outcome: string; // ok | refused
+  actor: string;
+  license_id: string | null;
+  customer_id: string | null;
+  machine_id: string | null;
+  client_ip: string | null;
+  reason: string | null;
+  event_data: string; // JSON
+  created_at: string;
+}
+
+export interface Database {
+  customers: CustomersTable;
+  licenses: LicensesTable;
+  machines: MachinesTable;
+  used_proofs: UsedProofsTable;
+  api_keys: ApiKeysTable;
+  audit_logs: AuditLogsTable;
+}

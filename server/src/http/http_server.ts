@@ -1,0 +1,143 @@
+/**
+ * The node:http adapter: reads and limits bodies, enforces JSON content type, parses
+ * JSON, routes, and turns every thrown AegisError into the error envelope
+ * `{"error":{"code","message","details"}}`. Nothing else in the server imports node:http.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { AegisError } from '../../../protocol/src/index.js';
+import type { Logger } from 'winston';
+import { STATUS_OF } from './status.js';
+import type { Reply, Request, Router } from './router.js';
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+function errorReply(err: AegisError, headers?: Record<string, string>): Reply {
+  const body = { error: { code: err.code, message: err.message, details: err.details ?? null } };
+  return { status: STATUS_OF[err.code], body, headers };
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared > limit) {
+      reject(new AegisError('PAYLOAD_TOO_LARGE', `request body exceeds ${limit} bytes`, { details: { limit } }));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (c: Buffer) => {
+      if (failed) return;
+      size += c.length;
+      if (size > limit) {
+        failed = true;
+        reject(new AegisError('PAYLOAD_TOO_LARGE', `request body exceeds ${limit} bytes`, { details: { limit } }));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (!failed) resolve(Buffer.concat(chunks));
+    });
+    req.on('error', (e) => {
+      if (!failed) reject(e);
+    });
+  });
+}
+
+function parseJsonBody(req: IncomingMessage, raw: Buffer): unknown {
+  if (raw.length === 0) return null;
+  const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new AegisError('UNSUPPORTED_MEDIA_TYPE', `content type must be application/json, got ${JSON.stringify(type || 'none')}`);
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (cause) {
+    throw new AegisError('MALFORMED_JSON', `request body is not valid JSON: ${(cause as Error).message}`);
+  }
+}
+
+export interface HttpServerHandle {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+export function createHttpServer(router: Router, log: Logger): Server {
+  return createServer((req: IncomingMessage, res: ServerResponse) => {
+    const started = process.hrtime.bigint();
+    void handle(router, req).then((reply) => {
+      const payload = reply.status === 204 ? '' : JSON.stringify(reply.body);
+      res.writeHead(reply.status, {
+        'content-type': 'application/json; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-content-type-options': 'nosniff',
+        ...(reply.headers ?? {}),
+      });
+      res.end(payload);
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      log.debug('request', { method: req.method, path: req.url?.split('?')[0], status: reply.status, ms: Math.round(ms * 100) / 100 });
+    });
+  });
+
+  async function handle(router: Router, req: IncomingMessage): Promise<Reply> {
+    try {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const method = (req.method ?? 'GET').toUpperCase();
+      const { match, allowed } = router.match(method, url.pathname);
+      if (!match) {
+        req.resume();
+        if (allowed.length > 0) {
+          return { ...errorReply(new AegisError('BAD_REQUEST', `method ${method} not allowed`)), status: 405, headers: { allow: allowed.join(', ') } };
+        }
+        return errorReply(new AegisError('NOT_FOUND', 'not found'));
+      }
+      let body: unknown = null;
+      const raw = await readBody(req, MAX_BODY_BYTES);
+      if (raw.length > 0) {
+        if (!match.takesBody && method === 'GET') throw new AegisError('BAD_REQUEST', 'GET requests take no body');
+        body = parseJsonBody(req, raw);
+      }
+      const request: Request = {
+        method,
+        path: url.pathname,
+        params: match.params,
+        query: url.searchParams,
+        headers: req.headers,
+        clientIp: req.socket.remoteAddress ?? 'unknown',
+        body,
+      };
+      return await match.handler(request);
+    } catch (err) {
+      if (err instanceof AegisError) {
+        const headers = err.code === 'RATE_LIMITED' ? { 'retry-after': String((err.details as { retry_after: number }).retry_after) } : undefined;
+        return errorReply(err, headers);
+      }
+      log.error('unhandled error', { err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) });
+      return errorReply(new AegisError('INTERNAL', 'internal server error'));
+    }
+  }
+}
+
+export async function listen(server: Server, host: string, port: number): Promise<HttpServerHandle> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    server,
+    url: `http://${hostPart}:${addr.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

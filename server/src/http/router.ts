@@ -1,0 +1,75 @@
+/**
+ * A small method+path router: patterns like `/api/v1/customers/:id`. Handlers receive a
+ * parsed request and return a Reply; they never touch node:http objects.
+ */
+export interface Request {
+  method: string;
+  path: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  headers: Record<string, string | string[] | undefined>;
+  clientIp: string;
+  /** Parsed JSON body (null when the request had none). */
+  body: unknown;
+}
+
+export interface Reply {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export type Handler = (req: Request) => Promise<Reply>;
+
+interface Route {
+  method: string;
+  segments: string[];
+  handler: Handler;
+  /** Whether the route takes a JSON body (POST/PATCH/DELETE with a body). */
+  takesBody: boolean;
+}
+
+export interface Match {
+  handler: Handler;
+  params: Record<string, string>;
+  takesBody: boolean;
+}
+
+export class Router {
+  private readonly routes: Route[] = [];
+
+  add(method: string, pattern: string, handler: Handler, opts: { body?: boolean } = {}): this {
+    const takesBody = opts.body ?? (method === 'POST' || method === 'PATCH' || method === 'PUT');
+    this.routes.push({ method, segments: pattern.split('/').filter(Boolean), handler, takesBody });
+    return this;
+  }
+
+  /** The route for method+path; `allowed` lists methods that match the path otherwise (for 405). */
+  match(method: string, path: string): { match: Match | null; allowed: string[] } {
+    const parts = path.split('/').filter(Boolean);
+    const allowed: string[] = [];
+    for (const r of this.routes) {
+      if (r.segments.length !== parts.length) continue;
+      const params: Record<string, string> = {};
+      let ok = true;
+      for (let i = 0; i < parts.length; i++) {
+        const seg = r.segments[i]!;
+        if (seg.startsWith(':')) {
+          try {
+            params[seg.slice(1)] = decodeURIComponent(parts[i]!);
+          } catch {
+            ok = false;
+            break;
+          }
+        } else if (seg !== parts[i]) {
+          ok = false;
+          break;
+        }
+      }
+      if (!ok) continue;
+      if (r.method === method) return { match: { handler: r.handler, params, takesBody: r.takesBody }, allowed };
+      allowed.push(r.method);
+    }
+    return { match: null, allowed };
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * POST /api/v1/licenses/validate: the online check of a license token. Offline checks
+ * (signature, time, product, version, hardware) plus what only the server knows:
+ * whether the license has since been revoked.
+ */
+import type { Kysely } from 'kysely';
+import { AUD_LICENSE, PRODUCT_NAME, type ValidationCode } from '../../protocol/src/index.js';
+import type { Database } from './db/schema.js';
+import type { Clock } from './clock.js';
+import { statusOf } from './licenses.js';
+import { majorOf } from './activations.js';
+import type { TokenService } from './tokens.js';
+
+export interface ValidateInput {
+  token: string;
+  product?: string;
+  version?: string;
+  hardware_id?: string;
+}
+
+export interface ValidateResult {
+  valid: boolean;
+  code: ValidationCode;
+  message: string;
+  claims?: Record<string, unknown>;
+}
+
+/** Clock leeway for nbf/iat, absorbing small skew between server replicas. */
+const LEEWAY_SECONDS = 30;
+
+export async function validateLicenseToken(
+  db: Kysely<Database>,
+  clock: Clock,
+  tokens: TokenService,
+  input: ValidateInput,
+): Promise<ValidateResult> {
+  const v = await tokens.verify(input.token);
+  if (!v.ok) return { valid: false, code: v.code, message: v.message };
+  const c = v.payload;
+  const fail = (code: ValidationCode, message: string): ValidateResult => ({ valid: false, code, message, claims: c });
+  if (c.aud !== AUD_LICENSE) return fail('WRONG_AUDIENCE', `token audience is ${JSON.stringify(c.aud)}, not ${AUD_LICENSE}`);
+  if (typeof c.license_id !== 'string' || typeof c.iat !== 'number') return fail('MALFORMED', 'license claims are incomplete');
+  const now = Math.floor(clock.now().getTime() / 1000);
+  if (c.iat > now + LEEWAY_SECONDS || (typeof c.nbf === 'number' && c.nbf > now + LEEWAY_SECONDS)) {
+    return fail('NOT_YET_VALID', 'token is not valid yet');
+  }
+  if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) return fail('EXPIRED', 'license has expired');
+  const row = await db.selectFrom('licenses').select(['status', 'expires_at', 'revoke_reason']).where('id', '=', c.license_id).executeTakeFirst();
+  if (!row || statusOf(row, clock.now()) === 'revoked') {
+    return fail('REVOKED', row?.revoke_reason ? `license revoked: ${row.revoke_reason}` : 'license revoked');
+  }
+  if (statusOf(row, clock.now()) === 'expired') return fail('EXPIRED', 'license has expired');
+  const product = c.product as { name?: unknown; allowed_major_versions?: unknown } | undefined;
+  if (input.product !== undefined && input.product !== (product?.name ?? PRODUCT_NAME)) {
+    return fail('PRODUCT_MISMATCH', `license is for ${String(product?.name)}, not ${input.product}`);
+  }
+  if (input.version !== undefined) {
+    const allowed = Array.isArray(product?.allowed_major_versions) ? (product.allowed_major_versions as unknown[]).map(String) : [];
+    const major = majorOf(input.version);
+    if (allowed.length > 0 && (major === null || !allowed.includes(major))) {
+      return fail('VERSION_MISMATCH', `version ${input.version} is not allowed (allowed majors: ${allowed.join(', ')})`);
+    }
+  }
+  if (input.hardware_id !== undefined && input.hardware_id !== c.hwid) return fail('HWID_MISMATCH', 'license is bound to other hardware');
+  return { valid: true, code: 'VALID', message: 'license is valid', claims: c };
+}

@@ -1,0 +1,246 @@
+/**
+ * Licenses: issue, look up, list, revoke. The key is generated here, returned once, and
+ * stored only as a hash plus its last five characters.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { Kysely, Selectable } from 'kysely';
+import {
+  AegisError,
+  effectiveFeatures,
+  generateLicenseKey,
+  licenseKeySuffix,
+  normalizeLicenseKey,
+  type Feature,
+  type LicenseType,
+  type Tier,
+} from '../../protocol/src/index.js';
+import type { Database, LicensesTable, MachinesTable } from './db/schema.js';
+import { iso, type Clock } from './clock.js';
+import type { Page, Paged } from './pagination.js';
+import { NOT_FOUND_MESSAGE } from './customers.js';
+
+export type LicenseStatus = 'active' | 'expired' | 'revoked';
+export const LICENSE_STATUSES: readonly LicenseStatus[] = ['active', 'expired', 'revoked'];
+
+export const DEMO_DEFAULT_DAYS = 14;
+export const DEMO_MAX_DAYS = 30;
+
+export interface License {
+  id: string;
+  customer_id: string;
+  tier: Tier;
+  license_type: LicenseType;
+  status: LicenseStatus;
+  key_suffix: string;
+  max_machines: number;
+  allowed_major_versions: string[];
+  features: Feature[];
+  extra_features: Feature[];
+  expires_at: string | null;
+  revoked_at: string | null;
+  revoke_reason: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface IssueInput {
+  customer_id: string;
+  tier: Tier;
+  license_type: LicenseType;
+  expires_at?: string;
+  duration_days?: number;
+  max_machines?: number;
+  allowed_major_versions?: string[];
+  features?: Feature[];
+}
+
+export interface LicenseFilters {
+  customer_id?: string;
+  status?: LicenseStatus;
+  tier?: string;
+  license_type?: string;
+}
+
+export interface Machine {
+  id: string;
+  license_id: string;
+  hardware_id: string;
+  host_key_thumbprint: string;
+  hostname: string;
+  agent_version: string;
+  status: string;
+  activated_at: string;
+  last_seen_at: string;
+  deactivated_at: string | null;
+}
+
+export function hashLicenseKey(canonicalKey: string): string {
+  return createHash('sha256').update(`aegis-license-key:${canonicalKey}`).digest('hex');
+}
+
+export function statusOf(row: Pick<LicensesTable, 'status' | 'expires_at'>, now: Date): LicenseStatus {
+  if (row.status === 'revoked') return 'revoked';
+  if (row.expires_at !== null && row.expires_at <= iso(now)) return 'expired';
+  return 'active';
+}
+
+export function toLicense(r: Selectable<LicensesTable>, now: Date): License {
+  const extra = JSON.parse(r.features) as Feature[];
+  return {
+    id: r.id,
+    customer_id: r.customer_id,
+    tier: r.tier as Tier,
+    license_type: r.license_type as LicenseType,
+    status: statusOf(r, now),
+    key_suffix: r.key_suffix,
+    max_machines: Number(r.max_machines),
+    allowed_major_versions: JSON.parse(r.allowed_major_versions) as string[],
+    features: effectiveFeatures(r.tier as Tier, extra),
+    extra_features: extra,
+    expires_at: r.expires_at,
+    revoked_at: r.revoked_at,
+    revoke_reason: r.revoke_reason,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+  };
+}
+
+export function toMachine(r: Selectable<MachinesTable>): Machine {
+  const { host_public_key: _omit, ...rest } = r;
+  return rest;
+}
+
+export class Licenses {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Resolves the expiry from the license type and the request, or says what is wrong. */
+  private expiryOf(input: IssueInput, now: Date): string | null {
+    const { license_type: type, expires_at, duration_days } = input;
+    if (expires_at !== undefined && duration_days !== undefined) {
+      throw new AegisError('VALIDATION_FAILED', 'give expires_at or duration_days, not both', {
+        details: [{ path: '/duration_days', message: 'conflicts with expires_at' }],
+      });
+    }
+    if (type === 'perpetual') {
+      if (expires_at !== undefined || duration_days !== undefined) {
+        throw new AegisError('VALIDATION_FAILED', 'a perpetual license has no expiry', {
+          details: [{ path: expires_at !== undefined ? '/expires_at' : '/duration_days', message: 'not allowed for perpetual licenses' }],
+        });
+      }
+      return null;
+    }
+    let exp: Date;
+    if (expires_at !== undefined) {
+      exp = new Date(expires_at);
+      if (Number.isNaN(exp.getTime())) {
+        throw new AegisError('VALIDATION_FAILED', 'expires_at is not a date', { details: [{ path: '/expires_at', message: 'must be an ISO-8601 date-time' }] });
+      }
+    } else if (duration_days !== undefined) {
+      exp = new Date(now.getTime() + duration_days * 86_400_000);
+    } else if (type === 'demo') {
+      exp = new Date(now.getTime() + DEMO_DEFAULT_DAYS * 86_400_000);
+    } else {
+      throw new AegisError('VALIDATION_FAILED', 'a subscription needs expires_at or duration_days', {
+        details: [{ path: '/expires_at', message: 'is required for subscription licenses (or give duration_days)' }],
+      });
+    }
+    if (exp.getTime() <= now.getTime()) {
+      throw new AegisError('VALIDATION_FAILED', 'expiry must be in the future', { details: [{ path: '/expires_at', message: 'must be in the future' }] });
+    }
+    if (type === 'demo' && exp.getTime() - now.getTime() > DEMO_MAX_DAYS * 86_400_000) {
+      throw new AegisError('VALIDATION_FAILED', `a demo license lasts at most ${DEMO_MAX_DAYS} days`, {
+        details: [{ path: expires_at !== undefined ? '/expires_at' : '/duration_days', message: `at most ${DEMO_MAX_DAYS} days for demo licenses` }],
+      });
+    }
+    return iso(exp);
+  }
+
+  async issue(input: IssueInput): Promise<{ license: License; license_key: string }> {
+    const now = this.clock.now();
+    const expires_at = this.expiryOf(input, now);
+    const customer = await this.db.selectFrom('customers').select(['id', 'is_active']).where('id', '=', input.customer_id).executeTakeFirst();
+    if (!customer) {
+      throw new AegisError('VALIDATION_FAILED', 'customer not found', { details: [{ path: '/customer_id', message: 'no such customer' }] });
+    }
+    if (Number(customer.is_active) !== 1) {
+      throw new AegisError('CONFLICT', 'customer is inactive; reactivate it before issuing licenses');
+    }
+    const key = generateLicenseKey();
+    const row: Selectable<LicensesTable> = {
+      id: randomUUID(),
+      customer_id: input.customer_id,
+      tier: input.tier,
+      license_type: input.license_type,
+      status: 'active',
+      key_hash: hashLicenseKey(key),
+      key_suffix: licenseKeySuffix(key),
+      max_machines: input.max_machines ?? 1,
+      allowed_major_versions: JSON.stringify([...new Set(input.allowed_major_versions ?? [])]),
+      features: JSON.stringify([...new Set(input.features ?? [])]),
+      expires_at,
+      revoked_at: null,
+      revoke_reason: null,
+      created_at: iso(now),
+      updated_at: iso(now),
+    };
+    await this.db.insertInto('licenses').values(row).execute();
+    return { license: toLicense(row, now), license_key: key };
+  }
+
+  async row(id: string): Promise<Selectable<LicensesTable>> {
+    const row = await this.db.selectFrom('licenses').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!row) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    return row;
+  }
+
+  async get(id: string): Promise<License> {
+    return toLicense(await this.row(id), this.clock.now());
+  }
+
+  /** The license a presented key names; unknown and malformed keys are the same 404. */
+  async rowByKey(key: string): Promise<Selectable<LicensesTable>> {
+    const canonical = normalizeLicenseKey(key);
+    if (canonical === null) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    const row = await this.db.selectFrom('licenses').selectAll().where('key_hash', '=', hashLicenseKey(canonical)).executeTakeFirst();
+    if (!row) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    return row;
+  }
+
+  async list(f: LicenseFilters, page: Page): Promise<Paged<License>> {
+    const now = this.clock.now();
+    const nowIso = iso(now);
+    let q = this.db.selectFrom('licenses');
+    if (f.customer_id) q = q.where('customer_id', '=', f.customer_id);
+    if (f.tier) q = q.where('tier', '=', f.tier);
+    if (f.license_type) q = q.where('license_type', '=', f.license_type);
+    if (f.status === 'revoked') q = q.where('status', '=', 'revoked');
+    if (f.status === 'expired') q = q.where('status', '=', 'active').where('expires_at', '<=', nowIso);
+    if (f.status === 'active') {
+      q = q.where('status', '=', 'active').where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', nowIso)]));
+    }
+    const { n } = await q.select((eb) => eb.fn.countAll<string | number>().as('n')).executeTakeFirstOrThrow();
+    const rows = await q.selectAll().orderBy('created_at').orderBy('id').limit(page.limit).offset(page.offset).execute();
+    return { items: rows.map((r) => toLicense(r, now)), total: Number(n), ...page };
+  }
+
+  async revoke(id: string, reason: string): Promise<{ license: License; changed: boolean }> {
+    const now = iso(this.clock.now());
+    const r = await this.db
+      .updateTable('licenses')
+      .set({ status: 'revoked', revoked_at: now, revoke_reason: reason, updated_at: now })
+      .where('id', '=', id)
+      .where('status', '<>', 'revoked')
+      .executeTakeFirst();
+    const license = await this.get(id);
+    return { license, changed: Number(r.numUpdatedRows) > 0 };
+  }
+
+  async machines(licenseId: string): Promise<Machine[]> {
+    await this.row(licenseId);
+    const rows = await this.db.selectFrom('machines').selectAll().where('license_id', '=', licenseId).orderBy('activated_at').execute();
+    return rows.map(toMachine);
+  }
+}

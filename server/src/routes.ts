@@ -1,0 +1,396 @@
+/**
+ * The HTTP API (seed 001's routes plus activation): authentication, rate limits, request
+ * schemas and audit records around the core services. Handlers see Request/Reply only.
+ */
+import {
+  AegisError,
+  FEATURES,
+  HARDWARE_ID_PATTERN,
+  LICENSE_TYPES,
+  LICENSED_TIERS,
+  ValidationError,
+  computeFingerprint,
+  isEd25519PublicJwk,
+  type Ed25519PublicJwk,
+} from '../../protocol/src/index.js';
+import type { ApiKeys, ApiPrincipal, Scope } from './api_keys.js';
+import type { AuditLog, AuditEntry } from './audit.js';
+import type { Customers, CustomerInput } from './customers.js';
+import { LICENSE_STATUSES, type Licenses, type IssueInput, type LicenseStatus } from './licenses.js';
+import { Refusal, type Activations, type ActivationInput } from './activations.js';
+import { validateLicenseToken, type ValidateInput } from './license_validation.js';
+import { parsePage } from './pagination.js';
+import type { RateLimiter, RateLimits } from './rate_limit.js';
+import { Router, type Request, type Reply } from './http/router.js';
+import { validator } from './validation.js';
+import type { ServerContext } from './context.js';
+
+const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max });
+const nullableStr = (max: number) => ({ type: ['string', 'null'], maxLength: max });
+
+const customerCreate = validator<CustomerInput>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: { name: str(200), email: nullableStr(320), company: nullableStr(200), is_active: { type: 'boolean' } },
+});
+const customerPatch = validator<Partial<CustomerInput>>({
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: { name: str(200), email: nullableStr(320), company: nullableStr(200), is_active: { type: 'boolean' } },
+});
+const licenseIssue = validator<IssueInput>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['customer_id', 'tier', 'license_type'],
+  properties: {
+    customer_id: str(64),
+    tier: { type: 'string', enum: [...LICENSED_TIERS] },
+    license_type: { type: 'string', enum: [...LICENSE_TYPES] },
+    expires_at: { type: 'string', minLength: 10, maxLength: 40 },
+    duration_days: { type: 'integer', minimum: 1, maximum: 36500 },
+    max_machines: { type: 'integer', minimum: 1, maximum: 100000 },
+    allowed_major_versions: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[0-9]{1,6}$' } },
+    features: { type: 'array', maxItems: 64, items: { type: 'string', enum: FEATURES } },
+  },
+});
+const revokeBody = validator<{ reason: string }>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['reason'],
+  properties: { reason: str(500) },
+});
+const validateBody = validator<ValidateInput>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['token'],
+  properties: { token: { type: 'string', maxLength: 16384 }, product: str(100), version: str(64), hardware_id: str(128) },
+});
+const activationBody = validator<ActivationInput>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['license_key', 'hardware_id', 'host_public_key', 'hostname', 'agent_version', 'proof'],
+  properties: {
+    license_key: str(64),
+    hardware_id: { type: 'string', pattern: HARDWARE_ID_PATTERN.source },
+    host_public_key: {
+      type: 'object',
+      required: ['kty', 'crv', 'x'],
+      properties: { kty: { const: 'OKP' }, crv: { const: 'Ed25519' }, x: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
+    },
+    hostname: str(253),
+    agent_version: str(64),
+    proof: { type: 'string', minLength: 1, maxLength: 4096 },
+  },
+});
+const proofBody = validator<{ proof: string }>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['proof'],
+  properties: { proof: { type: 'string', minLength: 1, maxLength: 4096 } },
+});
+
+function ok(body: unknown, status = 200): Reply {
+  return { status, body };
+}
+
+function boolParam(q: URLSearchParams, name: string): boolean | undefined {
+  const v = q.get(name);
+  if (v === null) return undefined;
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new ValidationError([{ path: name, message: 'must be true or false' }]);
+}
+
+function enumParam<T extends string>(q: URLSearchParams, name: string, allowed: readonly T[]): T | undefined {
+  const v = q.get(name);
+  if (v === null) return undefined;
+  if (!(allowed as readonly string[]).includes(v)) throw new ValidationError([{ path: name, message: `must be one of ${allowed.join(', ')}` }]);
+  return v as T;
+}
+
+export interface RouteDeps {
+  customers: Customers;
+  licenses: Licenses;
+  activations: Activations;
+  apiKeys: ApiKeys;
+  audit: AuditLog;
+  limiter: RateLimiter;
+  limits: RateLimits;
+  ctx: ServerContext;
+}
+
+export function buildRouter(d: RouteDeps): Router {
+  const r = new Router();
+  const { ctx } = d;
+
+  /** Resolves the API key of a request, requiring `scope`. 401 without a known key, 403 without the scope. */
+  async function authorize(req: Request, scope: Scope): Promise<ApiPrincipal> {
+    const header = req.headers['x-api-key'];
+    let key = typeof header === 'string' ? header : undefined;
+    const authz = req.headers.authorization;
+    if (!key && typeof authz === 'string' && /^Bearer\s+/i.test(authz)) key = authz.replace(/^Bearer\s+/i, '').trim();
+    if (!key) throw new AegisError('UNAUTHORIZED', 'an API key is required (X-API-Key or Authorization: Bearer)');
+    const principal = await d.apiKeys.authenticate(key);
+    if (!principal) throw new AegisError('UNAUTHORIZED', 'unknown or revoked API key');
+    if (!principal.scopes.includes(scope)) {
+      throw new AegisError('FORBIDDEN', `this API key lacks the ${scope} scope`, { details: { required_scope: scope } });
+    }
+    return principal;
+  }
+
+  const actorOf = (p: ApiPrincipal) => `api_key:${p.name}`;
+
+  /** Records a refusal (with the ids a Refusal carries) and rethrows it. */
+  async function refused(err: unknown, e: Omit<AuditEntry, 'outcome' | 'reason'>): Promise<never> {
+    if (err instanceof AegisError) {
+      const ids = err instanceof Refusal ? err.ids : {};
+      await d.audit.record({ ...e, ...ids, outcome: 'refused', reason: `${err.code}: ${err.message}` });
+    }
+    throw err;
+  }
+
+  // --- system -------------------------------------------------------------------
+  r.add('GET', '/health', async () => {
+    const checks: Record<string, string> = {};
+    let healthy = true;
+    try {
+      await ctx.ping();
+      checks.database = 'ok';
+    } catch (e) {
+      healthy = false;
+      checks.database = `error: ${(e as Error).message}`;
+    }
+    try {
+      checks.signing_key = `ok (${ctx.keys.signingKey().kid})`;
+    } catch (e) {
+      healthy = false;
+      checks.signing_key = `error: ${(e as Error).message}`;
+    }
+    return { status: healthy ? 200 : 503, body: { status: healthy ? 'ok' : 'unhealthy', checks } };
+  });
+  r.add('GET', '/info', async () =>
+    ok({
+      name: 'aegis-server',
+      version: ctx.version,
+      database: ctx.dialect,
+      signing_kid: ctx.keys.activeKid(),
+      jwks_uri: '/.well-known/jwks.json',
+      started_at: ctx.startedAt,
+    }),
+  );
+  r.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks(), headers: { 'cache-control': 'public, max-age=300' } }));
+
+  // --- customers ----------------------------------------------------------------
+  r.add('POST', '/api/v1/customers', async (req) => {
+    const p = await authorize(req, 'customers:write');
+    const c = await d.customers.create(customerCreate(req.body));
+    await d.audit.record({ event_type: 'customer.created', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { name: c.name } });
+    return ok(c, 201);
+  });
+  r.add('GET', '/api/v1/customers', async (req) => {
+    await authorize(req, 'customers:read');
+    const page = parsePage(req.query);
+    const filters = {
+      is_active: boolParam(req.query, 'is_active'),
+      email: req.query.get('email') ?? undefined,
+      q: req.query.get('q') ?? undefined,
+    };
+    return ok(await d.customers.list(filters, page));
+  });
+  r.add('GET', '/api/v1/customers/:id', async (req) => {
+    await authorize(req, 'customers:read');
+    return ok(await d.customers.get(req.params.id!));
+  });
+  r.add('PATCH', '/api/v1/customers/:id', async (req) => {
+    const p = await authorize(req, 'customers:write');
+    const patch = customerPatch(req.body);
+    const c = await d.customers.update(req.params.id!, patch);
+    await d.audit.record({ event_type: 'customer.updated', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { fields: Object.keys(patch) } });
+    return ok(c);
+  });
+  r.add('DELETE', '/api/v1/customers/:id', async (req) => {
+    const p = await authorize(req, 'customers:write');
+    const force = boolParam(req.query, 'force') ?? false;
+    const id = req.params.id!;
+    let result;
+    try {
+      result = await d.customers.delete(id, force);
+    } catch (e) {
+      if (e instanceof AegisError && e.code === 'CUSTOMER_HAS_ACTIVE_LICENSES') {
+        await refused(e, { event_type: 'customer.delete', actor: actorOf(p), customer_id: id, client_ip: req.clientIp });
+      }
+      throw e;
+    }
+    await d.audit.record({
+      event_type: 'customer.deleted',
+      actor: actorOf(p),
+      customer_id: id,
+      client_ip: req.clientIp,
+      reason: force ? 'forced' : null,
+      data: { licenses_removed_while_active: result.revokedLicenseIds },
+    });
+    return { status: 204, body: null };
+  });
+
+  // --- licenses -----------------------------------------------------------------
+  r.add('POST', '/api/v1/licenses', async (req) => {
+    const p = await authorize(req, 'licenses:write');
+    const { license, license_key } = await d.licenses.issue(licenseIssue(req.body));
+    await d.audit.record({
+      event_type: 'license.issued',
+      actor: actorOf(p),
+      license_id: license.id,
+      customer_id: license.customer_id,
+      client_ip: req.clientIp,
+      data: { tier: license.tier, license_type: license.license_type, max_machines: license.max_machines, expires_at: license.expires_at },
+    });
+    ctx.events.emit('license.changed', license.id);
+    return ok({ ...license, license_key }, 201);
+  });
+  r.add('GET', '/api/v1/licenses', async (req) => {
+    await authorize(req, 'licenses:read');
+    const page = parsePage(req.query);
+    const filters = {
+      customer_id: req.query.get('customer_id') ?? undefined,
+      status: enumParam<LicenseStatus>(req.query, 'status', LICENSE_STATUSES),
+      tier: enumParam(req.query, 'tier', LICENSED_TIERS),
+      license_type: enumParam(req.query, 'license_type', LICENSE_TYPES),
+    };
+    return ok(await d.licenses.list(filters, page));
+  });
+  r.add('GET', '/api/v1/licenses/:id', async (req) => {
+    await authorize(req, 'licenses:read');
+    return ok(await d.licenses.get(req.params.id!));
+  });
+  r.add('GET', '/api/v1/licenses/:id/machines', async (req) => {
+    await authorize(req, 'licenses:read');
+    return ok({ items: await d.licenses.machines(req.params.id!) });
+  });
+  r.add(
+    'DELETE',
+    '/api/v1/licenses/:id/revoke',
+    async (req) => {
+      const p = await authorize(req, 'licenses:write');
+      const { reason } = revokeBody(req.body);
+      const { license, changed } = await d.licenses.revoke(req.params.id!, reason);
+      if (changed) {
+        await d.audit.record({ event_type: 'license.revoked', actor: actorOf(p), license_id: license.id, customer_id: license.customer_id, client_ip: req.clientIp, reason });
+        ctx.events.emit('license.changed', license.id);
+      }
+      return ok(license);
+    },
+    { body: true },
+  );
+  r.add('POST', '/api/v1/licenses/validate', async (req) => {
+    d.limiter.take(`validate:ip:${req.clientIp}`, d.limits.validatePerIp);
+    const input = validateBody(req.body);
+    const result = await validateLicenseToken(ctx.db, ctx.clock, ctx.tokens, input);
+    if (!result.valid) {
+      const c = result.claims ?? {};
+      await d.audit.record({
+        event_type: 'license.validate',
+        outcome: 'refused',
+        actor: 'anonymous',
+        license_id: typeof c.license_id === 'string' ? c.license_id : null,
+        machine_id: typeof c.sub === 'string' ? c.sub : null,
+        client_ip: req.clientIp,
+        reason: `${result.code}: ${result.message}`,
+      });
+    }
+    return ok(result);
+  });
+  r.add('POST', '/api/v1/licenses/fingerprint', async (req) => ok(computeFingerprint(req.body)));
+
+  // --- activation and machines ----------------------------------------------------
+  r.add('POST', '/api/v1/activations', async (req) => {
+    d.limiter.take(`activate:ip:${req.clientIp}`, d.limits.activationPerIp);
+    const body = req.body as Record<string, unknown> | null;
+    const input = activationBody(body);
+    if (!isEd25519PublicJwk(input.host_public_key)) {
+      throw new ValidationError([{ path: '/host_public_key', message: 'must be an Ed25519 public JWK without private members' }]);
+    }
+    const base = { event_type: 'machine.activate', actor: `host:${input.hostname}`, client_ip: req.clientIp };
+    let result;
+    try {
+      result = await d.activations.activate({ ...input, host_public_key: input.host_public_key as Ed25519PublicJwk }, (licenseId) =>
+        d.limiter.take(`activate:license:${licenseId}`, d.limits.activationPerLicense),
+      );
+    } catch (e) {
+      return refused(e, { ...base, data: { hardware_id: input.hardware_id } });
+    }
+    await d.audit.record({
+      ...base,
+      event_type: result.created ? 'machine.activated' : 'machine.reactivated',
+      license_id: result.license_id,
+      customer_id: result.customer_id,
+      machine_id: result.machine_id,
+      data: { hardware_id: input.hardware_id, agent_version: input.agent_version },
+    });
+    const { created, license_id: _l, customer_id: _c, ...response } = result;
+    return ok(response, created ? 201 : 200);
+  });
+  r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
+    const id = req.params.id!;
+    d.limiter.take(`refresh:ip:${req.clientIp}`, d.limits.refreshPerIp);
+    d.limiter.take(`refresh:machine:${id}`, d.limits.refreshPerMachine);
+    const { proof } = proofBody(req.body);
+    const base = { event_type: 'machine.refresh', actor: `machine:${id}`, machine_id: id, client_ip: req.clientIp };
+    try {
+      const result = await d.activations.refresh(id, proof);
+      const { license_id: _l, customer_id: _c, ...response } = result;
+      return ok(response);
+    } catch (e) {
+      return refused(e, base);
+    }
+  });
+  r.add(
+    'DELETE',
+    '/api/v1/machines/:id',
+    async (req) => {
+      const id = req.params.id!;
+      let actor: string;
+      let auth: { admin: true } | { proof: unknown };
+      if (req.headers['x-api-key'] || req.headers.authorization) {
+        actor = actorOf(await authorize(req, 'licenses:write'));
+        auth = { admin: true };
+      } else {
+        actor = `machine:${id}`;
+        auth = { proof: proofBody(req.body).proof };
+      }
+      try {
+        const res = await d.activations.deactivate(id, auth);
+        await d.audit.record({ event_type: 'machine.deactivated', actor, machine_id: id, license_id: res.license_id, customer_id: res.customer_id, client_ip: req.clientIp });
+        return ok(res.machine);
+      } catch (e) {
+        return refused(e, { event_type: 'machine.deactivate', actor, machine_id: id, client_ip: req.clientIp });
+      }
+    },
+    { body: true },
+  );
+
+  // --- admin --------------------------------------------------------------------
+  r.add('GET', '/api/v1/admin/stats', async (req) => {
+    await authorize(req, 'admin:read');
+    return ok(await ctx.stats());
+  });
+  r.add('GET', '/api/v1/admin/audit-logs', async (req) => {
+    await authorize(req, 'admin:read');
+    const page = parsePage(req.query);
+    const since = req.query.get('since') ?? undefined;
+    if (since !== undefined && Number.isNaN(new Date(since).getTime())) {
+      throw new ValidationError([{ path: 'since', message: 'must be an ISO-8601 date-time' }]);
+    }
+    const result = await d.audit.list({
+      event_type: req.query.get('event_type') ?? undefined,
+      license_id: req.query.get('license_id') ?? undefined,
+      customer_id: req.query.get('customer_id') ?? undefined,
+      since: since === undefined ? undefined : new Date(since).toISOString(),
+      ...page,
+    });
+    return ok({ ...result, ...page });
+  });
+
+  return r;
+}
