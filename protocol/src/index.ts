@@ -51,3 +51,4 @@ export { parseCidr, formatAddr, CidrError } from './cidr.js';
 export type { ParsedCidr } from './cidr.js';
 export { jwkThumbprint, publicJwkOf, isEd25519PublicJwk } from './jose_keys.js';
 export type { Ed25519PublicJwk } from './jose_keys.js';
+export { signHostProof } from './host_proof.js';

@@ -1,0 +1,130 @@
+/**
+ * Starts a real aegis-server for a test: its own keys directory, its own database
+ * (a SQLite file, or a database on a test PostgreSQL), port 0, an admin key with every
+ * scope, and a movable clock.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { startApp, type App } from '../../server/src/app.js';
+import { SCOPES } from '../../server/src/api_keys.js';
+import { KeyStore } from '../../server/src/keys/keystore.js';
+import { loadConfig } from '../../server/src/config.js';
+import { createLogger } from '../../server/src/logger.js';
+import type { RateLimits } from '../../server/src/rate_limit.js';
+import {
+  AUD_ACTIVATION_PROOF,
+  computeFingerprint,
+  publicJwkOf,
+  signHostProof,
+  type Ed25519PublicJwk,
+} from '../../protocol/src/index.js';
+
+/** A clock tests can move: `offsetMs` is added to real time. */
+export class TestClock {
+  offsetMs = 0;
+  now(): Date {
+    return new Date(Date.now() + this.offsetMs);
+  }
+  advanceDays(d: number): void {
+    this.offsetMs += d * 86_400_000;
+  }
+}
+
+export interface TestServer {
+  url: string;
+  adminKey: string;
+  app: App;
+  keysDir: string;
+  keys: KeyStore;
+  clock: TestClock;
+  /** JSON request helper; `key: null` sends no API key. */
+  req(method: string, path: string, body?: unknown, opts?: { key?: string | null; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(opts: { databaseUrl?: string; limits?: Partial<RateLimits> } = {}): Promise<TestServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'aegis-srv-'));
+  const keysDir = join(dir, 'keys');
+  const keys = KeyStore.open(keysDir);
+  keys.generate();
+  const clock = new TestClock();
+  const config = loadConfig(
+    { listen: '127.0.0.1:0', database: opts.databaseUrl ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir },
+    { LOG_LEVEL: 'error' },
+  );
+  // Generous limits by default, so only the rate-limit test trips them.
+  const limits: Partial<RateLimits> = {
+    activationPerIp: { burst: 100000, perMinute: 100000 },
+    activationPerLicense: { burst: 100000, perMinute: 100000 },
+    refreshPerIp: { burst: 100000, perMinute: 100000 },
+    refreshPerMachine: { burst: 100000, perMinute: 100000 },
+    validatePerIp: { burst: 100000, perMinute: 100000 },
+    ...opts.limits,
+  };
+  const app = await startApp(config, { clock, limits, logger: createLogger({ silent: true }) });
+  const admin = await app.apiKeys.create('test-admin', [...SCOPES]);
+  const url = app.http.url;
+  return {
+    url,
+    adminKey: admin.key,
+    app,
+    keysDir,
+    keys,
+    clock,
+    async req(method, path, body, o = {}) {
+      const headers: Record<string, string> = { ...(o.headers ?? {}) };
+      const key = o.key === undefined ? admin.key : o.key;
+      if (key !== null) headers['x-api-key'] = key;
+      let payload: string | undefined;
+      if (body !== undefined) {
+        payload = typeof body === 'string' ? body : JSON.stringify(body);
+        headers['content-type'] ??= 'application/json';
+      }
+      const res = await fetch(url + path, { method, headers, body: payload });
+      const text = await res.text();
+      let parsed: unknown = null;
+      try {
+        parsed = text ? JSON.parse(text) : null;
+      } catch {
+        parsed = text;
+      }
+      return { status: res.status, body: parsed as any, headers: res.headers };
+    },
+    async close() {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A simulated host: its own Ed25519 key and hardware fingerprint. */
+export class TestHost {
+  readonly privateKey: KeyObject;
+  readonly jwk: Ed25519PublicJwk;
+  readonly hardwareId: string;
+
+  constructor(readonly name: string) {
+    const { privateKey } = generateKeyPairSync('ed25519');
+    this.privateKey = privateKey;
+    this.jwk = publicJwkOf(privateKey);
+    this.hardwareId = computeFingerprint({ machine_id: `${name}-${Math.random()}`, macs: ['52:54:00:00:00:01'] }).hardware_id;
+  }
+
+  proof(aud: string, overrides: { iat?: number; jti?: string; hwid?: string } = {}): string {
+    return signHostProof(this.privateKey, { aud, hwid: overrides.hwid ?? this.hardwareId, iat: overrides.iat, jti: overrides.jti });
+  }
+
+  activation(licenseKey: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+      license_key: licenseKey,
+      hardware_id: this.hardwareId,
+      host_public_key: this.jwk,
+      hostname: this.name,
+      agent_version: '1.2.0',
+      proof: this.proof(AUD_ACTIVATION_PROOF),
+      ...extra,
+    };
+  }
+}
