@@ -1,0 +1,27 @@
+/**
+ * The server under benchmark, in its own process so the load generator does not share
+ * its event loop. Rate limits are lifted (the benchmark measures throughput, not the
+ * brakes). Prints one JSON line {url, adminKey} when ready.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startApp } from '../../server/src/app.js';
+import { SCOPES } from '../../server/src/api_keys.js';
+import { loadConfig } from '../../server/src/config.js';
+import { KeyStore } from '../../server/src/keys/keystore.js';
+import { createLogger } from '../../server/src/logger.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'aegis-bench-'));
+KeyStore.open(join(dir, 'keys')).generate();
+const unlimited = { burst: 1e9, perMinute: 1e9 };
+const app = await startApp(
+  loadConfig({ listen: '127.0.0.1:0', database: process.env.DATABASE_URL ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, {}),
+  {
+    logger: createLogger({ silent: true }),
+    limits: { activationPerIp: unlimited, activationPerLicense: unlimited, refreshPerIp: unlimited, refreshPerMachine: unlimited, validatePerIp: unlimited },
+  },
+);
+const admin = await app.apiKeys.create('bench', [...SCOPES]);
+process.stdout.write(JSON.stringify({ url: app.http.url, adminKey: admin.key, dir }) + '\n');
+process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
