@@ -116,8 +116,8 @@ static bool aegis_str_eq_nocase(const char *a, const char *b)
 	}
 }
 
-static enum aegis_verdict aegis_read_header(const u8 *json, size_t len, struct aegis_header *h,
-					    struct aegis_json_scratch *scratch)
+enum aegis_verdict aegis_read_header(const u8 *json, size_t len, struct aegis_header *h,
+				     struct aegis_json_scratch *scratch)
 {
 	struct aegis_json_field fields[] = {
 		{ .name = "alg", .type = AEGIS_JSON_STRING, .dst = h->alg, .cap = sizeof(h->alg) },
@@ -142,8 +142,8 @@ static enum aegis_verdict aegis_read_header(const u8 *json, size_t len, struct a
 	return AEGIS_VERDICT_VALID;
 }
 
-static enum aegis_verdict aegis_read_claims(const u8 *json, size_t len, struct aegis_claims *c,
-					    struct aegis_json_scratch *scratch)
+enum aegis_verdict aegis_read_claims(const u8 *json, size_t len, struct aegis_claims *c,
+				     struct aegis_json_scratch *scratch)
 {
 	struct aegis_json_field fields[] = {
 		{ .name = "iss", .type = AEGIS_JSON_STRING, .dst = c->iss, .cap = sizeof(c->iss) },

@@ -119,6 +119,16 @@ enum aegis_verdict aegis_verify_token(const u8 *token, size_t len,
 				      struct aegis_verify_scratch *scratch,
 				      struct aegis_token_info *info);
 
+/*
+ * The two JSON readers aegis_verify_token() uses, exposed for the fuzzer and tests:
+ * the JWS header (alg, kid; "crit" and token-supplied keys refused) and the kernel
+ * token claims. Return AEGIS_VERDICT_VALID when the JSON is acceptable.
+ */
+enum aegis_verdict aegis_read_header(const u8 *json, size_t len, struct aegis_header *h,
+				     struct aegis_json_scratch *scratch);
+enum aegis_verdict aegis_read_claims(const u8 *json, size_t len, struct aegis_claims *c,
+				     struct aegis_json_scratch *scratch);
+
 /* The time-dependent part of the verdict for verified claims at time @now. */
 enum aegis_verdict aegis_verdict_at(const struct aegis_claims *claims, s64 now);
 
