@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Aegis segmentation datapath: cgroup_skb egress and ingress programs.
+ *
+ * A bound service is a cgroup; the programs are attached (through pinned bpf_links) to
+ * each bound cgroup, and aegis_v1_cgrp maps the socket's cgroup id (or the nearest bound
+ * ancestor) to the service id. aegis_v1_pol maps the service id to its current rule trie;
+ * userspace builds a new trie beside the old one and swaps it in with one update, so a
+ * packet sees either the old policy or the new one, never a mix. The trie also holds the
+ * service's config entry (mode, expiry, generation) so those swap together with the rules.
+ *
+ * What is evaluated: only the first packet of a flow. For TCP that is a SYN without ACK
+ * (egress: connect(); ingress: a client connecting to us). Every other TCP packet belongs
+ * to a connection whose SYN was already evaluated, so it passes; this also keeps the
+ * return path of allowed connections open in both directions. UDP has no handshake, so an
+ * allowed UDP packet records its flow in an LRU map and the opposite direction passes as a
+ * reply while the flow is fresh. Packets that are neither TCP nor UDP pass (ICMP errors and
+ * PMTU discovery must keep working); see bpf/README.md.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "aegis.h"
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* Set before load. The production instance has test_mode = 0, so the verifier removes the
+ * test branches; a separate, never-attached instance with test_mode = 1 serves
+ * BPF_PROG_TEST_RUN, where the skb's cgroup is the test runner's. */
+const volatile __u8 test_mode = 0;
+/* Flow events allowed per second per CPU, and the burst (token bucket size). */
+const volatile __u64 event_rate = 200;
+const volatile __u64 event_burst = 400;
+/* How long an allowed UDP flow keeps its return path open after its last packet. */
+const volatile __u64 udp_flow_timeout_ns = 120 * NSEC_PER_SEC;
+
+struct aegis_rules {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, AEGIS_MAX_RULES + 1);
+	/* Sizes, not BTF types: clang emits only a forward declaration for a struct that
+	 * is reached solely through the inner-map template. */
+	__uint(key_size, sizeof(struct aegis_lpm_key));
+	__uint(value_size, sizeof(struct aegis_lpm_value));
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, AEGIS_MAX_SERVICES);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct aegis_rules);
+} aegis_v1_pol SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AEGIS_MAX_CGROUPS);
+	__type(key, __u64);   /* cgroup id */
+	__type(value, __u32); /* service id */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aegis_v1_cgrp SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, AEGIS_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct aegis_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aegis_v1_cnt SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, AEGIS_MAX_FLOWS);
+	__type(key, struct aegis_flow_key);
+	__type(value, __u64); /* last packet, CLOCK_MONOTONIC ns */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aegis_v1_flow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, AEGIS_RINGBUF_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aegis_v1_evt SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct aegis_rate_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aegis_v1_rate SEC(".maps");
+
+struct pkt {
+	__u8 family;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 has_ports;
+	__be16 sport;
+	__be16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+#define IP_OFFSET_MASK 0x1fff
+#define IP6_OFFSET_MASK 0xfff8
+
+static __always_inline void map_v4(__u8 *dst, __be32 a)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &a, 4);
+}
+
+/* Fills p; returns 0 when the addresses are known (ports too when has_ports), -1 when the
+ * packet is not IP or is truncated. Offsets are relative to the network header, which is
+ * where skb->data points for cgroup_skb. */
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	__u32 off;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr iph;
+
+		if (bpf_skb_load_bytes(skb, 0, &iph, sizeof(iph)) || iph.version != 4)
+			return -1;
+		p->family = 4;
+		p->proto = iph.protocol;
+		map_v4(p->saddr, iph.saddr);
+		map_v4(p->daddr, iph.daddr);
+		/* Non-first fragments carry no ports. cgroup_skb sees datagrams before
+		 * fragmentation (egress) and after reassembly (ingress), so this is rare. */
+		if (iph.frag_off & bpf_htons(IP_OFFSET_MASK))
+			return 0;
+		off = iph.ihl * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6h;
+		__u8 nh;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6h, sizeof(ip6h)))
+			return -1;
+		p->family = 6;
+		__builtin_memcpy(p->saddr, &ip6h.saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6h.daddr, 16);
+		nh = ip6h.nexthdr;
+		off = sizeof(ip6h);
+#pragma unroll
+		for (int i = 0; i < 6; i++) {
+			__u8 h[4];
+
+			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+				if (bpf_skb_load_bytes(skb, off, h, 2))
+					return -1;
+				nh = h[0];
+				off += (h[1] + 1) * 8;
+			} else if (nh == IPPROTO_FRAGMENT) {
+				if (bpf_skb_load_bytes(skb, off, h, 4))
+					return -1;
+				nh = h[0];
+				if (((h[2] << 8) | h[3]) & IP6_OFFSET_MASK) {
+					p->proto = nh;
+					return 0;
+				}
+				off += 8;
+			} else if (nh == IPPROTO_AH) {
+				if (bpf_skb_load_bytes(skb, off, h, 2))
+					return -1;
+				nh = h[0];
+				off += (h[1] + 2) * 4;
+			} else {
+				break;
+			}
+		}
+		p->proto = nh;
+	} else {
+		return -1;
+	}
+
+	if (p->proto == IPPROTO_TCP) {
+		__u8 th[14];
+
+		if (bpf_skb_load_bytes(skb, off, th, sizeof(th)))
+			return -1;
+		__builtin_memcpy(&p->sport, th, 2);
+		__builtin_memcpy(&p->dport, th + 2, 2);
+		p->tcp_flags = th[13];
+		p->has_ports = 1;
+	} else if (p->proto == IPPROTO_UDP) {
+		__u8 uh[4];
+
+		if (bpf_skb_load_bytes(skb, off, uh, sizeof(uh)))
+			return -1;
+		__builtin_memcpy(&p->sport, uh, 2);
+		__builtin_memcpy(&p->dport, uh + 2, 2);
+		p->has_ports = 1;
+	}
+	return 0;
+}
+
+static __always_inline int resolve_service(struct __sk_buff *skb, __u32 *svc)
+{
+	__u64 id;
+	__u32 *s;
+	int found = 0;
+
+	if (test_mode && skb->cb[1] == AEGIS_TEST_MAGIC) {
+		*svc = skb->cb[0];
+		return 1;
+	}
+	id = bpf_skb_cgroup_id(skb);
+	s = bpf_map_lookup_elem(&aegis_v1_cgrp, &id);
+	if (s) {
+		*svc = *s;
+		return 1;
+	}
+	/* A process in a child cgroup of the bound one: take the deepest bound ancestor. */
+	for (int lvl = 0; lvl < 16; lvl++) {
+		__u64 aid = bpf_skb_ancestor_cgroup_id(skb, lvl);
+
+		if (!aid || aid == id)
+			break;
+		s = bpf_map_lookup_elem(&aegis_v1_cgrp, &aid);
+		if (s) {
+			*svc = *s;
+			found = 1;
+		}
+	}
+	return found;
+}
+
+static __always_inline int finish(struct __sk_buff *skb, int verdict, __u32 reason)
+{
+	if (test_mode)
+		skb->cb[2] = reason;
+	return verdict;
+}
+
+/* Token bucket in nano-tokens, per CPU: one event costs NSEC_PER_SEC. */
+static __always_inline int take_token(__u64 now)
+{
+	struct aegis_rate_state *r;
+	__u32 zero = 0;
+	__u64 cap, elapsed, t;
+
+	if (!event_rate)
+		return 0;
+	r = bpf_map_lookup_elem(&aegis_v1_rate, &zero);
+	if (!r)
+		return 0;
+	cap = event_burst * NSEC_PER_SEC;
+	elapsed = now - r->last_ns;
+	/* Past the time to fill the bucket it is simply full (also avoids overflow). */
+	if (elapsed >= cap / event_rate)
+		t = cap;
+	else
+		t = r->tokens + elapsed * event_rate;
+	if (t > cap)
+		t = cap;
+	r->last_ns = now;
+	if (t < NSEC_PER_SEC) {
+		r->tokens = t;
+		return 0;
+	}
+	r->tokens = t - NSEC_PER_SEC;
+	return 1;
+}
+
+static __always_inline void emit(struct aegis_counters *c, const struct pkt *p, __u32 svc,
+				 __u8 dir, __u8 verdict, __u64 generation, __u64 now)
+{
+	struct aegis_flow_event *e;
+
+	if (!take_token(now)) {
+		if (c)
+			c->events_lost++;
+		return;
+	}
+	e = bpf_ringbuf_reserve(&aegis_v1_evt, sizeof(*e), 0);
+	if (!e) {
+		if (c)
+			c->events_lost++;
+		return;
+	}
+	e->ts_ns = now;
+	e->generation = generation;
+	e->service_id = svc;
+	e->rule_id = 0;
+	e->direction = dir;
+	e->verdict = verdict;
+	e->proto = p->proto;
+	e->family = p->family;
+	e->sport = bpf_ntohs(p->sport);
+	e->dport = bpf_ntohs(p->dport);
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	bpf_ringbuf_submit(e, 0);
+	if (c)
+		c->events++;
+}
+
+static __always_inline void flow_key(struct aegis_flow_key *fk, const struct pkt *p, __u32 svc,
+				     __u8 dir)
+{
+	fk->service_id = svc;
+	fk->proto = p->proto;
+	if (dir == AEGIS_DIR_EGRESS) {
+		fk->lport = p->sport;
+		fk->rport = p->dport;
+		__builtin_memcpy(fk->raddr, p->daddr, 16);
+	} else {
+		fk->lport = p->dport;
+		fk->rport = p->sport;
+		__builtin_memcpy(fk->raddr, p->saddr, 16);
+	}
+}
+
+static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
+{
+	struct aegis_lpm_key k = {};
+	struct aegis_lpm_value *cfg, *rule;
+	struct aegis_counters *c;
+	struct pkt p = {};
+	void *rules;
+	__u64 now;
+	__u32 svc;
+	int parsed, enforce;
+
+	if (!resolve_service(skb, &svc))
+		return finish(skb, 1, AEGIS_R_UNBOUND);
+	rules = bpf_map_lookup_elem(&aegis_v1_pol, &svc);
+	if (!rules)
+		return finish(skb, 1, AEGIS_R_NO_POLICY);
+	k.prefixlen = AEGIS_KEY_MAX_PREFIX;
+	k.dir = AEGIS_DIR_CONFIG;
+	cfg = bpf_map_lookup_elem(rules, &k);
+	if (!cfg)
+		return finish(skb, 1, AEGIS_R_NO_POLICY);
+
+	c = bpf_map_lookup_elem(&aegis_v1_cnt, &svc);
+	parsed = parse(skb, &p);
+	enforce = cfg->mode == AEGIS_MODE_ENFORCE;
+	now = bpf_ktime_get_ns();
+
+	if (cfg->expires_ns && now >= cfg->expires_ns) {
+		if (c)
+			c->expired++;
+		if (!(cfg->flags & AEGIS_CFG_FAIL_CLOSED))
+			return finish(skb, 1, AEGIS_R_EXPIRED_OPEN);
+		if (parsed == 0)
+			emit(c, &p, svc, dir, AEGIS_EV_EXPIRED_DROPPED, cfg->generation, now);
+		if (c) {
+			if (enforce)
+				c->dropped++;
+			else
+				c->would_drop++;
+		}
+		return finish(skb, enforce ? 0 : 1, AEGIS_R_EXPIRED_CLOSED);
+	}
+
+	if (parsed != 0 || !p.has_ports ||
+	    (p.proto == IPPROTO_TCP &&
+	     (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)) {
+		if (c)
+			c->bypassed++;
+		return finish(skb, 1, AEGIS_R_BYPASS);
+	}
+
+	k.dir = dir;
+	k.proto = p.proto;
+	if (dir == AEGIS_DIR_EGRESS) {
+		k.port = p.dport;
+		__builtin_memcpy(k.addr, p.daddr, 16);
+	} else {
+		k.port = p.dport;
+		__builtin_memcpy(k.addr, p.saddr, 16);
+	}
+	rule = bpf_map_lookup_elem(rules, &k);
+	if (!rule) {
+		k.port = 0;
+		rule = bpf_map_lookup_elem(rules, &k);
+	}
+
+	if (p.proto == IPPROTO_UDP) {
+		struct aegis_flow_key fk = {};
+		__u64 *seen;
+
+		flow_key(&fk, &p, svc, dir);
+		seen = bpf_map_lookup_elem(&aegis_v1_flow, &fk);
+		if (rule) {
+			/* Refresh at most once a second: a map write per packet costs more. */
+			if (!seen || now - *seen > NSEC_PER_SEC)
+				bpf_map_update_elem(&aegis_v1_flow, &fk, &now, BPF_ANY);
+		} else if (seen && now - *seen < udp_flow_timeout_ns) {
+			if (now - *seen > NSEC_PER_SEC)
+				bpf_map_update_elem(&aegis_v1_flow, &fk, &now, BPF_ANY);
+			if (c)
+				c->replies++;
+			return finish(skb, 1, AEGIS_R_REPLY);
+		}
+	}
+
+	if (rule) {
+		if (c)
+			c->allowed++;
+		return finish(skb, 1, AEGIS_R_ALLOWED);
+	}
+
+	if (enforce) {
+		if (c)
+			c->dropped++;
+		emit(c, &p, svc, dir, AEGIS_EV_DROPPED, cfg->generation, now);
+		return finish(skb, 0, AEGIS_R_DROPPED);
+	}
+	if (c)
+		c->would_drop++;
+	emit(c, &p, svc, dir, AEGIS_EV_WOULD_DROP, cfg->generation, now);
+	return finish(skb, 1, AEGIS_R_WOULD_DROP);
+}
+
+SEC("cgroup_skb/egress")
+int aegis_egress(struct __sk_buff *skb)
+{
+	return decide(skb, AEGIS_DIR_EGRESS);
+}
+
+SEC("cgroup_skb/ingress")
+int aegis_ingress(struct __sk_buff *skb)
+{
+	return decide(skb, AEGIS_DIR_INGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// The libbpf side of the datapath, free of N-API so it runs on worker threads: load the
+// skeleton against pinned maps, bind services to cgroups through pinned bpf_links, swap
+// rule tries, read counters, run BPF_PROG_TEST_RUN. Callers serialise through the mutex
+// inside; every method returns a Status instead of throwing.
+#ifndef AEGIS_NATIVE_DATAPATH_CORE_H
+#define AEGIS_NATIVE_DATAPATH_CORE_H
+
+#include <stdint.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../../bpf/aegis.h"
+#include "status.h"
+
+struct aegis_bpf;
+
+namespace aegis {
+
+// One rule as the TypeScript wrapper encodes it (little-endian, 28 bytes). The wrapper
+// has already validated it and mapped IPv4 into ::ffff:0:0/96 (prefixlen includes the 96).
+#pragma pack(push, 1)
+struct RuleRecord {
+  uint8_t dir;        // AEGIS_DIR_EGRESS / AEGIS_DIR_INGRESS
+  uint8_t proto;      // 6 or 17
+  uint16_t port;      // host order, 0 = any
+  uint8_t prefixlen;  // 0..128 over the 16-byte address
+  uint8_t pad[3];
+  uint8_t addr[16];
+  uint32_t rule_id;
+};
+#pragma pack(pop)
+static_assert(sizeof(RuleRecord) == 28, "RuleRecord is a wire format");
+
+struct OpenOptions {
+  std::string pin_root;
+  uint64_t event_rate = 200;
+  uint64_t event_burst = 400;
+  uint64_t udp_flow_timeout_ns = 120ULL * 1000000000ULL;
+};
+
+struct ServiceConfig {
+  uint32_t mode = AEGIS_MODE_ENFORCE;
+  uint32_t flags = 0;
+  uint64_t expires_ns = 0;
+  uint64_t generation = 0;
+};
+
+struct BindResult {
+  uint64_t cgroup_id = 0;
+  bool relinked = false;   // an existing pinned link was moved to the new program
+  bool rebound = false;    // the service moved from another cgroup
+};
+
+struct ApplyResult {
+  uint32_t rules = 0;
+  uint64_t build_ns = 0;   // creating and filling the new trie
+  uint64_t swap_ns = 0;    // the one outer-map update
+};
+
+struct ServiceStats {
+  uint32_t service_id = 0;
+  std::vector<uint64_t> cgroup_ids;
+  bool has_policy = false;
+  aegis_lpm_value config{};
+  bool has_counters = false;
+  aegis_counters counters{};
+};
+
+struct TestRunResult {
+  uint32_t retval = 0;
+  uint32_t reason = 0;
+  uint32_t duration_ns = 0;
+};
+
+struct ProbeResult {
+  bool prog_cgroup_skb = false;
+  bool map_lpm_trie = false;
+  bool map_hash_of_maps = false;
+  bool map_ringbuf = false;
+  int bpf_errno = 0;   // errno of a failed probe (EPERM: not privileged)
+};
+
+Status Probe(ProbeResult* out);
+uint64_t MonotonicNs();
+
+// Removes the pins of this layout (detaching links first) from pin_root, then the layout
+// marker if it is ours, then the directory if it is empty. Needs no open datapath.
+Status PurgePins(const std::string& pin_root);
+
+class DatapathCore {
+ public:
+  DatapathCore() = default;
+  ~DatapathCore();
+  DatapathCore(const DatapathCore&) = delete;
+  DatapathCore& operator=(const DatapathCore&) = delete;
+
+  Status Open(const OpenOptions& opts);
+  Status Bind(uint32_t service_id, const std::string& cgroup_path, BindResult* out);
+  Status Apply(uint32_t service_id, const std::vector<uint8_t>& rules, const ServiceConfig& cfg,
+               ApplyResult* out);
+  Status Withdraw(uint32_t service_id, bool* existed);
+  Status Stats(std::vector<ServiceStats>* out);
+  // svc < 0: no override (the packet's cgroup is the runner's own).
+  Status TestRun(uint8_t dir, int64_t svc, const std::vector<uint8_t>& packet, uint32_t repeat,
+                 TestRunResult* out);
+  Status Close();
+  Status Purge();
+  // The ring buffer map fd, or -1 when not open. Owned by the core.
+  int EventsFd();
+
+ private:
+  Status RequireOpen(const char* op);
+  Status EnsureCounters(uint32_t service_id);
+  Status LoadTestInstance();
+  Status LinkOne(uint32_t service_id, int cgroup_fd, uint64_t cgroup_id, bool egress,
+                 BindResult* out, uint64_t* old_cgroup_id);
+  void CloseLocked();
+
+  std::mutex mu_;
+  OpenOptions opts_;
+  aegis_bpf* skel_ = nullptr;
+  aegis_bpf* test_skel_ = nullptr;
+};
+
+}  // namespace aegis
+
+#endif
