@@ -204,33 +204,39 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return 0;
 }
 
-static __always_inline int resolve_service(struct __sk_buff *skb, __u32 *svc)
+/* The service of the packet's socket: its cgroup, or the deepest bound ancestor.
+ * Returns -1 when no service is bound there. */
+static __always_inline __s64 resolve_service(struct __sk_buff *skb)
 {
+	__s64 found = -1;
 	__u64 id;
 	__u32 *s;
-	int found = 0;
 
-	if (test_mode && skb->cb[1] == AEGIS_TEST_MAGIC) {
-		*svc = skb->cb[0];
-		return 1;
+	if (test_mode) {
+		__u32 cb1 = skb->cb[1];
+
+		if (cb1 == AEGIS_TEST_MAGIC) {
+			__u32 cb0 = skb->cb[0];
+
+			/* Keep the ctx load apart from the map-value loads below: clang would
+			 * otherwise merge them through a ctx pointer the verifier rejects. */
+			asm volatile("" : "+r"(cb0));
+			return cb0;
+		}
 	}
 	id = bpf_skb_cgroup_id(skb);
 	s = bpf_map_lookup_elem(&aegis_v1_cgrp, &id);
-	if (s) {
-		*svc = *s;
-		return 1;
-	}
-	/* A process in a child cgroup of the bound one: take the deepest bound ancestor. */
+	if (s)
+		return *s;
+	/* A process in a child cgroup of the bound one. */
 	for (int lvl = 0; lvl < 16; lvl++) {
 		__u64 aid = bpf_skb_ancestor_cgroup_id(skb, lvl);
 
 		if (!aid || aid == id)
 			break;
 		s = bpf_map_lookup_elem(&aegis_v1_cgrp, &aid);
-		if (s) {
-			*svc = *s;
-			found = 1;
-		}
+		if (s)
+			found = *s;
 	}
 	return found;
 }
@@ -329,11 +335,14 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 	struct pkt p = {};
 	void *rules;
 	__u64 now;
+	__s64 found;
 	__u32 svc;
 	int parsed, enforce;
 
-	if (!resolve_service(skb, &svc))
+	found = resolve_service(skb);
+	if (found < 0)
 		return finish(skb, 1, AEGIS_R_UNBOUND);
+	svc = (__u32)found;
 	rules = bpf_map_lookup_elem(&aegis_v1_pol, &svc);
 	if (!rules)
 		return finish(skb, 1, AEGIS_R_NO_POLICY);

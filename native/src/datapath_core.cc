@@ -209,7 +209,8 @@ Status LoadSkeleton(const OpenOptions& o, bool test_mode, aegis_bpf** out) {
                         "a map pinned under " + o.pin_root +
                             " does not match this build's layout; remove the pins (aegis purge) "
                             "or use another pin root");
-    } else if (e == EPERM || e == EACCES) {
+    } else if ((e == EPERM || e == EACCES) &&
+               cap.log.find("BEGIN PROG LOAD LOG") == std::string::npos) {
       s = Status::Errno(e, "bpf_object__load",
                         "loading the BPF programs was refused (needs root or CAP_BPF + "
                         "CAP_NET_ADMIN)");

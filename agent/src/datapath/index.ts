@@ -1,0 +1,45 @@
+/**
+ * agent/src/datapath: the only entry to the native addon (eBPF datapath, atomic token
+ * writer, sd_notify). Import from here, never from the addon or the files beside this one.
+ */
+export { DEFAULT_PIN_ROOT, MAX_SERVICES, Datapath, open, probe, purgePins } from './datapath.js';
+export type {
+  ApplyOptions,
+  ApplyResult,
+  Direction,
+  ExpiryBehaviour,
+  FlowEvent,
+  FlowVerdict,
+  OpenOptions,
+  ProbeResult,
+  ServiceCounters,
+  ServicePolicyState,
+  ServiceStats,
+  TestVerdict,
+  VerdictReason,
+} from './datapath.js';
+export type { PolicyRules } from './rules.js';
+export { encodeRules, MAX_SERVICE_ID } from './rules.js';
+export { buildPacket, TCP_ACK, TCP_SYN } from './packet.js';
+export type { PacketSpec } from './packet.js';
+export { cgroup2Mount, cgroupPathOfPid } from './cgroup.js';
+export { writeFileAtomic } from './token_file.js';
+export { sdNotify, formatNotifyState } from './notify.js';
+export type { NotifyState } from './notify.js';
+export {
+  AddonUnavailableError,
+  BpfLoadError,
+  BpfUnavailableError,
+  CgroupAlreadyBoundError,
+  CgroupNotFoundError,
+  DatapathClosedError,
+  DatapathError,
+  IncompatiblePinError,
+  InvalidArgumentError,
+  InvalidPolicyError,
+  KernelError,
+  NotifyError,
+  SnapshotTooLargeError,
+  TokenWriteError,
+} from './errors.js';
+export type { DatapathErrorCode, PolicyProblem } from './errors.js';

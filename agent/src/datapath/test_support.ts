@@ -1,0 +1,112 @@
+/**
+ * Shared set-up for the datapath tests: capability checks (root, bpffs, cgroup v2, the
+ * addon), per-file pin roots and cgroups with unique names so test files can run in
+ * parallel, and a child-process runner that places the child in a cgroup before it runs.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { missingRoot, run } from '../../../test/harness/capabilities.js';
+import { loadAddon } from './addon.js';
+import { BPF_FS_MAGIC, cgroup2Mount } from './cgroup.js';
+import { probe } from './datapath.js';
+
+const BPFFS = '/sys/fs/bpf';
+
+/** Mounts bpffs at /sys/fs/bpf when it is missing (root only); true when it is there. */
+export function ensureBpffs(): boolean {
+  const isBpf = (): boolean => {
+    try {
+      return statfsSync(BPFFS).type === BPF_FS_MAGIC;
+    } catch {
+      return false;
+    }
+  };
+  if (isBpf()) return true;
+  try {
+    run('mount', ['-t', 'bpf', 'bpf', BPFFS]);
+  } catch {
+    return false;
+  }
+  return isBpf();
+}
+
+/** Null when the datapath can be tested here, else why not. */
+export async function missingDatapath(): Promise<string | null> {
+  const root = missingRoot();
+  if (root !== null) return `${root} (BPF datapath tests)`;
+  if (!ensureBpffs()) return `no BPF filesystem at ${BPFFS} and mounting one failed`;
+  try {
+    loadAddon();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  const p = await probe({ pinRoot: BPFFS });
+  return p.ok ? null : p.reasons.join('; ');
+}
+
+export function testPinRoot(tag: string): string {
+  return `${BPFFS}/aegis-test-${tag}-${process.pid}`;
+}
+
+/** Creates a cgroup v2 group for a test; remove it with removeCgroup(). */
+export function makeCgroup(tag: string): string {
+  const mount = cgroup2Mount();
+  if (mount === null) throw new Error('no cgroup v2 mount');
+  const path = join(mount, `aegis-test-${tag}-${process.pid}`);
+  mkdirSync(path, { recursive: true });
+  return path;
+}
+
+/** Moves any process left in the group to the root group and removes it. */
+export function removeCgroup(path: string): void {
+  if (!existsSync(path)) return;
+  const mount = cgroup2Mount()!;
+  try {
+    const pids = readFileSync(join(path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    for (const pid of pids) {
+      try {
+        writeFileSync(join(mount, 'cgroup.procs'), pid);
+      } catch {
+        /* the process exited meanwhile */
+      }
+    }
+    rmdirSync(path);
+  } catch {
+    /* best effort: a leftover empty group is harmless */
+  }
+}
+
+/** Path of a compiled helper script in this directory (dist/agent/src/datapath/x.js). */
+export function helperScript(name: string): string {
+  return fileURLToPath(new URL(`./${name}`, import.meta.url));
+}
+
+export interface ChildResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `node script args...` with the child placed in `cgroupPath` before its first
+ * instruction: a shell writes its own pid to cgroup.procs and then execs node, so every
+ * socket the child opens belongs to that cgroup.
+ */
+export function runNodeInCgroup(cgroupPath: string | null, script: string, args: string[], timeoutMs = 120_000): Promise<ChildResult> {
+  const cmd = cgroupPath === null ? 'exec "$@"' : `echo $$ > "${cgroupPath}/cgroup.procs" && exec "$@"`;
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', cmd, 'sh', process.execPath, script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
