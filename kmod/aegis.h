@@ -20,7 +20,7 @@ extern unsigned int aegis_param_recheck_secs;
 
 /*
  * Everything the module knows about the current token. One instance, allocated at load
- * (it holds ~30 KiB of fixed buffers, too much for the stack and not worth a slab).
+ * (it holds ~25 KiB of fixed buffers, too much for the stack and not worth a slab).
  */
 struct aegis_state {
 	/*
