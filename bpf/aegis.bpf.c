@@ -402,11 +402,14 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 
 		flow_key(&fk, &p, svc, dir);
 		seen = bpf_map_lookup_elem(&aegis_v1_flow, &fk);
-		if (rule) {
+		/* Observe mode lets a would-drop flow through, so it tracks it like an allowed
+		 * one: its replies are replies, not a second would-drop. */
+		if (rule || !enforce) {
 			/* Refresh at most once a second: a map write per packet costs more. */
 			if (!seen || now - *seen > NSEC_PER_SEC)
 				bpf_map_update_elem(&aegis_v1_flow, &fk, &now, BPF_ANY);
-		} else if (seen && now - *seen < udp_flow_timeout_ns) {
+		}
+		if (!rule && seen && now - *seen < udp_flow_timeout_ns) {
 			if (now - *seen > NSEC_PER_SEC)
 				bpf_map_update_elem(&aegis_v1_flow, &fk, &now, BPF_ANY);
 			if (c)

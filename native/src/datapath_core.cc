@@ -387,7 +387,7 @@ Status DatapathCore::LinkOne(uint32_t svc, int cgroup_fd, uint64_t cgroup_id, bo
   }
   // Pin under a temporary name and rename over the old pin, so the pin path always names
   // a live link; until the old link is detached below both run, which is harmless.
-  std::string tmp = pin + ".new";
+  std::string tmp = pin + "_new";  // bpffs refuses names with dots
   unlink(tmp.c_str());
   if (bpf_obj_pin(link.get(), tmp.c_str()) != 0) {
     return Status::Errno(errno, "bpf_obj_pin", "cannot pin link at " + tmp);

@@ -193,9 +193,13 @@ export function fromNative(e: unknown, what: string): DatapathError {
       return new BpfUnavailableError(text, { cause: e });
     case 'EPERM':
     case 'EACCES':
-      return new BpfUnavailableError(`${text} (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)`, {
-        cause: e,
-      });
+      // Refused at load time means missing privileges; later EPERMs are specific failures.
+      if (n.op === 'bpf_object__load' || n.op === 'bpf_map_create') {
+        return new BpfUnavailableError(`${text} (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)`, {
+          cause: e,
+        });
+      }
+      return new KernelError(text, { cause: e });
     case 'ECLOSED':
       return new DatapathClosedError({ cause: e });
     case 'ECGROUP_BOUND':

@@ -1,0 +1,130 @@
+/**
+ * Test helper run as a child process inside a test cgroup (see runNodeInCgroup): makes
+ * real TCP connections and UDP exchanges so the cgroup_skb programs see real sockets.
+ * Prints one JSON line with the results.
+ *
+ *   node traffic_client.js '{"op":"probe","targets":[...]}'
+ *   node traffic_client.js '{"op":"loop","targets":[...],"stopFile":"...","readyFile":"..."}'
+ *   node traffic_client.js '{"op":"serve","ports":[...],"host":"127.0.0.1","stopFile":"...","readyFile":"..."}'
+ */
+import { createSocket } from 'node:dgram';
+import { existsSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+
+interface Target {
+  proto: 'tcp' | 'udp';
+  host: string;
+  port: number;
+  timeoutMs?: number;
+}
+
+interface Outcome {
+  ok: boolean;
+  error?: string;
+}
+
+function tcp(t: Target): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const s = connect({ host: t.host, port: t.port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ ok: false, error: 'timeout' });
+    }, t.timeoutMs ?? 400);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.end();
+      s.destroy();
+      resolve({ ok: true });
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ ok: false, error: e.code ?? e.message });
+    });
+  });
+}
+
+function udp(t: Target): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const s = createSocket(t.host.includes(':') ? 'udp6' : 'udp4');
+    const done = (o: Outcome): void => {
+      clearTimeout(timer);
+      s.close();
+      resolve(o);
+    };
+    const timer = setTimeout(() => done({ ok: false, error: 'timeout' }), t.timeoutMs ?? 400);
+    s.once('message', () => done({ ok: true }));
+    s.once('error', (e: NodeJS.ErrnoException) => done({ ok: false, error: e.code ?? e.message }));
+    s.send(Buffer.from('ping'), t.port, t.host, (e) => {
+      if (e) done({ ok: false, error: (e as NodeJS.ErrnoException).code ?? e.message });
+    });
+  });
+}
+
+const attempt = (t: Target): Promise<Outcome> => (t.proto === 'tcp' ? tcp(t) : udp(t));
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2] ?? '{}') as {
+    op: 'probe' | 'loop' | 'serve';
+    targets?: Target[];
+    stopFile?: string;
+    readyFile?: string;
+    ports?: number[];
+    host?: string;
+    maxMs?: number;
+  };
+  const deadline = Date.now() + (spec.maxMs ?? 120_000);
+  if (spec.op === 'probe') {
+    const results: Outcome[] = [];
+    for (const t of spec.targets ?? []) results.push(await attempt(t));
+    process.stdout.write(JSON.stringify({ results }) + '\n');
+    return;
+  }
+  if (spec.op === 'loop') {
+    // Round-robin over the targets until the stop file appears; per target: ok / failed.
+    const targets = spec.targets ?? [];
+    const counts = targets.map(() => ({ ok: 0, failed: 0, errors: {} as Record<string, number> }));
+    let rounds = 0;
+    while (!existsSync(spec.stopFile!) && Date.now() < deadline) {
+      for (let i = 0; i < targets.length; i++) {
+        const o = await attempt(targets[i]!);
+        const c = counts[i]!;
+        if (o.ok) c.ok++;
+        else {
+          c.failed++;
+          c.errors[o.error ?? '?'] = (c.errors[o.error ?? '?'] ?? 0) + 1;
+        }
+      }
+      rounds++;
+      if (rounds === 1 && spec.readyFile) writeFileSync(spec.readyFile, 'ready');
+    }
+    process.stdout.write(JSON.stringify({ rounds, counts }) + '\n');
+    return;
+  }
+  if (spec.op === 'serve') {
+    let accepted = 0;
+    const servers = await Promise.all(
+      (spec.ports ?? []).map(
+        (port) =>
+          new Promise<ReturnType<typeof createServer>>((resolve) => {
+            const srv = createServer((c) => {
+              accepted++;
+              c.end();
+            });
+            srv.listen(port, spec.host ?? '127.0.0.1', () => resolve(srv));
+          }),
+      ),
+    );
+    if (spec.readyFile) writeFileSync(spec.readyFile, 'ready');
+    while (!existsSync(spec.stopFile!) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const s of servers) s.close();
+    process.stdout.write(JSON.stringify({ accepted }) + '\n');
+    return;
+  }
+  throw new Error(`unknown op ${String(spec.op)}`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
