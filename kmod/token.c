@@ -56,7 +56,8 @@ static int aegis_read_file(const char *path, u8 *buf, size_t cap, size_t *len)
 	ssize_t n;
 	int ret = 0;
 
-	f = filp_open(path, O_RDONLY | O_NOCTTY, 0);
+	/* O_NONBLOCK: a FIFO planted at the path must not hang the reload. */
+	f = filp_open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0);
 	if (IS_ERR(f))
 		return PTR_ERR(f);
 	if (!S_ISREG(file_inode(f)->i_mode)) {

@@ -104,7 +104,7 @@ static void aegis_fe_carry(struct aegis_fe *h)
 static void aegis_fe_tobytes(u8 s[32], const struct aegis_fe *f)
 {
 	struct aegis_fe h = *f;
-	u64 q, c;
+	u64 q, c, w[4];
 	int i, j;
 
 	aegis_fe_carry(&h);
@@ -123,15 +123,14 @@ static void aegis_fe_tobytes(u8 s[32], const struct aegis_fe *f)
 	c = h.v[3] >> 51; h.v[3] &= AEGIS_FE_MASK; h.v[4] += c;
 	h.v[4] &= AEGIS_FE_MASK;
 
-	/* Pack 5 x 51 bits into 255 bits. */
-	memset(s, 0, 32);
-	for (i = 0; i < 5; i++) {
-		unsigned int bit = 51 * i;
-
-		for (j = 0; j < 51; j++, bit++)
-			if ((h.v[i] >> j) & 1)
-				s[bit >> 3] |= (u8)(1u << (bit & 7));
-	}
+	/* Pack 5 x 51 bits into four little-endian 64-bit words (255 bits). */
+	w[0] = h.v[0] | (h.v[1] << 51);
+	w[1] = (h.v[1] >> 13) | (h.v[2] << 38);
+	w[2] = (h.v[2] >> 26) | (h.v[3] << 25);
+	w[3] = (h.v[3] >> 39) | (h.v[4] << 12);
+	for (i = 0; i < 4; i++)
+		for (j = 0; j < 8; j++)
+			s[8 * i + j] = (u8)(w[i] >> (8 * j));
 }
 
 static void aegis_fe_add(struct aegis_fe *h, const struct aegis_fe *f, const struct aegis_fe *g)
