@@ -1,0 +1,177 @@
+/**
+ * aegis-agent configuration: defaults < /etc/aegis/agent.json (or --config/AEGIS_CONFIG)
+ * < AEGIS_* environment < command-line flags. Validated once at start; every bad field
+ * gets its own line in the error.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { isAbsolute, join } from 'node:path';
+import { Ajv } from 'ajv';
+import { ConfigError } from './errors.js';
+
+export interface AgentConfig {
+  server_url: string;
+  nats_url: string;
+  fleet: string;
+  /** service_id → cgroup path (absolute, or relative to the cgroup v2 mount). */
+  services: Record<string, string>;
+  token_path: string;
+  state_dir: string;
+  socket_path: string;
+  /** Group given access to the control socket (mode 0660); empty: root's group. */
+  socket_group: string;
+  expiry_behaviour: 'fail-open' | 'fail-closed';
+  log_level: 'error' | 'warn' | 'info' | 'debug';
+  log_format: 'json' | 'text';
+  pin_root: string;
+  hostname: string;
+  /** Where the kernel module takes its reload trigger. */
+  kmod_reload_path: string;
+}
+
+export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
+
+export function defaults(): AgentConfig {
+  return {
+    server_url: 'http://127.0.0.1:8000',
+    nats_url: 'nats://127.0.0.1:4222',
+    fleet: 'default',
+    services: {},
+    token_path: '/etc/aegis/auth.token',
+    state_dir: '/var/lib/aegis',
+    socket_path: '/run/aegis/agent.sock',
+    socket_group: '',
+    expiry_behaviour: 'fail-open',
+    log_level: 'info',
+    log_format: 'json',
+    pin_root: '/sys/fs/bpf/aegis',
+    hostname: hostname(),
+    kmod_reload_path: '/sys/kernel/aegis/reload',
+  };
+}
+
+const SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    server_url: { type: 'string', pattern: '^https?://[^\\s]+$' },
+    nats_url: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$' },
+    fleet: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+    services: {
+      type: 'object',
+      propertyNames: { pattern: '^(0|[1-9][0-9]{0,8})$' },
+      additionalProperties: { type: 'string', minLength: 1, maxLength: 4096 },
+    },
+    token_path: { type: 'string', pattern: '^/' },
+    state_dir: { type: 'string', pattern: '^/' },
+    socket_path: { type: 'string', pattern: '^/', maxLength: 107 },
+    socket_group: { type: 'string', maxLength: 64 },
+    expiry_behaviour: { enum: ['fail-open', 'fail-closed'] },
+    log_level: { enum: ['error', 'warn', 'info', 'debug'] },
+    log_format: { enum: ['json', 'text'] },
+    pin_root: { type: 'string', pattern: '^/' },
+    hostname: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$' },
+    kmod_reload_path: { type: 'string', pattern: '^/' },
+  },
+} as const;
+
+const validate = new Ajv({ allErrors: true, strict: false }).compile(SCHEMA);
+
+/** Environment variables and the keys they set. */
+const ENV_KEYS: Record<string, keyof AgentConfig> = {
+  AEGIS_SERVER_URL: 'server_url',
+  AEGIS_NATS_URL: 'nats_url',
+  NATS_URL: 'nats_url',
+  AEGIS_FLEET: 'fleet',
+  AEGIS_TOKEN_PATH: 'token_path',
+  AEGIS_STATE_DIR: 'state_dir',
+  AEGIS_SOCKET: 'socket_path',
+  AEGIS_SOCKET_GROUP: 'socket_group',
+  AEGIS_EXPIRY_BEHAVIOUR: 'expiry_behaviour',
+  AEGIS_LOG_LEVEL: 'log_level',
+  AEGIS_LOG_FORMAT: 'log_format',
+  AEGIS_PIN_ROOT: 'pin_root',
+  AEGIS_HOSTNAME: 'hostname',
+  AEGIS_KMOD_RELOAD_PATH: 'kmod_reload_path',
+};
+
+/** `101=/sys/fs/cgroup/web,102=db.slice` or a JSON object. */
+export function parseServices(text: string): Record<string, string> {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('{')) return JSON.parse(trimmed) as Record<string, string>;
+  const out: Record<string, string> = {};
+  for (const part of trimmed.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new ConfigError([`AEGIS_SERVICES: "${part}" is not service_id=cgroup_path`]);
+    out[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+export interface ConfigSources {
+  /** Explicit config file (flag or AEGIS_CONFIG): must exist. */
+  configPath?: string;
+  env?: NodeJS.ProcessEnv;
+  flags?: Partial<AgentConfig>;
+}
+
+export interface LoadedConfig {
+  config: AgentConfig;
+  /** The file that was read, if any. */
+  file: string | null;
+}
+
+export function loadConfig(src: ConfigSources = {}): LoadedConfig {
+  const env = src.env ?? process.env;
+  const problems: string[] = [];
+  const explicit = src.configPath ?? env.AEGIS_CONFIG;
+  const path = explicit ?? DEFAULT_CONFIG_PATH;
+  let fromFile: Record<string, unknown> = {};
+  let file: string | null = null;
+  if (existsSync(path)) {
+    file = path;
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) problems.push(`${path}: must hold a JSON object`);
+      else fromFile = parsed as Record<string, unknown>;
+    } catch (e) {
+      problems.push(`${path}: not valid JSON (${(e as Error).message})`);
+    }
+  } else if (explicit !== undefined) {
+    problems.push(`config file ${explicit} does not exist`);
+  }
+  const fromEnv: Record<string, unknown> = {};
+  for (const [name, key] of Object.entries(ENV_KEYS)) {
+    const v = env[name];
+    if (v !== undefined && v !== '') fromEnv[key] = v;
+  }
+  if (env.AEGIS_SERVICES) {
+    try {
+      fromEnv.services = parseServices(env.AEGIS_SERVICES);
+    } catch (e) {
+      problems.push(e instanceof ConfigError ? e.problems.join('; ') : `AEGIS_SERVICES: ${(e as Error).message}`);
+    }
+  }
+  const merged: Record<string, unknown> = { ...defaults(), ...fromFile, ...fromEnv, ...(src.flags ?? {}) };
+  if (!validate(merged)) {
+    for (const e of validate.errors ?? []) {
+      const field = e.instancePath.replace(/^\//, '').replace(/\//g, '.') || '(root)';
+      if (e.keyword === 'additionalProperties') {
+        problems.push(`${(e.params as { additionalProperty: string }).additionalProperty}: unknown setting`);
+      } else if (e.keyword === 'propertyNames') {
+        problems.push(`services: key ${JSON.stringify((e.params as { propertyName: string }).propertyName)} is not a service id (0..999999999)`);
+      } else if (e.keyword === 'enum') {
+        problems.push(`${field}: must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`);
+      } else if (e.keyword !== 'if') {
+        problems.push(`${field}: ${e.message ?? 'is invalid'}`);
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError([...new Set(problems)]);
+  return { config: merged as unknown as AgentConfig, file };
+}
+
+/** Resolves a configured cgroup path against the cgroup v2 mount. */
+export function resolveCgroupPath(path: string, cgroupMount: string): string {
+  return isAbsolute(path) ? path : join(cgroupMount, path);
+}

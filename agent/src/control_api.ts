@@ -1,0 +1,144 @@
+/**
+ * The local control API: HTTP over the Unix socket /run/aegis/agent.sock (mode 0660, no
+ * TCP port). aegisctl is its client. Errors use the server's envelope
+ * `{"error":{"code","message","details"}}`.
+ */
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { Ajv } from 'ajv';
+import { MAP_SNAPSHOT_SCHEMA, type MapSnapshot } from '../../protocol/src/index.js';
+import { AgentError } from './errors.js';
+import type { Logger } from './logger.js';
+
+const MAX_BODY = 1024 * 1024;
+
+export type Handler = (body: unknown, params: Record<string, string>) => Promise<unknown>;
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  keys: string[];
+  handler: Handler;
+}
+
+const snapshotValidator = new Ajv({ allErrors: true, strict: false }).compile(MAP_SNAPSHOT_SCHEMA);
+
+/** Validates a MapSnapshot body (seed 003's schema), naming each failing path. */
+export function checkSnapshot(body: unknown): MapSnapshot {
+  if (!snapshotValidator(body)) {
+    const details = (snapshotValidator.errors ?? []).map((e) => ({ path: e.instancePath || '/', message: e.message ?? 'invalid' }));
+    throw new AgentError('VALIDATION_FAILED', `snapshot does not match the MapSnapshot schema: ${details.map((d) => `${d.path} ${d.message}`).join('; ')}`, {
+      status: 400,
+      details,
+    });
+  }
+  return body as unknown as MapSnapshot;
+}
+
+export class ControlApi {
+  private readonly routes: Route[] = [];
+  private server: Server | null = null;
+
+  constructor(private readonly log: Logger) {}
+
+  on(method: string, path: string, handler: Handler): this {
+    const keys: string[] = [];
+    const pattern = new RegExp(
+      '^' +
+        path.replace(/:([a-z_]+)/g, (_m, k: string) => {
+          keys.push(k);
+          return '([^/]+)';
+        }) +
+        '$',
+    );
+    this.routes.push({ method, pattern, keys, handler });
+    return this;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let status = 200;
+    let payload: unknown;
+    try {
+      const path = new URL(req.url ?? '/', 'http://agent').pathname;
+      const route = this.routes.find((r) => r.method === req.method && r.pattern.test(path));
+      if (!route) throw new AgentError('NOT_FOUND', `no ${req.method} ${path}`, { status: 404 });
+      const m = route.pattern.exec(path)!;
+      const params = Object.fromEntries(route.keys.map((k, i) => [k, decodeURIComponent(m[i + 1]!)]));
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const c of req) {
+        size += (c as Buffer).length;
+        if (size > MAX_BODY) throw new AgentError('PAYLOAD_TOO_LARGE', 'request body too large', { status: 413 });
+        chunks.push(c as Buffer);
+      }
+      let body: unknown = null;
+      if (size > 0) {
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch {
+          throw new AgentError('MALFORMED_JSON', 'request body is not valid JSON', { status: 400 });
+        }
+      }
+      payload = await route.handler(body, params);
+    } catch (e) {
+      const err = e instanceof AgentError ? e : new AgentError('INTERNAL', (e as Error).message ?? String(e), { status: 500 });
+      if (!(e instanceof AgentError)) this.log.error('control API handler failed', { error: (e as Error).stack });
+      status = err.status >= 400 ? err.status : 500;
+      payload = { error: { code: err.code, message: err.message, details: err.details ?? null } };
+    }
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(payload));
+  }
+
+  /**
+   * Listens on `path`. A socket file left by a crashed run is replaced, but a live one
+   * (another agent answering) is not: two agents must not share a host.
+   */
+  async listen(path: string, group: string): Promise<void> {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    if (existsSync(path)) {
+      if (!lstatSync(path).isSocket()) throw new AgentError('BAD_REQUEST', `${path} exists and is not a socket`);
+      const alive = await new Promise<boolean>((resolve) => {
+        const s = connect(path);
+        s.once('connect', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      });
+      if (alive) throw new AgentError('BAD_REQUEST', `another aegis-agent is listening on ${path}`);
+      unlinkSync(path);
+    }
+    const server = createServer((req, res) => void this.handle(req, res));
+    // The socket is created with the process umask; narrow it before it can be reached.
+    const oldMask = process.umask(0o117);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(path, () => resolve());
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    chmodSync(path, 0o660);
+    if (group) {
+      const gid = Number(spawnSync('getent', ['group', group], { encoding: 'utf8' }).stdout.split(':')[2]);
+      if (Number.isInteger(gid)) chownSync(path, process.getuid?.() ?? 0, gid);
+      else this.log.warn('socket_group not found; socket stays root-only', { group });
+    }
+    this.server = server;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    await new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeAllConnections();
+    });
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * aegis-agent's lifecycle. Start-up order is the point: everything local (host key,
+ * fingerprint, cached license verified offline, datapath pins, cached snapshots) is
+ * restored *before* READY=1; nothing before READY waits on the network.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { normalizeLicenseKey } from '../../protocol/src/index.js';
+import { loadConfig, type AgentConfig, type ConfigSources } from './config.js';
+import { checkSnapshot, ControlApi } from './control_api.js';
+import { sdNotify } from './datapath/index.js';
+import { AgentError } from './errors.js';
+import { hostFingerprint, type HardwareReport } from './hwid.js';
+import { loadOrCreateHostKey, type HostIdentity } from './host_identity.js';
+import { decodeUnverified } from './license_verifier.js';
+import { LicenseManager } from './licensing.js';
+import { createAgentLogger, type Logger } from './logger.js';
+import { PolicyManager } from './policy.js';
+import { ServerClient } from './server_client.js';
+import { StateStore } from './state_store.js';
+
+export const AGENT_VERSION: string = (
+  JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+export class AgentDaemon {
+  private config: AgentConfig;
+  readonly log: Logger;
+  private store!: StateStore;
+  private identity!: HostIdentity;
+  private hw!: HardwareReport;
+  private license!: LicenseManager;
+  private policy!: PolicyManager;
+  private readonly api: ControlApi;
+  private watchdog: NodeJS.Timeout | null = null;
+  private readonly startedAt = Date.now();
+  private stopping: Promise<void> | null = null;
+
+  constructor(
+    config: AgentConfig,
+    private readonly sources: ConfigSources,
+  ) {
+    this.config = config;
+    this.log = createAgentLogger(config.log_level, config.log_format);
+    this.api = new ControlApi(this.log);
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    this.store = new StateStore(c.state_dir, this.log);
+    this.identity = await loadOrCreateHostKey(this.store.path('host_key.pem'), this.log);
+    this.hw = await hostFingerprint(process.env.AEGIS_HWID_FACTS);
+    this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces });
+
+    this.license = new LicenseManager({
+      store: this.store,
+      log: this.log,
+      server: new ServerClient(c.server_url),
+      identity: this.identity,
+      hardwareId: this.hw.hardware_id,
+      hostname: c.hostname,
+      agentVersion: AGENT_VERSION,
+      tokenPath: c.token_path,
+      kmodReloadPath: c.kmod_reload_path,
+    });
+    await this.license.restore();
+
+    this.policy = new PolicyManager(c, this.store, this.log);
+    await this.policy.open();
+    await this.policy.setFeatures(this.license.features);
+    await this.policy.restore();
+    this.license.on('change', () => {
+      void this.policy.setFeatures(this.license.features).then(() => this.notifyStatus());
+    });
+
+    this.routes();
+    await this.api.listen(c.socket_path, c.socket_group);
+
+    await this.notify({ ready: true, status: this.statusLine() });
+    const usec = Number(process.env.WATCHDOG_USEC);
+    if (Number.isFinite(usec) && usec > 0) {
+      this.watchdog = setInterval(() => void this.notify({ watchdog: true }), Math.max(500, usec / 2000));
+    }
+    this.log.info('aegis-agent ready', {
+      version: AGENT_VERSION,
+      edition: this.license.state,
+      socket: c.socket_path,
+      datapath: this.policy.datapathAvailable ? 'available' : `unavailable: ${this.policy.datapathReason}`,
+    });
+  }
+
+  private statusLine(): string {
+    const dp = this.policy.datapathAvailable ? 'datapath ok' : `datapath unavailable: ${this.policy.datapathReason}`;
+    return `${this.license.state === 'licensed' ? `licensed (${this.license.claims?.tier})` : 'community edition'}; ${dp}`.replace(/\n/g, ' ');
+  }
+
+  private async notify(state: Parameters<typeof sdNotify>[0]): Promise<void> {
+    try {
+      await sdNotify(state);
+    } catch (e) {
+      this.log.warn('sd_notify failed', { error: (e as Error).message });
+    }
+  }
+
+  private notifyStatus(): Promise<void> {
+    return this.notify({ status: this.statusLine() });
+  }
+
+  status() {
+    const lic = this.license;
+    return {
+      version: AGENT_VERSION,
+      hostname: this.config.hostname || osHostname(),
+      edition: lic.state === 'licensed' ? 'licensed' : 'community',
+      edition_reason: lic.reason,
+      machine_id: lic.machineId,
+      tier: lic.state === 'licensed' ? (lic.claims?.tier ?? null) : null,
+      features: lic.features,
+      datapath: { available: this.policy.datapathAvailable, reason: this.policy.datapathAvailable ? null : `datapath unavailable: ${this.policy.datapathReason}` },
+      token_path: lic.tokenWrittenTo ?? this.config.token_path,
+      token_fallback: lic.tokenFallback,
+      services: this.policy.serviceViews(),
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+    };
+  }
+
+  private routes(): void {
+    const lic = () => this.license;
+    this.api
+      .on('GET', '/v1/status', async () => this.status())
+      .on('GET', '/v1/license', async () => ({
+        state: lic().state,
+        machine_id: lic().machineId,
+        license: lic().claims,
+        license_expires_at: typeof lic().claims?.exp === 'number' ? new Date(lic().claims!.exp! * 1000).toISOString() : null,
+        kernel_token_expires_at: lic().kernelTokenExpiresAt,
+        last_refresh_at: lic().lastRefreshAt,
+        next_refresh_at: lic().nextRefreshAt?.toISOString() ?? null,
+        last_error: lic().lastError,
+        retrying: lic().retrying,
+        reason: lic().reason,
+      }))
+      .on('GET', '/v1/hwid', async () => this.hw)
+      .on('GET', '/v1/services', async () => ({ services: this.policy.serviceViews() }))
+      .on('GET', '/v1/snapshots', async () => ({ services: await this.policy.snapshotViews() }))
+      .on('PUT', '/v1/snapshots/:id', async (body, p) => {
+        const snapshot = checkSnapshot(body);
+        if (String(snapshot.service_id) !== p.id) throw new AgentError('BAD_REQUEST', `body is for service ${snapshot.service_id}, not ${p.id}`, { status: 400 });
+        const rec = await this.policy.accept(snapshot, { stage: 'enforce', source: 'local' });
+        return { service_id: snapshot.service_id, revision: rec.revision, stage: rec.stage, mode: this.policy.modeOf(rec) };
+      })
+      .on('DELETE', '/v1/snapshots/:id', async (_b, p) => ({ withdrawn: await this.policy.withdraw(Number(p.id)) }))
+      .on('GET', '/v1/token', async () => {
+        const token = lic().kernelToken;
+        const decoded = token ? decodeUnverified(token) : null;
+        const exp = Number(decoded?.claims.exp);
+        return {
+          path: lic().tokenWrittenTo ?? this.config.token_path,
+          present: lic().tokenWrittenTo !== null,
+          header: decoded?.header ?? null,
+          claims: decoded?.claims ?? null,
+          expires_at: Number.isFinite(exp) ? new Date(exp * 1000).toISOString() : null,
+          seconds_left: Number.isFinite(exp) ? Math.round(exp - Date.now() / 1000) : null,
+          kmod_status: lic().kmodStatus(),
+        };
+      })
+      .on('POST', '/v1/activate', async (body) => {
+        const key = (body as { license_key?: unknown } | null)?.license_key;
+        if (typeof key !== 'string' || normalizeLicenseKey(key) === null) {
+          throw new AgentError('BAD_REQUEST', 'license_key must be a license key like AEGIS-XXXXX-XXXXX-XXXXX-XXXXX', { status: 400 });
+        }
+        const claims = await lic().activate(key);
+        return {
+          machine_id: lic().machineId,
+          tier: claims.tier,
+          features: claims.features,
+          license_expires_at: typeof claims.exp === 'number' ? new Date(claims.exp * 1000).toISOString() : null,
+        };
+      })
+      .on('POST', '/v1/deactivate', async () => ({ deactivated: true, ...(await lic().deactivate()) }))
+      .on('POST', '/v1/reload', async () => {
+        await this.reload();
+        return { reloaded: true };
+      });
+  }
+
+  /** SIGHUP: re-read configuration; on a bad file keep running with the old one. */
+  async reload(): Promise<void> {
+    await this.notify({ reloading: true });
+    try {
+      const { config } = loadConfig(this.sources);
+      this.config = config;
+      this.log.level = config.log_level;
+      await this.policy.reconfigure(config);
+      this.log.info('configuration reloaded');
+    } catch (e) {
+      this.log.error('reload refused; keeping the running configuration', { error: (e as Error).message });
+      throw e instanceof AgentError ? e : new AgentError('CONFIG_INVALID', (e as Error).message, { status: 400 });
+    } finally {
+      await this.notify({ ready: true, status: this.statusLine() });
+    }
+  }
+
+  /** SIGTERM: stop serving, leave enforcement pinned in the kernel, exit. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info('stopping; enforcement stays pinned in the kernel');
+      await this.notify({ stopping: true });
+      if (this.watchdog) clearInterval(this.watchdog);
+      this.license?.stop();
+      await this.api.close();
+      await this.policy?.close();
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * Segmentation policy on this host: the configured services (service_id → cgroup), the
+ * snapshot each one runs, and the datapath that enforces them.
+ *
+ * Snapshots are cached in <state>/snapshots/<service_id>.json and re-applied at start,
+ * before READY, so enforcement never waits for the network. The mode a snapshot runs in
+ * is derived, never stored: `enforce` only when its stage is enforce *and* the license
+ * carries `segmentation_enforce`; otherwise `observe` (the community edition).
+ * A snapshot whose TTL runs out without renewal is withdrawn.
+ */
+import { mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DatapathMode, Feature, MapSnapshot, Stage } from '../../protocol/src/index.js';
+import { cgroup2Mount, open, probe, type Datapath, type ServiceStats } from './datapath/index.js';
+import type { AgentConfig } from './config.js';
+import { resolveCgroupPath } from './config.js';
+import { AgentError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { StateStore } from './state_store.js';
+
+export interface SnapshotRecord {
+  snapshot: MapSnapshot;
+  revision: number;
+  stage: Stage;
+  /** When this host received it (ISO); the TTL counts from here. */
+  received_at: string;
+  source: string;
+}
+
+export interface ServiceView {
+  service_id: number;
+  cgroup: string;
+  bound: boolean;
+  error: string | null;
+}
+
+export interface SnapshotView {
+  service_id: number;
+  cgroup: string | null;
+  revision: number | null;
+  stage: Stage | null;
+  mode: DatapathMode | null;
+  ttl_left_s: number | null;
+  counters: { allowed: number; dropped: number; would_drop: number } | null;
+}
+
+function checkRecord(v: unknown): string | null {
+  const r = v as Partial<SnapshotRecord> | null;
+  if (!r || typeof r !== 'object') return 'not an object';
+  if (!r.snapshot || typeof r.snapshot !== 'object' || typeof r.snapshot.service_id !== 'number') return 'no snapshot';
+  if (typeof r.revision !== 'number' || (r.stage !== 'canary' && r.stage !== 'enforce')) return 'bad revision or stage';
+  if (typeof r.received_at !== 'string' || Number.isNaN(Date.parse(r.received_at))) return 'bad received_at';
+  return null;
+}
+
+export class PolicyManager {
+  private datapath: Datapath | null = null;
+  datapathReason: string | null = 'not opened';
+  private services = new Map<number, ServiceView>();
+  private records = new Map<number, SnapshotRecord>();
+  private expiryTimers = new Map<number, NodeJS.Timeout>();
+  private features: Feature[] = [];
+
+  constructor(
+    private config: AgentConfig,
+    private readonly store: StateStore,
+    private readonly log: Logger,
+  ) {
+    mkdirSync(join(store.dir, 'snapshots'), { recursive: true, mode: 0o700 });
+  }
+
+  /** Opens the datapath (reusing pins left by an earlier run) and binds the configured services. */
+  async open(): Promise<void> {
+    const p = await probe({ pinRoot: this.config.pin_root });
+    if (!p.ok) {
+      this.datapathReason = p.reasons.join('; ');
+      this.log.warn(`datapath unavailable: ${this.datapathReason}`);
+    } else {
+      try {
+        this.datapath = await open({ pinRoot: this.config.pin_root });
+        this.datapathReason = null;
+      } catch (e) {
+        this.datapathReason = (e as Error).message;
+        this.log.error(`datapath unavailable: ${this.datapathReason}`);
+      }
+    }
+    await this.bindAll();
+  }
+
+  /** Re-reads the service map (SIGHUP): binds new or moved services. */
+  async reconfigure(config: AgentConfig): Promise<void> {
+    this.config = config;
+    await this.bindAll();
+    await this.reapplyAll();
+  }
+
+  private async bindAll(): Promise<void> {
+    const mount = cgroup2Mount();
+    const next = new Map<number, ServiceView>();
+    for (const [idText, path] of Object.entries(this.config.services)) {
+      const id = Number(idText);
+      const cgroup = mount ? resolveCgroupPath(path, mount) : path;
+      const view: ServiceView = { service_id: id, cgroup, bound: false, error: null };
+      if (!this.datapath) view.error = `datapath unavailable: ${this.datapathReason}`;
+      else {
+        try {
+          await this.datapath.bindService(id, cgroup);
+          view.bound = true;
+        } catch (e) {
+          view.error = (e as Error).message;
+          this.log.error('cannot bind service', { service_id: id, cgroup, error: view.error });
+        }
+      }
+      next.set(id, view);
+    }
+    this.services = next;
+  }
+
+  /** Restores cached snapshots (at start, before READY). Damaged files are discarded. */
+  async restore(): Promise<void> {
+    const dir = join(this.store.dir, 'snapshots');
+    for (const f of readdirSync(dir)) {
+      const m = /^(\d+)\.json$/.exec(f);
+      if (!m) continue;
+      const rec = this.store.read<SnapshotRecord>(join('snapshots', f), checkRecord);
+      if (!rec) continue;
+      this.records.set(Number(m[1]), rec);
+    }
+    await this.reapplyAll();
+  }
+
+  setFeatures(features: Feature[]): Promise<void> {
+    this.features = features;
+    return this.reapplyAll();
+  }
+
+  modeOf(rec: SnapshotRecord): DatapathMode {
+    return rec.stage === 'enforce' && this.features.includes('segmentation_enforce') ? 'enforce' : 'observe';
+  }
+
+  private expiresAt(rec: SnapshotRecord): number {
+    return Date.parse(rec.received_at) + rec.snapshot.ttl_seconds * 1000;
+  }
+
+  private async reapplyAll(): Promise<void> {
+    for (const rec of [...this.records.values()]) {
+      try {
+        await this.enforce(rec);
+      } catch (e) {
+        this.log.error('cannot apply cached snapshot', { service_id: rec.snapshot.service_id, error: (e as Error).message });
+      }
+    }
+  }
+
+  /** Puts a record into the kernel (or withdraws it if its TTL already ran out). */
+  private async enforce(rec: SnapshotRecord): Promise<void> {
+    const id = rec.snapshot.service_id;
+    const expiresAt = this.expiresAt(rec);
+    if (expiresAt <= Date.now()) {
+      await this.expire(id);
+      return;
+    }
+    this.armExpiry(id, expiresAt);
+    if (!this.datapath || !this.services.get(id)?.bound) return;
+    await this.datapath.apply(id, rec.snapshot, {
+      mode: this.modeOf(rec),
+      expiresAt,
+      generation: rec.revision,
+      onExpiry: this.config.expiry_behaviour,
+    });
+  }
+
+  /** Accepts a new snapshot for a configured service: applied first, then cached. */
+  async accept(snapshot: MapSnapshot, opts: { revision?: number; stage: Stage; source: string }): Promise<SnapshotRecord> {
+    const id = snapshot.service_id;
+    if (!this.services.has(id)) {
+      throw new AgentError('BAD_REQUEST', `service ${id} is not configured on this host (configured: ${[...this.services.keys()].join(', ') || 'none'})`, { status: 404 });
+    }
+    const prev = this.records.get(id);
+    const revision = opts.revision ?? (prev?.revision ?? 0) + 1;
+    const rec: SnapshotRecord = { snapshot, revision, stage: opts.stage, received_at: new Date().toISOString(), source: opts.source };
+    // Apply before caching: a snapshot the datapath rejects never replaces the cached one.
+    await this.enforce(rec);
+    await this.store.write(join('snapshots', `${id}.json`), rec);
+    this.records.set(id, rec);
+    this.log.info('snapshot applied', { service_id: id, revision, stage: rec.stage, mode: this.modeOf(rec), source: opts.source });
+    return rec;
+  }
+
+  private armExpiry(id: number, at: number): void {
+    const old = this.expiryTimers.get(id);
+    if (old) clearTimeout(old);
+    const t = setTimeout(() => void this.expire(id), Math.min(Math.max(0, at - Date.now()), 2 ** 31 - 1));
+    t.unref();
+    this.expiryTimers.set(id, t);
+  }
+
+  /** TTL ran out without renewal: the snapshot leaves the kernel and the cache. */
+  async expire(id: number): Promise<void> {
+    const t = this.expiryTimers.get(id);
+    if (t) clearTimeout(t);
+    this.expiryTimers.delete(id);
+    const rec = this.records.get(id);
+    this.records.delete(id);
+    this.store.remove(join('snapshots', `${id}.json`));
+    if (this.datapath) await this.datapath.withdraw(id).catch(() => false);
+    if (rec) this.log.info('snapshot TTL expired; policy withdrawn', { service_id: id, revision: rec.revision });
+  }
+
+  async withdraw(id: number): Promise<boolean> {
+    const had = this.records.has(id);
+    await this.expire(id);
+    return had;
+  }
+
+  serviceViews(): ServiceView[] {
+    return [...this.services.values()];
+  }
+
+  async snapshotViews(): Promise<SnapshotView[]> {
+    let stats: ServiceStats[] = [];
+    if (this.datapath) stats = await this.datapath.stats().catch(() => []);
+    const ids = new Set([...this.services.keys(), ...this.records.keys()]);
+    return [...ids].sort((a, b) => a - b).map((id) => {
+      const rec = this.records.get(id);
+      const c = stats.find((s) => s.serviceId === id)?.counters;
+      return {
+        service_id: id,
+        cgroup: this.services.get(id)?.cgroup ?? null,
+        revision: rec?.revision ?? null,
+        stage: rec?.stage ?? null,
+        mode: rec ? this.modeOf(rec) : null,
+        ttl_left_s: rec ? Math.max(0, Math.round((this.expiresAt(rec) - Date.now()) / 1000)) : null,
+        counters: c ? { allowed: c.allowed, dropped: c.dropped, would_drop: c.wouldDrop } : null,
+      };
+    });
+  }
+
+  get datapathAvailable(): boolean {
+    return this.datapath !== null;
+  }
+
+  /** Leaves pins (and so enforcement) in place for the next run. */
+  async close(): Promise<void> {
+    for (const t of this.expiryTimers.values()) clearTimeout(t);
+    this.expiryTimers.clear();
+    if (this.datapath) await this.datapath.close();
+    this.datapath = null;
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * The agent's state directory: small JSON documents written atomically (the addon's
+ * writer: temp file, fsync, rename, fsync dir) with mode 0600. A document that does not
+ * parse or fails its check is logged, moved aside as `<name>.corrupt-<time>` and treated
+ * as absent, so a damaged cache costs a re-fetch, never a crash.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from './datapath/index.js';
+import type { Logger } from './logger.js';
+
+export class StateStore {
+  constructor(
+    readonly dir: string,
+    private readonly log: Logger,
+  ) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // A state dir left group/world-readable by someone else is tightened, not trusted.
+    if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  }
+
+  path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  /** Reads `name`; `check` returns an error message for a parsed value it cannot use. */
+  read<T>(name: string, check: (v: unknown) => string | null): T | null {
+    const p = this.path(name);
+    if (!existsSync(p)) return null;
+    let reason: string | null;
+    let value: unknown;
+    try {
+      value = JSON.parse(readFileSync(p, 'utf8'));
+      reason = check(value);
+    } catch (e) {
+      reason = `not valid JSON: ${(e as Error).message}`;
+    }
+    if (reason === null) return value as T;
+    const aside = `${p}.corrupt-${Date.now()}`;
+    try {
+      renameSync(p, aside);
+    } catch {
+      rmSync(p, { force: true });
+    }
+    this.log.warn('discarded a damaged state file', { file: p, reason, moved_to: aside });
+    return null;
+  }
+
+  async write(name: string, value: unknown): Promise<void> {
+    await writeFileAtomic(this.path(name), JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+  }
+
+  remove(name: string): void {
+    rmSync(this.path(name), { force: true });
+  }
+}
