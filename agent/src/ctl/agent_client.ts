@@ -1,0 +1,164 @@
+/**
+ * aegis-agent's local control API (HTTP over its Unix socket) as aegisctl uses it. The
+ * types are the socket API's contract; the daemon owns the implementation.
+ */
+import { ExitCode } from './exit_codes.js';
+import { ProtocolError, UnreachableError } from './errors.js';
+import { describeErrno, sendRequest, type Target } from './http_transport.js';
+import { readJson } from './json_api.js';
+
+export const DEFAULT_SOCKET = '/run/aegis/agent.sock';
+
+export interface AgentStatus {
+  version: string;
+  hostname: string;
+  edition: 'licensed' | 'community';
+  edition_reason: string;
+  machine_id: string | null;
+  tier: string | null;
+  features: string[];
+  datapath: { available: boolean; reason: string | null };
+  token_path: string;
+  token_fallback: boolean;
+  services: Array<{ service_id: string; cgroup: string; bound: boolean; error: string | null }>;
+  uptime_s: number;
+}
+
+export interface AgentLicense {
+  state: 'licensed' | 'community' | 'activating' | 'error';
+  machine_id: string | null;
+  license: Record<string, unknown> | null;
+  license_expires_at: string | null;
+  kernel_token_expires_at: string | null;
+  last_refresh_at: string | null;
+  next_refresh_at: string | null;
+  last_error: { code: string; message: string } | null;
+  retrying: boolean;
+}
+
+export interface AgentHwid {
+  hardware_id: string;
+  version: number | string;
+  components: {
+    machine_id?: string;
+    system_uuid?: string;
+    board_serial?: string;
+    cpu_model?: string;
+    macs?: string[];
+    disk_serials?: string[];
+  };
+  ignored_interfaces: string[];
+}
+
+export interface AgentSnapshots {
+  services: Array<{
+    service_id: string;
+    cgroup: string;
+    revision: number | null;
+    stage: string | null;
+    mode: 'observe' | 'enforce' | null;
+    ttl_left_s: number | null;
+    counters: { allowed: number; dropped: number; would_drop: number } | null;
+  }>;
+}
+
+export interface AgentToken {
+  path: string;
+  present: boolean;
+  header: Record<string, unknown> | null;
+  claims: Record<string, unknown> | null;
+  expires_at: string | null;
+  seconds_left: number | null;
+  kmod_status: string | null;
+}
+
+export interface Activated {
+  machine_id: string;
+  tier: string;
+  features: string[];
+  license_expires_at: string | null;
+}
+
+/** What to suggest for an error the agent reports. */
+function agentHint(code: string): string | undefined {
+  switch (code) {
+    case 'SEAT_LIMIT':
+      return 'every seat of this license is taken; deactivate another machine (aegisctl licenses show ID lists them) or raise max machines';
+    case 'LICENSE_REVOKED':
+      return 'this license was revoked; ask for a new key';
+    case 'LICENSE_EXPIRED':
+      return 'this license has expired; renew it or ask for a new key';
+    case 'LICENSE_SUSPENDED':
+      return 'this license is suspended; contact whoever issued it';
+    case 'VERSION_MISMATCH':
+      return 'this license does not cover this major version of aegis-agent';
+    case 'HOST_KEY_MISMATCH':
+      return 'this hardware is already bound under another host key; deactivate the old binding on the server first';
+    case 'NOT_FOUND':
+      return 'the server does not know this license key; check it for typos';
+    case 'SERVER_UNREACHABLE':
+      return "aegis-agent cannot reach aegis-server; check the agent's server URL and the network (journalctl -u aegis-agent)";
+    case 'RATE_LIMITED':
+      return 'too many attempts; retry in a minute';
+    default:
+      return 'see journalctl -u aegis-agent';
+  }
+}
+
+export class AgentClient {
+  private readonly target: Target;
+
+  constructor(
+    private readonly socketPath: string,
+    private readonly timeoutMs: number,
+  ) {
+    this.target = { kind: 'socket', socketPath };
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await sendRequest(this.target, { method, path, body, timeoutMs: this.timeoutMs }, ({ errno, cause }) => {
+      const what = describeErrno(errno, this.timeoutMs);
+      if (errno === 'EACCES' || errno === 'EPERM') {
+        return new UnreachableError('agent', `cannot talk to aegis-agent: ${what} on socket ${this.socketPath}`, {
+          errno,
+          cause,
+          exitCode: ExitCode.UNAUTHORIZED,
+          hint: "run as root or as a member of the socket's group",
+        });
+      }
+      return new UnreachableError('agent', `cannot reach aegis-agent: ${what} ${this.socketPath}`, {
+        errno,
+        cause,
+        hint: `is aegis-agent running? (socket ${this.socketPath}; systemctl status aegis-agent, or point --socket / AEGIS_SOCKET elsewhere)`,
+      });
+    });
+    const v = readJson<T>('agent', 'aegis-agent', res, agentHint);
+    if (v === null) throw new ProtocolError(`aegis-agent answered ${method} ${path} without a body`);
+    return v;
+  }
+
+  status(): Promise<AgentStatus> {
+    return this.call('GET', '/v1/status');
+  }
+  license(): Promise<AgentLicense> {
+    return this.call('GET', '/v1/license');
+  }
+  hwid(): Promise<AgentHwid> {
+    return this.call('GET', '/v1/hwid');
+  }
+  snapshots(): Promise<AgentSnapshots> {
+    return this.call('GET', '/v1/snapshots');
+  }
+  token(): Promise<AgentToken> {
+    return this.call('GET', '/v1/token');
+  }
+  activate(licenseKey: string): Promise<Activated> {
+    return this.call('POST', '/v1/activate', { license_key: licenseKey });
+  }
+  deactivate(): Promise<{ deactivated: boolean; machine_id: string | null }> {
+    return this.call('POST', '/v1/deactivate');
+  }
+  reload(): Promise<{ reloaded: boolean }> {
+    return this.call('POST', '/v1/reload');
+  }
+}

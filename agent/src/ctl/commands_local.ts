@@ -1,0 +1,231 @@
+/**
+ * Local commands: the running aegis-agent on this host, over its Unix socket.
+ */
+import { Command } from 'commander';
+import { LICENSE_KEY_ALPHABET, normalizeLicenseKey } from '../../../protocol/src/index.js';
+import type { AgentSnapshots, AgentStatus } from './agent_client.js';
+import { action } from './commands_admin.js';
+import type { Ctx, CtlIo } from './context.js';
+import { UsageError } from './errors.js';
+import { formatDuration, formatEpoch, formatWhen } from './time_format.js';
+
+const orDash = (v: unknown) => (v === null || v === undefined || v === '' ? '-' : String(v));
+const list = (xs: readonly unknown[] | null | undefined) => (!xs || xs.length === 0 ? '-' : xs.map(String).join(', '));
+
+/**
+ * The canonical key, or a UsageError saying what is wrong with it. Checked here so a typo
+ * never reaches the agent (or burns a rate-limit slot on the server). The key itself is
+ * not echoed: it is a secret.
+ */
+export function checkLicenseKey(input: string): string {
+  const key = normalizeLicenseKey(input);
+  if (key !== null) return key;
+  const compact = input.toUpperCase().replace(/[\s-]/g, '').replace(/^AEGIS/, '');
+  const expected = 'expected AEGIS-XXXXX-XXXXX-XXXXX-XXXXX';
+  if (compact.length !== 20) {
+    throw new UsageError(`malformed license key: ${expected} (20 characters after AEGIS-), got ${compact.length}`, { hint: 'copy the key again' });
+  }
+  const body = compact.slice(0, 19).replace(/O/g, '0').replace(/[IL]/g, '1');
+  const bad = [...new Set([...body].filter((c) => !LICENSE_KEY_ALPHABET.includes(c)))];
+  if (bad.length > 0) {
+    throw new UsageError(`malformed license key: it contains ${bad.map((c) => JSON.stringify(c)).join(', ')}, which no license key has`, { hint: 'copy the key again' });
+  }
+  throw new UsageError('license key has a typo: its check character does not match', { hint: 'compare it character by character with the key you were given' });
+}
+
+async function readKeyFromStdin(io: CtlIo): Promise<string> {
+  const text = await io.readStdin();
+  const first = text.split(/\r?\n/).find((l) => l.trim().length > 0);
+  if (!first) throw new UsageError('no license key on standard input');
+  return first.trim();
+}
+
+function showStatus(ctx: Ctx, s: AgentStatus): void {
+  const datapath = s.datapath.available ? 'available' : `unavailable: ${orDash(s.datapath.reason)}`;
+  ctx.out.fields([
+    ['Edition', `${s.edition} (${s.edition_reason})`],
+    ['Tier', orDash(s.tier)],
+    ['Features', list(s.features)],
+    ['Machine', orDash(s.machine_id)],
+    ['Hostname', s.hostname],
+    ['Agent version', s.version],
+    ['Datapath', datapath],
+    ['Kernel token', s.token_fallback ? `${s.token_path} (fallback: the configured path is not writable)` : s.token_path],
+    ['Uptime', formatDuration(s.uptime_s)],
+  ]);
+  ctx.out.line();
+  ctx.out.table(
+    [
+      { header: 'SERVICE', value: (v: AgentStatus['services'][number]) => v.service_id },
+      { header: 'CGROUP', value: (v) => v.cgroup },
+      { header: 'BOUND', value: (v) => (v.bound ? 'yes' : 'no') },
+      { header: 'ERROR', value: (v) => orDash(v.error) },
+    ],
+    s.services,
+    'no services configured',
+  );
+}
+
+type SnapshotRow = AgentSnapshots['services'][number];
+
+export function localCommands(io: CtlIo): Command[] {
+  const status = new Command('status').description("this host's agent: edition, license tier, datapath, services").action(
+    action(io, async (ctx) => {
+      const agent = ctx.agent();
+      const s = await ctx.out.waiting('asking aegis-agent', () => agent.status());
+      ctx.out.result(s, () => showStatus(ctx, s));
+    }),
+  );
+
+  const hwid = new Command('hwid').description("this host's hardware fingerprint and the facts it came from").action(
+    action(io, async (ctx) => {
+      const agent = ctx.agent();
+      const h = await ctx.out.waiting('asking aegis-agent', () => agent.hwid());
+      ctx.out.result(h, () => {
+        const c = h.components ?? {};
+        ctx.out.fields([
+          ['Hardware id', h.hardware_id],
+          ['Version', orDash(h.version)],
+          ['Machine id', orDash(c.machine_id)],
+          ['System UUID', orDash(c.system_uuid)],
+          ['Board serial', orDash(c.board_serial)],
+          ['CPU model', orDash(c.cpu_model)],
+          ['MACs', list(c.macs)],
+          ['Disk serials', list(c.disk_serials)],
+          ['Ignored interfaces', list(h.ignored_interfaces)],
+        ]);
+      });
+    }),
+  );
+
+  const license = new Command('license').description("this host's license as the agent holds it: state, expiry, refreshes").action(
+    action(io, async (ctx) => {
+      const agent = ctx.agent();
+      const l = await ctx.out.waiting('asking aegis-agent', () => agent.license());
+      ctx.out.result(l, () => {
+        const c = l.license ?? {};
+        const customer = c.customer as { name?: unknown } | undefined;
+        const fields: Array<[string, string]> = [
+          ['State', l.state + (l.retrying ? ' (retrying)' : '')],
+          ['Machine', orDash(l.machine_id)],
+        ];
+        if (l.license) {
+          fields.push(
+            ['License', orDash(c.license_id)],
+            ['Customer', orDash(customer?.name)],
+            ['Tier', orDash(c.tier)],
+            ['Type', orDash(c.license_type)],
+            ['Features', list(Array.isArray(c.features) ? c.features : null)],
+          );
+        }
+        fields.push(
+          ['License expires', formatWhen(l.license_expires_at, ctx.now, l.license ? 'never' : '-')],
+          ['Kernel token expires', formatWhen(l.kernel_token_expires_at, ctx.now)],
+          ['Last refresh', formatWhen(l.last_refresh_at, ctx.now, 'never')],
+          ['Next refresh', formatWhen(l.next_refresh_at, ctx.now)],
+          ['Last error', l.last_error ? `${l.last_error.code}: ${l.last_error.message}` : '-'],
+        );
+        ctx.out.fields(fields);
+      });
+    }),
+  );
+
+  const activate = new Command('activate')
+    .description('activate this host with a license key (use "-" to read the key from standard input, keeping it out of ps)')
+    .argument('<key>', 'license key, AEGIS-XXXXX-XXXXX-XXXXX-XXXXX, or -')
+    .action(
+      action(io, async (ctx, [raw]) => {
+        const key = checkLicenseKey(raw === '-' ? await readKeyFromStdin(io) : raw!);
+        const agent = ctx.agent();
+        const a = await ctx.out.waiting('activating (aegis-agent is asking aegis-server)', () => agent.activate(key));
+        ctx.out.result(a, () => {
+          ctx.out.line(`activated: this host is machine ${a.machine_id}`);
+          ctx.out.fields([
+            ['Tier', a.tier],
+            ['Features', list(a.features)],
+            ['License expires', formatWhen(a.license_expires_at, ctx.now, 'never')],
+          ]);
+        });
+      }),
+    );
+
+  const deactivate = new Command('deactivate').description("release this host's seat; the agent falls back to the community edition").action(
+    action(io, async (ctx) => {
+      const agent = ctx.agent();
+      const d = await ctx.out.waiting('deactivating (aegis-agent is asking aegis-server)', () => agent.deactivate());
+      ctx.out.result(d, () => ctx.out.line(`deactivated machine ${orDash(d.machine_id)}; its seat is free and this host runs the community edition`));
+    }),
+  );
+
+  const snapshots = new Command('snapshots').description('segmentation policy applied per service: revision, stage, mode, counters').action(
+    action(io, async (ctx) => {
+      const agent = ctx.agent();
+      const s = await ctx.out.waiting('asking aegis-agent', () => agent.snapshots());
+      ctx.out.result(s, () => {
+        const n = (r: SnapshotRow, k: 'allowed' | 'dropped' | 'would_drop') => (r.counters ? String(r.counters[k]) : '-');
+        ctx.out.table<SnapshotRow>(
+          [
+            { header: 'SERVICE', value: (r) => r.service_id },
+            { header: 'CGROUP', value: (r) => r.cgroup },
+            { header: 'REV', value: (r) => orDash(r.revision), right: true },
+            { header: 'STAGE', value: (r) => orDash(r.stage) },
+            { header: 'MODE', value: (r) => orDash(r.mode) },
+            { header: 'TTL LEFT', value: (r) => (r.ttl_left_s === null ? '-' : formatDuration(r.ttl_left_s)), right: true },
+            { header: 'ALLOWED', value: (r) => n(r, 'allowed'), right: true },
+            { header: 'DROPPED', value: (r) => n(r, 'dropped'), right: true },
+            { header: 'WOULD DROP', value: (r) => n(r, 'would_drop'), right: true },
+          ],
+          s.services,
+          'no services configured',
+        );
+      });
+    }),
+  );
+
+  const reload = new Command('reload').description('make aegis-agent reload its configuration').action(
+    action(io, async (ctx) => {
+      const agent = ctx.agent();
+      const r = await ctx.out.waiting('asking aegis-agent to reload', () => agent.reload());
+      ctx.out.result(r, () => ctx.out.line('aegis-agent reloaded its configuration'));
+    }),
+  );
+
+  const token = new Command('token').description('the kernel entitlement token');
+  token
+    .command('show')
+    .description('decoded header and claims of the kernel token, its expiry, and what the kernel module says')
+    .action(
+      action(io, async (ctx) => {
+        const agent = ctx.agent();
+        const t = await ctx.out.waiting('asking aegis-agent', () => agent.token());
+        ctx.out.result(t, () => {
+          if (!t.present) {
+            ctx.out.fields([
+              ['Path', t.path],
+              ['Present', 'no (the host is not activated, or the token was not written yet)'],
+              ['Kernel module', orDash(t.kmod_status)],
+            ]);
+            return;
+          }
+          const h = t.header ?? {};
+          const c = t.claims ?? {};
+          ctx.out.fields([
+            ['Path', t.path],
+            ['Algorithm', orDash(h.alg)],
+            ['Key id', orDash(h.kid)],
+            ['Audience', orDash(c.aud)],
+            ['Subject', orDash(c.sub)],
+            ['Hardware id', orDash(c.hwid)],
+            ['Tier', orDash(c.tier)],
+            ['Features', list(Array.isArray(c.features) ? c.features : null)],
+            ['Feature mask', typeof c.fmask === 'number' ? `0x${c.fmask.toString(16)} (${c.fmask})` : '-'],
+            ['Issued', formatEpoch(c.iat, ctx.now)],
+            ['Expires', t.expires_at ? formatWhen(t.expires_at, ctx.now) : formatEpoch(c.exp, ctx.now)],
+            ['Kernel module', orDash(t.kmod_status)],
+          ]);
+        });
+      }),
+    );
+
+  return [status, hwid, license, activate, deactivate, snapshots, reload, token];
+}
