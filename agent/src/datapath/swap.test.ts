@@ -1,0 +1,96 @@
+/**
+ * Atomic replacement under load: while a child in the bound cgroup connects to an allowed
+ * edge in a loop, the policy is replaced 1,000 times with variants that all keep that
+ * edge (different sizes, other rules, IPv4 and IPv6). No connection may fail, and a
+ * target no variant allows must never connect.
+ */
+import t from 'tap';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { requireCapability } from '../../../test/harness/capabilities.js';
+import { open } from './index.js';
+import type { PolicyRules } from './index.js';
+import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from './test_support.js';
+
+async function listener(): Promise<{ port: number; server: Server }> {
+  const server = createServer((c) => c.end());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { port: (server.address() as AddressInfo).port, server };
+}
+
+function variant(i: number, allowedPort: number): PolicyRules {
+  const edges: NonNullable<PolicyRules['edges']> = [];
+  // Sizes cycle from 0 to 199 extra rules; the kept edge moves around in the list.
+  const extra = (i * 37) % 200;
+  for (let k = 0; k < extra; k++) {
+    edges.push({ dst_cidr: `10.${k % 256}.${i % 256}.0/24`, proto: k % 3 === 0 ? 'any' : 'tcp', port: 1 + ((i + k) % 65535) });
+    if (k % 10 === 0) edges.push({ dst_cidr: `2001:db8:${(i % 65535).toString(16)}::/48`, proto: 'udp', port: k });
+  }
+  const keep = { dst_cidr: i % 2 === 0 ? '127.0.0.1/32' : '127.0.0.0/8', proto: i % 3 === 0 ? ('any' as const) : ('tcp' as const), port: allowedPort };
+  edges.splice(i % (edges.length + 1), 0, keep);
+  return { edges };
+}
+
+t.test('policy swapped 1,000 times under load', { timeout: 300_000 }, async (t) => {
+  if (!requireCapability(t, await missingDatapath())) return;
+  const client = helperScript('traffic_client.js');
+  const pinRoot = testPinRoot('swap');
+  const cg = makeCgroup('swap');
+  const dp = await open({ pinRoot });
+  const allowed = await listener();
+  const denied = await listener();
+  const base = join(tmpdir(), `aegis-swap-${process.pid}`);
+  t.teardown(async () => {
+    allowed.server.close();
+    denied.server.close();
+    await dp.purge();
+    removeCgroup(cg);
+    rmSync(`${base}.ready`, { force: true });
+    rmSync(`${base}.stop`, { force: true });
+  });
+  const svc = 301;
+  await dp.bindService(svc, cg);
+  const future = Date.now() + 3_600_000;
+  await dp.apply(svc, variant(0, allowed.port), { mode: 'enforce', expiresAt: future, generation: 0 });
+
+  const loop = runNodeInCgroup(cg, client, [
+    JSON.stringify({
+      op: 'loop',
+      targets: [
+        { proto: 'tcp', host: '127.0.0.1', port: allowed.port, timeoutMs: 3000 },
+        { proto: 'tcp', host: '127.0.0.1', port: denied.port, timeoutMs: 30 },
+      ],
+      readyFile: `${base}.ready`,
+      stopFile: `${base}.stop`,
+      maxMs: 240_000,
+    }),
+  ]);
+  for (let i = 0; i < 1000 && !existsSync(`${base}.ready`); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(existsSync(`${base}.ready`), 'connection loop running');
+
+  const started = Date.now();
+  let rules = 0;
+  for (let i = 1; i <= 1000; i++) {
+    const r = await dp.apply(svc, variant(i, allowed.port), { mode: 'enforce', expiresAt: future, generation: i });
+    rules += r.rules;
+  }
+  const elapsed = Date.now() - started;
+  // Let the loop run a little on the last policy too.
+  await new Promise((r) => setTimeout(r, 200));
+  writeFileSync(`${base}.stop`, 'stop');
+  const res = await loop;
+  t.equal(res.code, 0, `loop child exited cleanly ${res.stderr}`);
+  const out = JSON.parse(res.stdout) as { rounds: number; counts: Array<{ ok: number; failed: number; errors: Record<string, number> }> };
+  const [ok, bad] = out.counts;
+  t.comment(`1000 swaps (${rules} rules written) in ${elapsed} ms; ${out.rounds} rounds; allowed ok=${ok!.ok} failed=${ok!.failed}`);
+  t.ok(ok!.ok > 50, `connections ran during the swaps (${ok!.ok})`);
+  t.equal(ok!.failed, 0, `zero failed connections to the kept edge ${JSON.stringify(ok!.errors)}`);
+  t.equal(bad!.ok, 0, 'the never-allowed target never connected');
+  const st = (await dp.stats()).find((s) => s.serviceId === svc)!;
+  t.equal(st.policy?.generation, 1000, 'last generation in force');
+  t.equal(st.counters?.allowed, ok!.ok, 'allowed counter equals the connections made');
+  t.equal(st.counters?.dropped, bad!.failed, 'dropped counter equals the refused attempts');
+});
