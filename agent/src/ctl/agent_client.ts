@@ -20,7 +20,7 @@ export interface AgentStatus {
   datapath: { available: boolean; reason: string | null };
   token_path: string;
   token_fallback: boolean;
-  services: Array<{ service_id: string; cgroup: string; bound: boolean; error: string | null }>;
+  services: Array<{ service_id: string | number; cgroup: string | null; bound: boolean; error: string | null }>;
   uptime_s: number;
 }
 
@@ -34,6 +34,8 @@ export interface AgentLicense {
   next_refresh_at: string | null;
   last_error: { code: string; message: string } | null;
   retrying: boolean;
+  /** Why the agent is in this state (not in the original contract; shown when present). */
+  reason?: string;
 }
 
 export interface AgentHwid {
@@ -52,8 +54,8 @@ export interface AgentHwid {
 
 export interface AgentSnapshots {
   services: Array<{
-    service_id: string;
-    cgroup: string;
+    service_id: string | number;
+    cgroup: string | null;
     revision: number | null;
     stage: string | null;
     mode: 'observe' | 'enforce' | null;
@@ -100,6 +102,10 @@ function agentHint(code: string): string | undefined {
       return "aegis-agent cannot reach aegis-server; check the agent's server URL and the network (journalctl -u aegis-agent)";
     case 'RATE_LIMITED':
       return 'too many attempts; retry in a minute';
+    case 'NOT_ACTIVATED':
+      return 'activate it first: aegisctl activate KEY';
+    case 'ALREADY_ACTIVATING':
+      return 'an activation is already under way; check aegisctl license in a moment';
     default:
       return 'see journalctl -u aegis-agent';
   }
@@ -157,6 +163,9 @@ export class AgentClient {
   }
   deactivate(): Promise<{ deactivated: boolean; machine_id: string | null }> {
     return this.call('POST', '/v1/deactivate');
+  }
+  refresh(): Promise<{ state: string; reason?: string; kernel_token_expires_at: string | null; last_error: { code: string; message: string } | null }> {
+    return this.call('POST', '/v1/refresh');
   }
   reload(): Promise<{ reloaded: boolean }> {
     return this.call('POST', '/v1/reload');

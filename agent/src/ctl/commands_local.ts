@@ -41,7 +41,8 @@ async function readKeyFromStdin(io: CtlIo): Promise<string> {
 }
 
 function showStatus(ctx: Ctx, s: AgentStatus): void {
-  const datapath = s.datapath.available ? 'available' : `unavailable: ${orDash(s.datapath.reason)}`;
+  // The agent's reason may already say "datapath unavailable: …".
+  const datapath = s.datapath.available ? 'available' : `unavailable: ${orDash(s.datapath.reason).replace(/^datapath unavailable:\s*/i, '')}`;
   ctx.out.fields([
     ['Edition', `${s.edition} (${s.edition_reason})`],
     ['Tier', orDash(s.tier)],
@@ -56,8 +57,8 @@ function showStatus(ctx: Ctx, s: AgentStatus): void {
   ctx.out.line();
   ctx.out.table(
     [
-      { header: 'SERVICE', value: (v: AgentStatus['services'][number]) => v.service_id },
-      { header: 'CGROUP', value: (v) => v.cgroup },
+      { header: 'SERVICE', value: (v: AgentStatus['services'][number]) => String(v.service_id) },
+      { header: 'CGROUP', value: (v) => orDash(v.cgroup) },
       { header: 'BOUND', value: (v) => (v.bound ? 'yes' : 'no') },
       { header: 'ERROR', value: (v) => orDash(v.error) },
     ],
@@ -106,7 +107,7 @@ export function localCommands(io: CtlIo): Command[] {
         const c = l.license ?? {};
         const customer = c.customer as { name?: unknown } | undefined;
         const fields: Array<[string, string]> = [
-          ['State', l.state + (l.retrying ? ' (retrying)' : '')],
+          ['State', l.state + (l.retrying ? ' (retrying)' : '') + (l.reason ? `: ${l.reason}` : '')],
           ['Machine', orDash(l.machine_id)],
         ];
         if (l.license) {
@@ -165,8 +166,8 @@ export function localCommands(io: CtlIo): Command[] {
         const n = (r: SnapshotRow, k: 'allowed' | 'dropped' | 'would_drop') => (r.counters ? String(r.counters[k]) : '-');
         ctx.out.table<SnapshotRow>(
           [
-            { header: 'SERVICE', value: (r) => r.service_id },
-            { header: 'CGROUP', value: (r) => r.cgroup },
+            { header: 'SERVICE', value: (r) => String(r.service_id) },
+            { header: 'CGROUP', value: (r) => orDash(r.cgroup) },
             { header: 'REV', value: (r) => orDash(r.revision), right: true },
             { header: 'STAGE', value: (r) => orDash(r.stage) },
             { header: 'MODE', value: (r) => orDash(r.mode) },
@@ -179,6 +180,20 @@ export function localCommands(io: CtlIo): Command[] {
           'no services configured',
         );
       });
+    }),
+  );
+
+  const refresh = new Command('refresh').description('make aegis-agent refresh its license and kernel token from aegis-server now').action(
+    action(io, async (ctx) => {
+      const agent = ctx.agent();
+      const r = await ctx.out.waiting('refreshing (aegis-agent is asking aegis-server)', () => agent.refresh());
+      ctx.out.result(r, () =>
+        ctx.out.fields([
+          ['State', r.state + (r.reason ? `: ${r.reason}` : '')],
+          ['Kernel token expires', formatWhen(r.kernel_token_expires_at, ctx.now)],
+          ['Last error', r.last_error ? `${r.last_error.code}: ${r.last_error.message}` : '-'],
+        ]),
+      );
     }),
   );
 
@@ -227,5 +242,5 @@ export function localCommands(io: CtlIo): Command[] {
       }),
     );
 
-  return [status, hwid, license, activate, deactivate, snapshots, reload, token];
+  return [status, hwid, license, activate, deactivate, refresh, snapshots, reload, token];
 }

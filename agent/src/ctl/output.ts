@@ -37,7 +37,7 @@ export function printable(s: string): string {
 
 /** Lines of a table: header, then rows; columns separated by two spaces, no trailing blanks. */
 export function renderTable<T>(columns: ReadonlyArray<Column<T>>, rows: readonly T[]): string[] {
-  const cells = rows.map((r) => columns.map((c) => printable(c.value(r))));
+  const cells = rows.map((r) => columns.map((c) => printable(String(c.value(r)))));
   const widths = columns.map((c, i) => Math.max(width(c.header), ...cells.map((row) => width(row[i]!))));
   const line = (values: string[]) =>
     values
@@ -53,7 +53,7 @@ export function renderTable<T>(columns: ReadonlyArray<Column<T>>, rows: readonly
 /** Lines of a "key: value" block with the values aligned. */
 export function renderFields(fields: ReadonlyArray<readonly [string, string]>): string[] {
   const w = Math.max(0, ...fields.map(([k]) => width(k) + 1));
-  return fields.map(([k, v]) => `${(k + ':').padEnd(w)}  ${printable(v)}`.replace(/\s+$/, ''));
+  return fields.map(([k, v]) => `${(k + ':').padEnd(w)}  ${printable(String(v))}`.replace(/\s+$/, ''));
 }
 
 export interface Progress {

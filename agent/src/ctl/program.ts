@@ -23,8 +23,8 @@ function version(): string {
 
 const EPILOGUE = [
   '',
-  'Local commands (status, hwid, license, activate, deactivate, snapshots, reload, token)',
-  'talk to aegis-agent on this host; customers, licenses and keys talk to aegis-server.',
+  'Local commands (status, hwid, license, activate, deactivate, refresh, snapshots, reload,',
+  'token) talk to aegis-agent on this host; customers, licenses and keys talk to aegis-server.',
   '',
   'Environment:',
   `  AEGIS_SERVER   aegis-server URL (default ${DEFAULT_SERVER})`,

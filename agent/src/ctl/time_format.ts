@@ -2,14 +2,18 @@
 
 /** A duration in whole units, at most two of them: "42s", "5m 3s", "3h 12m", "12d 4h". */
 export function formatDuration(totalSeconds: number): string {
-  let s = Math.max(0, Math.round(totalSeconds));
-  if (s < 60) return `${s}s`;
   const units: Array<[string, number]> = [
     ['d', 86_400],
     ['h', 3_600],
     ['m', 60],
     ['s', 1],
   ];
+  let s = Math.max(0, Math.round(totalSeconds));
+  // Round to the second unit shown, so 29d 23h 59m 55s reads "30d", not "29d 23h".
+  const lead = units.findIndex(([, size]) => s >= size);
+  if (lead === -1) return '0s';
+  const step = units[Math.min(lead + 1, units.length - 1)]![1];
+  s = Math.round(s / step) * step;
   const parts: string[] = [];
   for (const [name, size] of units) {
     if (parts.length === 2) break;
