@@ -14,7 +14,8 @@
  * to a connection whose SYN was already evaluated, so it passes; this also keeps the
  * return path of allowed connections open in both directions. UDP has no handshake, so an
  * allowed UDP packet records its flow in an LRU map and the opposite direction passes as a
- * reply while the flow is fresh. Packets that are neither TCP nor UDP pass (ICMP errors and
+ * reply while the flow is fresh. Later packets of a tracked UDP flow skip the rule lookup
+ * until the policy's generation changes. Packets that are neither TCP nor UDP pass (ICMP errors and
  * PMTU discovery must keep working); see bpf/README.md.
  */
 #include <linux/bpf.h>
@@ -77,7 +78,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, AEGIS_MAX_FLOWS);
 	__type(key, struct aegis_flow_key);
-	__type(value, __u64); /* last packet, CLOCK_MONOTONIC ns */
+	__type(value, struct aegis_flow_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aegis_v1_flow SEC(".maps");
 
@@ -381,41 +382,44 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 		return finish(skb, 1, AEGIS_R_BYPASS);
 	}
 
+	/* UDP: a fresh flow opened under this generation is not evaluated again. */
+	struct aegis_flow_key fk = {};
+	struct aegis_flow_value *fv = 0;
+
+	if (p.proto == IPPROTO_UDP) {
+		flow_key(&fk, &p, svc, dir);
+		fv = bpf_map_lookup_elem(&aegis_v1_flow, &fk);
+		if (fv && fv->generation == cfg->generation && now - fv->last_ns < udp_flow_timeout_ns) {
+			/* Refresh at most once a second: a map write per packet costs more. */
+			if (now - fv->last_ns > NSEC_PER_SEC)
+				fv->last_ns = now;
+			if (fv->dir == dir) {
+				if (c)
+					c->bypassed++;
+				return finish(skb, 1, AEGIS_R_BYPASS);
+			}
+			if (c)
+				c->replies++;
+			return finish(skb, 1, AEGIS_R_REPLY);
+		}
+	}
+
 	k.dir = dir;
 	k.proto = p.proto;
-	if (dir == AEGIS_DIR_EGRESS) {
-		k.port = p.dport;
-		__builtin_memcpy(k.addr, p.daddr, 16);
-	} else {
-		k.port = p.dport;
-		__builtin_memcpy(k.addr, p.saddr, 16);
-	}
+	k.port = p.dport;
+	__builtin_memcpy(k.addr, dir == AEGIS_DIR_EGRESS ? p.daddr : p.saddr, 16);
 	rule = bpf_map_lookup_elem(rules, &k);
 	if (!rule) {
 		k.port = 0;
 		rule = bpf_map_lookup_elem(rules, &k);
 	}
 
-	if (p.proto == IPPROTO_UDP) {
-		struct aegis_flow_key fk = {};
-		__u64 *seen;
+	/* Observe mode lets a would-drop UDP flow through, so it tracks it like an allowed
+	 * one: its replies are replies, not a second would-drop. */
+	if (p.proto == IPPROTO_UDP && (rule || !enforce)) {
+		struct aegis_flow_value nv = { .last_ns = now, .generation = cfg->generation, .dir = dir };
 
-		flow_key(&fk, &p, svc, dir);
-		seen = bpf_map_lookup_elem(&aegis_v1_flow, &fk);
-		/* Observe mode lets a would-drop flow through, so it tracks it like an allowed
-		 * one: its replies are replies, not a second would-drop. */
-		if (rule || !enforce) {
-			/* Refresh at most once a second: a map write per packet costs more. */
-			if (!seen || now - *seen > NSEC_PER_SEC)
-				bpf_map_update_elem(&aegis_v1_flow, &fk, &now, BPF_ANY);
-		}
-		if (!rule && seen && now - *seen < udp_flow_timeout_ns) {
-			if (now - *seen > NSEC_PER_SEC)
-				bpf_map_update_elem(&aegis_v1_flow, &fk, &now, BPF_ANY);
-			if (c)
-				c->replies++;
-			return finish(skb, 1, AEGIS_R_REPLY);
-		}
+		bpf_map_update_elem(&aegis_v1_flow, &fk, &nv, BPF_ANY);
 	}
 
 	if (rule) {

@@ -78,7 +78,7 @@ struct aegis_counters {
 	__u64 dropped;      /* packets dropped (enforce, or expired fail-closed) */
 	__u64 would_drop;   /* packets observe mode let through that enforce would drop */
 	__u64 bypassed;     /* packets of established flows or not TCP/UDP: not evaluated */
-	__u64 replies;      /* UDP packets passed as replies of a tracked flow */
+	__u64 replies;      /* UDP packets passed as replies (opposite direction) of a tracked flow */
 	__u64 expired;      /* packets seen while the policy was past its expiry */
 	__u64 events_lost;  /* flow events suppressed by the rate cap or a full ring */
 	__u64 events;       /* flow events emitted */
@@ -92,6 +92,15 @@ struct aegis_flow_key {
 	__be16 lport;
 	__be16 rport;
 	__u8 raddr[16];
+};
+
+/* A tracked UDP flow: evaluated against the policy of `generation` when it opened (in
+ * direction `dir`); a policy swap to another generation re-evaluates it. */
+struct aegis_flow_value {
+	__u64 last_ns;      /* last packet, CLOCK_MONOTONIC */
+	__u64 generation;
+	__u8 dir;           /* direction of the packet that opened the flow */
+	__u8 pad[7];
 };
 
 /* Flow event verdicts. */
@@ -126,7 +135,7 @@ struct aegis_rate_state {
 #define AEGIS_R_ALLOWED 3      /* matched a rule */
 #define AEGIS_R_DROPPED 4      /* no rule matched, enforce */
 #define AEGIS_R_WOULD_DROP 5   /* no rule matched, observe */
-#define AEGIS_R_BYPASS 6       /* established TCP, not TCP/UDP, unparsable */
+#define AEGIS_R_BYPASS 6       /* established TCP/UDP flow, not TCP/UDP, unparsable */
 #define AEGIS_R_EXPIRED_OPEN 7
 #define AEGIS_R_EXPIRED_CLOSED 8
 #define AEGIS_R_REPLY 9        /* UDP reply of a tracked flow */

@@ -234,6 +234,15 @@ t.test('datapath verdicts (BPF_PROG_TEST_RUN)', { timeout: 120_000 }, async (t) 
     t.equal(inq.reason, 'allowed');
     const ans = await verdict('egress', { src: LOCAL4, dst: '198.51.100.7', proto: 'udp', sport: 5353, dport: 6000 }, svc);
     t.same([ans.verdict, ans.reason], ['pass', 'reply']);
+    // Later packets of a tracked flow are not evaluated again...
+    const again = await verdict('egress', { src: LOCAL4, dst: '192.0.2.53', proto: 'udp', sport: 41000, dport: 53 }, svc);
+    t.same([again.verdict, again.reason], ['pass', 'bypass'], 'second datagram of the flow: established');
+    // ...until a new generation of the policy is swapped in: then the flow is re-evaluated.
+    await dp.apply(svc, { edges: [] }, { mode: 'enforce', expiresAt: future, generation: 2 });
+    const cut = await verdict('egress', { src: LOCAL4, dst: '192.0.2.53', proto: 'udp', sport: 41000, dport: 53 }, svc);
+    t.same([cut.verdict, cut.reason], ['drop', 'dropped'], 'new generation without the edge drops the flow');
+    const cutReply = await verdict('ingress', { src: '192.0.2.53', dst: LOCAL4, proto: 'udp', sport: 53, dport: 41000 }, svc);
+    t.equal(cutReply.verdict, 'drop', 'and its replies');
   });
 
   t.test('flow events for denied and would-drop packets', async (t) => {
