@@ -206,7 +206,7 @@ function licenseFields(ctx: Ctx, l: License): Array<[string, string]> {
     ['Status', l.status],
     ['Tier', l.tier],
     ['Type', l.license_type],
-    ['Key', `AEGIS-…-…${l.key_suffix} (only the last five characters are kept)`],
+    ['Key', `…${l.key_suffix} (the last five characters; the server keeps no more)`],
     ['Max machines', seats(l)],
     ['Agent versions', l.allowed_major_versions.length === 0 ? 'any' : l.allowed_major_versions.join(', ')],
     ['Features', list(l.features)],
