@@ -177,6 +177,11 @@ export class AgentDaemon {
           license_expires_at: typeof claims.exp === 'number' ? new Date(claims.exp * 1000).toISOString() : null,
         };
       })
+      .on('POST', '/v1/refresh', async () => {
+        if (lic().machineId === null) throw new AgentError('NOT_ACTIVATED', 'this host has no activated license', { status: 409 });
+        await lic().refreshNow();
+        return { state: lic().state, reason: lic().reason, kernel_token_expires_at: lic().kernelTokenExpiresAt, last_error: lic().lastError };
+      })
       .on('POST', '/v1/deactivate', async () => ({ deactivated: true, ...(await lic().deactivate()) }))
       .on('POST', '/v1/reload', async () => {
         await this.reload();

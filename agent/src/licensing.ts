@@ -31,24 +31,41 @@ import { verifyLicenseOffline, decodeUnverified } from './license_verifier.js';
 import { ServerError, type ServerClient, type TokenBundle } from './server_client.js';
 import type { StateStore } from './state_store.js';
 
-export const LICENSE_CACHE = 'license.json';
+/**
+ * The cache is three files, so damage to one costs only that one: machine.json (which
+ * seat this host holds: enough to re-fetch everything else with a host-key proof),
+ * license.json (the tokens) and jwks.json (the keys that verify them offline).
+ */
+export const MACHINE_FILE = 'machine.json';
+export const LICENSE_FILE = 'license.json';
+export const JWKS_FILE = 'jwks.json';
 
-interface LicenseCache extends TokenBundle {
+interface MachineRecord {
+  machine_id: string;
   server_url: string;
   activated_at: string;
+}
+
+interface TokenRecord {
+  license_token: string;
+  kernel_token: string;
+  kernel_token_expires_at: string;
+  license_expires_at: string | null;
   last_refresh_at: string;
 }
 
-function checkCache(v: unknown): string | null {
-  if (v === null || typeof v !== 'object') return 'not an object';
-  const c = v as Record<string, unknown>;
-  for (const k of ['machine_id', 'license_token', 'kernel_token', 'kernel_token_expires_at', 'server_url', 'activated_at']) {
-    if (typeof c[k] !== 'string') return `missing ${k}`;
-  }
-  const jwks = c.jwks as { keys?: unknown } | undefined;
-  if (!jwks || !Array.isArray(jwks.keys)) return 'missing jwks';
+function checkFields(v: unknown, fields: string[]): string | null {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'not an object';
+  for (const k of fields) if (typeof (v as Record<string, unknown>)[k] !== 'string') return `missing ${k}`;
   return null;
 }
+
+const checkMachine = (v: unknown) => checkFields(v, ['machine_id', 'server_url', 'activated_at']);
+const checkTokens = (v: unknown) => checkFields(v, ['license_token', 'kernel_token', 'kernel_token_expires_at', 'last_refresh_at']);
+const checkJwks = (v: unknown) =>
+  v !== null && typeof v === 'object' && Array.isArray((v as { keys?: unknown }).keys) && (v as { keys: unknown[] }).keys.length > 0
+    ? null
+    : 'not a JWKS';
 
 export type LicenseState = 'licensed' | 'community' | 'activating';
 
@@ -69,7 +86,9 @@ export class LicenseManager extends EventEmitter {
   state: LicenseState = 'community';
   reason = 'no license activated';
   claims: LicenseClaims | null = null;
-  private cache: LicenseCache | null = null;
+  private machine: MachineRecord | null = null;
+  private tokens: TokenRecord | null = null;
+  private jwks: JSONWebKeySet | null = null;
   lastError: { code: string; message: string } | null = null;
   retrying = false;
   nextRefreshAt: Date | null = null;
@@ -87,7 +106,7 @@ export class LicenseManager extends EventEmitter {
   }
 
   get machineId(): string | null {
-    return this.cache?.machine_id ?? null;
+    return this.machine?.machine_id ?? null;
   }
 
   get features(): Feature[] {
@@ -95,15 +114,15 @@ export class LicenseManager extends EventEmitter {
   }
 
   get kernelTokenExpiresAt(): string | null {
-    return this.cache?.kernel_token_expires_at ?? null;
+    return this.tokens?.kernel_token_expires_at ?? null;
   }
 
   get lastRefreshAt(): string | null {
-    return this.cache?.last_refresh_at ?? null;
+    return this.tokens?.last_refresh_at ?? null;
   }
 
   get kernelToken(): string | null {
-    return this.cache?.kernel_token ?? null;
+    return this.tokens?.kernel_token ?? null;
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -128,25 +147,34 @@ export class LicenseManager extends EventEmitter {
 
   /** Offline start: the cached license, if it still verifies, makes the host licensed now. */
   async restore(): Promise<void> {
-    const cache = this.d.store.read<LicenseCache>(LICENSE_CACHE, checkCache);
-    if (!cache) {
+    const store = this.d.store;
+    this.machine = store.read<MachineRecord>(MACHINE_FILE, checkMachine);
+    this.tokens = store.read<TokenRecord>(LICENSE_FILE, checkTokens);
+    this.jwks = store.read<JSONWebKeySet>(JWKS_FILE, checkJwks);
+    if (!this.machine) {
+      this.tokens = null;
       this.set('community', 'no license activated');
       return;
     }
-    const verdict = await verifyLicenseOffline(cache.license_token, cache.jwks as JSONWebKeySet, {
+    if (!this.tokens || !this.jwks) {
+      // The seat is known but its tokens or keys were lost: fetch them again.
+      this.set('community', 'license cache incomplete; re-fetching from the server');
+      this.schedule(0);
+      return;
+    }
+    const verdict = await verifyLicenseOffline(this.tokens.license_token, this.jwks, {
       hardwareId: this.d.hardwareId,
       hostKeyThumbprint: this.d.identity.thumbprint,
       agentVersion: this.d.agentVersion,
     });
-    this.cache = cache;
     if (!verdict.ok) {
       this.claims = null;
       this.lastError = { code: verdict.code, message: verdict.message };
-      this.d.log.warn('cached license does not verify', { code: verdict.code, message: verdict.message });
+      this.d.log.warn('cached license does not verify', { code: verdict.code, reason: verdict.message });
       await this.removeKernelToken();
       this.set('community', `cached license invalid: ${verdict.message}`);
-      // A license that failed only on time may have been renewed: ask the server.
-      if (verdict.code === 'EXPIRED') this.schedule(0);
+      // The server may have renewed it, or rotated keys: ask.
+      this.schedule(0);
       return;
     }
     this.claims = verdict.claims;
@@ -154,7 +182,7 @@ export class LicenseManager extends EventEmitter {
     this.armExpiry();
     // Put the cached kernel token back in place if it is still valid (a reboot may have
     // lost it); a stale one is replaced by the first refresh.
-    if (Date.parse(cache.kernel_token_expires_at) > Date.now()) await this.writeKernelToken(cache.kernel_token);
+    if (Date.parse(this.tokens.kernel_token_expires_at) > Date.now()) await this.writeKernelToken(this.tokens.kernel_token);
     this.scheduleByHalfLife();
   }
 
@@ -174,21 +202,22 @@ export class LicenseManager extends EventEmitter {
           proof: signHostProof(this.d.identity.privateKey, { aud: AUD_ACTIVATION_PROOF, hwid: this.d.hardwareId }),
         });
         const now = new Date().toISOString();
-        const claims = await this.adopt({ ...bundle, server_url: this.d.server.baseUrl, activated_at: now, last_refresh_at: now });
+        const claims = await this.adopt(bundle, { machine_id: bundle.machine_id, server_url: this.d.server.baseUrl, activated_at: now });
         this.d.log.info('activated', { machine_id: bundle.machine_id, tier: claims.tier, license_id: claims.license_id });
         return claims;
       } catch (e) {
         this.state = previous;
         if (e instanceof ServerError) this.lastError = { code: e.code, message: e.message };
-        this.d.log.warn('activation failed', { code: (e as AgentError).code, message: (e as Error).message });
+        this.d.log.warn('activation failed', { code: (e as AgentError).code, reason: (e as Error).message });
         throw e;
       }
     });
   }
 
   /** Verifies, caches and applies a token bundle from the server. */
-  private async adopt(cache: LicenseCache): Promise<LicenseClaims> {
-    const verdict = await verifyLicenseOffline(cache.license_token, cache.jwks as JSONWebKeySet, {
+  private async adopt(bundle: TokenBundle, machine: MachineRecord): Promise<LicenseClaims> {
+    const jwks = bundle.jwks as JSONWebKeySet;
+    const verdict = await verifyLicenseOffline(bundle.license_token, jwks, {
       hardwareId: this.d.hardwareId,
       hostKeyThumbprint: this.d.identity.thumbprint,
       agentVersion: this.d.agentVersion,
@@ -197,13 +226,24 @@ export class LicenseManager extends EventEmitter {
       // The server sent a license this host cannot verify: never trust it.
       throw new AgentError('SERVER_REFUSED', `server returned a license that does not verify here: ${verdict.message}`, { status: 502 });
     }
-    await this.d.store.write(LICENSE_CACHE, cache);
-    this.cache = cache;
+    const tokens: TokenRecord = {
+      license_token: bundle.license_token,
+      kernel_token: bundle.kernel_token,
+      kernel_token_expires_at: bundle.kernel_token_expires_at,
+      license_expires_at: bundle.license_expires_at,
+      last_refresh_at: new Date().toISOString(),
+    };
+    await this.d.store.write(MACHINE_FILE, machine);
+    await this.d.store.write(JWKS_FILE, jwks);
+    await this.d.store.write(LICENSE_FILE, tokens);
+    this.machine = machine;
+    this.tokens = tokens;
+    this.jwks = jwks;
     this.claims = verdict.claims;
     this.lastError = null;
     this.attempt = 0;
     this.retrying = false;
-    await this.writeKernelToken(cache.kernel_token);
+    await this.writeKernelToken(tokens.kernel_token);
     this.set('licensed', `${verdict.claims.tier} license ${verdict.claims.license_id}`);
     this.armExpiry();
     this.scheduleByHalfLife();
@@ -212,23 +252,25 @@ export class LicenseManager extends EventEmitter {
 
   deactivate(): Promise<{ machine_id: string }> {
     return this.serial(async () => {
-      const cache = this.cache;
-      if (!cache) throw new AgentError('NOT_ACTIVATED', 'this host has no activated license', { status: 409 });
+      const machine = this.machine;
+      if (!machine) throw new AgentError('NOT_ACTIVATED', 'this host has no activated license', { status: 409 });
       try {
-        await this.d.server.deactivate(cache.machine_id, signHostProof(this.d.identity.privateKey, { aud: AUD_DEACTIVATION_PROOF, hwid: this.d.hardwareId }));
+        await this.d.server.deactivate(machine.machine_id, signHostProof(this.d.identity.privateKey, { aud: AUD_DEACTIVATION_PROOF, hwid: this.d.hardwareId }));
       } catch (e) {
         // Already gone on the server: finish locally.
         if (!(e instanceof ServerError && (e.code === 'NOT_FOUND' || e.code === 'MACHINE_DEACTIVATED'))) throw e;
       }
       await this.dropLicense('deactivated by operator');
-      return { machine_id: cache.machine_id };
+      return { machine_id: machine.machine_id };
     });
   }
 
   private async dropLicense(reason: string): Promise<void> {
     this.clearTimers();
-    this.d.store.remove(LICENSE_CACHE);
-    this.cache = null;
+    for (const f of [LICENSE_FILE, MACHINE_FILE, JWKS_FILE]) this.d.store.remove(f);
+    this.machine = null;
+    this.tokens = null;
+    this.jwks = null;
     this.claims = null;
     await this.removeKernelToken();
     this.set('community', reason);
@@ -239,14 +281,14 @@ export class LicenseManager extends EventEmitter {
   }
 
   private async refreshOnce(): Promise<void> {
-    const cache = this.cache;
-    if (!cache) return;
+    const machine = this.machine;
+    if (!machine) return;
     try {
       const bundle = await this.d.server.refresh(
-        cache.machine_id,
+        machine.machine_id,
         signHostProof(this.d.identity.privateKey, { aud: AUD_REFRESH_PROOF, hwid: this.d.hardwareId }),
       );
-      await this.adopt({ ...bundle, server_url: cache.server_url, activated_at: cache.activated_at, last_refresh_at: new Date().toISOString() });
+      await this.adopt(bundle, machine);
       this.d.log.info('kernel token refreshed', { expires_at: bundle.kernel_token_expires_at });
     } catch (e) {
       const err = e as AgentError;
@@ -254,13 +296,13 @@ export class LicenseManager extends EventEmitter {
       if (e instanceof ServerError && e.final) {
         // Revoked, expired, deactivated or unknown: retrying cannot help. Say why and stop.
         this.retrying = false;
-        this.d.log.error('license ended by the server; not retrying', { code: e.code, message: e.message });
+        this.d.log.error('license ended by the server; not retrying', { code: e.code, reason: e.message });
         await this.dropLicense(`${e.code}: ${e.message}`);
         return;
       }
       this.retrying = true;
       const delay = Math.max(backoffDelay(this.attempt++, this.d.backoff ?? DEFAULT_BACKOFF), e instanceof ServerError ? (e.retryAfterMs ?? 0) : 0);
-      this.d.log.warn('refresh failed; will retry', { code: err.code, message: err.message, attempt: this.attempt, retry_in_ms: delay });
+      this.d.log.warn('refresh failed; will retry', { code: err.code, reason: err.message, attempt: this.attempt, retry_in_ms: delay });
       this.schedule(delay);
     }
   }
@@ -278,7 +320,7 @@ export class LicenseManager extends EventEmitter {
 
   /** Next refresh at half the kernel token's remaining lifetime since issue. */
   private scheduleByHalfLife(): void {
-    const kt = this.cache ? decodeUnverified(this.cache.kernel_token) : null;
+    const kt = this.tokens ? decodeUnverified(this.tokens.kernel_token) : null;
     const iat = Number(kt?.claims.iat);
     const exp = Number(kt?.claims.exp);
     if (!Number.isFinite(iat) || !Number.isFinite(exp)) {
@@ -314,7 +356,9 @@ export class LicenseManager extends EventEmitter {
   private async writeKernelToken(token: string): Promise<void> {
     let target = this.d.tokenPath;
     try {
-      mkdirSync(dirname(target), { recursive: true, mode: 0o755 });
+      // Only the last directory is created (/etc/aegis): a recursive mkdir into a
+      // pseudo-filesystem such as /proc can spin forever in Node instead of failing.
+      if (!existsSync(dirname(target))) mkdirSync(dirname(target), { mode: 0o755 });
       await writeFileAtomic(target, token, { mode: 0o600 });
       this.tokenFallback = false;
     } catch (e) {

@@ -44,7 +44,9 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(opts: { databaseUrl?: string; limits?: Partial<RateLimits> } = {}): Promise<TestServer> {
+export async function startTestServer(
+  opts: { databaseUrl?: string; limits?: Partial<RateLimits>; kernelTokenTtlSeconds?: number } = {},
+): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-srv-'));
   const keysDir = join(dir, 'keys');
   const keys = KeyStore.open(keysDir);
@@ -52,7 +54,7 @@ export async function startTestServer(opts: { databaseUrl?: string; limits?: Par
   const clock = new TestClock();
   const config = loadConfig(
     { listen: '127.0.0.1:0', database: opts.databaseUrl ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir },
-    { LOG_LEVEL: 'error' },
+    { LOG_LEVEL: 'error', AEGIS_KERNEL_TOKEN_TTL: String(opts.kernelTokenTtlSeconds ?? 3600) },
   );
   // Generous limits by default, so only the rate-limit test trips them.
   const limits: Partial<RateLimits> = {
