@@ -235,6 +235,14 @@ uint64_t MonotonicNs() {
 
 Status Probe(ProbeResult* out) {
   Capture cap;
+  // libbpf's feature probes report "unsupported" for a refused bpf() too; a plain map
+  // creation tells a missing privilege (EPERM) apart from a missing feature.
+  LIBBPF_OPTS(bpf_map_create_opts, mo);
+  Fd perm(bpf_map_create(BPF_MAP_TYPE_ARRAY, "aegis_probe", 4, 4, 1, &mo));
+  if (perm.get() < 0) {
+    out->bpf_errno = errno;
+    return Status::Ok();
+  }
   int r = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SKB, nullptr);
   if (r < 0) out->bpf_errno = -r;
   out->prog_cgroup_skb = r == 1;

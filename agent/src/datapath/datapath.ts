@@ -192,7 +192,11 @@ export async function probe(opts: { pinRoot?: string } = {}): Promise<ProbeResul
     const f = await addon.probe();
     features = { cgroupSkb: f.progCgroupSkb, lpmTrie: f.mapLpmTrie, hashOfMaps: f.mapHashOfMaps, ringbuf: f.mapRingbuf };
     if (f.errno === 1 || f.errno === 13) {
+      features = null;
       reasons.push('not allowed to use bpf(): run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)');
+    } else if (f.errno !== 0) {
+      features = null;
+      reasons.push(`bpf() failed with errno ${f.errno}: is BPF enabled in this kernel (${release()})?`);
     } else {
       const missing = Object.entries(features)
         .filter(([, v]) => !v)

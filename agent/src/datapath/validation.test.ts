@@ -4,6 +4,7 @@
  * policy in force stays exactly as it was (checked through verdicts and stats).
  */
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { run, missingCommand, requireCapability } from '../../../test/harness/capabilities.js';
 import { MAX_RULES_PER_SERVICE } from '../../../protocol/src/snapshot.js';
@@ -17,6 +18,7 @@ import {
   open,
   SnapshotTooLargeError,
   encodeRules,
+  probe,
 } from './index.js';
 import type { Datapath, PolicyRules } from './index.js';
 import { missingDatapath, testPinRoot } from './test_support.js';
@@ -160,4 +162,23 @@ t.test('pins of an incompatible layout are refused and left alone', { timeout: 6
 
   const v = await live.testVerdict('egress', pkt, { serviceId: 1 });
   t.equal(v.verdict, 'drop', 'the live datapath kept enforcing throughout');
+});
+
+t.test('probe() says whether BPF is usable, and why not', async (t) => {
+  if (!requireCapability(t, await missingDatapath())) return;
+  const p = await probe();
+  t.equal(p.ok, true, `usable as root: ${p.reasons.join('; ')}`);
+  t.ok(p.cgroup2Mount, `cgroup v2 found at ${p.cgroup2Mount}`);
+  t.match(p.features, { cgroupSkb: true, lpmTrie: true, hashOfMaps: true, ringbuf: true });
+  // The same probe from an unprivileged child (uid nobody).
+  const index = new URL('./index.js', import.meta.url).href;
+  const r = spawnSync(
+    process.execPath,
+    ['--input-type=module', '-e', `process.setgid(65534); process.setuid(65534); const m = await import(${JSON.stringify(index)}); console.log(JSON.stringify(await m.probe()));`],
+    { encoding: 'utf8' },
+  );
+  t.equal(r.status, 0, `unprivileged probe ran ${r.stderr}`);
+  const np = JSON.parse(r.stdout) as { ok: boolean; reasons: string[] };
+  t.equal(np.ok, false, 'not usable without privileges');
+  t.match(np.reasons.join('; '), /root|CAP_BPF/, `reason given: ${np.reasons.join('; ')}`);
 });
