@@ -204,11 +204,17 @@ Status LoadSkeleton(const OpenOptions& o, bool test_mode, aegis_bpf** out) {
     int e = errno != 0 ? errno : -err;
     aegis_bpf__destroy(skel);
     Status s;
-    if (cap.log.find("reuse pinned map") != std::string::npos) {
+    const std::string marker = "reuse pinned map at '";
+    size_t at = cap.log.find(marker);
+    if (at != std::string::npos) {
+      // libbpf: "couldn't reuse pinned map at 'PATH': parameter mismatch": name the pin.
+      std::string which = "a map";
+      size_t q = cap.log.find('\'', at + marker.size());
+      if (q != std::string::npos) which = cap.log.substr(at + marker.size(), q - at - marker.size());
       s = Status::Coded("EINCOMPATIBLE_PIN", e, "bpf_object__load",
-                        "a map pinned under " + o.pin_root +
-                            " does not match this build's layout; remove the pins (aegis purge) "
-                            "or use another pin root");
+                        "the pinned map " + which +
+                            " does not match this build's layout; remove the pins under " +
+                            o.pin_root + " (purge) or use another pin root");
     } else if ((e == EPERM || e == EACCES) &&
                cap.log.find("BEGIN PROG LOAD LOG") == std::string::npos) {
       s = Status::Errno(e, "bpf_object__load",

@@ -152,7 +152,9 @@ t.test('pins of an incompatible layout are refused and left alone', { timeout: 6
   mkdirSync(bad, { recursive: true });
   t.teardown(() => rmSync(bad, { recursive: true, force: true }));
   run('bpftool', ['map', 'create', `${bad}/aegis_v1_cgrp`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '16', 'name', 'aegis_v1_cgrp']);
-  await t.rejects(open({ pinRoot: bad }), IncompatiblePinError, 'mismatched aegis_v1_cgrp refused');
+  const mismatch = await open({ pinRoot: bad }).catch((x: unknown) => x);
+  t.ok(mismatch instanceof IncompatiblePinError, 'mismatched aegis_v1_cgrp refused');
+  t.match((mismatch as Error).message, /aegis_v1_cgrp does not match/, 'the error names the mismatched map');
   t.same(readdirSync(bad), ['aegis_v1_cgrp'], 'no pins were added beside it');
 
   // Not a BPF filesystem.
