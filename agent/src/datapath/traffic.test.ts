@@ -6,7 +6,7 @@
 import t from 'tap';
 import { createSocket } from 'node:dgram';
 import type { Socket } from 'node:dgram';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -190,6 +190,29 @@ t.test('real traffic through a bound cgroup', { timeout: 120_000 }, async (t) =>
     const c = await counters();
     t.equal(c.allowed - before.allowed, 1, 'one inbound SYN allowed');
     t.equal(c.dropped - before.dropped, 1, 'one inbound SYN dropped');
+  });
+
+  await t.test('a child cgroup of the bound one is enforced too', async (t) => {
+    await dp.apply(svc, policy, { mode: 'enforce', expiresAt: future, generation: 4 });
+    const child = join(cg, 'worker');
+    mkdirSync(child, { recursive: true });
+    t.teardown(() => removeCgroup(child));
+    const r = await runNodeInCgroup(child, client, [JSON.stringify({ op: 'probe', targets })]);
+    t.same((JSON.parse(r.stdout) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok), [true, false, true, false, true, false]);
+  });
+
+  await t.test('rebinding moves enforcement to the new cgroup', async (t) => {
+    const other = makeCgroup('traffic-other');
+    t.teardown(() => removeCgroup(other));
+    const r = await dp.bindService(svc, other);
+    t.not(r.cgroupId, bound.cgroupId, 'a different cgroup');
+    const st = (await dp.stats()).find((s) => s.serviceId === svc)!;
+    t.same(st.cgroupIds, [r.cgroupId], 'only the new cgroup is bound');
+    const inOther = await runNodeInCgroup(other, client, [JSON.stringify({ op: 'probe', targets })]);
+    t.same((JSON.parse(inOther.stdout) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok), [true, false, true, false, true, false], 'new cgroup enforced');
+    t.same(await probeFromCgroup(), [true, true, true, true, true, true], 'old cgroup released');
+    await dp.bindService(svc, cg);
+    t.same(await probeFromCgroup(), [true, false, true, false, true, false], 'moved back');
   });
 
   await t.test('withdraw: traffic passes untouched again', async (t) => {
