@@ -113,7 +113,9 @@ export async function startAgent(o: AgentOptions): Promise<TestAgent> {
       state_dir: stateDir,
       socket_path: socket,
       token_path: tokenPath,
-      pin_root: o.pinRoot ?? '/sys/fs/bpf/aegis-test-none',
+      // Tests that do not exercise the datapath get a pin root off bpffs: the datapath
+      // reports itself unavailable and nothing is left pinned in the kernel.
+      pin_root: o.pinRoot ?? join(dir, 'not-bpffs'),
       services: o.services ?? {},
       kmod_reload_path: join(dir, 'kmod-reload'),
       log_level: 'debug',

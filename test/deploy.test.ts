@@ -1,0 +1,89 @@
+/** The systemd unit, the install target, and the daemon's systemd conversation. */
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { requireCapability, missingCommand } from './harness/capabilities.js';
+import { startAgent, agentDir, cleanupDir } from './harness/agent.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const UNIT = join(ROOT, 'deploy/systemd/aegis-agent.service');
+
+t.test('the unit declares what the daemon relies on', async (t) => {
+  const unit = readFileSync(UNIT, 'utf8');
+  for (const line of [
+    'Type=notify',
+    'WatchdogSec=30s',
+    'Restart=on-failure',
+    'ProtectSystem=strict',
+    'ReadWritePaths=/etc/aegis /var/lib/aegis /run/aegis',
+    'CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_CHOWN',
+    'ExecReload=/bin/kill -HUP $MAINPID',
+  ]) {
+    t.ok(unit.split('\n').includes(line), line);
+  }
+});
+
+t.test('install target stages the tree, commands, config and unit; systemd-analyze verify passes', async (t) => {
+  if (!requireCapability(t, missingCommand('systemd-analyze'))) return;
+  const dest = mkdtempSync(join(tmpdir(), 'aegis-install-'));
+  t.teardown(() => rmSync(dest, { recursive: true, force: true }));
+  const r = spawnSync('bash', [join(ROOT, 'scripts/install-agent'), '--destdir', dest], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  const lib = join(dest, 'usr/local/lib/aegis');
+  for (const f of ['dist/agent/src/main.js', 'dist/agent/src/ctl/main.js', 'build/Release/aegis.node', 'node_modules/commander/package.json']) {
+    t.ok(existsSync(join(lib, f)), f);
+  }
+  for (const cmd of ['aegis-agent', 'aegisctl']) {
+    const p = join(dest, 'usr/local/bin', cmd);
+    t.equal(statSync(p).mode & 0o111, 0o111, `${cmd} is executable`);
+    t.match(readFileSync(p, 'utf8'), '/usr/local/lib/aegis/dist/');
+  }
+  const cfg = JSON.parse(readFileSync(join(dest, 'etc/aegis/agent.json'), 'utf8'));
+  t.equal(cfg.token_path, '/etc/aegis/auth.token');
+  // The staged tree runs on its own (the wrapper points at the final prefix).
+  const v = spawnSync(process.execPath, [join(lib, 'dist/agent/src/ctl/main.js'), '--version'], { encoding: 'utf8' });
+  t.equal(v.status, 0, v.stderr);
+  const a = spawnSync(process.execPath, [join(lib, 'dist/agent/src/main.js'), '--version'], { encoding: 'utf8' });
+  t.equal(a.status, 0, a.stderr);
+  // verify resolves ExecStart on this filesystem, so point it at the staged command.
+  const unitPath = join(dest, 'etc/systemd/system/aegis-agent.service');
+  const unit = readFileSync(unitPath, 'utf8');
+  const probe = join(dest, 'aegis-agent.service');
+  writeFileSync(probe, unit.replace('/usr/local/bin/aegis-agent', join(dest, 'usr/local/bin/aegis-agent')));
+  const verify = spawnSync('systemd-analyze', ['verify', probe], { encoding: 'utf8' });
+  t.equal(verify.status, 0, `systemd-analyze verify: ${verify.stderr}`);
+  t.equal(verify.stderr.trim(), '', 'no warnings');
+  // Re-running keeps an operator's config.
+  writeFileSync(join(dest, 'etc/aegis/agent.json'), '{"fleet":"mine"}');
+  t.equal(spawnSync('bash', [join(ROOT, 'scripts/install-agent'), '--destdir', dest]).status, 0);
+  t.equal(readFileSync(join(dest, 'etc/aegis/agent.json'), 'utf8'), '{"fleet":"mine"}', 'config kept');
+});
+
+t.test('READY, WATCHDOG, STATUS and SIGHUP reload as systemd sees them', async (t) => {
+  const dir = agentDir();
+  t.teardown(() => cleanupDir(dir));
+  const a = await startAgent({ serverUrl: 'http://127.0.0.1:9', dir, env: { WATCHDOG_USEC: '1000000' } });
+  await a.waitReady();
+  t.ok(a.notifications.some((n) => /READY=1\|STATUS=community edition; /.test(n)), `READY with STATUS: ${a.notifications.join(' / ')}`);
+  await a.waitFor(() => a.notifications.filter((n) => n === 'WATCHDOG=1').length >= 2, 5000, 'watchdog pings');
+  t.pass('watchdog pings at half of WATCHDOG_USEC');
+
+  const cfgPath = join(dir, 'agent.json');
+  const cfg = JSON.parse(readFileSync(cfgPath, 'utf8'));
+  writeFileSync(cfgPath, JSON.stringify({ ...cfg, log_level: 'info', services: { '9': '/no/such/cgroup' } }));
+  a.proc.kill('SIGHUP');
+  await a.waitFor(() => a.notifications.some((n) => n.startsWith('RELOADING=1')), 5000, 'RELOADING=1');
+  await a.waitFor(() => a.logs.some((l) => l.includes('configuration reloaded')), 5000, 'reload');
+  const st = await a.api('GET', '/v1/status');
+  t.same(st.body.services.map((s: { service_id: number }) => s.service_id), [9], 'new service map in effect');
+
+  writeFileSync(cfgPath, '{ broken');
+  a.proc.kill('SIGHUP');
+  await a.waitFor(() => a.logs.some((l) => l.includes('reload refused')), 5000, 'refused reload');
+  t.equal((await a.api('GET', '/v1/status')).status, 200, 'still serving after a bad reload');
+  const { code } = await a.stop();
+  t.equal(code, 0);
+});
