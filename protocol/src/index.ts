@@ -52,3 +52,7 @@ export type { ParsedCidr } from './cidr.js';
 export { jwkThumbprint, publicJwkOf, isEd25519PublicJwk } from './jose_keys.js';
 export type { Ed25519PublicJwk } from './jose_keys.js';
 export { signHostProof } from './host_proof.js';
+export { ENVELOPE_VERSION, FLEET_KEY_BYTES, MAX_ENVELOPE_BYTES, EnvelopeError, parseFleetKey, sealEnvelope, openEnvelope } from './envelope.js';
+export type { SealedEnvelope } from './envelope.js';
+export { AUD_SEG_MAP, AUD_FLEET_LICENSE } from './seg_messages.js';
+export type { SegMapClaims, FleetLicenseClaims, AgentStatusReport, AgentAck, AgentFlowsReport } from './seg_messages.js';

@@ -1,0 +1,79 @@
+/**
+ * What travels over NATS besides envelopes. Every message a host acts on is a compact
+ * JWS signed by the server's current key (the same JWKS as licenses): NATS
+ * authorization keeps strangers off the subjects, and the signature keeps a message that
+ * got past it from being obeyed.
+ */
+import type { DatapathMode, MapSnapshot, Stage } from './snapshot.js';
+import type { Feature, Tier } from './tiers.js';
+
+export const AUD_SEG_MAP = 'aegis-seg-map';
+export const AUD_FLEET_LICENSE = 'aegis-fleet-license';
+
+/** Payload of a snapshot message on aegis.seg.maps.<host|_all>.<service_id>. */
+export interface SegMapClaims {
+  aud: typeof AUD_SEG_MAP;
+  iss: string;
+  iat: number;
+  /** A host name, or "_all". */
+  target: string;
+  service_id: number;
+  revision: number;
+  stage: Stage;
+  /** null withdraws the service's policy on the target. */
+  snapshot: MapSnapshot | null;
+}
+
+/** Payload of the signed fleet license inside a license envelope (seed 002). */
+export interface FleetLicenseClaims {
+  aud: typeof AUD_FLEET_LICENSE;
+  iss: string;
+  iat: number;
+  exp?: number;
+  fleet: string;
+  /** Same as the envelope's seq: binds the signed content to its place in the order. */
+  seq: number;
+  status: 'active' | 'revoked' | 'none';
+  license_id: string | null;
+  tier: Tier | null;
+  features: Feature[];
+}
+
+/** aegis.agent.<host>.status, every 30 s. */
+export interface AgentStatusReport {
+  host: string;
+  machine_id: string | null;
+  agent_version: string;
+  edition: 'licensed' | 'community';
+  tier: Tier | null;
+  datapath: { available: boolean; reason: string | null };
+  services: Array<{
+    service_id: number;
+    revision: number | null;
+    stage: Stage | null;
+    mode: DatapathMode | null;
+    ttl_left_s: number | null;
+    counters: { allowed: number; dropped: number; would_drop: number } | null;
+  }>;
+  sent_at: string;
+}
+
+/** aegis.agent.<host>.ack, once per applied revision. */
+export interface AgentAck {
+  host: string;
+  service_id: number;
+  revision: number;
+  stage: Stage;
+  mode: DatapathMode;
+  ok: boolean;
+  error: string | null;
+  applied_at: string;
+}
+
+/** aegis.agent.<host>.flows: what the datapath denied or would have denied. */
+export interface AgentFlowsReport {
+  host: string;
+  service_id: number;
+  flows: Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>;
+  sent_at: string;
+}
