@@ -13,6 +13,7 @@ export const AUD_KERNEL = 'aegis-kmod';
 export const AUD_ACTIVATION_PROOF = 'aegis-activation';
 export const AUD_REFRESH_PROOF = 'aegis-refresh';
 export const AUD_DEACTIVATION_PROOF = 'aegis-deactivation';
+export const AUD_SNAPSHOTS_PROOF = 'aegis-snapshots';
 
 /** Proof iat must be within this many seconds of the server's clock. */
 export const PROOF_MAX_SKEW_SECONDS = 300;

@@ -17,6 +17,9 @@ import { Licenses } from './licenses.js';
 import { createLogger, type Logger } from './logger.js';
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.js';
 import { buildRouter } from './routes.js';
+import { addSegRoutes } from './routes_seg.js';
+import { AgentRegistry } from './seg/agents.js';
+import { Orchestrator } from './seg/orchestrator.js';
 import { TokenService } from './tokens.js';
 import { pruneProofs } from './host_proof.js';
 import type { ServerConfig } from './config.js';
@@ -33,6 +36,8 @@ export interface AppOptions {
 
 export interface App {
   ctx: ServerContext;
+  orchestrator: Orchestrator;
+  agents: AgentRegistry;
   apiKeys: ApiKeys;
   log: Logger;
   http: HttpServerHandle;
@@ -56,16 +61,20 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const tokens = new TokenService(keys);
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
+  const audit = new AuditLog(db, clock);
+  const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta));
+  const agents = new AgentRegistry(db, clock);
   const router = buildRouter({
     customers: new Customers(db, clock),
     licenses: new Licenses(db, clock),
     activations: new Activations(db, dialect, clock, tokens, keys, config.kernelTokenTtlSeconds),
     apiKeys,
-    audit: new AuditLog(db, clock),
+    audit,
     limiter: new RateLimiter(),
     limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
     ctx,
   });
+  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, ctx });
   const http = await listen(createHttpServer(router, log), config.host, config.port);
   const pruner = setInterval(() => {
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
@@ -74,6 +83,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   log.info('aegis-server listening', { url: http.url, database: description, signing_kid: keys.activeKid() });
   return {
     ctx,
+    orchestrator,
+    agents,
     apiKeys,
     log,
     http,

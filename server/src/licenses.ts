@@ -36,6 +36,7 @@ export interface License {
   allowed_major_versions: string[];
   features: Feature[];
   extra_features: Feature[];
+  fleet: string | null;
   expires_at: string | null;
   revoked_at: string | null;
   revoke_reason: string | null;
@@ -52,6 +53,7 @@ export interface IssueInput {
   max_machines?: number;
   allowed_major_versions?: string[];
   features?: Feature[];
+  fleet?: string;
 }
 
 export interface LicenseFilters {
@@ -97,6 +99,7 @@ export function toLicense(r: Selectable<LicensesTable>, now: Date): License {
     allowed_major_versions: JSON.parse(r.allowed_major_versions) as string[],
     features: effectiveFeatures(r.tier as Tier, extra),
     extra_features: extra,
+    fleet: r.fleet,
     expires_at: r.expires_at,
     revoked_at: r.revoked_at,
     revoke_reason: r.revoke_reason,
@@ -180,6 +183,7 @@ export class Licenses {
       max_machines: input.max_machines ?? 1,
       allowed_major_versions: JSON.stringify([...new Set(input.allowed_major_versions ?? [])]),
       features: JSON.stringify([...new Set(input.features ?? [])]),
+      fleet: input.fleet ?? null,
       expires_at,
       revoked_at: null,
       revoke_reason: null,

@@ -23,6 +23,7 @@ import { parsePage } from './pagination.js';
 import type { RateLimiter, RateLimits } from './rate_limit.js';
 import { Router, type Request, type Reply } from './http/router.js';
 import { validator } from './validation.js';
+import { actorOf, authorize as authorizeKey } from './http/auth.js';
 import type { ServerContext } from './context.js';
 
 const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max });
@@ -53,6 +54,7 @@ const licenseIssue = validator<IssueInput>({
     max_machines: { type: 'integer', minimum: 1, maximum: 100000 },
     allowed_major_versions: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[0-9]{1,6}$' } },
     features: { type: 'array', maxItems: 64, items: { type: 'string', enum: FEATURES } },
+    fleet: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
   },
 });
 const revokeBody = validator<{ reason: string }>({
@@ -125,22 +127,7 @@ export function buildRouter(d: RouteDeps): Router {
   const r = new Router();
   const { ctx } = d;
 
-  /** Resolves the API key of a request, requiring `scope`. 401 without a known key, 403 without the scope. */
-  async function authorize(req: Request, scope: Scope): Promise<ApiPrincipal> {
-    const header = req.headers['x-api-key'];
-    let key = typeof header === 'string' ? header : undefined;
-    const authz = req.headers.authorization;
-    if (!key && typeof authz === 'string' && /^Bearer\s+/i.test(authz)) key = authz.replace(/^Bearer\s+/i, '').trim();
-    if (!key) throw new AegisError('UNAUTHORIZED', 'an API key is required (X-API-Key or Authorization: Bearer)');
-    const principal = await d.apiKeys.authenticate(key);
-    if (!principal) throw new AegisError('UNAUTHORIZED', 'unknown or revoked API key');
-    if (!principal.scopes.includes(scope)) {
-      throw new AegisError('FORBIDDEN', `this API key lacks the ${scope} scope`, { details: { required_scope: scope } });
-    }
-    return principal;
-  }
-
-  const actorOf = (p: ApiPrincipal) => `api_key:${p.name}`;
+  const authorize = (req: Request, scope: Scope): Promise<ApiPrincipal> => authorizeKey(d.apiKeys, req, scope);
 
   /** Records a refusal (with the ids a Refusal carries) and rethrows it. */
   async function refused(err: unknown, e: Omit<AuditEntry, 'outcome' | 'reason'>): Promise<never> {

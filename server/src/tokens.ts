@@ -73,6 +73,11 @@ export class TokenService {
     return new SignJWT(payload).setProtectedHeader({ alg: TOKEN_ALG, typ: 'JWT', kid }).sign(privateKey);
   }
 
+  /** Signs a message for hosts (snapshot messages, fleet licenses) with the active key. */
+  signMessage(payload: Record<string, unknown>): Promise<string> {
+    return this.sign(payload);
+  }
+
   async signLicense(claims: Omit<LicenseClaims, 'iss' | 'aud' | 'jti'> & { jti?: string }): Promise<string> {
     const payload: Record<string, unknown> = { iss: TOKEN_ISSUER, aud: AUD_LICENSE, jti: claims.jti ?? randomUUID(), ...claims };
     if (payload.exp === undefined || payload.exp === null) delete payload.exp;

@@ -103,6 +103,61 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         }
       },
     },
+    '0002_segmentation': {
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('licenses').addColumn('fleet', 'text').execute();
+        await db.schema
+          .createTable('seg_revisions')
+          .addColumn('service_id', 'integer', (c) => c.notNull())
+          .addColumn('revision', 'integer', (c) => c.notNull())
+          .addColumn('snapshot', 'text', (c) => c.notNull())
+          .addColumn('stage', 'text', (c) => c.notNull())
+          .addColumn('targets', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('promoted_at', 'text')
+          .addColumn('restores_revision', 'integer')
+          .addPrimaryKeyConstraint('seg_revisions_pk', ['service_id', 'revision'])
+          .execute();
+        await db.schema
+          .createTable('seg_current')
+          .addColumn('service_id', 'integer', (c) => c.notNull())
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('revision', 'integer', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .addColumn('published_at', 'text')
+          .addPrimaryKeyConstraint('seg_current_pk', ['service_id', 'target'])
+          .execute();
+        await db.schema
+          .createTable('agents')
+          .addColumn('host', 'text', (c) => c.primaryKey())
+          .addColumn('machine_id', 'text')
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('applied', 'text', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('agent_flows')
+          .addColumn('host', 'text', (c) => c.notNull())
+          .addColumn('service_id', 'integer', (c) => c.notNull())
+          .addColumn('dst', 'text', (c) => c.notNull())
+          .addColumn('proto', 'text', (c) => c.notNull())
+          .addColumn('port', 'integer', (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('agent_flows_pk', ['host', 'service_id', 'dst', 'proto', 'port'])
+          .execute();
+        await db.schema
+          .createTable('fleet_sequence')
+          .addColumn('fleet', 'text', (c) => c.primaryKey())
+          .addColumn('seq', 'integer', (c) => c.notNull())
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        for (const t of ['fleet_sequence', 'agent_flows', 'agents', 'seg_current', 'seg_revisions']) await db.schema.dropTable(t).execute();
+        await db.schema.alterTable('licenses').dropColumn('fleet').execute();
+      },
+    },
   };
 }
 

@@ -26,6 +26,8 @@ export interface LicensesTable {
   max_machines: number;
   allowed_major_versions: string; // JSON array of strings
   features: string; // JSON array: extra features beyond the tier's
+  /** The fleet whose hosts receive this license over NATS (seed 002), if any. */
+  fleet: string | null;
   expires_at: string | null;
   revoked_at: string | null;
   revoke_reason: string | null;
@@ -78,7 +80,61 @@ export interface AuditLogsTable {
   created_at: string;
 }
 
+/** One accepted MapSnapshot revision of a service (issue 5's orchestrator). */
+export interface SegRevisionsTable {
+  service_id: number;
+  revision: number;
+  snapshot: string; // JSON MapSnapshot
+  stage: string; // canary | enforce
+  targets: string; // JSON array of host names; ["_all"] for every host
+  created_at: string;
+  created_by: string;
+  promoted_at: string | null;
+  /** For a rollback: the revision whose content this one restores. */
+  restores_revision: number | null;
+}
+
+/** What each target (a host, or _all) should run now, per service. */
+export interface SegCurrentTable {
+  service_id: number;
+  target: string;
+  revision: number;
+  updated_at: string;
+  published_at: string | null;
+}
+
+/** Last report of each agent (status, acks), from NATS or the HTTP fallback. */
+export interface AgentsTable {
+  host: string;
+  machine_id: string | null;
+  status: string; // JSON AgentStatusReport
+  applied: string; // JSON { [service_id]: AgentAck }
+  last_seen_at: string;
+}
+
+/** Flows agents reported as denied or would-be-denied, aggregated. */
+export interface AgentFlowsTable {
+  host: string;
+  service_id: number;
+  dst: string;
+  proto: string;
+  port: number;
+  count: number;
+  last_seen_at: string;
+}
+
+/** Per-fleet envelope sequence: persisted so a restart never goes backwards. */
+export interface FleetSequenceTable {
+  fleet: string;
+  seq: number;
+}
+
 export interface Database {
+  seg_revisions: SegRevisionsTable;
+  seg_current: SegCurrentTable;
+  agents: AgentsTable;
+  agent_flows: AgentFlowsTable;
+  fleet_sequence: FleetSequenceTable;
   customers: CustomersTable;
   licenses: LicensesTable;
   machines: MachinesTable;

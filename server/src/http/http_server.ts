@@ -95,7 +95,7 @@ export function createHttpServer(router: Router, log: Logger): Server {
         return errorReply(new AegisError('NOT_FOUND', 'not found'));
       }
       let body: unknown = null;
-      const raw = await readBody(req, MAX_BODY_BYTES);
+      const raw = await readBody(req, match.maxBody ?? MAX_BODY_BYTES);
       if (raw.length > 0) {
         if (!match.takesBody && method === 'GET') throw new AegisError('BAD_REQUEST', 'GET requests take no body');
         body = parseJsonBody(req, raw);

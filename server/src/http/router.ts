@@ -27,20 +27,23 @@ interface Route {
   handler: Handler;
   /** Whether the route takes a JSON body (POST/PATCH/DELETE with a body). */
   takesBody: boolean;
+  /** Body limit in bytes when the route needs more than the server default. */
+  maxBody?: number;
 }
 
 export interface Match {
   handler: Handler;
   params: Record<string, string>;
   takesBody: boolean;
+  maxBody?: number;
 }
 
 export class Router {
   private readonly routes: Route[] = [];
 
-  add(method: string, pattern: string, handler: Handler, opts: { body?: boolean } = {}): this {
+  add(method: string, pattern: string, handler: Handler, opts: { body?: boolean; maxBody?: number } = {}): this {
     const takesBody = opts.body ?? (method === 'POST' || method === 'PATCH' || method === 'PUT');
-    this.routes.push({ method, segments: pattern.split('/').filter(Boolean), handler, takesBody });
+    this.routes.push({ method, segments: pattern.split('/').filter(Boolean), handler, takesBody, maxBody: opts.maxBody });
     return this;
   }
 
@@ -67,7 +70,7 @@ export class Router {
         }
       }
       if (!ok) continue;
-      if (r.method === method) return { match: { handler: r.handler, params, takesBody: r.takesBody }, allowed };
+      if (r.method === method) return { match: { handler: r.handler, params, takesBody: r.takesBody, maxBody: r.maxBody }, allowed };
       allowed.push(r.method);
     }
     return { match: null, allowed };

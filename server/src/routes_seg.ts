@@ -1,0 +1,141 @@
+/**
+ * Segmentation routes (issue 5): the orchestrator (seed 003's /seg/maps, also under
+ * /api/v1), agent visibility, and the HTTP fallback that serves a host the same signed
+ * snapshot messages NATS carries.
+ */
+import { AegisError, AUD_SNAPSHOTS_PROOF, ValidationError, type Ed25519PublicJwk, type Stage } from '../../protocol/src/index.js';
+import type { ApiKeys } from './api_keys.js';
+import type { AuditLog } from './audit.js';
+import type { ServerContext } from './context.js';
+import { acceptProof, publicKeyFromJwk } from './host_proof.js';
+import { actorOf, authorize } from './http/auth.js';
+import type { Request, Router } from './http/router.js';
+import type { AgentRegistry } from './seg/agents.js';
+import { parseTargets, type Orchestrator } from './seg/orchestrator.js';
+import { validator } from './validation.js';
+
+export interface SegRouteDeps {
+  apiKeys: ApiKeys;
+  audit: AuditLog;
+  orchestrator: Orchestrator;
+  agents: AgentRegistry;
+  ctx: ServerContext;
+}
+
+const promoteBody = validator<{ service_id: number; revision?: number }>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['service_id'],
+  properties: { service_id: { type: 'integer', minimum: 0 }, revision: { type: 'integer', minimum: 1 } },
+});
+const rollbackBody = validator<{ service_id: number }>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['service_id'],
+  properties: { service_id: { type: 'integer', minimum: 0 } },
+});
+
+/** A full service (131,072 rules) is about 6 MiB of JSON; the default 1 MiB is too small. */
+export const MAX_SNAPSHOT_BODY_BYTES = 16 * 1024 * 1024;
+
+function serviceIdParam(text: string): number {
+  if (!/^\d{1,9}$/.test(text)) throw new ValidationError([{ path: 'service_id', message: 'must be a non-negative integer' }]);
+  return Number(text);
+}
+
+export function addSegRoutes(r: Router, d: SegRouteDeps): void {
+  const { orchestrator, agents, audit } = d;
+
+  for (const base of ['/seg/maps', '/api/v1/seg/maps']) {
+    r.add('POST', base, async (req) => {
+      const p = await authorize(d.apiKeys, req, 'seg:write');
+      const stageParam = req.query.get('stage');
+      if (stageParam !== null && stageParam !== 'canary' && stageParam !== 'enforce') {
+        throw new ValidationError([{ path: 'stage', message: 'must be canary or enforce' }]);
+      }
+      const result = await orchestrator.submit(req.body, {
+        targets: parseTargets(req.query.get('target_host')),
+        ...(stageParam ? { stage: stageParam as Stage } : {}),
+        actor: actorOf(p),
+      });
+      await audit.record({
+        event_type: 'seg.map.accepted',
+        actor: actorOf(p),
+        client_ip: req.clientIp,
+        data: { service_id: result.service_id, revision: result.revision, stage: result.stage, targets: result.target_hosts },
+      });
+      return { status: 200, body: result };
+    }, { maxBody: MAX_SNAPSHOT_BODY_BYTES });
+    r.add('GET', base, async (req) => {
+      await authorize(d.apiKeys, req, 'seg:read');
+      const current = await orchestrator.current();
+      const hosts = await agents.list();
+      return {
+        status: 200,
+        body: {
+          current,
+          hosts: hosts.map((h) => ({ host: h.host, last_seen_at: h.last_seen_at, applied: h.applied })),
+        },
+      };
+    });
+    r.add('GET', `${base}/:service_id`, async (req) => {
+      await authorize(d.apiKeys, req, 'seg:read');
+      return { status: 200, body: { service_id: serviceIdParam(req.params.service_id!), revisions: await orchestrator.history(serviceIdParam(req.params.service_id!)) } };
+    });
+    r.add('POST', `${base}/promote`, async (req) => {
+      const p = await authorize(d.apiKeys, req, 'seg:write');
+      const { service_id, revision } = promoteBody(req.body);
+      const rev = await orchestrator.promote(service_id, revision);
+      await audit.record({ event_type: 'seg.map.promoted', actor: actorOf(p), client_ip: req.clientIp, data: { service_id, revision: rev.revision } });
+      return { status: 200, body: { promoted: true, service_id, revision: rev.revision, stage: rev.stage, target_hosts: rev.targets } };
+    });
+    r.add('POST', `${base}/rollback`, async (req) => {
+      const p = await authorize(d.apiKeys, req, 'seg:write');
+      const { service_id } = rollbackBody(req.body);
+      const rev = await orchestrator.rollback(service_id, actorOf(p));
+      await audit.record({
+        event_type: 'seg.map.rolled_back',
+        actor: actorOf(p),
+        client_ip: req.clientIp,
+        data: { service_id, rolled_back: rev.rolled_back, restores_revision: rev.restores_revision, revision: rev.revision },
+      });
+      return {
+        status: 200,
+        body: { rolled_back: rev.rolled_back, restores_revision: rev.restores_revision, revision: rev.revision, stage: rev.stage, service_id, target_hosts: rev.targets },
+      };
+    });
+  }
+
+  r.add('GET', '/api/v1/agents', async (req) => {
+    await authorize(d.apiKeys, req, 'seg:read');
+    return { status: 200, body: { items: await agents.list() } };
+  });
+  r.add('GET', '/api/v1/agents/:host', async (req) => {
+    await authorize(d.apiKeys, req, 'seg:read');
+    return { status: 200, body: await agents.get(req.params.host!) };
+  });
+
+  /**
+   * The HTTP fallback: a host proves itself with its host key (header X-Aegis-Proof,
+   * audience aegis-snapshots) and gets the same signed messages NATS would deliver.
+   */
+  r.add('GET', '/api/v1/agents/:host/snapshots', async (req: Request) => {
+    const host = req.params.host!;
+    const proof = req.headers['x-aegis-proof'];
+    if (typeof proof !== 'string') throw new AegisError('UNAUTHORIZED', 'a host-key proof is required (X-Aegis-Proof)');
+    const machine = await d.ctx.db
+      .selectFrom('machines')
+      .selectAll()
+      .where('hostname', '=', host)
+      .where('status', '=', 'active')
+      .orderBy('last_seen_at', 'desc')
+      .executeTakeFirst();
+    if (!machine) throw new AegisError('NOT_FOUND', 'not found');
+    await acceptProof(d.ctx.db, d.ctx.clock, proof, {
+      audience: AUD_SNAPSHOTS_PROOF,
+      hardwareId: machine.hardware_id,
+      key: publicKeyFromJwk(JSON.parse(machine.host_public_key) as Ed25519PublicJwk),
+    });
+    return { status: 200, body: { host, messages: await orchestrator.messagesFor(host) } };
+  });
+}

@@ -1,0 +1,111 @@
+/**
+ * Seed 002's license distribution: for every fleet, the server signs the fleet's license
+ * (its newest license that names the fleet) and publishes it sealed with the fleet key
+ * on aegis.license.<fleet>, every 5 minutes and at once when a license changes. Each
+ * envelope carries the next value of a persisted per-fleet sequence, so agents can
+ * refuse anything not newer than what they hold (a replay or rollback).
+ */
+import type { Kysely } from 'kysely';
+import {
+  AUD_FLEET_LICENSE,
+  TOKEN_ISSUER,
+  effectiveFeatures,
+  sealEnvelope,
+  type Feature,
+  type FleetLicenseClaims,
+  type Tier,
+} from '../../../protocol/src/index.js';
+import type { Database } from '../db/schema.js';
+import { epochSeconds, type Clock } from '../clock.js';
+import { statusOf } from '../licenses.js';
+import type { TokenService } from '../tokens.js';
+
+export const FLEET_PUBLISH_INTERVAL_MS = 5 * 60_000;
+
+export type LicensePublish = (fleet: string, sealed: string) => Promise<void>;
+
+export class FleetLicensePublisher {
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly clock: Clock,
+    private readonly tokens: TokenService,
+    private readonly fleetKey: Buffer,
+    private readonly publish: LicensePublish,
+    private readonly onError: (message: string, meta: object) => void,
+  ) {}
+
+  private async nextSeq(fleet: string): Promise<number> {
+    return this.db.transaction().execute(async (tx) => {
+      const row = await tx.selectFrom('fleet_sequence').select('seq').where('fleet', '=', fleet).executeTakeFirst();
+      // Time-based floor: a database restored from an old backup still moves forward.
+      const next = Math.max(Number(row?.seq ?? 0) + 1, Date.now());
+      if (row) await tx.updateTable('fleet_sequence').set({ seq: next }).where('fleet', '=', fleet).execute();
+      else await tx.insertInto('fleet_sequence').values({ fleet, seq: next }).execute();
+      return next;
+    });
+  }
+
+  /** The signed claims for a fleet right now. */
+  async claimsFor(fleet: string, seq: number): Promise<FleetLicenseClaims> {
+    const now = this.clock.now();
+    const rows = await this.db.selectFrom('licenses').selectAll().where('fleet', '=', fleet).orderBy('created_at', 'desc').execute();
+    const active = rows.find((r) => statusOf(r, now) === 'active');
+    const base = { aud: AUD_FLEET_LICENSE, iss: TOKEN_ISSUER, iat: epochSeconds(now), fleet, seq } as const;
+    if (active) {
+      const tier = active.tier as Tier;
+      return {
+        ...base,
+        ...(active.expires_at ? { exp: epochSeconds(new Date(active.expires_at)) } : {}),
+        status: 'active',
+        license_id: active.id,
+        tier,
+        features: effectiveFeatures(tier, JSON.parse(active.features) as Feature[]),
+      };
+    }
+    const last = rows[0];
+    return { ...base, status: last ? 'revoked' : 'none', license_id: last?.id ?? null, tier: null, features: [] };
+  }
+
+  async publishFleet(fleet: string): Promise<FleetLicenseClaims> {
+    const seq = await this.nextSeq(fleet);
+    const claims = await this.claimsFor(fleet, seq);
+    const jws = await this.tokens.signMessage({ ...claims });
+    await this.publish(fleet, sealEnvelope(this.fleetKey, fleet, seq, jws));
+    return claims;
+  }
+
+  async publishAll(): Promise<void> {
+    const fleets = await this.db.selectFrom('licenses').select('fleet').distinct().where('fleet', 'is not', null).execute();
+    for (const { fleet } of fleets) {
+      try {
+        await this.publishFleet(fleet!);
+      } catch (e) {
+        this.onError('publishing a fleet license failed', { fleet, error: (e as Error).message });
+      }
+    }
+  }
+
+  /** A license changed (issued, revoked, renewed): republish its fleet now. */
+  async licenseChanged(licenseId: string): Promise<void> {
+    const row = await this.db.selectFrom('licenses').select('fleet').where('id', '=', licenseId).executeTakeFirst();
+    if (row?.fleet) {
+      try {
+        await this.publishFleet(row.fleet);
+      } catch (e) {
+        this.onError('publishing a fleet license failed', { fleet: row.fleet, error: (e as Error).message });
+      }
+    }
+  }
+
+  start(intervalMs = FLEET_PUBLISH_INTERVAL_MS): void {
+    this.timer = setInterval(() => void this.publishAll(), intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+}

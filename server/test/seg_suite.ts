@@ -1,0 +1,142 @@
+/** Orchestrator HTTP API (issue 5), run on each storage backend. */
+import type { Test } from 'tap';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { AUD_ACTIVATION_PROOF, AUD_SEG_MAP, AUD_SNAPSHOTS_PROOF } from '../../protocol/src/index.js';
+import { startTestServer, TestHost, type TestServer } from '../../test/harness/server.js';
+
+const snap = (service_id: number, edges: Array<[string, string, number]>, extra: Record<string, unknown> = {}) => ({
+  version: 1,
+  service_id,
+  edges: edges.map(([dst_cidr, proto, port]) => ({ dst_cidr, proto, port })),
+  allow_cidrs: [{ cidr: '0.0.0.0/0', proto: 'tcp', port: 22 }],
+  ttl_seconds: 1800,
+  meta: { note: 'test' },
+  ...extra,
+});
+
+export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>): void {
+  let s: TestServer;
+  t.before(async () => {
+    const url = await newDatabase();
+    s = await startTestServer(url === undefined ? {} : { databaseUrl: url });
+  });
+  t.teardown(() => s?.close());
+
+  t.test('POST /seg/maps: accepted with a revision, canary by default', async (t) => {
+    const r = await s.req('POST', '/seg/maps?target_host=web-1,web-2', snap(101, [['10.10.20.0/24', 'tcp', 5432]]));
+    t.equal(r.status, 200, JSON.stringify(r.body));
+    t.match(r.body, { accepted: true, service_id: 101, target_hosts: ['web-1', 'web-2'], revision: 1, stage: 'canary' });
+    t.type(r.body.timestamp, 'number');
+    const r2 = await s.req('POST', '/api/v1/seg/maps', { ...snap(101, [['10.10.30.15/32', 'tcp', 443]]), stage: 'enforce' });
+    t.match(r2.body, { revision: 2, stage: 'enforce', target_hosts: ['_all'] });
+    const list = await s.req('GET', '/seg/maps');
+    t.same(
+      list.body.current.filter((c: any) => c.service_id === 101).map((c: any) => [c.target, c.revision, c.stage]),
+      [
+        ['_all', 2, 'enforce'],
+        ['web-1', 1, 'canary'],
+        ['web-2', 1, 'canary'],
+      ],
+    );
+  });
+
+  t.test('validation names each failing path', async (t) => {
+    const bad = await s.req('POST', '/seg/maps', { version: 0, service_id: -1, edges: [{ dst_cidr: 'x', proto: 'icmp', port: 70000 }], ttl_seconds: 10 });
+    t.equal(bad.status, 400);
+    const paths = bad.body.error.details.map((d: any) => d.path).sort();
+    for (const p of ['/version', '/service_id', '/edges/0/proto', '/edges/0/port', '/ttl_seconds']) t.ok(paths.includes(p), `${p} named: ${paths}`);
+    const cidr = await s.req('POST', '/seg/maps', snap(5, [['10.0.0.1/24', 'tcp', 80], ['not-an-ip/8', 'udp', 53], ['10.0.0.0/24', 'tcp', 80], ['10.0.0.0/24', 'tcp', 80]]));
+    t.equal(cidr.status, 400);
+    const msgs = cidr.body.error.details.map((d: any) => `${d.path} ${d.message}`);
+    t.ok(msgs.some((m: string) => m.startsWith('/edges/0/dst_cidr') && m.includes('host bits') && m.includes('10.0.0.0/24')), msgs.join(' | '));
+    t.ok(msgs.some((m: string) => m.startsWith('/edges/1/dst_cidr')));
+    t.ok(msgs.some((m: string) => m.startsWith('/edges/3 duplicate of /edges/2')));
+    const many = Array.from({ length: 70000 }, (_, i) => [`10.${(i >> 8) & 255}.${i & 255}.0/24`, 'any', 80 + (i >> 16)] as [string, string, number]);
+    const cap = await s.req('POST', '/seg/maps', snap(6, many));
+    t.equal(cap.status, 400);
+    t.match(JSON.stringify(cap.body.error.details), /per-service capacity/);
+    t.equal((await s.req('POST', '/seg/maps?target_host=a.b', snap(7, []))).status, 400, 'bad host name');
+    t.equal((await s.req('POST', '/seg/maps', { ...snap(7, []), stage: 'yolo' })).status, 400);
+    t.equal((await s.req('GET', '/seg/maps/5')).status, 404, 'nothing stored for a refused snapshot');
+  });
+
+  t.test('scopes: seg:read and seg:write', async (t) => {
+    const reader = await s.app.apiKeys.create('seg-reader', ['seg:read']);
+    t.equal((await s.req('GET', '/seg/maps', undefined, { key: reader.key })).status, 200);
+    t.equal((await s.req('POST', '/seg/maps', snap(8, []), { key: reader.key })).status, 403);
+    t.equal((await s.req('POST', '/seg/maps', snap(8, []), { key: null })).status, 401);
+    const lic = await s.app.apiKeys.create('lic-only', ['licenses:read']);
+    t.equal((await s.req('GET', '/api/v1/agents', undefined, { key: lic.key })).status, 403);
+  });
+
+  t.test('promote, rollback and history', async (t) => {
+    await s.req('POST', '/seg/maps', snap(202, [['10.1.0.0/16', 'tcp', 80]]));
+    await s.req('POST', '/seg/maps', snap(202, [['10.2.0.0/16', 'tcp', 80]]));
+    const stale = await s.req('POST', '/seg/maps/promote', { service_id: 202, revision: 1 });
+    t.equal(stale.status, 409, 'only the newest revision is promoted');
+    const p = await s.req('POST', '/seg/maps/promote', { service_id: 202 });
+    t.match(p.body, { promoted: true, revision: 2, stage: 'enforce' });
+    const rb = await s.req('POST', '/seg/maps/rollback', { service_id: 202 });
+    t.match(rb.body, { rolled_back: 2, restores_revision: 1, revision: 3, stage: 'canary' });
+    const h = await s.req('GET', '/seg/maps/202');
+    t.same(h.body.revisions.map((r: any) => [r.revision, r.stage, r.snapshot.edges[0].dst_cidr]), [
+      [3, 'canary', '10.1.0.0/16'],
+      [2, 'enforce', '10.2.0.0/16'],
+      [1, 'canary', '10.1.0.0/16'],
+    ]);
+    t.equal((await s.req('POST', '/seg/maps/rollback', { service_id: 999 })).status, 404);
+    await s.req('POST', '/seg/maps', snap(203, []));
+    t.equal((await s.req('POST', '/seg/maps/rollback', { service_id: 203 })).status, 409, 'nothing earlier');
+    const audit = await s.req('GET', '/api/v1/admin/audit-logs?event_type=seg.map.rolled_back');
+    t.ok(audit.body.items.length >= 1, 'rollback audited');
+  });
+
+  t.test('HTTP fallback serves signed messages to a host that proves itself', async (t) => {
+    const c = await s.req('POST', '/api/v1/customers', { name: 'Seg Co' });
+    const l = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual' });
+    const host = new TestHost('db-7');
+    const act = await s.req('POST', '/api/v1/activations', { ...host.activation(l.body.license_key), proof: host.proof(AUD_ACTIVATION_PROOF) }, { key: null });
+    t.equal(act.status, 201);
+    await s.req('POST', '/seg/maps?target_host=db-7', snap(301, [['10.9.0.0/16', 'udp', 53]]));
+    await s.req('POST', '/seg/maps', snap(302, [['10.8.0.0/16', 'tcp', 443]]));
+    await s.req('POST', '/seg/maps?target_host=other', snap(303, [['10.7.0.0/16', 'tcp', 443]]));
+    const proof = host.proof(AUD_SNAPSHOTS_PROOF);
+    const r = await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null, headers: { 'x-aegis-proof': proof } });
+    t.equal(r.status, 200, JSON.stringify(r.body));
+    const jwks = createLocalJWKSet(act.body.jwks);
+    const claims = [];
+    for (const m of r.body.messages) claims.push((await jwtVerify(m, jwks, { audience: AUD_SEG_MAP, algorithms: ['EdDSA'] })).payload);
+    const ids = claims.map((c: any) => c.service_id);
+    t.ok(ids.includes(301) && ids.includes(302), `own and _all services: ${ids}`);
+    t.notOk(ids.includes(303), "another host's snapshot is not served");
+    t.equal(claims.find((c: any) => c.service_id === 301)!.target, 'db-7');
+    const replay = await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null, headers: { 'x-aegis-proof': proof } });
+    t.equal(replay.status, 401, 'a proof is good once');
+    const other = new TestHost('intruder');
+    const forged = await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, {
+      key: null,
+      headers: { 'x-aegis-proof': other.proof(AUD_SNAPSHOTS_PROOF, { hwid: host.hardwareId }) },
+    });
+    t.equal(forged.status, 401, 'a proof by another key is refused');
+    t.equal((await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null })).status, 401);
+  });
+
+  t.test('agents: reports recorded, visible, and flows feed the segmenter input', async (t) => {
+    const reg = s.app.agents;
+    t.equal(await reg.record('status', 'web-1', { host: 'web-2', edition: 'licensed', services: [] }), false, 'host mismatch refused');
+    t.equal(await reg.record('status', 'web-1', 'garbage'), false);
+    t.ok(await reg.record('status', 'web-1', { host: 'web-1', machine_id: 'm-1', edition: 'licensed', tier: 'server', services: [{ service_id: 101, revision: 1 }], datapath: { available: true, reason: null } }));
+    t.ok(await reg.record('ack', 'web-1', { host: 'web-1', service_id: 101, revision: 1, stage: 'canary', mode: 'observe', ok: true, error: null }));
+    t.ok(await reg.record('flows', 'web-1', { host: 'web-1', service_id: 101, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 3 }, { dst: 'x'.repeat(100), proto: 'tcp', port: 1, count: 1 }] }));
+    t.ok(await reg.record('flows', 'web-1', { host: 'web-1', service_id: 101, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 2 }] }));
+    const list = await s.req('GET', '/api/v1/agents');
+    t.equal(list.body.items[0].host, 'web-1');
+    const one = await s.req('GET', '/api/v1/agents/web-1');
+    t.equal(one.body.status.edition, 'licensed');
+    t.equal(one.body.applied['101'].revision, 1);
+    t.same(await reg.flows(101), [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 5 }], 'flows summed, bad ones dropped');
+    t.equal((await s.req('GET', '/api/v1/agents/nobody')).status, 404);
+    const maps = await s.req('GET', '/seg/maps');
+    t.equal(maps.body.hosts.find((h: any) => h.host === 'web-1').applied['101'].revision, 1, 'applied revision per host');
+  });
+}
