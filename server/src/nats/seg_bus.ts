@@ -1,0 +1,419 @@
+/**
+ * The server's side of NATS (ARCHITECTURE.md "Distribution over NATS"): snapshots go into
+ * the AEGIS_SEG_MAPS JetStream stream, which keeps the last message per subject so a host
+ * that comes online reads the current state; license envelopes are plain publishes (they
+ * repeat every few minutes); agent reports come in on aegis.agent.<host>.*.
+ *
+ * The bus moves opaque strings. Signing snapshots and sealing envelopes happen before
+ * publish, and a report's content is the caller's to validate: only the host in the
+ * subject is vouched for, by nats-server's authorization (deploy/nats).
+ */
+import {
+  connect,
+  DiscardPolicy,
+  Events,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+  type Msg,
+  type NatsConnection,
+  type StreamConfig,
+  type Subscription,
+} from 'nats';
+import { ALL_HOSTS, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD, subjects } from '../../../protocol/src/subjects.js';
+
+/** Structured log sink; a winston logger fits. */
+export interface BusLogger {
+  info(msg: string, meta?: object): void;
+  warn(msg: string, meta?: object): void;
+  error(msg: string, meta?: object): void;
+}
+
+export type BusErrorCode =
+  | 'NATS_UNREACHABLE'
+  | 'NATS_AUTH'
+  | 'NATS_DISCONNECTED'
+  | 'NATS_CLOSED'
+  | 'NATS_STREAM'
+  | 'NATS_PUBLISH_FAILED'
+  | 'NATS_BAD_ARGUMENT';
+
+/** Every failure the bus raises on purpose; the nats.js error is kept in `cause`. */
+export class BusError extends Error {
+  readonly code: BusErrorCode;
+  constructor(code: BusErrorCode, message: string, opts: { cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'BusError';
+    this.code = code;
+  }
+}
+
+export interface ServerBusOptions {
+  /** One URL or several (a cluster). */
+  url: string | string[];
+  user?: string;
+  pass?: string;
+  log?: BusLogger;
+  /** Connection name shown by nats-server (default "aegis-server"). */
+  name?: string;
+  /** Wait between reconnect attempts, before jitter (default 1000 ms). Attempts never stop. */
+  reconnectWaitMs?: number;
+  /** How long a JetStream publish waits for the stream's ack (default 5000 ms). */
+  publishTimeoutMs?: number;
+  /** Reports larger than this are dropped with a warning (default 256 KiB). */
+  maxReportBytes?: number;
+}
+
+export type AgentReportKind = 'status' | 'ack' | 'flows';
+export type AgentReportHandler = (kind: AgentReportKind, host: string, data: unknown) => void | Promise<void>;
+/** Answers an agent's request for the current envelope of its fleet; null when there is none. */
+export type LicenseProvider = (fleet: string, host: string) => string | null | Promise<string | null>;
+
+const REPORT_KINDS: readonly AgentReportKind[] = ['status', 'ack', 'flows'];
+const HOST_TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
+const NO_LOG: BusLogger = { info() {}, warn() {}, error() {} };
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** The stream settings the server insists on; anything else in an existing stream is kept. */
+export const SEG_MAPS_STREAM_CONFIG: Readonly<Partial<StreamConfig>> = Object.freeze({
+  name: SEG_MAPS_STREAM,
+  subjects: [SEG_MAPS_WILDCARD],
+  retention: RetentionPolicy.Limits,
+  storage: StorageType.File,
+  max_msgs_per_subject: 1,
+  discard: DiscardPolicy.Old,
+  allow_direct: true,
+  num_replicas: 1,
+});
+const STREAM_KEYS = Object.keys(SEG_MAPS_STREAM_CONFIG) as Array<keyof StreamConfig>;
+
+/** A fresh copy: nats.js normalizes the config object it is given in place. */
+function streamConfig(): Partial<StreamConfig> {
+  return JSON.parse(JSON.stringify(SEG_MAPS_STREAM_CONFIG)) as Partial<StreamConfig>;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function natsCode(err: unknown): string | undefined {
+  const c = (err as { code?: unknown } | null)?.code;
+  return typeof c === 'string' ? c : undefined;
+}
+
+/** Maps a failed first connect to a BusError that says what to check. */
+function connectError(err: unknown, url: string | string[], user: string | undefined): BusError {
+  const where = Array.isArray(url) ? url.join(',') : url;
+  const code = natsCode(err);
+  if (code === 'AUTHORIZATION_VIOLATION' || code === 'AUTHENTICATION_EXPIRED') {
+    return new BusError('NATS_AUTH', `nats-server at ${where} refused the credentials${user ? ` of user ${user}` : ''}; check the NATS user and password`, { cause: err });
+  }
+  return new BusError('NATS_UNREACHABLE', `cannot connect to nats-server at ${where}: ${describe(err)}`, { cause: err });
+}
+
+/**
+ * Follows a connection's status events: keeps `connected` current, logs disconnects,
+ * reconnects and permission violations, and runs `onReconnect` after each reconnect.
+ */
+class ConnectionWatch {
+  connected = true;
+  closed = false;
+
+  constructor(nc: NatsConnection, log: BusLogger, what: string, onReconnect: () => void) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        switch (s.type) {
+          case Events.Disconnect:
+            this.connected = false;
+            log.warn(`${what}: disconnected from nats-server, reconnecting`, { server: String(s.data) });
+            break;
+          case Events.Reconnect:
+            this.connected = true;
+            log.info(`${what}: reconnected to nats-server`, { server: String(s.data) });
+            onReconnect();
+            break;
+          case Events.Error:
+            if (s.permissionContext) {
+              log.error(`${what}: nats-server denied ${s.permissionContext.operation} on ${s.permissionContext.subject}`, {
+                operation: s.permissionContext.operation,
+                subject: s.permissionContext.subject,
+              });
+            } else {
+              log.warn(`${what}: nats-server error`, { error: String(s.data) });
+            }
+            break;
+          case Events.LDM:
+            log.warn(`${what}: nats-server is entering lame duck mode; will move to another server`);
+            break;
+          default:
+            break;
+        }
+      }
+    })();
+    void nc.closed().then((err) => {
+      this.connected = false;
+      this.closed = true;
+      if (err) log.error(`${what}: NATS connection closed`, { error: describe(err) });
+    });
+  }
+}
+
+/** The server's NATS connection: publishes snapshots and license envelopes, receives agent reports. */
+export class ServerBus {
+  private readonly subs: Subscription[] = [];
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly watch: ConnectionWatch,
+    private readonly log: BusLogger,
+    private readonly publishTimeoutMs: number,
+    private readonly maxReportBytes: number,
+  ) {}
+
+  /**
+   * Connects (the first attempt must succeed: a BusError NATS_UNREACHABLE or NATS_AUTH
+   * otherwise) and from then on reconnects forever.
+   */
+  static async connect(opts: ServerBusOptions): Promise<ServerBus> {
+    const log = opts.log ?? NO_LOG;
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: opts.url,
+        ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? '' } : {}),
+        name: opts.name ?? 'aegis-server',
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: opts.reconnectWaitMs ?? 1000,
+        reconnectJitter: 250,
+        // A server restarted with a changed config must not make the client give up.
+        ignoreAuthErrorAbort: true,
+        pingInterval: 10_000,
+        maxPingOut: 3,
+        timeout: 5000,
+      });
+    } catch (err) {
+      throw connectError(err, opts.url, opts.user);
+    }
+    const timeout = opts.publishTimeoutMs ?? 5000;
+    const jsm = await nc.jetstreamManager({ checkAPI: false, timeout });
+    const js = nc.jetstream({ timeout });
+    const watch = new ConnectionWatch(nc, log, 'server bus', () => {});
+    log.info('server bus connected to nats-server', { server: nc.getServer() });
+    return new ServerBus(nc, js, jsm, watch, log, timeout, opts.maxReportBytes ?? 256 * 1024);
+  }
+
+  /** True while connected to a nats-server (false while reconnecting and after close). */
+  isConnected(): boolean {
+    return this.watch.connected && !this.nc.isClosed();
+  }
+
+  private requireConnected(what: string): void {
+    if (this.nc.isClosed()) throw new BusError('NATS_CLOSED', `cannot ${what}: the server bus is closed`);
+    if (!this.watch.connected) throw new BusError('NATS_DISCONNECTED', `cannot ${what}: not connected to nats-server (reconnecting)`);
+  }
+
+  /**
+   * Creates the AEGIS_SEG_MAPS stream, or updates an existing one to the settings in
+   * SEG_MAPS_STREAM_CONFIG. Safe to call on every start.
+   */
+  async ensureStream(): Promise<void> {
+    this.requireConnected('set up the snapshot stream');
+    let existing: StreamConfig | null = null;
+    try {
+      existing = (await this.jsm.streams.info(SEG_MAPS_STREAM)).config;
+    } catch (err) {
+      const apiCode = (err as { api_error?: { err_code?: number } }).api_error?.err_code;
+      if (natsCode(err) === '503') {
+        throw new BusError('NATS_STREAM', `JetStream is not enabled on nats-server (no answer on the JetStream API); enable it in the server config (deploy/nats)`, { cause: err });
+      }
+      if (apiCode !== 10059 && natsCode(err) !== '404') {
+        throw new BusError('NATS_STREAM', `cannot read stream ${SEG_MAPS_STREAM}: ${describe(err)} (is JetStream enabled on nats-server?)`, { cause: err });
+      }
+    }
+    try {
+      if (existing === null) {
+        await this.jsm.streams.add(streamConfig());
+        this.log.info(`created JetStream stream ${SEG_MAPS_STREAM}`, { subjects: SEG_MAPS_STREAM_CONFIG.subjects });
+        return;
+      }
+      if (existing.storage !== StorageType.File) {
+        throw new BusError(
+          'NATS_STREAM',
+          `stream ${SEG_MAPS_STREAM} exists with ${existing.storage} storage, which cannot be changed to file; delete it (nats stream rm ${SEG_MAPS_STREAM}) and restart: aegis-server republishes current snapshots`,
+        );
+      }
+      const drift = STREAM_KEYS.filter((k) => JSON.stringify(existing[k]) !== JSON.stringify(SEG_MAPS_STREAM_CONFIG[k]));
+      if (drift.length > 0) {
+        await this.jsm.streams.update(SEG_MAPS_STREAM, { ...existing, ...streamConfig() });
+        this.log.warn(`updated JetStream stream ${SEG_MAPS_STREAM}`, { changed: drift });
+      }
+    } catch (err) {
+      if (err instanceof BusError) throw err;
+      throw new BusError('NATS_STREAM', `cannot create or update stream ${SEG_MAPS_STREAM}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Stores a signed snapshot message (compact JWS) as the last value of
+   * aegis.seg.maps.<target>.<serviceId> and resolves once JetStream acked it.
+   */
+  async publishSegMap(target: string, serviceId: number, jws: string): Promise<{ seq: number }> {
+    let subject: string;
+    try {
+      subject = target === ALL_HOSTS ? subjects.segMapAll(serviceId) : subjects.segMap(target, serviceId);
+    } catch (err) {
+      throw new BusError('NATS_BAD_ARGUMENT', describe(err), { cause: err });
+    }
+    if (!Number.isSafeInteger(serviceId) || serviceId < 0) throw new BusError('NATS_BAD_ARGUMENT', `service id must be a non-negative integer, got ${serviceId}`);
+    if (typeof jws !== 'string' || jws.length === 0) throw new BusError('NATS_BAD_ARGUMENT', 'snapshot message is empty');
+    this.requireConnected(`publish ${subject}`);
+    try {
+      const ack = await this.js.publish(subject, encoder.encode(jws), { timeout: this.publishTimeoutMs });
+      if (ack.stream !== SEG_MAPS_STREAM) {
+        throw new BusError('NATS_STREAM', `${subject} was stored by stream ${ack.stream}, not ${SEG_MAPS_STREAM}; remove the overlapping stream`);
+      }
+      return { seq: ack.seq };
+    } catch (err) {
+      if (err instanceof BusError) throw err;
+      const code = natsCode(err);
+      if (code === '503') {
+        throw new BusError('NATS_STREAM', `no JetStream stream stores ${subject}: call ensureStream() (is JetStream enabled on nats-server?)`, { cause: err });
+      }
+      if (code === 'TIMEOUT') {
+        throw new BusError('NATS_PUBLISH_FAILED', `JetStream did not ack ${subject} within ${this.publishTimeoutMs} ms; the snapshot may or may not be stored, publish again`, {
+          cause: err,
+        });
+      }
+      throw new BusError('NATS_PUBLISH_FAILED', `publishing ${subject} failed: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Publishes a sealed license envelope on aegis.license.<fleet> (not stored: envelopes
+   * repeat, and agents that missed one ask with a request, see serveLicense). Resolves
+   * once nats-server has it.
+   */
+  async publishLicense(fleet: string, sealed: string): Promise<void> {
+    let subject: string;
+    try {
+      subject = subjects.license(fleet);
+    } catch (err) {
+      throw new BusError('NATS_BAD_ARGUMENT', describe(err), { cause: err });
+    }
+    if (typeof sealed !== 'string' || sealed.length === 0) throw new BusError('NATS_BAD_ARGUMENT', 'license envelope is empty');
+    this.requireConnected(`publish ${subject}`);
+    try {
+      this.nc.publish(subject, encoder.encode(sealed));
+      await this.nc.flush();
+    } catch (err) {
+      throw new BusError('NATS_PUBLISH_FAILED', `publishing ${subject} failed: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Calls `handler` for each report on aegis.agent.<host>.status|ack|flows with the host
+   * from the subject (the part nats-server's authorization vouches for) and the parsed
+   * JSON. Oversized, non-UTF-8 and non-JSON messages are dropped with a warning. Returns
+   * a function that stops the subscriptions.
+   */
+  onAgentReport(handler: AgentReportHandler): () => void {
+    const subs = REPORT_KINDS.map((kind) =>
+      this.nc.subscribe(`aegis.agent.*.${kind}`, {
+        callback: (err, msg) => {
+          if (err) {
+            this.log.error(`agent ${kind} reports: subscription failed`, { error: describe(err) });
+            return;
+          }
+          this.dispatchReport(kind, msg, handler);
+        },
+      }),
+    );
+    this.subs.push(...subs);
+    return () => {
+      for (const s of subs) s.unsubscribe();
+    };
+  }
+
+  private dispatchReport(kind: AgentReportKind, msg: Msg, handler: AgentReportHandler): void {
+    const host = msg.subject.split('.')[2] ?? '';
+    if (!HOST_TOKEN.test(host) || host === ALL_HOSTS) {
+      this.log.warn(`dropped agent ${kind} report: bad host in subject`, { subject: msg.subject });
+      return;
+    }
+    if (msg.data.length > this.maxReportBytes) {
+      this.log.warn(`dropped agent ${kind} report from ${host}: ${msg.data.length} bytes, over ${this.maxReportBytes}`, { host, kind, bytes: msg.data.length });
+      return;
+    }
+    let data: unknown;
+    try {
+      data = JSON.parse(decoder.decode(msg.data));
+    } catch (err) {
+      this.log.warn(`dropped agent ${kind} report from ${host}: not JSON`, { host, kind, error: describe(err) });
+      return;
+    }
+    try {
+      const r = handler(kind, host, data);
+      if (r instanceof Promise) r.catch((err: unknown) => this.log.error(`agent ${kind} report handler failed`, { host, error: describe(err) }));
+    } catch (err) {
+      this.log.error(`agent ${kind} report handler failed`, { host, error: describe(err) });
+    }
+  }
+
+  /**
+   * Answers requests on aegis.agent.<host>.license (payload {"fleet": "..."}) with the
+   * fleet's current envelope, so a starting agent need not wait for the next periodic
+   * publish. An empty reply means "none". Returns a function that stops answering.
+   */
+  serveLicense(provider: LicenseProvider): () => void {
+    const sub = this.nc.subscribe('aegis.agent.*.license', {
+      callback: (err, msg) => {
+        if (err) {
+          this.log.error('license requests: subscription failed', { error: describe(err) });
+          return;
+        }
+        void this.answerLicense(msg, provider);
+      },
+    });
+    this.subs.push(sub);
+    return () => sub.unsubscribe();
+  }
+
+  private async answerLicense(msg: Msg, provider: LicenseProvider): Promise<void> {
+    const host = msg.subject.split('.')[2] ?? '';
+    if (!msg.reply) return;
+    let fleet: unknown;
+    try {
+      fleet = msg.data.length <= 1024 ? (JSON.parse(decoder.decode(msg.data)) as { fleet?: unknown }).fleet : undefined;
+    } catch {
+      fleet = undefined;
+    }
+    if (typeof fleet !== 'string' || !HOST_TOKEN.test(fleet)) {
+      this.log.warn(`ignored license request from ${host}: no valid fleet`, { host });
+      return;
+    }
+    try {
+      const sealed = await provider(fleet, host);
+      msg.respond(sealed ? encoder.encode(sealed) : new Uint8Array(0));
+    } catch (err) {
+      this.log.error('license provider failed', { host, fleet, error: describe(err) });
+    }
+  }
+
+  /** Drains subscriptions and pending publishes, then closes. */
+  async close(): Promise<void> {
+    if (this.nc.isClosed()) return;
+    if (!this.watch.connected) {
+      await this.nc.close();
+      return;
+    }
+    try {
+      await this.nc.drain();
+    } catch {
+      await this.nc.close();
+    }
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * A throwaway nats-server for tests: a config file in a temp dir (client port and
+ * monitoring port picked free, JetStream stored in that dir, plus the caller's extra
+ * config), started and polled until /healthz answers, deleted on stop(). kill() and
+ * restart() keep port and store so "nats-server died mid-run" can be tested against the
+ * same URL and the same JetStream data.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { commandPath } from './capabilities.js';
+import { freePort } from './postgres.js';
+
+export interface StartNatsOptions {
+  /** Extra nats-server config text appended to the generated file (e.g. an authorization block). */
+  config?: string;
+  /** JetStream on (the default) or off. */
+  jetstream?: boolean;
+}
+
+export interface TestNats {
+  /** nats://127.0.0.1:<port> */
+  url: string;
+  port: number;
+  storeDir: string;
+  /** nats-server's log so far (for assertion messages). */
+  log(): string;
+  /** Graceful stop (SIGTERM), then deletes the temp dir. */
+  stop(): Promise<void>;
+  /** SIGKILL, keeping port and store for restart(). */
+  kill(): Promise<void>;
+  /** Starts again on the same port with the same store (stopping first if still running). */
+  restart(): Promise<void>;
+}
+
+const READY_TIMEOUT_MS = 15_000;
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // A test that throws before stop() must not leave a server holding the port.
+  process.on('exit', () => {
+    for (const p of live) p.kill('SIGKILL');
+  });
+}
+
+function waitExit(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => p.once('exit', () => resolve()));
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> {
+  const bin = commandPath('nats-server');
+  if (!bin) throw new Error('nats-server is not installed (apt-get install nats-server)');
+  installExitHook();
+  const dir = mkdtempSync(join(tmpdir(), 'aegis-nats-'));
+  const storeDir = join(dir, 'jetstream');
+  const logPath = join(dir, 'nats.log');
+  const confPath = join(dir, 'nats.conf');
+  const port = await freePort();
+  const monitorPort = await freePort();
+  const jetstream = opts.jetstream ?? true;
+  const conf = [
+    `listen: "127.0.0.1:${port}"`,
+    `http: "127.0.0.1:${monitorPort}"`,
+    `server_name: "aegis-test-${port}"`,
+    jetstream ? `jetstream { store_dir: "${storeDir}" }` : '',
+    opts.config ?? '',
+    '',
+  ].join('\n');
+  writeFileSync(confPath, conf, { mode: 0o600 });
+
+  let proc: ChildProcess | null = null;
+
+  async function launch(): Promise<void> {
+    const fd = openSync(logPath, 'a');
+    const p = spawn(bin as string, ['-c', confPath], { stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    live.add(p);
+    p.once('exit', () => live.delete(p));
+    proc = p;
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (p.exitCode !== null || p.signalCode !== null) {
+        throw new Error(`nats-server exited during start (${p.exitCode ?? p.signalCode}):\n${readLog()}`);
+      }
+      try {
+        // /healthz is ok only once the client listener and (if on) JetStream are up.
+        const r = await fetch(`http://127.0.0.1:${monitorPort}/healthz`);
+        if (r.ok) return;
+      } catch {
+        /* not listening yet */
+      }
+      if (Date.now() > deadline) {
+        p.kill('SIGKILL');
+        throw new Error(`nats-server not ready after ${READY_TIMEOUT_MS} ms:\n${readLog()}`);
+      }
+      await sleep(25);
+    }
+  }
+
+  function readLog(): string {
+    try {
+      return readFileSync(logPath, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  async function halt(signal: NodeJS.Signals): Promise<void> {
+    const p = proc;
+    proc = null;
+    if (!p) return;
+    p.kill(signal);
+    await waitExit(p);
+  }
+
+  try {
+    await launch();
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    log: readLog,
+    async stop() {
+      try {
+        await halt('SIGTERM');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    async kill() {
+      await halt('SIGKILL');
+    },
+    async restart() {
+      await halt('SIGTERM');
+      await launch();
+    },
+  };
+}
+
+/** Polls `cond` until it holds; fails with `what` after `timeoutMs`. */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+export interface LogLine {
+  level: 'info' | 'warn' | 'error';
+  msg: string;
+  meta: object | undefined;
+}
+
+/** A logger for the buses that keeps its lines for assertions. */
+export function memoryLog(): { lines: LogLine[]; info(msg: string, meta?: object): void; warn(msg: string, meta?: object): void; error(msg: string, meta?: object): void } {
+  const lines: LogLine[] = [];
+  return {
+    lines,
+    info: (msg, meta) => void lines.push({ level: 'info', msg, meta }),
+    warn: (msg, meta) => void lines.push({ level: 'warn', msg, meta }),
+    error: (msg, meta) => void lines.push({ level: 'error', msg, meta }),
+  };
+}
