@@ -1,0 +1,400 @@
+/**
+ * The agent's side of NATS (ARCHITECTURE.md "Distribution over NATS"): its own and the
+ * fleet-wide (_all) snapshot subjects, live and as last values read from the
+ * AEGIS_SEG_MAPS stream with Direct Get, the fleet's license envelopes, and its reports.
+ *
+ * NATS is only a delivery path. The bus hands over raw strings and verifies nothing;
+ * the caller checks each snapshot's JWS and each envelope before acting on it, and keeps
+ * enforcing from its cache while the bus is disconnected.
+ */
+import { connect, Empty, Events, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { ALL_HOSTS, SEG_MAPS_STREAM, subjects } from '../../../protocol/src/subjects.js';
+
+/** Structured log sink; a winston logger fits. */
+export interface BusLogger {
+  info(msg: string, meta?: object): void;
+  warn(msg: string, meta?: object): void;
+  error(msg: string, meta?: object): void;
+}
+
+export type AgentBusErrorCode = 'NATS_UNREACHABLE' | 'NATS_AUTH' | 'NATS_DISCONNECTED' | 'NATS_CLOSED' | 'NATS_PUBLISH_FAILED' | 'NATS_BAD_ARGUMENT';
+
+/** Every failure the bus raises on purpose; the nats.js error is kept in `cause`. */
+export class AgentBusError extends Error {
+  readonly code: AgentBusErrorCode;
+  constructor(code: AgentBusErrorCode, message: string, opts: { cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'AgentBusError';
+    this.code = code;
+  }
+}
+
+export interface AgentBusOptions {
+  /** One URL or several (a cluster). */
+  url: string | string[];
+  user?: string;
+  pass?: string;
+  /** This host's name: the <host> token of its subjects (not "_all"). */
+  host: string;
+  log?: BusLogger;
+  /** Wait between reconnect attempts, before jitter (default 1000 ms). Attempts never stop. */
+  reconnectWaitMs?: number;
+  /** How long one Direct Get waits for nats-server (default 5000 ms). */
+  requestTimeoutMs?: number;
+  /**
+   * When true, connect() keeps trying until a first connection succeeds instead of
+   * failing with NATS_UNREACHABLE (run it in the background then).
+   */
+  waitOnFirstConnect?: boolean;
+}
+
+export type SegMapHandler = (subject: string, data: string) => void;
+export type EnvelopeHandler = (data: string) => void;
+
+/** What one round of last-value reads found. */
+export interface FetchSummary {
+  found: number;
+  missing: number;
+  failed: number;
+}
+
+const HOST_TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
+const NO_LOG: BusLogger = { info() {}, warn() {}, error() {} };
+/** Direct Gets in flight at once when (re)reading last values. */
+const FETCH_CONCURRENCY = 16;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function natsCode(err: unknown): string | undefined {
+  const c = (err as { code?: unknown } | null)?.code;
+  return typeof c === 'string' ? c : undefined;
+}
+
+/**
+ * The agent's NATS connection. Subscriptions survive reconnects (nats.js re-sends them)
+ * and after each reconnect the last values are read again, so whatever was published
+ * while the agent was away arrives.
+ */
+export class AgentBus {
+  private connected = true;
+  private segHandler: SegMapHandler | null = null;
+  private serviceIds: number[] = [];
+  private readonly subs: Subscription[] = [];
+  /**
+   * Live deliveries per subject. A last value read while a live message for the same
+   * subject arrived is dropped: the live one is at least as new, because nats-server
+   * writes a message to subscribers before the stream stores it.
+   */
+  private readonly liveCount = new Map<string, number>();
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    readonly host: string,
+    private readonly log: BusLogger,
+    private readonly requestTimeoutMs: number,
+  ) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        switch (s.type) {
+          case Events.Disconnect:
+            this.connected = false;
+            log.warn('agent bus: disconnected from nats-server, reconnecting', { server: String(s.data) });
+            break;
+          case Events.Reconnect:
+            this.connected = true;
+            log.info('agent bus: reconnected to nats-server', { server: String(s.data) });
+            if (this.segHandler) void this.refetch('reconnect');
+            break;
+          case Events.Error:
+            if (s.permissionContext) {
+              log.error(`agent bus: nats-server denied ${s.permissionContext.operation} on ${s.permissionContext.subject}; check the NATS user's permissions (deploy/nats)`, {
+                operation: s.permissionContext.operation,
+                subject: s.permissionContext.subject,
+              });
+            } else {
+              log.warn('agent bus: nats-server error', { error: String(s.data) });
+            }
+            break;
+          case Events.LDM:
+            log.warn('agent bus: nats-server is entering lame duck mode');
+            break;
+          default:
+            break;
+        }
+      }
+    })();
+    void nc.closed().then((err) => {
+      this.connected = false;
+      if (err) log.error('agent bus: NATS connection closed', { error: describe(err) });
+    });
+  }
+
+  /**
+   * Connects as `host` and from then on reconnects forever. Inboxes are _INBOX.<host>.*,
+   * the only reply subjects an agent user may subscribe to (deploy/nats).
+   */
+  static async connect(opts: AgentBusOptions): Promise<AgentBus> {
+    if (!HOST_TOKEN.test(opts.host) || opts.host === ALL_HOSTS) {
+      throw new AgentBusError('NATS_BAD_ARGUMENT', `host ${JSON.stringify(opts.host)} cannot be a NATS subject token (A-Z a-z 0-9 _ -, not "_all")`);
+    }
+    const log = opts.log ?? NO_LOG;
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: opts.url,
+        ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? '' } : {}),
+        name: `aegis-agent ${opts.host}`,
+        inboxPrefix: `_INBOX.${opts.host}`,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: opts.reconnectWaitMs ?? 1000,
+        reconnectJitter: 250,
+        waitOnFirstConnect: opts.waitOnFirstConnect ?? false,
+        ignoreAuthErrorAbort: true,
+        pingInterval: 10_000,
+        maxPingOut: 3,
+        timeout: 5000,
+      });
+    } catch (err) {
+      const where = Array.isArray(opts.url) ? opts.url.join(',') : opts.url;
+      if (natsCode(err) === 'AUTHORIZATION_VIOLATION') {
+        throw new AgentBusError('NATS_AUTH', `nats-server at ${where} refused the credentials${opts.user ? ` of user ${opts.user}` : ''}; check nats_user/nats_pass`, { cause: err });
+      }
+      throw new AgentBusError('NATS_UNREACHABLE', `cannot connect to nats-server at ${where}: ${describe(err)}`, { cause: err });
+    }
+    log.info('agent bus connected to nats-server', { server: nc.getServer(), host: opts.host });
+    return new AgentBus(nc, opts.host, log, opts.requestTimeoutMs ?? 5000);
+  }
+
+  /** True while connected to a nats-server (false while reconnecting and after close). */
+  isConnected(): boolean {
+    return this.connected && !this.nc.isClosed();
+  }
+
+  /**
+   * Delivers every message on aegis.seg.maps.<host>.> and aegis.seg.maps._all.>, and
+   * first the last stored value of both subjects of each service in `serviceIds` (read
+   * again after every reconnect). The same message can arrive twice (live and stored);
+   * an older one never follows a newer one on the same subject within a connection.
+   * Resolves when the first round of reads is done; a subject with nothing stored is normal.
+   */
+  async watchSegMaps(serviceIds: number[], onMessage: SegMapHandler): Promise<void> {
+    if (this.segHandler) throw new AgentBusError('NATS_BAD_ARGUMENT', 'watchSegMaps was already called; use setServiceIds to change the services');
+    this.checkServiceIds(serviceIds);
+    this.segHandler = onMessage;
+    this.serviceIds = [...new Set(serviceIds)];
+    for (const subject of [`aegis.seg.maps.${this.host}.>`, `aegis.seg.maps.${ALL_HOSTS}.>`]) {
+      this.subs.push(
+        this.nc.subscribe(subject, {
+          callback: (err, msg) => {
+            if (err) {
+              this.log.error(`agent bus: subscription to ${subject} failed`, { error: describe(err) });
+              return;
+            }
+            this.liveCount.set(msg.subject, (this.liveCount.get(msg.subject) ?? 0) + 1);
+            this.deliver(msg.subject, msg.data);
+          },
+        }),
+      );
+    }
+    await this.refetch('start');
+  }
+
+  /** Changes the services whose last values are read; reads those not read before. */
+  async setServiceIds(serviceIds: number[]): Promise<void> {
+    this.checkServiceIds(serviceIds);
+    const added = serviceIds.filter((id) => !this.serviceIds.includes(id));
+    this.serviceIds = [...new Set(serviceIds)];
+    if (this.segHandler && added.length > 0) await this.fetchLast([...new Set(added)]);
+  }
+
+  /** Reads all last values again (also done after every reconnect). */
+  async refetch(why = 'request'): Promise<FetchSummary> {
+    try {
+      // The live subscriptions must be in place on the server before reading, so that
+      // nothing published in between is missed.
+      await this.nc.flush();
+    } catch (err) {
+      this.log.warn(`agent bus: cannot read last snapshot values (${why})`, { error: describe(err) });
+      return { found: 0, missing: 0, failed: this.serviceIds.length * 2 };
+    }
+    const summary = await this.fetchLast(this.serviceIds);
+    this.log.info(`agent bus: read last snapshot values (${why})`, { ...summary });
+    return summary;
+  }
+
+  private checkServiceIds(ids: number[]): void {
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 0) throw new AgentBusError('NATS_BAD_ARGUMENT', `service id must be a non-negative integer, got ${String(id)}`);
+    }
+  }
+
+  private async fetchLast(ids: number[]): Promise<FetchSummary> {
+    const wanted = ids.flatMap((id) => [subjects.segMap(this.host, id), subjects.segMapAll(id)]);
+    const summary: FetchSummary = { found: 0, missing: 0, failed: 0 };
+    let next = 0;
+    const worker = async () => {
+      while (next < wanted.length) {
+        const subject = wanted[next++] as string;
+        summary[await this.fetchOne(subject)]++;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(FETCH_CONCURRENCY, wanted.length) }, worker));
+    return summary;
+  }
+
+  private async fetchOne(subject: string): Promise<keyof FetchSummary> {
+    const before = this.liveCount.get(subject) ?? 0;
+    let msg: Msg;
+    try {
+      // The subject-in-subject form of Direct Get, so nats-server's permissions can limit
+      // an agent to its own subjects.
+      msg = await this.nc.request(`$JS.API.DIRECT.GET.${SEG_MAPS_STREAM}.${subject}`, Empty, { timeout: this.requestTimeoutMs });
+    } catch (err) {
+      const code = natsCode(err);
+      // With JetStream on but no stream, nats-server does not answer at all (timeout);
+      // with JetStream off, no one does (503).
+      const why =
+        code === '503' || code === 'TIMEOUT'
+          ? `no answer from stream ${SEG_MAPS_STREAM}${code === 'TIMEOUT' ? ` within ${this.requestTimeoutMs} ms` : ''} (not created yet? aegis-server creates it at start)`
+          : describe(err);
+      this.log.warn(`agent bus: last value of ${subject} not read: ${why}`, { subject, code });
+      return 'failed';
+    }
+    const status = msg.headers?.code ?? 0;
+    if (status === 404) return 'missing';
+    if (status !== 0 && status !== 200) {
+      this.log.warn(`agent bus: last value of ${subject} not read: ${status} ${msg.headers?.description ?? ''}`.trimEnd(), { subject, status });
+      return 'failed';
+    }
+    if ((this.liveCount.get(subject) ?? 0) !== before) return 'found';
+    this.deliver(subject, msg.data);
+    return 'found';
+  }
+
+  private deliver(subject: string, data: Uint8Array): void {
+    const handler = this.segHandler;
+    if (!handler) return;
+    try {
+      handler(subject, decoder.decode(data));
+    } catch (err) {
+      this.log.error('agent bus: snapshot handler failed', { subject, error: describe(err) });
+    }
+  }
+
+  /** Calls `onEnvelope` for every envelope on aegis.license.<fleet>. Returns a function that stops it. */
+  watchLicense(fleet: string, onEnvelope: EnvelopeHandler): () => void {
+    const subject = this.licenseSubject(fleet);
+    const sub = this.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) {
+          this.log.error(`agent bus: subscription to ${subject} failed`, { error: describe(err) });
+          return;
+        }
+        if (msg.data.length === 0) return;
+        try {
+          onEnvelope(decoder.decode(msg.data));
+        } catch (e) {
+          this.log.error('agent bus: license handler failed', { error: describe(e) });
+        }
+      },
+    });
+    this.subs.push(sub);
+    return () => sub.unsubscribe();
+  }
+
+  /**
+   * The first license envelope for `fleet` within `timeoutMs`, or null. Listens on
+   * aegis.license.<fleet> and also asks aegis-server directly (aegis.agent.<host>.license),
+   * so a start need not wait for the next periodic publish.
+   */
+  async waitForLicense(fleet: string, timeoutMs: number): Promise<string | null> {
+    const subject = this.licenseSubject(fleet);
+    return new Promise<string | null>((resolve) => {
+      let done = false;
+      const finish = (v: string | null) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        sub.unsubscribe();
+        resolve(v);
+      };
+      const timer = setTimeout(() => finish(null), Math.max(0, timeoutMs));
+      const sub = this.nc.subscribe(subject, {
+        callback: (err, msg) => {
+          if (err) {
+            this.log.error(`agent bus: subscription to ${subject} failed`, { error: describe(err) });
+            return;
+          }
+          if (msg.data.length > 0) finish(decoder.decode(msg.data));
+        },
+      });
+      if (!this.isConnected()) return;
+      this.nc
+        .request(`aegis.agent.${this.host}.license`, encoder.encode(JSON.stringify({ fleet })), { timeout: Math.max(1, timeoutMs) })
+        .then((m) => {
+          if (m.data.length > 0) finish(decoder.decode(m.data));
+        })
+        .catch(() => {
+          /* no server answering (503) or no answer in time: the subscription may still deliver */
+        });
+    });
+  }
+
+  private licenseSubject(fleet: string): string {
+    try {
+      return subjects.license(fleet);
+    } catch (err) {
+      throw new AgentBusError('NATS_BAD_ARGUMENT', describe(err), { cause: err });
+    }
+  }
+
+  /** Publishes a status report (JSON) on aegis.agent.<host>.status. */
+  async publishStatus(report: object): Promise<void> {
+    this.publishJson(subjects.agentStatus(this.host), report);
+  }
+
+  /** Publishes an applied-revision ack (JSON) on aegis.agent.<host>.ack. */
+  async publishAck(ack: object): Promise<void> {
+    this.publishJson(subjects.agentAck(this.host), ack);
+  }
+
+  /** Publishes observed flows (JSON) on aegis.agent.<host>.flows. */
+  async publishFlows(flows: object): Promise<void> {
+    this.publishJson(subjects.agentFlows(this.host), flows);
+  }
+
+  private publishJson(subject: string, obj: object): void {
+    if (this.nc.isClosed()) throw new AgentBusError('NATS_CLOSED', `cannot publish ${subject}: the agent bus is closed`);
+    if (!this.connected) throw new AgentBusError('NATS_DISCONNECTED', `cannot publish ${subject}: not connected to nats-server (reconnecting)`);
+    let payload: Uint8Array;
+    try {
+      payload = encoder.encode(JSON.stringify(obj));
+    } catch (err) {
+      throw new AgentBusError('NATS_BAD_ARGUMENT', `report for ${subject} is not serializable: ${describe(err)}`, { cause: err });
+    }
+    try {
+      this.nc.publish(subject, payload);
+    } catch (err) {
+      throw new AgentBusError('NATS_PUBLISH_FAILED', `publishing ${subject} failed: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /** Closes the connection (draining it when connected). */
+  async close(): Promise<void> {
+    this.segHandler = null;
+    if (this.nc.isClosed()) return;
+    if (!this.connected) {
+      await this.nc.close();
+      return;
+    }
+    try {
+      await this.nc.drain();
+    } catch {
+      await this.nc.close();
+    }
+  }
+}
