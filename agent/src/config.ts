@@ -3,10 +3,11 @@
  * < AEGIS_* environment < command-line flags. Validated once at start; every bad field
  * gets its own line in the error.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { Ajv } from 'ajv';
+import { parseFleetKey } from '../../protocol/src/index.js';
 import { ConfigError } from './errors.js';
 
 export interface AgentConfig {
@@ -27,6 +28,16 @@ export interface AgentConfig {
   hostname: string;
   /** Where the kernel module takes its reload trigger. */
   kmod_reload_path: string;
+  /** NATS credentials of this host (empty: none). */
+  nats_user: string;
+  nats_password: string;
+  /** Seed 002's fleet key, 32 bytes base64 (AEGIS_FLEET_KEY), or a 0600 file holding it. */
+  fleet_key: string;
+  fleet_key_file: string;
+  /** Where the fleet license envelope is kept (seed 002's LICENSE_KEY_PATH); empty: <state>/license.key. */
+  license_key_path: string;
+  status_interval_seconds: number;
+  fallback_interval_seconds: number;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
@@ -47,6 +58,13 @@ export function defaults(): AgentConfig {
     pin_root: '/sys/fs/bpf/aegis',
     hostname: hostname(),
     kmod_reload_path: '/sys/kernel/aegis/reload',
+    nats_user: '',
+    nats_password: '',
+    fleet_key: '',
+    fleet_key_file: '',
+    license_key_path: '',
+    status_interval_seconds: 30,
+    fallback_interval_seconds: 30,
   };
 }
 
@@ -55,7 +73,7 @@ const SCHEMA = {
   additionalProperties: false,
   properties: {
     server_url: { type: 'string', pattern: '^https?://[^\\s]+$' },
-    nats_url: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$' },
+    nats_url: { type: 'string', pattern: '^((nats|tls)://[^\\s,]+(,(nats|tls)://[^\\s,]+)*)?$' },
     fleet: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
     services: {
       type: 'object',
@@ -72,6 +90,13 @@ const SCHEMA = {
     pin_root: { type: 'string', pattern: '^/' },
     hostname: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$' },
     kmod_reload_path: { type: 'string', pattern: '^/' },
+    nats_user: { type: 'string', maxLength: 256 },
+    nats_password: { type: 'string', maxLength: 1024 },
+    fleet_key: { type: 'string', maxLength: 128 },
+    fleet_key_file: { type: 'string', pattern: '^(/.*)?$' },
+    license_key_path: { type: 'string', pattern: '^(/.*)?$' },
+    status_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600 },
+    fallback_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600 },
   },
 } as const;
 
@@ -93,6 +118,17 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_PIN_ROOT: 'pin_root',
   AEGIS_HOSTNAME: 'hostname',
   AEGIS_KMOD_RELOAD_PATH: 'kmod_reload_path',
+  AEGIS_NATS_USER: 'nats_user',
+  AEGIS_NATS_PASSWORD: 'nats_password',
+  AEGIS_FLEET_KEY: 'fleet_key',
+  AEGIS_FLEET_KEY_FILE: 'fleet_key_file',
+  LICENSE_KEY_PATH: 'license_key_path',
+};
+
+/** Settings given as numbers in the environment. */
+const NUMERIC_ENV: Record<string, keyof AgentConfig> = {
+  AEGIS_STATUS_INTERVAL: 'status_interval_seconds',
+  AEGIS_FALLBACK_INTERVAL: 'fallback_interval_seconds',
 };
 
 /** `101=/sys/fs/cgroup/web,102=db.slice` or a JSON object. */
@@ -145,6 +181,10 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
     const v = env[name];
     if (v !== undefined && v !== '') fromEnv[key] = v;
   }
+  for (const [name, key] of Object.entries(NUMERIC_ENV)) {
+    const v = env[name];
+    if (v !== undefined && v !== '') fromEnv[key] = /^\d+$/.test(v) ? Number(v) : v;
+  }
   if (env.AEGIS_SERVICES) {
     try {
       fromEnv.services = parseServices(env.AEGIS_SERVICES);
@@ -169,6 +209,27 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
   }
   if (problems.length > 0) throw new ConfigError([...new Set(problems)]);
   return { config: merged as unknown as AgentConfig, file };
+}
+
+/** The fleet key from fleet_key or fleet_key_file (which must be 0600), or null when none is set. */
+export function fleetKeyOf(c: AgentConfig): Buffer | null {
+  let text = c.fleet_key;
+  if (!text && c.fleet_key_file) {
+    let st;
+    try {
+      st = statSync(c.fleet_key_file);
+    } catch {
+      throw new ConfigError([`fleet_key_file: ${c.fleet_key_file} does not exist`]);
+    }
+    if ((st.mode & 0o077) !== 0) throw new ConfigError([`fleet_key_file: ${c.fleet_key_file} must not be readable by group or others (chmod 600)`]);
+    text = readFileSync(c.fleet_key_file, 'utf8');
+  }
+  if (!text) return null;
+  try {
+    return parseFleetKey(text);
+  } catch (e) {
+    throw new ConfigError([`fleet_key: ${(e as Error).message}`]);
+  }
 }
 
 /** Resolves a configured cgroup path against the cgroup v2 mount. */

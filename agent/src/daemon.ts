@@ -5,8 +5,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
-import { normalizeLicenseKey } from '../../protocol/src/index.js';
-import { loadConfig, type AgentConfig, type ConfigSources } from './config.js';
+import { join } from 'node:path';
+import { normalizeLicenseKey, type Feature, type Tier } from '../../protocol/src/index.js';
+import { fleetKeyOf, loadConfig, type AgentConfig, type ConfigSources } from './config.js';
+import { FleetLicense } from './fleet_license.js';
+import { JwksCache } from './jwks_cache.js';
+import { AgentBus } from './nats/agent_bus.js';
+import { SegClient } from './seg_client.js';
 import { checkSnapshot, ControlApi } from './control_api.js';
 import { sdNotify } from './datapath/index.js';
 import { AgentError } from './errors.js';
@@ -32,6 +37,11 @@ export class AgentDaemon {
   private license!: LicenseManager;
   private policy!: PolicyManager;
   private readonly api: ControlApi;
+  private readonly fleetKey: Buffer | null;
+  private jwks!: JwksCache;
+  private fleet: FleetLicense | null = null;
+  private seg!: SegClient;
+  private bus: AgentBus | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private readonly startedAt = Date.now();
   private stopping: Promise<void> | null = null;
@@ -41,8 +51,27 @@ export class AgentDaemon {
     private readonly sources: ConfigSources,
   ) {
     this.config = config;
+    this.fleetKey = fleetKeyOf(config); // a bad key is a configuration error, found at start
     this.log = createAgentLogger(config.log_level, config.log_format);
     this.api = new ControlApi(this.log);
+  }
+
+  /** Licensed when this host's own license or its fleet's license is valid; features are the union. */
+  editionInfo(): { edition: 'licensed' | 'community'; tier: Tier | null; features: Feature[]; reason: string } {
+    const own = this.license.state === 'licensed';
+    const fleet = this.fleet?.active() ?? false;
+    if (!own && !fleet) {
+      const why = this.fleet && this.fleet.claims ? `fleet license ${this.fleet.claims.status}` : this.license.reason;
+      return { edition: 'community', tier: null, features: [], reason: why };
+    }
+    const features = [...new Set<Feature>([...this.license.features, ...(this.fleet?.features() ?? [])])];
+    const tier = own ? (this.license.claims?.tier ?? null) : (this.fleet?.claims?.tier ?? null);
+    const reason = own ? this.license.reason : `fleet ${this.fleet!.fleet} license ${this.fleet!.claims!.license_id}`;
+    return { edition: 'licensed', tier, features, reason };
+  }
+
+  private featuresChanged(): void {
+    void this.policy.setFeatures(this.editionInfo().features).then(() => this.notifyStatus());
   }
 
   async start(): Promise<void> {
@@ -64,13 +93,35 @@ export class AgentDaemon {
       kmodReloadPath: c.kmod_reload_path,
     });
     await this.license.restore();
+    this.jwks = new JwksCache(this.store, c.server_url, this.log);
+    if (this.fleetKey) {
+      this.fleet = new FleetLicense({
+        fleet: c.fleet,
+        key: this.fleetKey,
+        path: c.license_key_path || join(c.state_dir, 'license.key'),
+        jwks: this.jwks,
+        log: this.log,
+      });
+      await this.fleet.restore();
+      this.fleet.on('change', () => this.featuresChanged());
+    }
 
     this.policy = new PolicyManager(c, this.store, this.log);
     await this.policy.open();
-    await this.policy.setFeatures(this.license.features);
+    await this.policy.setFeatures(this.editionInfo().features);
     await this.policy.restore();
-    this.license.on('change', () => {
-      void this.policy.setFeatures(this.license.features).then(() => this.notifyStatus());
+    this.license.on('change', () => this.featuresChanged());
+    this.seg = new SegClient({
+      host: c.hostname,
+      serverUrl: c.server_url,
+      policy: this.policy,
+      jwks: this.jwks,
+      license: this.license,
+      edition: () => this.editionInfo(),
+      log: this.log,
+      agentVersion: AGENT_VERSION,
+      statusIntervalMs: c.status_interval_seconds * 1000,
+      fallbackIntervalMs: c.fallback_interval_seconds * 1000,
     });
 
     this.routes();
@@ -81,6 +132,8 @@ export class AgentDaemon {
     if (Number.isFinite(usec) && usec > 0) {
       this.watchdog = setInterval(() => void this.notify({ watchdog: true }), Math.max(500, usec / 2000));
     }
+    this.seg.start();
+    void this.connectNats();
     this.log.info('aegis-agent ready', {
       version: AGENT_VERSION,
       edition: this.license.state,
@@ -89,9 +142,61 @@ export class AgentDaemon {
     });
   }
 
+  /**
+   * After READY, never before: NATS is the delivery path, local state is already in
+   * force. A host without a fleet license waits at most 10 s for one, then runs as the
+   * community edition (a later envelope still licenses it).
+   */
+  private async connectNats(): Promise<void> {
+    const c = this.config;
+    const started = Date.now();
+    const waitFleet = this.fleet !== null && this.fleet.claims === null;
+    let fleetTimer: NodeJS.Timeout | null = null;
+    if (waitFleet) {
+      fleetTimer = setTimeout(() => {
+        if (!this.fleet?.claims) this.log.warn('no fleet license within 10 s; running as the community edition until one arrives', { fleet: c.fleet });
+      }, 10_000);
+      fleetTimer.unref();
+    }
+    if (!c.nats_url) {
+      void this.seg.pollFallback();
+      return;
+    }
+    try {
+      const bus = await AgentBus.connect({
+        url: c.nats_url.split(','),
+        ...(c.nats_user ? { user: c.nats_user, pass: c.nats_password } : {}),
+        host: c.hostname,
+        log: this.log,
+        waitOnFirstConnect: true,
+      });
+      if (this.stopping) {
+        await bus.close();
+        return;
+      }
+      this.bus = bus;
+      if (this.fleet) {
+        const fleet = this.fleet;
+        bus.watchLicense(c.fleet, (data) => void fleet.accept(data, 'nats'));
+        if (!fleet.claims) {
+          const left = Math.max(0, 10_000 - (Date.now() - started));
+          const env = left > 0 ? await bus.waitForLicense(c.fleet, left) : null;
+          if (env) await fleet.accept(env, 'nats');
+        }
+      }
+      await this.seg.attachBus(bus);
+      this.log.info('connected to NATS', { url: c.nats_url });
+    } catch (e) {
+      this.log.error('NATS unavailable; using the HTTP fallback', { error: (e as Error).message });
+    } finally {
+      if (fleetTimer && this.fleet?.claims) clearTimeout(fleetTimer);
+    }
+  }
+
   private statusLine(): string {
     const dp = this.policy.datapathAvailable ? 'datapath ok' : `datapath unavailable: ${this.policy.datapathReason}`;
-    return `${this.license.state === 'licensed' ? `licensed (${this.license.claims?.tier})` : 'community edition'}; ${dp}`.replace(/\n/g, ' ');
+    const e = this.editionInfo();
+    return `${e.edition === 'licensed' ? `licensed (${e.tier})` : 'community edition'}; ${dp}`.replace(/\n/g, ' ');
   }
 
   private async notify(state: Parameters<typeof sdNotify>[0]): Promise<void> {
@@ -108,14 +213,20 @@ export class AgentDaemon {
 
   status() {
     const lic = this.license;
+    const e = this.editionInfo();
     return {
       version: AGENT_VERSION,
       hostname: this.config.hostname || osHostname(),
-      edition: lic.state === 'licensed' ? 'licensed' : 'community',
-      edition_reason: lic.reason,
+      edition: e.edition,
+      edition_reason: e.reason,
       machine_id: lic.machineId,
-      tier: lic.state === 'licensed' ? (lic.claims?.tier ?? null) : null,
-      features: lic.features,
+      tier: e.tier,
+      features: e.features,
+      fleet_license: this.fleet
+        ? { fleet: this.fleet.fleet, status: this.fleet.claims?.status ?? null, active: this.fleet.active(), seq: this.fleet.seq, last_rejection: this.fleet.lastRejection }
+        : null,
+      nats: { url: this.config.nats_url || null, connected: this.bus?.isConnected() ?? false },
+      snapshot_source: this.seg.lastSource,
       datapath: { available: this.policy.datapathAvailable, reason: this.policy.datapathAvailable ? null : `datapath unavailable: ${this.policy.datapathReason}` },
       token_path: lic.tokenWrittenTo ?? this.config.token_path,
       token_fallback: lic.tokenFallback,
@@ -197,6 +308,7 @@ export class AgentDaemon {
       this.config = config;
       this.log.level = config.log_level;
       await this.policy.reconfigure(config);
+      await this.seg.servicesChanged();
       this.log.info('configuration reloaded');
     } catch (e) {
       this.log.error('reload refused; keeping the running configuration', { error: (e as Error).message });
@@ -213,6 +325,8 @@ export class AgentDaemon {
       await this.notify({ stopping: true });
       if (this.watchdog) clearInterval(this.watchdog);
       this.license?.stop();
+      this.fleet?.stop();
+      await this.seg?.stop();
       await this.api.close();
       await this.policy?.close();
     })();

@@ -28,6 +28,7 @@ import type { HostIdentity } from './host_identity.js';
 import type { Logger } from './logger.js';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js';
 import { verifyLicenseOffline, decodeUnverified } from './license_verifier.js';
+import { JWKS_FILE } from './jwks_cache.js';
 import { ServerError, type ServerClient, type TokenBundle } from './server_client.js';
 import type { StateStore } from './state_store.js';
 
@@ -38,7 +39,6 @@ import type { StateStore } from './state_store.js';
  */
 export const MACHINE_FILE = 'machine.json';
 export const LICENSE_FILE = 'license.json';
-export const JWKS_FILE = 'jwks.json';
 
 interface MachineRecord {
   machine_id: string;
@@ -385,6 +385,11 @@ export class LicenseManager extends EventEmitter {
     } catch (e) {
       this.d.log.warn('could not trigger kernel module reload', { path: this.d.kmodReloadPath, error: (e as Error).message });
     }
+  }
+
+  /** What a host-key proof needs, once this host holds a seat (the HTTP fallback uses it). */
+  proofMaterial(): { privateKey: HostIdentity['privateKey']; hardwareId: string } | null {
+    return this.machine ? { privateKey: this.d.identity.privateKey, hardwareId: this.d.hardwareId } : null;
   }
 
   /** The kernel module's verdict, when it is loaded. */

@@ -11,7 +11,7 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatapathMode, Feature, MapSnapshot, Stage } from '../../protocol/src/index.js';
-import { cgroup2Mount, open, probe, type Datapath, type ServiceStats } from './datapath/index.js';
+import { cgroup2Mount, open, probe, type Datapath, type FlowEvent, type ServiceStats } from './datapath/index.js';
 import type { AgentConfig } from './config.js';
 import { resolveCgroupPath } from './config.js';
 import { AgentError } from './errors.js';
@@ -185,6 +185,33 @@ export class PolicyManager {
     this.records.set(id, rec);
     this.log.info('snapshot applied', { service_id: id, revision, stage: rec.stage, mode: this.modeOf(rec), source: opts.source });
     return rec;
+  }
+
+  /** The record a service runs now (for ordering incoming messages). */
+  record(id: number): SnapshotRecord | null {
+    return this.records.get(id) ?? null;
+  }
+
+  configuredServiceIds(): number[] {
+    return [...this.services.keys()];
+  }
+
+  /**
+   * The same revision published again: the TTL starts over (the server republishes what
+   * is current, and that is the renewal). Nothing changes in the kernel but the expiry.
+   */
+  async renew(id: number): Promise<void> {
+    const rec = this.records.get(id);
+    if (!rec) return;
+    const renewed: SnapshotRecord = { ...rec, received_at: new Date().toISOString() };
+    await this.enforce(renewed);
+    await this.store.write(join('snapshots', `${id}.json`), renewed);
+    this.records.set(id, renewed);
+  }
+
+  /** Denied and would-be-denied flows from the datapath (nothing when it is unavailable). */
+  onFlow(cb: (e: FlowEvent) => void): () => void {
+    return this.datapath ? this.datapath.onFlow(cb) : () => undefined;
   }
 
   private armExpiry(id: number, at: number): void {

@@ -20,6 +20,8 @@ import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
 import { AgentRegistry } from './seg/agents.js';
 import { Orchestrator } from './seg/orchestrator.js';
+import { startDistribution, type Distribution } from './seg/distribution.js';
+import { FleetLicensePublisher } from './seg/fleet_publisher.js';
 import { TokenService } from './tokens.js';
 import { pruneProofs } from './host_proof.js';
 import type { ServerConfig } from './config.js';
@@ -38,6 +40,8 @@ export interface App {
   ctx: ServerContext;
   orchestrator: Orchestrator;
   agents: AgentRegistry;
+  fleet: FleetLicensePublisher | null;
+  distribution: Distribution | null;
   apiKeys: ApiKeys;
   log: Logger;
   http: HttpServerHandle;
@@ -76,6 +80,18 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   });
   addSegRoutes(router, { apiKeys, audit, orchestrator, agents, ctx });
   const http = await listen(createHttpServer(router, log), config.host, config.port);
+  let distribution: Distribution | null = null;
+  let fleet: FleetLicensePublisher | null = null;
+  if (config.natsUrl) {
+    const key = config.fleetKey;
+    if (key) {
+      fleet = new FleetLicensePublisher(db, clock, tokens, key, (f, sealed) => distribution!.bus()!.publishLicense(f, sealed), (m, meta) => log.warn(m, meta));
+    }
+    distribution = startDistribution(
+      { natsUrl: config.natsUrl, user: config.natsUser || undefined, pass: config.natsPassword, republishMs: config.segRepublishSeconds * 1000 },
+      { ctx, orchestrator, agents, fleet, log },
+    );
+  }
   const pruner = setInterval(() => {
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
   }, 60_000);
@@ -85,11 +101,14 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     ctx,
     orchestrator,
     agents,
+    fleet,
+    distribution,
     apiKeys,
     log,
     http,
     async close() {
       clearInterval(pruner);
+      await distribution?.close();
       await http.close();
       await db.destroy();
     },

@@ -17,6 +17,7 @@ interface GlobalFlags {
   listen?: string;
   database?: string;
   keysDir?: string;
+  natsUrl?: string;
 }
 
 function configOf(cmd: Command): ServerConfig {
@@ -77,6 +78,7 @@ const program = new Command('aegis-server')
   .addOption(new Option('--listen <host:port>', 'address to listen on (env AEGIS_LISTEN)'))
   .addOption(new Option('--database <url>', 'sqlite:<path> or postgres://… (env DATABASE_URL)'))
   .addOption(new Option('--keys-dir <dir>', 'signing keys directory (env AEGIS_KEYS_DIR)'))
+  .addOption(new Option('--nats-url <url>', 'NATS for snapshot and license distribution (env NATS_URL); none: HTTP only'))
   .showHelpAfterError();
 
 program

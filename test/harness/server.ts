@@ -45,7 +45,16 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  opts: { databaseUrl?: string; limits?: Partial<RateLimits>; kernelTokenTtlSeconds?: number } = {},
+  opts: {
+    databaseUrl?: string;
+    limits?: Partial<RateLimits>;
+    kernelTokenTtlSeconds?: number;
+    natsUrl?: string;
+    natsUser?: string;
+    natsPassword?: string;
+    fleetKey?: string;
+    republishSeconds?: number;
+  } = {},
 ): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-srv-'));
   const keysDir = join(dir, 'keys');
@@ -53,8 +62,14 @@ export async function startTestServer(
   keys.generate();
   const clock = new TestClock();
   const config = loadConfig(
-    { listen: '127.0.0.1:0', database: opts.databaseUrl ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir },
-    { LOG_LEVEL: 'error', AEGIS_KERNEL_TOKEN_TTL: String(opts.kernelTokenTtlSeconds ?? 3600) },
+    { listen: '127.0.0.1:0', database: opts.databaseUrl ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir, natsUrl: opts.natsUrl ?? '' },
+    {
+      LOG_LEVEL: 'error',
+      AEGIS_KERNEL_TOKEN_TTL: String(opts.kernelTokenTtlSeconds ?? 3600),
+      AEGIS_SEG_REPUBLISH_SECONDS: String(opts.republishSeconds ?? 20),
+      ...(opts.fleetKey ? { AEGIS_FLEET_KEY: opts.fleetKey } : {}),
+      ...(opts.natsUser ? { AEGIS_NATS_USER: opts.natsUser, AEGIS_NATS_PASSWORD: opts.natsPassword ?? '' } : {}),
+    },
   );
   // Generous limits by default, so only the rate-limit test trips them.
   const limits: Partial<RateLimits> = {

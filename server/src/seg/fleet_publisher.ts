@@ -68,12 +68,15 @@ export class FleetLicensePublisher {
     return { ...base, status: last ? 'revoked' : 'none', license_id: last?.id ?? null, tier: null, features: [] };
   }
 
-  async publishFleet(fleet: string): Promise<FleetLicenseClaims> {
+  /** A fresh sealed envelope for a fleet (next sequence number). */
+  async envelope(fleet: string): Promise<string> {
     const seq = await this.nextSeq(fleet);
     const claims = await this.claimsFor(fleet, seq);
-    const jws = await this.tokens.signMessage({ ...claims });
-    await this.publish(fleet, sealEnvelope(this.fleetKey, fleet, seq, jws));
-    return claims;
+    return sealEnvelope(this.fleetKey, fleet, seq, await this.tokens.signMessage({ ...claims }));
+  }
+
+  async publishFleet(fleet: string): Promise<void> {
+    await this.publish(fleet, await this.envelope(fleet));
   }
 
   async publishAll(): Promise<void> {

@@ -1,0 +1,208 @@
+/**
+ * Segmentation policy from the control plane: signed snapshot messages arrive over NATS
+ * (aegis.seg.maps.<host>.<svc> and _all.<svc>, last values via Direct Get) or, when NATS
+ * is unreachable, from the server's HTTP fallback. Both paths end in accept(): verify
+ * the signature against the server's keys, check the target, order by (revision, iat)
+ * so nothing older than what runs is obeyed, then apply, renew or withdraw, and ack.
+ *
+ * Also reports to the server: status every interval, acks per applied revision, and the
+ * flows the datapath denied (or would have) for the segmenter.
+ */
+import {
+  ALL_HOSTS,
+  AUD_SEG_MAP,
+  AUD_SNAPSHOTS_PROOF,
+  signHostProof,
+  type AgentAck,
+  type AgentStatusReport,
+  type MapSnapshot,
+  type SegMapClaims,
+  type Stage,
+} from '../../protocol/src/index.js';
+import type { FlowEvent } from './datapath/index.js';
+import type { JwksCache } from './jwks_cache.js';
+import type { LicenseManager } from './licensing.js';
+import type { Logger } from './logger.js';
+import type { AgentBus } from './nats/agent_bus.js';
+import type { PolicyManager } from './policy.js';
+
+export interface SegClientDeps {
+  host: string;
+  serverUrl: string;
+  policy: PolicyManager;
+  jwks: JwksCache;
+  license: LicenseManager;
+  edition: () => { edition: 'licensed' | 'community'; tier: AgentStatusReport['tier'] };
+  log: Logger;
+  agentVersion: string;
+  statusIntervalMs: number;
+  fallbackIntervalMs: number;
+}
+
+interface Seen {
+  revision: number;
+  iat: number;
+}
+
+export class SegClient {
+  private bus: AgentBus | null = null;
+  private readonly seen = new Map<number, Seen>();
+  private statusTimer: NodeJS.Timeout | null = null;
+  private fallbackTimer: NodeJS.Timeout | null = null;
+  private flowCounts = new Map<string, number>();
+  private stopFlows: (() => void) | null = null;
+  lastSource: 'nats' | 'http' | null = null;
+  lastFallbackAt: string | null = null;
+  lastFallbackError: string | null = null;
+
+  constructor(private readonly d: SegClientDeps) {
+    // Cached records set the floor: a replayed older message never replaces them.
+    for (const id of d.policy.configuredServiceIds()) {
+      const r = d.policy.record(id);
+      if (r) this.seen.set(id, { revision: r.revision, iat: 0 });
+    }
+  }
+
+  /** Handles one signed message from either path. Never throws: bad input is logged. */
+  async accept(jws: string, source: 'nats' | 'http'): Promise<void> {
+    let c: Partial<SegMapClaims>;
+    try {
+      c = (await this.d.jwks.verify(jws)) as Partial<SegMapClaims>;
+    } catch (e) {
+      this.d.log.warn('rejected a snapshot message: signature', { source, reason: (e as Error).message });
+      return;
+    }
+    const reject = (reason: string): void => {
+      this.d.log.warn('rejected a snapshot message', { source, reason, service_id: c.service_id, revision: c.revision });
+    };
+    if (c.aud !== AUD_SEG_MAP) return reject('not a snapshot message');
+    if (c.target !== this.d.host && c.target !== ALL_HOSTS) return reject(`addressed to ${String(c.target)}`);
+    if (!Number.isInteger(c.service_id) || !Number.isInteger(c.revision) || !Number.isInteger(c.iat)) return reject('incomplete claims');
+    if (c.stage !== 'canary' && c.stage !== 'enforce') return reject('bad stage');
+    const id = c.service_id as number;
+    if (!this.d.policy.configuredServiceIds().includes(id)) return; // not a service of this host
+    if (c.snapshot !== null && (typeof c.snapshot !== 'object' || c.snapshot?.service_id !== id)) return reject('snapshot does not match its service');
+    const prev = this.seen.get(id);
+    const revision = c.revision as number;
+    const iat = c.iat as number;
+    if (prev && (revision < prev.revision || (revision === prev.revision && iat < prev.iat))) {
+      return reject(`older than what runs (revision ${prev.revision}): replay or rollback refused`);
+    }
+    this.lastSource = source;
+    const current = this.d.policy.record(id);
+    try {
+      if (c.snapshot === null) {
+        await this.d.policy.withdraw(id);
+      } else if (current && current.revision === revision && current.stage === c.stage) {
+        await this.d.policy.renew(id);
+      } else {
+        await this.d.policy.accept(c.snapshot as MapSnapshot, { revision, stage: c.stage as Stage, source });
+      }
+      this.seen.set(id, { revision, iat });
+      if (!current || current.revision !== revision || current.stage !== c.stage) await this.ack(id, revision, c.stage as Stage, null);
+    } catch (e) {
+      this.d.log.error('cannot apply snapshot', { service_id: id, revision, error: (e as Error).message });
+      await this.ack(id, revision, c.stage as Stage, (e as Error).message);
+    }
+  }
+
+  private async ack(serviceId: number, revision: number, stage: Stage, error: string | null): Promise<void> {
+    const rec = this.d.policy.record(serviceId);
+    const ack: AgentAck = {
+      host: this.d.host,
+      service_id: serviceId,
+      revision,
+      stage,
+      mode: rec ? this.d.policy.modeOf(rec) : 'observe',
+      ok: error === null,
+      error,
+      applied_at: new Date().toISOString(),
+    };
+    await this.bus?.publishAck(ack).catch(() => undefined);
+  }
+
+  /** Attaches a (connected or reconnecting) NATS bus: subscriptions and last values. */
+  async attachBus(bus: AgentBus): Promise<void> {
+    this.bus = bus;
+    await bus.watchSegMaps(this.d.policy.configuredServiceIds(), (_subject, data) => void this.accept(data, 'nats'));
+  }
+
+  async servicesChanged(): Promise<void> {
+    await this.bus?.setServiceIds(this.d.policy.configuredServiceIds());
+  }
+
+  /** The HTTP fallback: only when NATS is not connected, and only for an activated host. */
+  async pollFallback(): Promise<void> {
+    if (this.bus?.isConnected()) return;
+    const identity = this.d.license.proofMaterial();
+    if (!identity) return;
+    try {
+      const proof = signHostProof(identity.privateKey, { aud: AUD_SNAPSHOTS_PROOF, hwid: identity.hardwareId });
+      const res = await fetch(new URL(`/api/v1/agents/${encodeURIComponent(this.d.host)}/snapshots`, this.d.serverUrl), {
+        headers: { 'x-aegis-proof': proof },
+        signal: AbortSignal.timeout(10_000),
+      });
+      const body = (await res.json()) as { messages?: unknown };
+      if (!res.ok || !Array.isArray(body.messages)) throw new Error(`server answered ${res.status}`);
+      for (const m of body.messages) if (typeof m === 'string') await this.accept(m, 'http');
+      this.lastFallbackAt = new Date().toISOString();
+      this.lastFallbackError = null;
+    } catch (e) {
+      if (this.lastFallbackError !== (e as Error).message) this.d.log.warn('HTTP snapshot fallback failed', { error: (e as Error).message });
+      this.lastFallbackError = (e as Error).message;
+    }
+  }
+
+  private onFlow(e: FlowEvent): void {
+    if (e.direction !== 'egress' || (e.proto !== 'tcp' && e.proto !== 'udp')) return;
+    const key = `${e.serviceId}|${e.dst}|${e.proto}|${e.dport}`;
+    if (this.flowCounts.size < 10_000 || this.flowCounts.has(key)) this.flowCounts.set(key, (this.flowCounts.get(key) ?? 0) + 1);
+  }
+
+  async report(): Promise<void> {
+    const bus = this.bus;
+    if (!bus || !bus.isConnected()) return;
+    const views = await this.d.policy.snapshotViews();
+    const e = this.d.edition();
+    const status: AgentStatusReport = {
+      host: this.d.host,
+      machine_id: this.d.license.machineId,
+      agent_version: this.d.agentVersion,
+      edition: e.edition,
+      tier: e.tier,
+      datapath: { available: this.d.policy.datapathAvailable, reason: this.d.policy.datapathAvailable ? null : this.d.policy.datapathReason },
+      services: views.map((v) => ({ service_id: v.service_id, revision: v.revision, stage: v.stage, mode: v.mode, ttl_left_s: v.ttl_left_s, counters: v.counters })),
+      sent_at: new Date().toISOString(),
+    };
+    await bus.publishStatus(status).catch(() => undefined);
+    if (this.flowCounts.size === 0) return;
+    const byService = new Map<number, Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>>();
+    for (const [key, count] of this.flowCounts) {
+      const [svc, dst, proto, port] = key.split('|') as [string, string, 'tcp' | 'udp', string];
+      const list = byService.get(Number(svc)) ?? [];
+      list.push({ dst, proto, port: Number(port), count });
+      byService.set(Number(svc), list);
+    }
+    this.flowCounts = new Map();
+    for (const [service_id, flows] of byService) {
+      await bus.publishFlows({ host: this.d.host, service_id, flows, sent_at: new Date().toISOString() }).catch(() => undefined);
+    }
+  }
+
+  start(): void {
+    this.stopFlows = this.d.policy.onFlow((e) => this.onFlow(e));
+    this.statusTimer = setInterval(() => void this.report(), this.d.statusIntervalMs);
+    this.statusTimer.unref();
+    this.fallbackTimer = setInterval(() => void this.pollFallback(), this.d.fallbackIntervalMs);
+    this.fallbackTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    if (this.fallbackTimer) clearInterval(this.fallbackTimer);
+    this.stopFlows?.();
+    const bus = this.bus;
+    this.bus = null;
+    await bus?.close().catch(() => undefined);
+  }
+}

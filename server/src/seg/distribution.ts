@@ -1,0 +1,91 @@
+/**
+ * Wires the orchestrator and the fleet license publisher to NATS (ServerBus): connects
+ * in the background (the HTTP API does not wait for NATS), makes sure the stream exists,
+ * republishes everything current on connect and every `republishMs` (which is also the
+ * TTL renewal hosts see), publishes fleet licenses on schedule and on change, answers
+ * agents' license requests, and records agents' reports.
+ */
+import type { Logger } from 'winston';
+import { backoffMs } from './retry.js';
+import { ServerBus } from '../nats/seg_bus.js';
+import type { AgentRegistry } from './agents.js';
+import type { FleetLicensePublisher } from './fleet_publisher.js';
+import type { Orchestrator } from './orchestrator.js';
+import type { ServerContext } from '../context.js';
+
+export interface DistributionOptions {
+  natsUrl: string;
+  user?: string;
+  pass?: string;
+  republishMs: number;
+}
+
+export interface Distribution {
+  bus(): ServerBus | null;
+  close(): Promise<void>;
+}
+
+export function startDistribution(
+  o: DistributionOptions,
+  d: { ctx: ServerContext; orchestrator: Orchestrator; agents: AgentRegistry; fleet: FleetLicensePublisher | null; log: Logger },
+): Distribution {
+  let bus: ServerBus | null = null;
+  let closed = false;
+  let timer: NodeJS.Timeout | null = null;
+  const onLicenseChanged = (licenseId: string) => void d.fleet?.licenseChanged(licenseId);
+
+  async function republish(): Promise<void> {
+    if (!bus?.isConnected()) return;
+    await d.orchestrator.republishAll().catch((e: unknown) => d.log.warn('republish failed', { error: (e as Error).message }));
+  }
+
+  async function run(): Promise<void> {
+    for (let attempt = 0; !closed; attempt++) {
+      try {
+        bus = await ServerBus.connect({ url: o.natsUrl.split(','), ...(o.user ? { user: o.user, pass: o.pass ?? '' } : {}), log: d.log });
+        break;
+      } catch (e) {
+        const wait = backoffMs(attempt);
+        d.log.warn('NATS not reachable; snapshots stay available over HTTP', { url: o.natsUrl, error: (e as Error).message, retry_in_ms: wait });
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+    if (closed || !bus) {
+      await bus?.close();
+      return;
+    }
+    const b = bus;
+    try {
+      await b.ensureStream();
+    } catch (e) {
+      d.log.error('cannot set up the snapshot stream', { error: (e as Error).message });
+    }
+    b.onAgentReport(async (kind, host, data) => {
+      if (!(await d.agents.record(kind, host, data))) d.log.warn('ignored a malformed agent report', { kind, host });
+    });
+    if (d.fleet) {
+      const fleet = d.fleet;
+      b.serveLicense((name) => fleet.envelope(name));
+      d.ctx.events.on('license.changed', onLicenseChanged);
+      fleet.start();
+      await fleet.publishAll();
+    }
+    d.orchestrator.setPublisher(b);
+    await republish();
+    timer = setInterval(() => void republish(), o.republishMs);
+    timer.unref();
+  }
+
+  void run();
+  return {
+    bus: () => bus,
+    async close() {
+      closed = true;
+      if (timer) clearInterval(timer);
+      d.ctx.events.off('license.changed', onLicenseChanged);
+      d.fleet?.stop();
+      d.orchestrator.setPublisher(null);
+      await bus?.close().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,271 @@
+/**
+ * Issue 5 end to end: POST /seg/maps → aegis-server → NATS (JetStream last value) →
+ * aegis-agent → eBPF in the kernel → a refused or accepted connection. Also the HTTP
+ * fallback, NATS outages, forged messages, and seed 002's fleet license envelopes.
+ */
+import t from 'tap';
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { createServer, type Server } from 'node:net';
+import { connect as natsConnect, StringCodec } from 'nats';
+import { AUD_SEG_MAP } from '../protocol/src/index.js';
+import { startTestServer, type TestServer } from './harness/server.js';
+import { startAgent, agentDir, cleanupDir, type TestAgent } from './harness/agent.js';
+import { startNats, type TestNats } from './harness/nats.js';
+import { requireCapability, missingCommand } from './harness/capabilities.js';
+import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from '../agent/src/datapath/test_support.js';
+import { purgePins } from '../agent/src/datapath/index.js';
+
+const sc = StringCodec();
+const FLEET_KEY = randomBytes(32).toString('base64');
+
+function listen(): Promise<Server> {
+  return new Promise((resolve) => {
+    const srv = createServer((c) => c.end());
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
+  });
+}
+
+async function probe(cgroup: string, ports: number[]): Promise<boolean[]> {
+  const r = await runNodeInCgroup(cgroup, helperScript('traffic_client.js'), [
+    JSON.stringify({ op: 'probe', targets: ports.map((port) => ({ proto: 'tcp', host: '127.0.0.1', port, timeoutMs: 1000 })) }),
+  ]);
+  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok);
+}
+
+/** Polls `fn` until it returns true (kernel state follows NATS asynchronously). */
+async function eventually(what: string, fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const same = (a: boolean[], b: boolean[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+t.test('segmentation end to end', async (t) => {
+  if (!requireCapability(t, missingCommand('nats-server'))) return;
+  if (!requireCapability(t, await missingDatapath())) return;
+
+  const nats: TestNats = await startNats();
+  t.teardown(() => nats.stop());
+  const s: TestServer = await startTestServer({ natsUrl: nats.url, fleetKey: FLEET_KEY, republishSeconds: 2 });
+  t.teardown(() => s.close());
+  const a1 = await listen();
+  const a2 = await listen();
+  t.teardown(() => {
+    a1.close();
+    a2.close();
+  });
+  const pA = (a1.address() as { port: number }).port;
+  const pB = (a2.address() as { port: number }).port;
+  const cgroup = makeCgroup('seg-e2e');
+  const pinRoot = testPinRoot('seg-e2e');
+  t.teardown(async () => {
+    removeCgroup(cgroup);
+    await purgePins(pinRoot).catch(() => undefined);
+  });
+  const host = `seg-host-${process.pid}`;
+  const cust = await s.req('POST', '/api/v1/customers', { name: 'Seg E2E' });
+  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual', fleet: 'prod' });
+  const dir = agentDir();
+  t.teardown(() => cleanupDir(dir));
+  const agentOpts = {
+    serverUrl: s.url,
+    dir,
+    pinRoot,
+    services: { '101': cgroup },
+    hardwareFacts: { machine_id: host },
+    extraConfig: { hostname: host, nats_url: nats.url, fleet: 'prod', fleet_key: FLEET_KEY, status_interval_seconds: 1, fallback_interval_seconds: 1 },
+  };
+  let agent: TestAgent = await startAgent(agentOpts);
+  await agent.waitReady();
+  t.teardown(() => agent.stop());
+
+  await t.test('fleet license arrives within 10 s of start and is saved 0600', async (t) => {
+    const t0 = Date.now();
+    await agent.waitFor(() => agent.logs.some((l) => l.includes('"message":"fleet license"')), 10_000, 'fleet license');
+    t.ok(Date.now() - t0 <= 10_000, 'within 10 s');
+    const st = (await agent.api('GET', '/v1/status')).body;
+    t.equal(st.edition, 'licensed');
+    t.equal(st.fleet_license.status, 'active');
+    t.ok(st.features.includes('segmentation_enforce'));
+    t.equal(statSync(join(agent.stateDir, 'license.key')).mode & 0o777, 0o600, 'envelope saved 0600');
+  });
+
+  const post = async (query: string, body: Record<string, unknown>) => {
+    const r = await s.req('POST', `/seg/maps${query}`, body);
+    if (r.status !== 200) throw new Error(JSON.stringify(r.body));
+    return r.body;
+  };
+  const snapshot = (port: number) => ({ version: 1, service_id: 101, edges: [{ dst_cidr: '127.0.0.1/32', proto: 'tcp', port }], ttl_seconds: 3600 });
+
+  await t.test('canary runs in observe mode, promote enforces, rollback restores', async (t) => {
+    const r1 = await post(`?target_host=${host}`, snapshot(pA));
+    t.equal(r1.stage, 'canary');
+    await eventually('revision 1 applied', async () => (await agent.api('GET', '/v1/snapshots')).body.services[0].revision === r1.revision);
+    t.same(await probe(cgroup, [pA, pB]), [true, true], 'canary: observe mode, nothing dropped');
+    const v1 = (await agent.api('GET', '/v1/snapshots')).body.services[0];
+    t.equal(v1.mode, 'observe');
+    await eventually('would-drop counted', async () => (await agent.api('GET', '/v1/snapshots')).body.services[0].counters.would_drop >= 1);
+    await eventually('ack recorded by the server', async () => (await s.req('GET', `/api/v1/agents/${host}`)).body?.applied?.['101']?.revision === r1.revision);
+
+    await s.req('POST', '/seg/maps/promote', { service_id: 101 });
+    await eventually('promotion enforced', async () => same(await probe(cgroup, [pA, pB]), [true, false]));
+    t.pass('promote: the non-allowed destination is refused, the allowed one connects');
+
+    const r2 = await post(`?target_host=${host}&stage=enforce`, snapshot(pB));
+    await eventually('revision 2 enforced', async () => same(await probe(cgroup, [pA, pB]), [false, true]));
+    t.pass('a new enforce revision flips the allowed edge');
+
+    const rb = await s.req('POST', '/seg/maps/rollback', { service_id: 101 });
+    t.equal(rb.body.restores_revision, r1.revision);
+    t.ok(rb.body.revision > r2.revision);
+    await eventually('rollback enforced', async () => same(await probe(cgroup, [pA, pB]), [true, false]));
+    t.pass('rollback restores the previous revision in the kernel');
+    const agents = await s.req('GET', '/api/v1/agents');
+    const me = agents.body.items.find((x: { host: string }) => x.host === host);
+    t.equal(me.status.edition, 'licensed', 'status reports reach the server');
+    t.equal(me.status.services[0].mode, 'enforce');
+  });
+
+  await t.test('forged messages past NATS authorization are rejected by the agent', async (t) => {
+    const before = (await agent.api('GET', '/v1/snapshots')).body.services[0].revision;
+    const nc = await natsConnect({ servers: nats.url });
+    const evil = generateKeyPairSync('ed25519').privateKey;
+    const kid = s.keys.activeKid();
+    const head = Buffer.from(JSON.stringify({ alg: 'EdDSA', typ: 'JWT', kid })).toString('base64url');
+    const body = Buffer.from(
+      JSON.stringify({ aud: AUD_SEG_MAP, iss: 'aegis-server', iat: Math.floor(Date.now() / 1000), target: host, service_id: 101, revision: 9999, stage: 'enforce', snapshot: { version: 1, service_id: 101, edges: [], ttl_seconds: 3600 } }),
+    ).toString('base64url');
+    const forged = `${head}.${body}.${sign(null, Buffer.from(`${head}.${body}`), evil).toString('base64url')}`;
+    nc.publish(`aegis.seg.maps.${host}.101`, sc.encode(forged));
+    nc.publish(`aegis.seg.maps.${host}.101`, sc.encode('not even a JWS'));
+    nc.publish('aegis.license.prod', sc.encode('{"v":1,"alg":"A256GCM","fleet":"prod","seq":99999999999999,"iv":"AAAAAAAAAAAAAAAA","ct":"AAAAAAAAAAAAAAAAAAAAAAAA"}'));
+    await nc.flush();
+    await agent.waitFor(() => agent.logs.filter((l) => l.includes('rejected a snapshot message')).length >= 2, 5000, 'rejections');
+    await agent.waitFor(() => agent.logs.some((l) => l.includes('rejected a fleet license envelope')), 5000, 'envelope rejection');
+    await nc.close();
+    t.equal((await agent.api('GET', '/v1/snapshots')).body.services[0].revision, before, 'policy unchanged');
+    t.same(await probe(cgroup, [pA, pB]), [true, false], 'kernel unchanged');
+    t.equal((await agent.api('GET', '/v1/status')).body.edition, 'licensed', 'license unchanged');
+  });
+
+  await t.test('replayed fleet envelope rejected; revocation reaches the agent within one publish', async (t) => {
+    const nc = await natsConnect({ servers: nats.url });
+    const captured: string[] = [];
+    const sub = nc.subscribe('aegis.license.prod', { callback: (_e, m) => captured.push(sc.decode(m.data)) });
+    await nc.flush();
+    await s.app.fleet!.publishFleet('prod'); // a current envelope, captured by the "attacker"
+    await eventually('captured', async () => captured.length > 0, 5000);
+    await s.req('DELETE', `/api/v1/licenses/${lic.body.id}/revoke`, { reason: 'fleet revocation test' });
+    await eventually('community after revocation', async () => (await agent.api('GET', '/v1/status')).body.edition === 'community', 5000);
+    t.pass('revoked: community edition after one publish');
+    t.equal((await agent.api('GET', '/v1/status')).body.fleet_license.status, 'revoked');
+    nc.publish('aegis.license.prod', sc.encode(captured[0]!)); // replay the older, still-valid envelope
+    await nc.flush();
+    await agent.waitFor(() => agent.logs.some((l) => l.includes('replay or rollback')), 5000, 'replay rejected');
+    t.equal((await agent.api('GET', '/v1/status')).body.edition, 'community', 'replay did not re-license');
+    sub.unsubscribe();
+    await nc.close();
+    // Back to licensed for what follows: a machine license of its own.
+    const lic2 = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
+    t.equal((await agent.api('POST', '/v1/activate', { license_key: lic2.body.license_key })).status, 200);
+  });
+
+  await t.test('nats-server killed mid-run: enforcement continues, the agent catches up', async (t) => {
+    await nats.kill();
+    t.same(await probe(cgroup, [pA, pB]), [true, false], 'still enforcing without NATS');
+    const r = await post(`?target_host=${host}&stage=enforce`, snapshot(pB)); // stored; NATS down
+    t.equal(r.published, false, 'server says it could not publish');
+    await nats.restart();
+    await eventually('caught up after NATS returned', async () => same(await probe(cgroup, [pA, pB]), [false, true]), 30_000);
+    t.pass('new revision enforced after NATS came back');
+  });
+
+  await t.test('an agent started after the snapshot was posted still gets it (JetStream last value)', async (t) => {
+    await agent.stop();
+    await purgePins(pinRoot);
+    const agentDir2 = agentDir();
+    t.teardown(() => cleanupDir(agentDir2));
+    const fresh = await startAgent({ ...agentOpts, dir: agentDir2, hardwareFacts: { machine_id: `${host}-2` } });
+    await fresh.waitReady();
+    agent = fresh;
+    await eventually('fresh agent applied the last value', async () => (await fresh.api('GET', '/v1/snapshots')).body.services[0].revision !== null);
+    const view = (await fresh.api('GET', '/v1/snapshots')).body.services[0];
+    const current = (await s.req('GET', '/seg/maps/101')).body.revisions[0];
+    t.equal(view.revision, current.revision, 'newest revision, not an older one');
+    t.equal(view.stage, 'enforce');
+  });
+});
+
+t.test('HTTP fallback: an agent without NATS gets the same state from the server', async (t) => {
+  if (!requireCapability(t, await missingDatapath())) return;
+  const s = await startTestServer();
+  t.teardown(() => s.close());
+  const cgroup = makeCgroup('seg-http');
+  const pinRoot = testPinRoot('seg-http');
+  t.teardown(async () => {
+    removeCgroup(cgroup);
+    await purgePins(pinRoot).catch(() => undefined);
+  });
+  const host = `http-host-${process.pid}`;
+  const dir = agentDir();
+  t.teardown(() => cleanupDir(dir));
+  const agent = await startAgent({
+    serverUrl: s.url,
+    dir,
+    pinRoot,
+    services: { '7': cgroup },
+    hardwareFacts: { machine_id: host },
+    extraConfig: { hostname: host, fallback_interval_seconds: 1 },
+  });
+  await agent.waitReady();
+  t.teardown(() => agent.stop());
+  const cust = await s.req('POST', '/api/v1/customers', { name: 'HTTP' });
+  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
+  t.equal((await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key })).status, 200);
+  const r = await s.req('POST', `/seg/maps?target_host=${host}`, { version: 1, service_id: 7, edges: [{ dst_cidr: '10.0.0.0/8', proto: 'any', port: 0 }], ttl_seconds: 600 });
+  await eventually('fallback delivered', async () => (await agent.api('GET', '/v1/snapshots')).body.services[0].revision === r.body.revision);
+  const st = (await agent.api('GET', '/v1/status')).body;
+  t.equal(st.snapshot_source, 'http', 'came over the HTTP fallback');
+  t.equal(st.nats.connected, false);
+});
+
+t.test('TTL: a snapshot that is not renewed is withdrawn', async (t) => {
+  if (!requireCapability(t, await missingDatapath())) return;
+  const s = await startTestServer();
+  let up = true;
+  t.teardown(async () => {
+    if (up) await s.close();
+  });
+  const srv = await listen();
+  t.teardown(() => srv.close());
+  const port = (srv.address() as { port: number }).port;
+  const cgroup = makeCgroup('seg-ttl');
+  const pinRoot = testPinRoot('seg-ttl');
+  t.teardown(async () => {
+    removeCgroup(cgroup);
+    await purgePins(pinRoot).catch(() => undefined);
+  });
+  const host = `ttl-host-${process.pid}`;
+  const dir = agentDir();
+  t.teardown(() => cleanupDir(dir));
+  const agent = await startAgent({ serverUrl: s.url, dir, pinRoot, services: { '9': cgroup }, hardwareFacts: { machine_id: host }, extraConfig: { hostname: host, fallback_interval_seconds: 1 } });
+  await agent.waitReady();
+  t.teardown(() => agent.stop());
+  const cust = await s.req('POST', '/api/v1/customers', { name: 'TTL' });
+  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
+  await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key });
+  await s.req('POST', `/seg/maps?target_host=${host}&stage=enforce`, { version: 1, service_id: 9, edges: [{ dst_cidr: '10.0.0.0/8', proto: 'tcp', port: 1 }], ttl_seconds: 60 });
+  await eventually('enforced', async () => same(await probe(cgroup, [port]), [false]));
+  t.pass('enforced: loopback not in the allowed edges');
+  await s.close(); // no more renewals
+  up = false;
+  await eventually('withdrawn after the TTL', async () => same(await probe(cgroup, [port]), [true]), 75_000);
+  t.ok(agent.logs.some((l) => l.includes('snapshot TTL expired')), 'withdrawal logged');
+  t.equal((await agent.api('GET', '/v1/snapshots')).body.services[0].revision, null);
+});
