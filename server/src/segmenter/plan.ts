@@ -112,15 +112,12 @@ function readRules(list: unknown, at: string, cidrField: 'dst_cidr' | 'cidr', pr
  * rules and how many datapath entries they take once `any` is expanded.
  */
 function normalize(rules: Rule[]): { rules: Rule[]; expanded: number } {
-  const keys = new Set(rules.map((r) => `${r.cidr}|${r.port}|${r.proto}`));
-  const seen = new Set<string>();
+  const byKey = new Map<string, Rule>();
+  for (const r of rules) byKey.set(`${r.cidr}|${r.port}|${r.proto}`, r);
   const out: Rule[] = [];
   let expanded = 0;
-  for (const r of rules) {
-    const key = `${r.cidr}|${r.port}|${r.proto}`;
-    if (seen.has(key)) continue;
-    if (r.proto !== 'any' && keys.has(`${r.cidr}|${r.port}|any`)) continue;
-    seen.add(key);
+  for (const r of byKey.values()) {
+    if (r.proto !== 'any' && byKey.has(`${r.cidr}|${r.port}|any`)) continue;
     out.push(r);
     expanded += r.proto === 'any' ? 2 : 1;
   }

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { bitLength, collapsePrefixes, formatPrefix, unseenRatio, type Family } from './prefix_collapse.js';
+import { addrBytes, bitLength, bytesToBigint, collapsePrefixes, formatPrefix, unseenRatio, type Family } from './prefix_collapse.js';
 
 const v4 = (s: string): bigint => s.split('.').reduce((n, p) => (n << 8n) | BigInt(Number(p)), 0n);
 const show = (family: Family, addrs: bigint[], ratio: number): string[] =>
@@ -51,4 +51,14 @@ t.test('covers the indices it reports', async (t) => {
       [4, 5, 32],
     ],
   );
+});
+
+t.test('bytes and bigints round-trip', async (t) => {
+  t.equal(bytesToBigint(Uint8Array.from([10, 0, 0, 1])), 0x0a000001n);
+  t.same(Array.from(addrBytes(4, 0xffffffffn)), [255, 255, 255, 255]);
+  const v6 = (0x20010db8n << 96n) | 0xdeadbeefn;
+  t.equal(bytesToBigint(addrBytes(6, v6)), v6);
+  t.equal(formatPrefix(6, v6, 128), '2001:db8::dead:beef/128');
+  t.equal(bytesToBigint(addrBytes(6, (1n << 128n) - 1n)), (1n << 128n) - 1n);
+  t.equal(bytesToBigint(Uint8Array.from([1, 2, 3])), 0x010203n, 'other lengths still work');
 });

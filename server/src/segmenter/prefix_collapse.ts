@@ -72,17 +72,21 @@ export function collapsePrefixes(addrs: readonly bigint[], width: 32 | 128, maxU
 
 /** Address bytes (4 or 16) of a bigint. */
 export function addrBytes(family: Family, value: bigint): Uint8Array {
-  const n = family === 4 ? 4 : 16;
-  const out = new Uint8Array(n);
-  let v = value;
-  for (let i = n - 1; i >= 0; i--) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
+  const out = new Uint8Array(family === 4 ? 4 : 16);
+  const view = new DataView(out.buffer);
+  if (family === 4) view.setUint32(0, Number(value));
+  else {
+    view.setBigUint64(0, value >> 64n);
+    view.setBigUint64(8, value & 0xffff_ffff_ffff_ffffn);
   }
   return out;
 }
 
+/** Big-endian bytes (4 or 16 of them) as a bigint. */
 export function bytesToBigint(bytes: Uint8Array): bigint {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length === 4) return BigInt(view.getUint32(0));
+  if (bytes.length === 16) return (view.getBigUint64(0) << 64n) | view.getBigUint64(8);
   let v = 0n;
   for (const b of bytes) v = (v << 8n) | BigInt(b);
   return v;

@@ -120,7 +120,8 @@ interface ValidInput {
   maxUnseenRatio: number;
   minCount: number;
   inputFlows: number;
-  destinations: Map<string, Destination>;
+  /** (proto, port, family) → address → destination. */
+  destinations: Map<string, Map<bigint, Destination>>;
 }
 
 function validate(input: unknown): ValidInput {
@@ -142,7 +143,7 @@ function validate(input: unknown): ValidInput {
     problems.add('/min_count', `must be a non-negative integer, got ${describe(body.min_count)}`);
   }
 
-  const destinations = new Map<string, Destination>();
+  const destinations = new Map<string, Map<bigint, Destination>>();
   const flows = body.flows;
   if (!Array.isArray(flows)) {
     problems.add('/flows', `must be an array of {dst, proto, port, count}, got ${describe(flows)}`);
@@ -180,11 +181,13 @@ function validate(input: unknown): ValidInput {
       const h = host as HostAddr;
       const proto = f.proto as FlowProto;
       const port = f.port as number;
-      const key = `${proto}|${port}|${h.family}|${h.value}`;
-      const d = destinations.get(key);
+      const groupKey = `${proto}|${port}|${h.family}`;
+      let group = destinations.get(groupKey);
+      if (!group) destinations.set(groupKey, (group = new Map()));
+      const d = group.get(h.value);
       // Sums saturate rather than lose integer precision.
       if (d) d.count = Math.min(Number.MAX_SAFE_INTEGER, d.count + (f.count as number));
-      else destinations.set(key, { proto, port, family: h.family, value: h.value, count: f.count as number });
+      else group.set(h.value, { proto, port, family: h.family, value: h.value, count: f.count as number });
     });
   }
   problems.throwIfAny();
@@ -205,14 +208,19 @@ interface GroupEdge {
   proto: FlowProto;
   port: number;
   flows: number;
-  addrs: bigint[];
+  /** The group's sorted addresses; this edge covers addrs[lo..hi). */
+  addrs: readonly bigint[];
+  lo: number;
+  hi: number;
 }
 
-function countUnion(a: readonly bigint[], b: readonly bigint[]): number {
-  let i = 0;
-  let j = 0;
+function countUnion(x: GroupEdge, y: GroupEdge): number {
+  const a = x.addrs;
+  const b = y.addrs;
+  let i = x.lo;
+  let j = y.lo;
   let n = 0;
-  while (i < a.length && j < b.length) {
+  while (i < x.hi && j < y.hi) {
     if (a[i]! < b[j]!) i++;
     else if (a[i]! > b[j]!) j++;
     else {
@@ -221,7 +229,7 @@ function countUnion(a: readonly bigint[], b: readonly bigint[]): number {
     }
     n++;
   }
-  return n + (a.length - i) + (b.length - j);
+  return n + (x.hi - i) + (y.hi - j);
 }
 
 function compareEdges(x: { family: Family; base: bigint; prefixLen: number; proto: ProposedEdge['proto']; port: number }, y: typeof x): number {
@@ -243,23 +251,17 @@ function compareEdges(x: { family: Family; base: bigint; prefixLen: number; prot
  */
 export function propose(input: unknown, options: ProposeOptions = {}): Proposal {
   const v = validate(input);
-  const groups = new Map<string, Destination[]>();
   let dropped = 0;
   let kept = 0;
-  for (const d of v.destinations.values()) {
-    if (d.count < v.minCount) {
-      dropped++;
-      continue;
-    }
-    kept++;
-    const key = `${d.proto}|${d.port}|${d.family}`;
-    const g = groups.get(key);
-    if (g) g.push(d);
-    else groups.set(key, [d]);
-  }
-
   const groupEdges: GroupEdge[] = [];
-  for (const dests of groups.values()) {
+  for (const group of v.destinations.values()) {
+    const dests: Destination[] = [];
+    for (const d of group.values()) {
+      if (d.count < v.minCount) dropped++;
+      else dests.push(d);
+    }
+    kept += dests.length;
+    if (dests.length === 0) continue;
     dests.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0));
     const { family, proto, port } = dests[0]!;
     const addrs = dests.map((d) => d.value);
@@ -273,7 +275,9 @@ export function propose(input: unknown, options: ProposeOptions = {}): Proposal 
         proto,
         port,
         flows: Math.min(Number.MAX_SAFE_INTEGER, flows),
-        addrs: addrs.slice(p.lo, p.hi),
+        addrs,
+        lo: p.lo,
+        hi: p.hi,
       });
     }
   }
@@ -281,7 +285,7 @@ export function propose(input: unknown, options: ProposeOptions = {}): Proposal 
   // Fold a tcp edge and a udp edge with the same prefix and port into one `any` edge.
   const byPrefixPort = new Map<string, GroupEdge[]>();
   for (const e of groupEdges) {
-    const key = `${e.family}|${e.base}|${e.prefixLen}|${e.port}`;
+    const key = `${e.family}|${e.base.toString(16)}|${e.prefixLen}|${e.port}`;
     const list = byPrefixPort.get(key);
     if (list) list.push(e);
     else byPrefixPort.set(key, [e]);
@@ -292,7 +296,7 @@ export function propose(input: unknown, options: ProposeOptions = {}): Proposal 
     const width = FAMILY_BITS[first.family];
     const hostBits = width - first.prefixLen;
     const merged = list.length === 2;
-    const observed = merged ? countUnion(list[0]!.addrs, list[1]!.addrs) : first.addrs.length;
+    const observed = merged ? countUnion(list[0]!, list[1]!) : first.hi - first.lo;
     sortable.push({
       family: first.family,
       base: first.base,
