@@ -13,6 +13,7 @@ import type { Request, Router } from './http/router.js';
 import type { AgentRegistry } from './seg/agents.js';
 import { parseTargets, type Orchestrator } from './seg/orchestrator.js';
 import { validator } from './validation.js';
+import { plan, propose } from './segmenter/index.js';
 
 export interface SegRouteDeps {
   apiKeys: ApiKeys;
@@ -104,6 +105,36 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
         body: { rolled_back: rev.rolled_back, restores_revision: rev.restores_revision, revision: rev.revision, stage: rev.stage, service_id, target_hosts: rev.targets },
       };
     });
+  }
+
+  // The segmenter (seed 003): flows in, a proposal out; a proposal in, a MapSnapshot out.
+  for (const base of ['/segment', '/api/v1/segment']) {
+    r.add(
+      'POST',
+      `${base}/propose`,
+      async (req) => {
+        await authorize(d.apiKeys, req, 'seg:read');
+        const body = req.body as Record<string, unknown> | null;
+        if (body !== null && typeof body === 'object' && body.from_agents === true) {
+          const { from_agents: _f, flows: given, ...rest } = body;
+          if (given !== undefined) throw new ValidationError([{ path: '/flows', message: 'give flows or from_agents, not both' }]);
+          if (!Number.isInteger(rest.service_id)) throw new ValidationError([{ path: '/service_id', message: 'is required with from_agents' }]);
+          const flows = await agents.flows(rest.service_id as number);
+          return { status: 200, body: { ...propose({ ...rest, flows }), source: 'agents' } };
+        }
+        return { status: 200, body: propose(body) };
+      },
+      { maxBody: MAX_SNAPSHOT_BODY_BYTES },
+    );
+    r.add(
+      'POST',
+      `${base}/plan`,
+      async (req) => {
+        await authorize(d.apiKeys, req, 'seg:read');
+        return { status: 200, body: plan(req.body) };
+      },
+      { maxBody: MAX_SNAPSHOT_BODY_BYTES },
+    );
   }
 
   r.add('GET', '/api/v1/agents', async (req) => {

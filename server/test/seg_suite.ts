@@ -121,6 +121,26 @@ export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>
     t.equal((await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null })).status, 401);
   });
 
+  t.test('segmenter: propose from flows or agent reports, plan into a postable MapSnapshot', async (t) => {
+    const flows = [0, 1, 2, 3].map((i) => ({ dst: `10.20.0.${i}`, proto: 'tcp', port: 5432, count: 2 })).concat([{ dst: '10.30.0.9', proto: 'udp', port: 53, count: 1 }]);
+    const p = await s.req('POST', '/segment/propose', { service_id: 401, flows, max_unseen_ratio: 0 });
+    t.equal(p.status, 200, JSON.stringify(p.body));
+    t.same(p.body.edges.map((e: any) => `${e.dst_cidr} ${e.proto} ${e.port}`).sort(), ['10.20.0.0/30 tcp 5432', '10.30.0.9/32 udp 53']);
+    const bad = await s.req('POST', '/segment/propose', { service_id: 401, flows: [{ dst: 'nope', proto: 'tcp', port: 1, count: 1 }] });
+    t.equal(bad.status, 400);
+    t.equal(bad.body.error.details[0].path, '/flows/0/dst');
+    const planned = await s.req('POST', '/segment/plan', { proposal: p.body, ttl_seconds: 900 });
+    t.equal(planned.status, 200);
+    t.equal(planned.body.service_id, 401);
+    const posted = await s.req('POST', '/seg/maps', planned.body);
+    t.equal(posted.status, 200, 'a plan is ready to POST');
+    await s.app.agents.record('flows', 'web-9', { host: 'web-9', service_id: 402, flows: [{ dst: '192.168.1.7', proto: 'tcp', port: 443, count: 4 }] });
+    const fromAgents = await s.req('POST', '/segment/propose', { service_id: 402, from_agents: true });
+    t.equal(fromAgents.status, 200);
+    t.equal(fromAgents.body.source, 'agents');
+    t.same(fromAgents.body.edges.map((e: any) => e.dst_cidr), ['192.168.1.7/32']);
+  });
+
   t.test('agents: reports recorded, visible, and flows feed the segmenter input', async (t) => {
     const reg = s.app.agents;
     t.equal(await reg.record('status', 'web-1', { host: 'web-2', edition: 'licensed', services: [] }), false, 'host mismatch refused');
