@@ -1,5 +1,6 @@
 /** ServerBus against a real nats-server with JetStream. */
 import t, { type Test } from 'tap';
+import { rmSync } from 'node:fs';
 import { connect, Empty, type NatsConnection } from 'nats';
 import { missingCommand, requireCapability } from '../../../test/harness/capabilities.js';
 import { memoryLog, startNats, waitFor, type TestNats } from '../../../test/harness/nats.js';
@@ -210,6 +211,15 @@ t.test('ServerBus', async (t) => {
     t.equal((await lastValue(nc, 'aegis.seg.maps.host-a.1'))?.data, 'after');
     t.ok(log.lines.some((l) => l.level === 'warn' && /disconnected/.test(l.msg)));
     t.ok(log.lines.some((l) => l.level === 'info' && /reconnected/.test(l.msg)));
+
+    // A nats-server that comes back without its store gets the stream again.
+    await own.kill();
+    rmSync(own.storeDir, { recursive: true, force: true });
+    await own.restart();
+    await waitFor(() => bus.isConnected(), 'reconnect to the wiped server');
+    await waitFor(() => log.lines.filter((l) => l.msg.startsWith('created JetStream stream')).length === 2, 'stream re-created');
+    t.same(await bus.publishSegMap('host-a', 1, 'on-new-store'), { seq: 1 });
+
     await bus.close();
     t.notOk(bus.isConnected());
     await rejectsWith(t, bus.publishLicense('fleet-1', 'closed'), 'NATS_CLOSED');

@@ -120,8 +120,9 @@ function connectError(err: unknown, url: string | string[], user: string | undef
 class ConnectionWatch {
   connected = true;
   closed = false;
+  onReconnect: () => void = () => {};
 
-  constructor(nc: NatsConnection, log: BusLogger, what: string, onReconnect: () => void) {
+  constructor(nc: NatsConnection, log: BusLogger, what: string) {
     void (async () => {
       for await (const s of nc.status()) {
         switch (s.type) {
@@ -132,7 +133,7 @@ class ConnectionWatch {
           case Events.Reconnect:
             this.connected = true;
             log.info(`${what}: reconnected to nats-server`, { server: String(s.data) });
-            onReconnect();
+            this.onReconnect();
             break;
           case Events.Error:
             if (s.permissionContext) {
@@ -163,6 +164,7 @@ class ConnectionWatch {
 /** The server's NATS connection: publishes snapshots and license envelopes, receives agent reports. */
 export class ServerBus {
   private readonly subs: Subscription[] = [];
+  private wantStream = false;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -201,9 +203,20 @@ export class ServerBus {
     const timeout = opts.publishTimeoutMs ?? 5000;
     const jsm = await nc.jetstreamManager({ checkAPI: false, timeout });
     const js = nc.jetstream({ timeout });
-    const watch = new ConnectionWatch(nc, log, 'server bus', () => {});
+    const watch = new ConnectionWatch(nc, log, 'server bus');
     log.info('server bus connected to nats-server', { server: nc.getServer() });
-    return new ServerBus(nc, js, jsm, watch, log, timeout, opts.maxReportBytes ?? 256 * 1024);
+    const bus = new ServerBus(nc, js, jsm, watch, log, timeout, opts.maxReportBytes ?? 256 * 1024);
+    watch.onReconnect = () => bus.afterReconnect();
+    return bus;
+  }
+
+  /**
+   * A nats-server that comes back may have lost its store (a new machine, a wiped
+   * volume): once ensureStream() has been asked for, it is done again after every reconnect.
+   */
+  private afterReconnect(): void {
+    if (!this.wantStream) return;
+    this.ensureStream().catch((err: unknown) => this.log.error('server bus: cannot set up the snapshot stream after reconnect', { error: describe(err) }));
   }
 
   /** True while connected to a nats-server (false while reconnecting and after close). */
@@ -218,9 +231,10 @@ export class ServerBus {
 
   /**
    * Creates the AEGIS_SEG_MAPS stream, or updates an existing one to the settings in
-   * SEG_MAPS_STREAM_CONFIG. Safe to call on every start.
+   * SEG_MAPS_STREAM_CONFIG. Safe to call on every start; repeated after each reconnect.
    */
   async ensureStream(): Promise<void> {
+    this.wantStream = true;
     this.requireConnected('set up the snapshot stream');
     let existing: StreamConfig | null = null;
     try {
