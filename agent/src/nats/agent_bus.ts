@@ -69,6 +69,14 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer from nats-server within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
 function natsCode(err: unknown): string | undefined {
   const c = (err as { code?: unknown } | null)?.code;
   return typeof c === 'string' ? c : undefined;
@@ -215,8 +223,9 @@ export class AgentBus {
   async refetch(why = 'request'): Promise<FetchSummary> {
     try {
       // The live subscriptions must be in place on the server before reading, so that
-      // nothing published in between is missed.
-      await this.nc.flush();
+      // nothing published in between is missed. A flush waits through a disconnect; the
+      // reconnect triggers its own read, so this one gives up after the request timeout.
+      await withTimeout(this.nc.flush(), this.requestTimeoutMs, 'flush');
     } catch (err) {
       this.log.warn(`agent bus: cannot read last snapshot values (${why})`, { error: describe(err) });
       return { found: 0, missing: 0, failed: this.serviceIds.length * 2 };

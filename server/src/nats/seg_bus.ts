@@ -98,6 +98,14 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer from nats-server within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
 function natsCode(err: unknown): string | undefined {
   const c = (err as { code?: unknown } | null)?.code;
   return typeof c === 'string' ? c : undefined;
@@ -322,7 +330,8 @@ export class ServerBus {
     this.requireConnected(`publish ${subject}`);
     try {
       this.nc.publish(subject, encoder.encode(sealed));
-      await this.nc.flush();
+      // A flush waits through a disconnect; the caller should hear about it instead.
+      await withTimeout(this.nc.flush(), this.publishTimeoutMs, 'flush');
     } catch (err) {
       throw new BusError('NATS_PUBLISH_FAILED', `publishing ${subject} failed: ${describe(err)}`, { cause: err });
     }
