@@ -186,12 +186,27 @@ export class Activations {
   }
 
   /** Fresh license and kernel tokens for a bound machine that proves it holds its key. */
-  async refresh(machineId: string, proof: unknown): Promise<IssuedTokens & { license_id: string; customer_id: string }> {
+  refresh(machineId: string, proof: unknown): Promise<IssuedTokens & { license_id: string; customer_id: string }> {
+    return this.refreshWith(machineId, (m) => this.checkMachineProof(m, proof, AUD_REFRESH_PROOF));
+  }
+
+  /**
+   * Fresh tokens for a machine the transport already authenticated (a client
+   * certificate checked against its records plus a scoped access token).
+   */
+  refreshAuthenticated(machineId: string): Promise<IssuedTokens & { license_id: string; customer_id: string }> {
+    return this.refreshWith(machineId, async () => {});
+  }
+
+  private async refreshWith(
+    machineId: string,
+    authenticate: (m: Selectable<MachinesTable>) => Promise<void>,
+  ): Promise<IssuedTokens & { license_id: string; customer_id: string }> {
     const m = await this.machineRow(machineId);
     const lic = await this.licenses.row(m.license_id);
     const ids = { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id };
     try {
-      await this.checkMachineProof(m, proof, AUD_REFRESH_PROOF);
+      await authenticate(m);
       if (m.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
       this.checkUsable(lic, null);
     } catch (e) {

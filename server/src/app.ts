@@ -2,7 +2,8 @@
  * Assembles a server from its configuration: database (migrated), keystore, services and
  * router. Used by the CLI and by tests (which start it on port 0).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { AegisError } from '../../protocol/src/index.js';
 import { ApiKeys } from './api_keys.js';
 import { Activations } from './activations.js';
 import { AuditLog } from './audit.js';
@@ -11,7 +12,13 @@ import { ServerContext } from './context.js';
 import { Customers } from './customers.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
-import { createHttpServer, listen, type HttpServerHandle } from './http/http_server.js';
+import { createHttpServer, createMtlsServer, listen, type HttpServerHandle } from './http/http_server.js';
+import { Router } from './http/router.js';
+import { AgentTokens } from './agent_tokens.js';
+import { addAgentRoutes } from './routes_agent.js';
+import { CertificateAuthority } from './pki/authority.js';
+import { CertificateIssuer } from './pki/issuer.js';
+import { MachineCertificates } from './pki/machine_certs.js';
 import { KeyStore } from './keys/keystore.js';
 import { Licenses } from './licenses.js';
 import { createLogger, type Logger } from './logger.js';
@@ -45,6 +52,10 @@ export interface App {
   apiKeys: ApiKeys;
   log: Logger;
   http: HttpServerHandle;
+  /** The mTLS agent listener (ENABLE_MTLS), or null. */
+  agentHttp: HttpServerHandle | null;
+  certs: MachineCertificates;
+  issuer: CertificateIssuer | null;
   close(): Promise<void>;
 }
 
@@ -68,10 +79,25 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const audit = new AuditLog(db, clock);
   const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta));
   const agents = new AgentRegistry(db, clock);
+  const activations = new Activations(db, dialect, clock, tokens, keys, config.kernelTokenTtlSeconds);
+  const certs = new MachineCertificates(db, clock);
+  let issuer: CertificateIssuer | null = null;
+  let agentTls: { cert: string; key: string; clientCa: string } | null = null;
+  try {
+    const ca = await CertificateAuthority.open(config.pkiDir);
+    if (ca) issuer = new CertificateIssuer(ca, certs, clock, config.clientCertTtlSeconds);
+    if (config.mtls) agentTls = readMtlsFiles(config.mtls);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  const agentTokens = new AgentTokens(db, clock, tokens);
   const router = buildRouter({
     customers: new Customers(db, clock),
     licenses: new Licenses(db, clock),
-    activations: new Activations(db, dialect, clock, tokens, keys, config.kernelTokenTtlSeconds),
+    activations,
+    certs,
+    issuer,
     apiKeys,
     audit,
     limiter: new RateLimiter(),
@@ -79,7 +105,23 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     ctx,
   });
   addSegRoutes(router, { apiKeys, audit, orchestrator, agents, ctx });
+  const agentDeps = { ctx, activations, agentTokens, certs, issuer, orchestrator, agents, audit };
+  // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
+  if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
   const http = await listen(createHttpServer(router, log), config.host, config.port);
+  let agentHttp: HttpServerHandle | null = null;
+  if (agentTls && config.mtls) {
+    const agentRouter = new Router();
+    agentRouter.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks() }));
+    addAgentRoutes(agentRouter, { ...agentDeps, requireMtls: true });
+    try {
+      agentHttp = await listen(createMtlsServer(agentRouter, log, agentTls), config.mtls.host, config.mtls.port);
+    } catch (err) {
+      await http.close();
+      await db.destroy();
+      throw err;
+    }
+  }
   let distribution: Distribution | null = null;
   let fleet: FleetLicensePublisher | null = null;
   if (config.natsUrl) {
@@ -94,9 +136,16 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   }
   const pruner = setInterval(() => {
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
+    certs.prune().catch((e: unknown) => log.warn('pruning certificate records failed', { error: (e as Error).message }));
   }, 60_000);
   pruner.unref();
-  log.info('aegis-server listening', { url: http.url, database: description, signing_kid: keys.activeKid() });
+  log.info('aegis-server listening', {
+    url: http.url,
+    agent_url: agentHttp?.url ?? null,
+    pki: issuer ? `CA of ${issuer.ca.trustDomain} in ${config.pkiDir}` : 'none (run aegis-server pki init)',
+    database: description,
+    signing_kid: keys.activeKid(),
+  });
   return {
     ctx,
     orchestrator,
@@ -106,11 +155,37 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     apiKeys,
     log,
     http,
+    agentHttp,
+    certs,
+    issuer,
     async close() {
       clearInterval(pruner);
       await distribution?.close();
+      await agentHttp?.close();
       await http.close();
       await db.destroy();
     },
+  };
+}
+
+/** Reads the agent listener's certificate, key and client CA, naming what is missing. */
+function readMtlsFiles(m: NonNullable<ServerConfig['mtls']>): { cert: string; key: string; clientCa: string } {
+  const read = (path: string, what: string, secret: boolean): string => {
+    let text: string;
+    try {
+      if (secret && (statSync(path).mode & 0o077) !== 0) {
+        throw new AegisError('INSECURE_KEY_FILE', `${what} ${path} must not be readable by group or others (chmod 600 ${path})`);
+      }
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      if (e instanceof AegisError) throw e;
+      throw new Error(`mTLS is enabled but the ${what} ${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); run "aegis-server pki init" or set SERVER_CERT_PATH / SERVER_KEY_PATH / CLIENT_CA_CERT_PATH`);
+    }
+    return text;
+  };
+  return {
+    cert: read(m.serverCertPath, 'server certificate', false),
+    key: read(m.serverKeyPath, 'server key', true),
+    clientCa: read(m.clientCaCertPath, 'client CA certificate', false),
   };
 }

@@ -12,12 +12,18 @@ import { loadConfig, type ServerConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
 import { KeyStore } from './keys/keystore.js';
+import { DEFAULT_TRUST_DOMAIN, initPki } from './pki/authority.js';
 
 interface GlobalFlags {
   listen?: string;
   database?: string;
   keysDir?: string;
   natsUrl?: string;
+  pkiDir?: string;
+  agentListen?: string;
+  sslCert?: string;
+  sslKey?: string;
+  mtlsCa?: string;
 }
 
 function configOf(cmd: Command): ServerConfig {
@@ -79,6 +85,11 @@ const program = new Command('aegis-server')
   .addOption(new Option('--database <url>', 'sqlite:<path> or postgres://… (env DATABASE_URL)'))
   .addOption(new Option('--keys-dir <dir>', 'signing keys directory (env AEGIS_KEYS_DIR)'))
   .addOption(new Option('--nats-url <url>', 'NATS for snapshot and license distribution (env NATS_URL); none: HTTP only'))
+  .addOption(new Option('--pki-dir <dir>', 'CA and server certificate directory (env AEGIS_PKI_DIR; default <keys-dir>/pki)'))
+  .addOption(new Option('--agent-listen <host:port>', 'mTLS agent listener address (env AEGIS_AGENT_LISTEN; default 127.0.0.1:8443)'))
+  .addOption(new Option('--ssl-cert <path>', 'agent listener certificate; enables mTLS (env SERVER_CERT_PATH)'))
+  .addOption(new Option('--ssl-key <path>', 'agent listener private key; enables mTLS (env SERVER_KEY_PATH)'))
+  .addOption(new Option('--mtls-ca <path>', 'CA that client certificates must chain to; enables mTLS (env CLIENT_CA_CERT_PATH)'))
   .showHelpAfterError();
 
 program
@@ -139,6 +150,32 @@ keys
   .action((kid: string, _o, cmd: Command) => {
     KeyStore.open(configOf(cmd).keysDir).retire(kid);
     process.stdout.write(`retired ${kid}: it is no longer in the JWKS and its tokens no longer verify\n`);
+  });
+
+const pki = program.command('pki').description('the certificate authority for agent mTLS');
+pki
+  .command('init')
+  .description('create an Ed25519 CA and the agent listener certificate (keys 0600)')
+  .option('--trust-domain <name>', 'SPIFFE trust domain of machine certificates', DEFAULT_TRUST_DOMAIN)
+  .option('--dir <dir>', 'where to write (default: --pki-dir, or <keys-dir>/pki)')
+  .option('--dns <names>', 'comma-separated DNS names for the server certificate', 'localhost')
+  .option('--ip <addresses>', 'comma-separated IP addresses for the server certificate', '127.0.0.1')
+  .option('--force', 'replace an existing CA (certificates it issued stop verifying)')
+  .action(async (o: { trustDomain: string; dir?: string; dns: string; ip: string; force?: boolean }, cmd: Command) => {
+    const dir = o.dir ?? configOf(cmd).pkiDir;
+    const list = (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean);
+    const r = await initPki(dir, { trustDomain: o.trustDomain, dnsNames: list(o.dns), ips: list(o.ip), force: o.force ?? false });
+    process.stdout.write(
+      [
+        `PKI initialised in ${dir} (trust domain ${r.trustDomain})`,
+        `  CA certificate      ${r.paths.caCert}  (sha256 ${r.caFingerprint})`,
+        `  CA key              ${r.paths.caKey}  (0600)`,
+        `  server certificate  ${r.paths.serverCert}  (${r.serverSans.join(', ')})`,
+        `  server key          ${r.paths.serverKey}  (0600)`,
+        'Start the server with ENABLE_MTLS=true (or --ssl-cert/--ssl-key/--mtls-ca) to open the agent listener.',
+        '',
+      ].join('\n'),
+    );
   });
 
 const admin = program.command('admin').description('manage admin API keys');

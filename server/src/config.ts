@@ -1,5 +1,6 @@
 /** Server configuration: flags override environment, environment overrides defaults. */
 import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
 
 export interface ServerConfig {
@@ -18,6 +19,36 @@ export interface ServerConfig {
   fleetKey: Buffer | null;
   /** How often current snapshots are republished (the TTL renewal hosts see). */
   segRepublishSeconds: number;
+  /** The PKI directory (`aegis-server pki init`): CA that issues machine certificates. */
+  pkiDir: string;
+  /** Lifetime of machine client certificates (AEGIS_CLIENT_CERT_TTL, seconds). */
+  clientCertTtlSeconds: number;
+  /** Seed 004's mTLS agent listener; null when off. */
+  mtls: MtlsConfig | null;
+}
+
+export interface MtlsConfig {
+  host: string;
+  port: number;
+  serverCertPath: string;
+  serverKeyPath: string;
+  clientCaCertPath: string;
+}
+
+export interface ConfigFlags {
+  listen?: string;
+  database?: string;
+  keysDir?: string;
+  natsUrl?: string;
+  pkiDir?: string;
+  agentListen?: string;
+  sslCert?: string;
+  sslKey?: string;
+  mtlsCa?: string;
+}
+
+function truthy(v: string | undefined): boolean {
+  return v !== undefined && /^(1|true|yes|on)$/i.test(v.trim());
 }
 
 function fleetKeyFrom(env: NodeJS.ProcessEnv): Buffer | null {
@@ -37,7 +68,7 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1] ?? m[2]!, port: Number(m[3]) };
 }
 
-export function loadConfig(flags: { listen?: string; database?: string; keysDir?: string; natsUrl?: string } = {}, env = process.env): ServerConfig {
+export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerConfig {
   const { host, port } = parseListen(flags.listen ?? env.AEGIS_LISTEN ?? '127.0.0.1:8000');
   const ttlText = env.AEGIS_KERNEL_TOKEN_TTL;
   const ttl = ttlText === undefined ? DEFAULT_KERNEL_TOKEN_TTL_SECONDS : Number(ttlText);
@@ -50,16 +81,44 @@ export function loadConfig(flags: { listen?: string; database?: string; keysDir?
   if (!Number.isInteger(republish) || republish < 1 || republish > 3600) {
     throw new Error(`AEGIS_SEG_REPUBLISH_SECONDS must be 1..3600, got ${JSON.stringify(env.AEGIS_SEG_REPUBLISH_SECONDS)}`);
   }
+  const keysDir = flags.keysDir ?? env.AEGIS_KEYS_DIR ?? 'keys';
+  const pkiDir = flags.pkiDir ?? env.AEGIS_PKI_DIR ?? join(keysDir, 'pki');
+  const certTtlText = env.AEGIS_CLIENT_CERT_TTL;
+  const certTtl = certTtlText === undefined ? 86_400 : Number(certTtlText);
+  if (!Number.isInteger(certTtl) || certTtl < 10 || certTtl > 30 * 86400) {
+    throw new Error(`AEGIS_CLIENT_CERT_TTL must be an integer number of seconds from 10 to 2592000, got ${JSON.stringify(certTtlText)}`);
+  }
+  // Seed 004: ENABLE_MTLS, or any of the certificate flags, turns the agent listener on.
+  const mtlsOn = truthy(env.ENABLE_MTLS) || flags.sslCert !== undefined || flags.sslKey !== undefined || flags.mtlsCa !== undefined;
+  let mtls: MtlsConfig | null = null;
+  if (mtlsOn) {
+    const agentListen = flags.agentListen ?? env.AEGIS_AGENT_LISTEN ?? '127.0.0.1:8443';
+    let where;
+    try {
+      where = parseListen(agentListen);
+    } catch {
+      throw new Error(`--agent-listen must be host:port (e.g. 127.0.0.1:8443), got ${JSON.stringify(agentListen)}`);
+    }
+    mtls = {
+      ...where,
+      serverCertPath: flags.sslCert ?? env.SERVER_CERT_PATH ?? join(pkiDir, 'server.crt'),
+      serverKeyPath: flags.sslKey ?? env.SERVER_KEY_PATH ?? join(pkiDir, 'server.key'),
+      clientCaCertPath: flags.mtlsCa ?? env.CLIENT_CA_CERT_PATH ?? join(pkiDir, 'ca.crt'),
+    };
+  }
   return {
     host,
     port,
+    pkiDir,
+    clientCertTtlSeconds: certTtl,
+    mtls,
     natsUrl: flags.natsUrl ?? env.NATS_URL ?? '',
     natsUser: env.AEGIS_NATS_USER ?? '',
     natsPassword: env.AEGIS_NATS_PASSWORD ?? '',
     fleetKey: fleetKeyFrom(env),
     segRepublishSeconds: republish,
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
-    keysDir: flags.keysDir ?? env.AEGIS_KEYS_DIR ?? 'keys',
+    keysDir,
     kernelTokenTtlSeconds: ttl,
     logLevel: (env.LOG_LEVEL ?? 'info').toLowerCase(),
     logFormat: format,

@@ -25,6 +25,8 @@ import { Router, type Request, type Reply } from './http/router.js';
 import { validator } from './validation.js';
 import { actorOf, authorize as authorizeKey } from './http/auth.js';
 import type { ServerContext } from './context.js';
+import type { CertifiableKey, CertificateIssuer } from './pki/issuer.js';
+import type { MachineCertificates } from './pki/machine_certs.js';
 
 const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max });
 const nullableStr = (max: number) => ({ type: ['string', 'null'], maxLength: max });
@@ -69,7 +71,7 @@ const validateBody = validator<ValidateInput>({
   required: ['token'],
   properties: { token: { type: 'string', maxLength: 16384 }, product: str(100), version: str(64), hardware_id: str(128) },
 });
-const activationBody = validator<ActivationInput>({
+const activationBody = validator<ActivationInput & { csr?: string }>({
   type: 'object',
   additionalProperties: false,
   required: ['license_key', 'hardware_id', 'host_public_key', 'hostname', 'agent_version', 'proof'],
@@ -84,7 +86,14 @@ const activationBody = validator<ActivationInput>({
     hostname: str(253),
     agent_version: str(64),
     proof: { type: 'string', minLength: 1, maxLength: 4096 },
+    csr: { type: 'string', minLength: 1, maxLength: 8192 },
   },
+});
+const refreshBody = validator<{ proof: string; csr?: string }>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['proof'],
+  properties: { proof: { type: 'string', minLength: 1, maxLength: 4096 }, csr: { type: 'string', minLength: 1, maxLength: 8192 } },
 });
 const proofBody = validator<{ proof: string }>({
   type: 'object',
@@ -121,6 +130,10 @@ export interface RouteDeps {
   limiter: RateLimiter;
   limits: RateLimits;
   ctx: ServerContext;
+  /** Machine client certificates (issue 7): revoked with their machine or license. */
+  certs?: MachineCertificates;
+  /** Issues client certificates from activation/refresh CSRs when a CA is configured. */
+  issuer?: CertificateIssuer | null;
 }
 
 export function buildRouter(d: RouteDeps): Router {
@@ -262,6 +275,7 @@ export function buildRouter(d: RouteDeps): Router {
       const p = await authorize(req, 'licenses:write');
       const { reason } = revokeBody(req.body);
       const { license, changed } = await d.licenses.revoke(req.params.id!, reason);
+      await d.certs?.revokeLicense(license.id);
       if (changed) {
         await d.audit.record({ event_type: 'license.revoked', actor: actorOf(p), license_id: license.id, customer_id: license.customer_id, client_ip: req.clientIp, reason });
         ctx.events.emit('license.changed', license.id);
@@ -299,9 +313,12 @@ export function buildRouter(d: RouteDeps): Router {
       throw new ValidationError([{ path: '/host_public_key', message: 'must be an Ed25519 public JWK without private members' }]);
     }
     const base = { event_type: 'machine.activate', actor: `host:${input.hostname}`, client_ip: req.clientIp };
+    const { csr, ...activation } = input;
+    // A bad CSR is refused before the seat is touched.
+    const certKey = csr !== undefined && d.issuer ? await d.issuer.verify(csr, input.host_public_key as Ed25519PublicJwk) : null;
     let result;
     try {
-      result = await d.activations.activate({ ...input, host_public_key: input.host_public_key as Ed25519PublicJwk }, (licenseId) =>
+      result = await d.activations.activate({ ...activation, host_public_key: input.host_public_key as Ed25519PublicJwk }, (licenseId) =>
         d.limiter.take(`activate:license:${licenseId}`, d.limits.activationPerLicense),
       );
     } catch (e) {
@@ -316,18 +333,25 @@ export function buildRouter(d: RouteDeps): Router {
       data: { hardware_id: input.hardware_id, agent_version: input.agent_version },
     });
     const { created, license_id: _l, customer_id: _c, ...response } = result;
-    return ok(response, created ? 201 : 200);
+    const certificate = d.issuer ? await d.issuer.issue(result.machine_id, certKey, result.license_expires_at) : {};
+    return ok({ ...response, ...certificate }, created ? 201 : 200);
   });
   r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
     const id = req.params.id!;
     d.limiter.take(`refresh:ip:${req.clientIp}`, d.limits.refreshPerIp);
     d.limiter.take(`refresh:machine:${id}`, d.limits.refreshPerMachine);
-    const { proof } = proofBody(req.body);
+    const { proof, csr } = refreshBody(req.body);
     const base = { event_type: 'machine.refresh', actor: `machine:${id}`, machine_id: id, client_ip: req.clientIp };
+    let certKey: CertifiableKey | null = null;
+    if (csr !== undefined && d.issuer) {
+      const m = await ctx.db.selectFrom('machines').select('host_public_key').where('id', '=', id).executeTakeFirst();
+      if (m) certKey = await d.issuer.verify(csr, JSON.parse(m.host_public_key) as Ed25519PublicJwk);
+    }
     try {
       const result = await d.activations.refresh(id, proof);
       const { license_id: _l, customer_id: _c, ...response } = result;
-      return ok(response);
+      const certificate = d.issuer ? await d.issuer.issue(id, certKey, result.license_expires_at) : {};
+      return ok({ ...response, ...certificate });
     } catch (e) {
       return refused(e, base);
     }
@@ -348,6 +372,8 @@ export function buildRouter(d: RouteDeps): Router {
       }
       try {
         const res = await d.activations.deactivate(id, auth);
+        // Its certificates stop working at once (the agent listener checks serials).
+        await d.certs?.revokeMachine(id);
         await d.audit.record({ event_type: 'machine.deactivated', actor, machine_id: id, license_id: res.license_id, customer_id: res.customer_id, client_ip: req.clientIp });
         return ok(res.machine);
       } catch (e) {

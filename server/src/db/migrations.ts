@@ -158,6 +158,24 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('licenses').dropColumn('fleet').execute();
       },
     },
+    '0003_agent_pki': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('machine_certificates')
+          .addColumn('serial', 'text', (c) => c.primaryKey())
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('thumbprint', 'text', (c) => c.notNull())
+          .addColumn('not_before', 'text', (c) => c.notNull())
+          .addColumn('not_after', 'text', (c) => c.notNull())
+          .addColumn('revoked_at', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('machine_certificates_machine').on('machine_certificates').column('machine_id').execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('machine_certificates').execute();
+      },
+    },
   };
 }
 

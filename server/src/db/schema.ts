@@ -129,7 +129,19 @@ export interface FleetSequenceTable {
   seq: number;
 }
 
+/** Client certificates issued to machines (issue 7): checked by serial on every mTLS request. */
+export interface MachineCertificatesTable {
+  serial: string; // upper-case hex, as TLS reports it
+  machine_id: string;
+  thumbprint: string; // x5t#S256 of the DER certificate
+  not_before: string;
+  not_after: string;
+  revoked_at: string | null;
+  created_at: string;
+}
+
 export interface Database {
+  machine_certificates: MachineCertificatesTable;
   seg_revisions: SegRevisionsTable;
   seg_current: SegCurrentTable;
   agents: AgentsTable;

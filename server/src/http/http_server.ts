@@ -1,14 +1,28 @@
 /**
  * The node:http adapter: reads and limits bodies, enforces JSON content type, parses
  * JSON, routes, and turns every thrown AegisError into the error envelope
- * `{"error":{"code","message","details"}}`. Nothing else in the server imports node:http.
+ * `{"error":{"code","message","details"}}`. Nothing else in the server imports node:http
+ * (or node:https: the agent-facing mTLS listener is built here too, and hands handlers
+ * the verified client certificate as `Request.peer`).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { AegisError } from '../../../protocol/src/index.js';
 import type { Logger } from 'winston';
 import { STATUS_OF } from './status.js';
-import type { Reply, Request, Router } from './router.js';
+import type { PeerCertificate, Reply, Request, Router } from './router.js';
+
+type Server = HttpServer | HttpsServer;
+
+/** PEM material of an mTLS listener: its certificate and key, and the CA client certificates must chain to. */
+export interface MtlsOptions {
+  cert: string;
+  key: string;
+  clientCa: string;
+}
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -65,8 +79,38 @@ export interface HttpServerHandle {
   close(): Promise<void>;
 }
 
-export function createHttpServer(router: Router, log: Logger): Server {
-  return createServer((req: IncomingMessage, res: ServerResponse) => {
+/** The verified client certificate of a request's connection, if it presented one. */
+function peerOf(req: IncomingMessage): PeerCertificate | undefined {
+  const sock = req.socket as Partial<TLSSocket>;
+  if (!sock.encrypted || !sock.authorized || typeof sock.getPeerCertificate !== 'function') return undefined;
+  const c = sock.getPeerCertificate(false);
+  if (!c || !c.raw || !c.serialNumber) return undefined;
+  const uris = (c.subjectaltname ?? '')
+    .split(/,\s*/)
+    .filter((n) => n.startsWith('URI:'))
+    .map((n) => n.slice(4));
+  return { serial: c.serialNumber.toUpperCase(), thumbprint: createHash('sha256').update(c.raw).digest('base64url'), uris };
+}
+
+/**
+ * The agent-facing listener: HTTPS that requires a client certificate chaining to
+ * `clientCa` (the handshake fails without one, or with one from another CA).
+ */
+export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions): HttpsServer {
+  const server = createHttpsServer(
+    { cert: tls.cert, key: tls.key, ca: tls.clientCa, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+    requestListener(router, log),
+  );
+  server.on('tlsClientError', (err) => log.debug('TLS handshake refused', { error: err.message }));
+  return server;
+}
+
+export function createHttpServer(router: Router, log: Logger): HttpServer {
+  return createServer(requestListener(router, log));
+}
+
+function requestListener(router: Router, log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     void handle(router, req).then((reply) => {
       const payload = reply.status === 204 ? '' : JSON.stringify(reply.body);
@@ -80,7 +124,7 @@ export function createHttpServer(router: Router, log: Logger): Server {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.debug('request', { method: req.method, path: req.url?.split('?')[0], status: reply.status, ms: Math.round(ms * 100) / 100 });
     });
-  });
+  };
 
   async function handle(router: Router, req: IncomingMessage): Promise<Reply> {
     try {
@@ -109,6 +153,8 @@ export function createHttpServer(router: Router, log: Logger): Server {
         clientIp: req.socket.remoteAddress ?? 'unknown',
         body,
       };
+      const peer = peerOf(req);
+      if (peer) request.peer = peer;
       return await match.handler(request);
     } catch (err) {
       if (err instanceof AegisError) {
@@ -133,7 +179,7 @@ export async function listen(server: Server, host: string, port: number): Promis
   const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return {
     server,
-    url: `http://${hostPart}:${addr.port}`,
+    url: `${'setSecureContext' in server ? 'https' : 'http'}://${hostPart}:${addr.port}`,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

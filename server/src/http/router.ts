@@ -2,6 +2,16 @@
  * A small method+path router: patterns like `/api/v1/customers/:id`. Handlers receive a
  * parsed request and return a Reply; they never touch node:http objects.
  */
+/** The client certificate a TLS connection verified against the client CA (mTLS listener only). */
+export interface PeerCertificate {
+  /** Serial number, upper-case hex, as TLS reports it. */
+  serial: string;
+  /** RFC 8705 x5t#S256: base64url SHA-256 of the DER certificate. */
+  thumbprint: string;
+  /** URI subject alternative names (the SPIFFE id). */
+  uris: string[];
+}
+
 export interface Request {
   method: string;
   path: string;
@@ -11,6 +21,8 @@ export interface Request {
   clientIp: string;
   /** Parsed JSON body (null when the request had none). */
   body: unknown;
+  /** Set on the mTLS listener: the verified client certificate of the connection. */
+  peer?: PeerCertificate;
 }
 
 export interface Reply {
