@@ -15,6 +15,10 @@ import { freePort } from './postgres.js';
 export interface StartNatsOptions {
   /** Extra nats-server config text appended to the generated file (e.g. an authorization block). */
   config?: string;
+  /** Operator-mode fragment (NatsAuthority.renderServerConfig()), included from its own file. */
+  operatorConfig?: string;
+  /** TLS on the client port: PEM files; `verify` also demands client certificates. */
+  tls?: { certFile: string; keyFile: string; caFile?: string; verify?: boolean };
   /** JetStream on (the default) or off. */
   jetstream?: boolean;
 }
@@ -26,6 +30,10 @@ export interface TestNats {
   storeDir: string;
   /** nats-server's log so far (for assertion messages). */
   log(): string;
+  /** Path of the included operator-mode fragment (present when operatorConfig was given). */
+  operatorConfigPath: string;
+  /** Rewrites the operator-mode fragment when given, then has nats-server reload its config (SIGHUP). */
+  reload(operatorConfig?: string): Promise<void>;
   /** Graceful stop (SIGTERM), then deletes the temp dir. */
   stop(): Promise<void>;
   /** SIGKILL, keeping port and store for restart(). */
@@ -62,6 +70,7 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
   const storeDir = join(dir, 'jetstream');
   const logPath = join(dir, 'nats.log');
   const confPath = join(dir, 'nats.conf');
+  const operatorConfigPath = join(dir, 'operator.conf');
   const port = await freePort();
   const monitorPort = await freePort();
   const jetstream = opts.jetstream ?? true;
@@ -70,10 +79,23 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
     `http: "127.0.0.1:${monitorPort}"`,
     `server_name: "aegis-test-${port}"`,
     jetstream ? `jetstream { store_dir: "${storeDir}" }` : '',
+    opts.tls
+      ? [
+          'tls {',
+          `  cert_file: ${JSON.stringify(opts.tls.certFile)}`,
+          `  key_file: ${JSON.stringify(opts.tls.keyFile)}`,
+          opts.tls.caFile ? `  ca_file: ${JSON.stringify(opts.tls.caFile)}` : '',
+          opts.tls.verify ? '  verify: true' : '',
+          '  timeout: 2',
+          '}',
+        ].join('\n')
+      : '',
+    opts.operatorConfig !== undefined ? `include "operator.conf"` : '',
     opts.config ?? '',
     '',
   ].join('\n');
   writeFileSync(confPath, conf, { mode: 0o600 });
+  if (opts.operatorConfig !== undefined) writeFileSync(operatorConfigPath, opts.operatorConfig, { mode: 0o600 });
 
   let proc: ChildProcess | null = null;
 
@@ -131,7 +153,20 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
     url: `nats://127.0.0.1:${port}`,
     port,
     storeDir,
+    operatorConfigPath,
     log: readLog,
+    async reload(operatorConfig?: string) {
+      if (operatorConfig !== undefined) writeFileSync(operatorConfigPath, operatorConfig, { mode: 0o600 });
+      const p = proc as ChildProcess | null;
+      if (!p) throw new Error('nats-server is not running');
+      const before = (readLog().match(/Reloaded server configuration/g) ?? []).length;
+      p.kill('SIGHUP');
+      const deadline = Date.now() + READY_TIMEOUT_MS;
+      while ((readLog().match(/Reloaded server configuration/g) ?? []).length === before) {
+        if (Date.now() > deadline) throw new Error(`nats-server did not reload:\n${readLog()}`);
+        await sleep(25);
+      }
+    },
     async stop() {
       try {
         await halt('SIGTERM');

@@ -7,7 +7,8 @@
  * the caller checks each snapshot's JWS and each envelope before acting on it, and keeps
  * enforcing from its cache while the bus is disconnected.
  */
-import { connect, Empty, Events, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { readFileSync } from 'node:fs';
+import { connect, credsAuthenticator, Empty, Events, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from 'nats';
 import { ALL_HOSTS, SEG_MAPS_STREAM, subjects } from '../../../protocol/src/subjects.js';
 
 /** Structured log sink; a winston logger fits. */
@@ -17,7 +18,7 @@ export interface BusLogger {
   error(msg: string, meta?: object): void;
 }
 
-export type AgentBusErrorCode = 'NATS_UNREACHABLE' | 'NATS_AUTH' | 'NATS_DISCONNECTED' | 'NATS_CLOSED' | 'NATS_PUBLISH_FAILED' | 'NATS_BAD_ARGUMENT';
+export type AgentBusErrorCode = 'NATS_UNREACHABLE' | 'NATS_AUTH' | 'NATS_TLS' | 'NATS_DISCONNECTED' | 'NATS_CLOSED' | 'NATS_PUBLISH_FAILED' | 'NATS_BAD_ARGUMENT';
 
 /** Every failure the bus raises on purpose; the nats.js error is kept in `cause`. */
 export class AgentBusError extends Error {
@@ -32,8 +33,15 @@ export class AgentBusError extends Error {
 export interface AgentBusOptions {
   /** One URL or several (a cluster). */
   url: string | string[];
+  /** Password auth (deploy/nats's static users). */
   user?: string;
   pass?: string;
+  /** A NATS .creds file's text (user JWT + nkey seed) as issued by aegis-server at activation. */
+  creds?: string;
+  /** Path of a .creds file (mode 0600), read again at every (re)connect so a renewed file is picked up. */
+  credsFile?: string;
+  /** TLS to nats-server; required when nats-server has a tls block. */
+  tls?: AgentBusTlsOptions;
   /** This host's name: the <host> token of its subjects (not "_all"). */
   host: string;
   log?: BusLogger;
@@ -46,6 +54,15 @@ export interface AgentBusOptions {
    * failing with NATS_UNREACHABLE (run it in the background then).
    */
   waitOnFirstConnect?: boolean;
+}
+
+/** TLS to nats-server, as nats.js takes it (the files are read at connect). */
+export interface AgentBusTlsOptions {
+  /** CA bundle that signed nats-server's certificate (pin Aegis's CA; default: the system's). */
+  caFile?: string;
+  /** Client certificate and key, for a nats-server that verifies clients. */
+  certFile?: string;
+  keyFile?: string;
 }
 
 export type SegMapHandler = (subject: string, data: string) => void;
@@ -80,6 +97,33 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 function natsCode(err: unknown): string | undefined {
   const c = (err as { code?: unknown } | null)?.code;
   return typeof c === 'string' ? c : undefined;
+}
+
+/** TLS failures of Node's tls module and nats.js's "server requires TLS". */
+function isTlsError(err: unknown): boolean {
+  const code = natsCode(err) ?? '';
+  return /CERT|SELF_SIGNED|UNABLE_TO_|ERR_TLS|ERR_SSL/.test(code) || /certificate|tls|ssl/i.test(describe(err)) || code === 'SERVER_OPT_NA';
+}
+
+/** Connect options for the configured authentication (creds win over user/pass) and TLS. */
+function authOptions(opts: AgentBusOptions): Partial<ConnectionOptions> {
+  const out: Partial<ConnectionOptions> = {};
+  if (opts.creds !== undefined) {
+    out.authenticator = credsAuthenticator(encoder.encode(opts.creds));
+  } else if (opts.credsFile !== undefined) {
+    const file = opts.credsFile;
+    try {
+      readFileSync(file);
+    } catch (err) {
+      throw new AgentBusError('NATS_AUTH', `cannot read the NATS credentials file ${file}: ${describe(err)}`, { cause: err });
+    }
+    out.authenticator = credsAuthenticator(() => readFileSync(file));
+  } else if (opts.user !== undefined) {
+    out.user = opts.user;
+    out.pass = opts.pass ?? '';
+  }
+  if (opts.tls) out.tls = { ...opts.tls };
+  return out;
 }
 
 /**
@@ -150,11 +194,12 @@ export class AgentBus {
       throw new AgentBusError('NATS_BAD_ARGUMENT', `host ${JSON.stringify(opts.host)} cannot be a NATS subject token (A-Z a-z 0-9 _ -, not "_all")`);
     }
     const log = opts.log ?? NO_LOG;
+    const auth = authOptions(opts);
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers: opts.url,
-        ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? '' } : {}),
+        ...auth,
         name: `aegis-agent ${opts.host}`,
         inboxPrefix: `_INBOX.${opts.host}`,
         maxReconnectAttempts: -1,
@@ -168,8 +213,13 @@ export class AgentBus {
       });
     } catch (err) {
       const where = Array.isArray(opts.url) ? opts.url.join(',') : opts.url;
-      if (natsCode(err) === 'AUTHORIZATION_VIOLATION') {
-        throw new AgentBusError('NATS_AUTH', `nats-server at ${where} refused the credentials${opts.user ? ` of user ${opts.user}` : ''}; check nats_user/nats_pass`, { cause: err });
+      const code = natsCode(err);
+      if (code === 'AUTHORIZATION_VIOLATION' || code === 'AUTHENTICATION_EXPIRED') {
+        const who = opts.creds !== undefined || opts.credsFile !== undefined ? 'the NATS credentials issued at activation (revoked or expired? re-activate)' : `the credentials${opts.user ? ` of user ${opts.user}` : ''} (check nats_user/nats_pass)`;
+        throw new AgentBusError('NATS_AUTH', `nats-server at ${where} refused ${who}`, { cause: err });
+      }
+      if (isTlsError(err)) {
+        throw new AgentBusError('NATS_TLS', `TLS to nats-server at ${where} failed: ${describe(err)}; check the CA file (tls.caFile) and that nats-server's certificate names this address`, { cause: err });
       }
       throw new AgentBusError('NATS_UNREACHABLE', `cannot connect to nats-server at ${where}: ${describe(err)}`, { cause: err });
     }

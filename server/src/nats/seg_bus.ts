@@ -8,12 +8,15 @@
  * publish, and a report's content is the caller's to validate: only the host in the
  * subject is vouched for, by nats-server's authorization (deploy/nats).
  */
+import { readFileSync } from 'node:fs';
 import {
   connect,
+  credsAuthenticator,
   DiscardPolicy,
   Events,
   RetentionPolicy,
   StorageType,
+  type ConnectionOptions,
   type JetStreamClient,
   type JetStreamManager,
   type Msg,
@@ -33,6 +36,7 @@ export interface BusLogger {
 export type BusErrorCode =
   | 'NATS_UNREACHABLE'
   | 'NATS_AUTH'
+  | 'NATS_TLS'
   | 'NATS_DISCONNECTED'
   | 'NATS_CLOSED'
   | 'NATS_STREAM'
@@ -52,8 +56,15 @@ export class BusError extends Error {
 export interface ServerBusOptions {
   /** One URL or several (a cluster). */
   url: string | string[];
+  /** Password auth (deploy/nats's static users). */
   user?: string;
   pass?: string;
+  /** A NATS .creds file's text (user JWT + nkey seed), e.g. from NatsAuthority.issueServerCredentials. */
+  creds?: string;
+  /** Path of a .creds file, read again at every (re)connect so a renewed file is picked up. */
+  credsFile?: string;
+  /** TLS to nats-server; required when nats-server has a tls block. */
+  tls?: BusTlsOptions;
   log?: BusLogger;
   /** Connection name shown by nats-server (default "aegis-server"). */
   name?: string;
@@ -63,6 +74,15 @@ export interface ServerBusOptions {
   publishTimeoutMs?: number;
   /** Reports larger than this are dropped with a warning (default 256 KiB). */
   maxReportBytes?: number;
+}
+
+/** TLS to nats-server, as nats.js takes it (the files are read at connect). */
+export interface BusTlsOptions {
+  /** CA bundle that signed nats-server's certificate (default: the system's). */
+  caFile?: string;
+  /** Client certificate and key, for a nats-server that verifies clients. */
+  certFile?: string;
+  keyFile?: string;
 }
 
 export type AgentReportKind = 'status' | 'ack' | 'flows';
@@ -111,12 +131,44 @@ function natsCode(err: unknown): string | undefined {
   return typeof c === 'string' ? c : undefined;
 }
 
+/** TLS failures of Node's tls module and nats.js's "server requires TLS". */
+function isTlsError(err: unknown): boolean {
+  const code = natsCode(err) ?? '';
+  const msg = describe(err);
+  return /CERT|SELF_SIGNED|UNABLE_TO_|ERR_TLS|ERR_SSL/.test(code) || /certificate|tls|ssl/i.test(msg) || code === 'SERVER_OPT_NA';
+}
+
+/** Connect options for the configured authentication (creds win over user/pass) and TLS. */
+function authOptions(opts: { user?: string; pass?: string; creds?: string; credsFile?: string; tls?: BusTlsOptions }): Partial<ConnectionOptions> {
+  const out: Partial<ConnectionOptions> = {};
+  if (opts.creds !== undefined) {
+    out.authenticator = credsAuthenticator(encoder.encode(opts.creds));
+  } else if (opts.credsFile !== undefined) {
+    const file = opts.credsFile;
+    try {
+      readFileSync(file);
+    } catch (err) {
+      throw new BusError('NATS_AUTH', `cannot read the NATS credentials file ${file}: ${describe(err)}`, { cause: err });
+    }
+    out.authenticator = credsAuthenticator(() => readFileSync(file));
+  } else if (opts.user !== undefined) {
+    out.user = opts.user;
+    out.pass = opts.pass ?? '';
+  }
+  if (opts.tls) out.tls = { ...opts.tls };
+  return out;
+}
+
 /** Maps a failed first connect to a BusError that says what to check. */
-function connectError(err: unknown, url: string | string[], user: string | undefined): BusError {
+function connectError(err: unknown, url: string | string[], opts: { user?: string; creds?: string; credsFile?: string }): BusError {
   const where = Array.isArray(url) ? url.join(',') : url;
   const code = natsCode(err);
+  const who = opts.creds !== undefined ? 'the NATS credentials' : opts.credsFile !== undefined ? `the NATS credentials in ${opts.credsFile}` : opts.user ? `the credentials of user ${opts.user}` : 'the connection (no credentials given)';
   if (code === 'AUTHORIZATION_VIOLATION' || code === 'AUTHENTICATION_EXPIRED') {
-    return new BusError('NATS_AUTH', `nats-server at ${where} refused the credentials${user ? ` of user ${user}` : ''}; check the NATS user and password`, { cause: err });
+    return new BusError('NATS_AUTH', `nats-server at ${where} refused ${who}; check them (revoked or expired credentials must be re-issued)`, { cause: err });
+  }
+  if (isTlsError(err)) {
+    return new BusError('NATS_TLS', `TLS to nats-server at ${where} failed: ${describe(err)}; check the CA file (tls.caFile) and that nats-server's certificate names this host`, { cause: err });
   }
   return new BusError('NATS_UNREACHABLE', `cannot connect to nats-server at ${where}: ${describe(err)}`, { cause: err });
 }
@@ -190,11 +242,12 @@ export class ServerBus {
    */
   static async connect(opts: ServerBusOptions): Promise<ServerBus> {
     const log = opts.log ?? NO_LOG;
+    const auth = authOptions(opts);
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers: opts.url,
-        ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? '' } : {}),
+        ...auth,
         name: opts.name ?? 'aegis-server',
         maxReconnectAttempts: -1,
         reconnectTimeWait: opts.reconnectWaitMs ?? 1000,
@@ -206,7 +259,7 @@ export class ServerBus {
         timeout: 5000,
       });
     } catch (err) {
-      throw connectError(err, opts.url, opts.user);
+      throw connectError(err, opts.url, opts);
     }
     const timeout = opts.publishTimeoutMs ?? 5000;
     const jsm = await nc.jetstreamManager({ checkAPI: false, timeout });
