@@ -2,11 +2,15 @@
 // the aegis-server user alone publishes snapshots and license envelopes, and each agent
 // user reads only its own host's subjects (plus _all and its fleet's license) and publishes
 // only its own reports. nats-server's static config cannot template per host, hence this
-// script. See deploy/nats/README.md.
+// script. With --operator it renders operator mode instead: no passwords, the permissions
+// come from user JWTs that aegis-server signs (server/src/nats/credentials.ts) and the
+// operator/account JWTs from the fragment aegis-server writes. --tls-* add a tls block.
+// See deploy/nats/README.md.
 import { parseArgs } from 'node:util';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 
-const USAGE = `usage: scripts/nats-config --fleet NAME [options]
+const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static users and passwords)
+       scripts/nats-config --operator FILE [options]     (operator mode: JWTs from aegis-server)
 
   --fleet NAME          fleet name (license subject aegis.license.NAME)
   --server-pass PASS    password of the aegis-server user (or env AEGIS_NATS_SERVER_PASS)
@@ -16,7 +20,17 @@ const USAGE = `usage: scripts/nats-config --fleet NAME [options]
   --store-dir DIR       JetStream store (default /var/lib/aegis-nats)
   --listen ADDR         client listener (default 0.0.0.0:4222)
   --http ADDR           monitoring listener (default 127.0.0.1:8222; "off" for none)
-  --auth-only           print only the authorization block (to include or append)
+  --auth-only           print only the authorization block (to include or append);
+                        with --operator or --tls-*: only the tls block and the include
+  --operator FILE       operator mode: include FILE, the fragment aegis-server writes
+                        (operator JWT, system account, account JWTs with revocations);
+                        relative to the config file's directory; no --fleet, passwords
+                        or hosts
+  --tls-cert FILE       nats-server's certificate (PEM); with --tls-key turns TLS on,
+                        required for every client
+  --tls-key FILE        its private key (PEM, readable by nats-server only)
+  --tls-ca FILE         CA bundle for client certificates (with --tls-verify)
+  --tls-verify          require client certificates signed by --tls-ca
   -o, --output FILE     write to FILE (mode 0600) instead of stdout
   -h, --help
 
@@ -93,6 +107,40 @@ function renderAuthorization({ fleet, serverUser, serverPass, hosts }) {
   return lines.join('\n') + '\n';
 }
 
+/** The --tls-* options, checked; null when TLS is off. */
+function tlsOptions(args) {
+  const cert = args['tls-cert'];
+  const key = args['tls-key'];
+  const ca = args['tls-ca'];
+  if (cert === undefined && key === undefined) {
+    if (ca !== undefined || args['tls-verify']) fail('--tls-ca and --tls-verify need --tls-cert and --tls-key');
+    return null;
+  }
+  if (cert === undefined || key === undefined) fail('--tls-cert and --tls-key go together');
+  if (args['tls-verify'] && ca === undefined) fail('--tls-verify needs --tls-ca (the CA that signs client certificates)');
+  for (const [name, v] of [['--tls-cert', cert], ['--tls-key', key], ['--tls-ca', ca]]) {
+    if (v === undefined) continue;
+    if (!v.startsWith('/') && !v.startsWith('.')) fail(`${name} must be a path (absolute, or starting with ./)`);
+    if (/["\n]/.test(v)) fail(`${name} must not contain quotes or newlines`);
+  }
+  return { cert, key, ca, verify: args['tls-verify'] };
+}
+
+function renderTls({ cert, key, ca, verify }) {
+  return [
+    `# TLS on the client port: every client must use it (nats-server refuses plain connections).`,
+    `tls {`,
+    `  cert_file: ${q(cert)}`,
+    `  key_file: ${q(key)}`,
+    ca === undefined ? '' : `  ca_file: ${q(ca)}`,
+    verify ? `  verify: true` : '',
+    `  timeout: 2`,
+    `}`,
+  ]
+    .filter((l) => l !== '')
+    .join('\n');
+}
+
 function main() {
   let args;
   try {
@@ -107,6 +155,11 @@ function main() {
         listen: { type: 'string', default: '0.0.0.0:4222' },
         http: { type: 'string', default: '127.0.0.1:8222' },
         'auth-only': { type: 'boolean', default: false },
+        operator: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
+        'tls-verify': { type: 'boolean', default: false },
         output: { type: 'string', short: 'o' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -119,32 +172,52 @@ function main() {
     process.stdout.write(USAGE + '\n');
     return;
   }
-  if (!args.fleet) fail('--fleet is required');
-  const fleet = args.fleet;
-  if (!HOST_RE.test(fleet)) fail(`fleet ${JSON.stringify(fleet)} may only contain A-Z a-z 0-9 _ - (1-128 characters)`);
-  const serverUser = args['server-user'];
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(serverUser)) fail('--server-user may only contain A-Z a-z 0-9 _ -');
-  if (serverUser.startsWith('agent-')) fail('--server-user must not start with "agent-" (reserved for agent users)');
-  const serverPass = checkPass('the server user', args['server-pass'] ?? process.env.AEGIS_NATS_SERVER_PASS ?? fail('--server-pass or AEGIS_NATS_SERVER_PASS is required'));
-
-  const hosts = args.host.map((h, i) => parseHostPass(h, `--host #${i + 1}`));
-  if (args['hosts-file']) {
-    let text;
-    try {
-      text = readFileSync(args['hosts-file'], 'utf8');
-    } catch (err) {
-      fail(`cannot read --hosts-file ${args['hosts-file']}: ${err.code ?? err.message}`);
+  const operator = args.operator;
+  if (operator !== undefined) {
+    // nats-server resolves an include relative to the including file's directory, even a
+    // path that starts with "/", so only a relative path means what it says.
+    if (!/^[A-Za-z0-9_][A-Za-z0-9._/-]*$/.test(operator) || operator.split('/').includes('..')) {
+      fail(`--operator must be a path relative to the config file's directory (nats-server resolves includes there), e.g. aegis-operator.conf; got ${JSON.stringify(operator)}`);
     }
-    text.split('\n').forEach((line, n) => {
-      const t = line.trim();
-      if (t === '' || t.startsWith('#')) return;
-      hosts.push(parseHostPass(t, `${args['hosts-file']}:${n + 1}`));
-    });
+    for (const o of ['fleet', 'server-pass', 'hosts-file']) {
+      if (args[o] !== undefined && args[o] !== false) fail(`--${o} does not apply to --operator (users come from JWTs aegis-server issues)`);
+    }
+    if (args.host.length > 0) fail('--host does not apply to --operator (users come from JWTs aegis-server issues)');
   }
-  const seen = new Set();
-  for (const { host } of hosts) {
-    if (seen.has(host)) fail(`host ${host} is listed twice`);
-    seen.add(host);
+  const tls = tlsOptions(args);
+
+  let hosts = [];
+  let fleet = '';
+  let serverUser = '';
+  let serverPass = '';
+  if (operator === undefined) {
+    if (!args.fleet) fail('--fleet is required');
+    fleet = args.fleet;
+    if (!HOST_RE.test(fleet)) fail(`fleet ${JSON.stringify(fleet)} may only contain A-Z a-z 0-9 _ - (1-128 characters)`);
+    serverUser = args['server-user'];
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(serverUser)) fail('--server-user may only contain A-Z a-z 0-9 _ -');
+    if (serverUser.startsWith('agent-')) fail('--server-user must not start with "agent-" (reserved for agent users)');
+    serverPass = checkPass('the server user', args['server-pass'] ?? process.env.AEGIS_NATS_SERVER_PASS ?? fail('--server-pass or AEGIS_NATS_SERVER_PASS is required'));
+
+    hosts = args.host.map((h, i) => parseHostPass(h, `--host #${i + 1}`));
+    if (args['hosts-file']) {
+      let text;
+      try {
+        text = readFileSync(args['hosts-file'], 'utf8');
+      } catch (err) {
+        fail(`cannot read --hosts-file ${args['hosts-file']}: ${err.code ?? err.message}`);
+      }
+      text.split('\n').forEach((line, n) => {
+        const t = line.trim();
+        if (t === '' || t.startsWith('#')) return;
+        hosts.push(parseHostPass(t, `${args['hosts-file']}:${n + 1}`));
+      });
+    }
+    const seen = new Set();
+    for (const { host } of hosts) {
+      if (seen.has(host)) fail(`host ${host} is listed twice`);
+      seen.add(host);
+    }
   }
 
   let out = '';
@@ -153,8 +226,12 @@ function main() {
     if (args.http !== 'off' && !ADDR_RE.test(args.http)) fail(`--http must be HOST:PORT or "off", got ${JSON.stringify(args.http)}`);
     if (!args['store-dir'].startsWith('/') && !args['store-dir'].startsWith('.')) fail('--store-dir must be a path');
     out += [
-      `# Aegis nats-server config, rendered by scripts/nats-config (fleet ${fleet}, ${hosts.length} host(s)).`,
-      `# Re-render and reload (nats-server --signal reload) when hosts change. Contains passwords: mode 0600.`,
+      operator === undefined
+        ? `# Aegis nats-server config, rendered by scripts/nats-config (fleet ${fleet}, ${hosts.length} host(s)).`
+        : `# Aegis nats-server config in operator mode, rendered by scripts/nats-config.`,
+      operator === undefined
+        ? `# Re-render and reload (nats-server --signal reload) when hosts change. Contains passwords: mode 0600.`
+        : `# Users are JWTs signed by aegis-server; ${operator} next to this file (written by aegis-server)\n# holds the operator and account JWTs. Reload (nats-server --signal reload) after it changes.`,
       `server_name: "aegis-nats"`,
       `listen: ${q(args.listen)}`,
       args.http === 'off' ? '' : `http: ${q(args.http)}`,
@@ -169,12 +246,17 @@ function main() {
       .filter((l, i, a) => !(l === '' && a[i - 1] === ''))
       .join('\n');
   }
-  out += renderAuthorization({ fleet, serverUser, serverPass, hosts });
+  if (tls) out += renderTls(tls) + '\n\n';
+  out += operator === undefined ? renderAuthorization({ fleet, serverUser, serverPass, hosts }) : `include ${q(operator)}\n`;
 
   if (args.output) {
     writeFileSync(args.output, out, { mode: 0o600 });
     chmodSync(args.output, 0o600);
-    process.stderr.write(`nats-config: wrote ${args.output} (server user ${serverUser}, ${hosts.length} agent user(s), fleet ${fleet})\n`);
+    process.stderr.write(
+      operator === undefined
+        ? `nats-config: wrote ${args.output} (server user ${serverUser}, ${hosts.length} agent user(s), fleet ${fleet}${tls ? ', TLS' : ''})\n`
+        : `nats-config: wrote ${args.output} (operator mode, including ${operator}${tls ? ', TLS' : ''})\n`,
+    );
   } else {
     process.stdout.write(out);
   }

@@ -17,6 +17,8 @@ export interface StartNatsOptions {
   config?: string;
   /** Operator-mode fragment (NatsAuthority.renderServerConfig()), included from its own file. */
   operatorConfig?: string;
+  /** More files written into the config's directory first (name → text), e.g. an included fragment. */
+  files?: Record<string, string>;
   /** TLS on the client port: PEM files; `verify` also demands client certificates. */
   tls?: { certFile: string; keyFile: string; caFile?: string; verify?: boolean };
   /** JetStream on (the default) or off. */
@@ -27,6 +29,8 @@ export interface TestNats {
   /** nats://127.0.0.1:<port> */
   url: string;
   port: number;
+  /** The directory of the config file (includes are resolved here). */
+  dir: string;
   storeDir: string;
   /** nats-server's log so far (for assertion messages). */
   log(): string;
@@ -96,6 +100,7 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
   ].join('\n');
   writeFileSync(confPath, conf, { mode: 0o600 });
   if (opts.operatorConfig !== undefined) writeFileSync(operatorConfigPath, opts.operatorConfig, { mode: 0o600 });
+  for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(dir, name), text, { mode: 0o600 });
 
   let proc: ChildProcess | null = null;
 
@@ -152,6 +157,7 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
+    dir,
     storeDir,
     operatorConfigPath,
     log: readLog,

@@ -9,8 +9,10 @@
  * (user public key → time; a user JWT issued at or before it is refused). The new account
  * JWT reaches nats-server two ways: pushed live on $SYS.REQ.ACCOUNT.<account>.CLAIMS.UPDATE
  * through the system account (nats-server then closes the revoked user's connections), and
- * written into the config fragment so a restarted or reloaded nats-server keeps it
- * (`resolver: MEMORY` forgets pushes on restart).
+ * written into the config fragment so a restarted nats-server keeps it (`resolver: MEMORY`
+ * forgets pushes on restart). A config reload (SIGHUP) applies the fragment too, but
+ * nats-server 2.9.10 closes every JWT user's connection on any reload (they reconnect), so
+ * the push is the way to revoke on a running server.
  *
  * Keys live in one directory (0700; seeds 0600, written atomically), with `state.json`
  * listing issued and revoked user keys. One aegis-server owns a directory: two replicas
