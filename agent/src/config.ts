@@ -12,6 +12,10 @@ import { ConfigError } from './errors.js';
 
 export interface AgentConfig {
   server_url: string;
+  /** The server's mTLS agent listener (https://…); empty: agent calls go to server_url with host proofs. */
+  agent_server_url: string;
+  /** A CA certificate file to pin for agent_server_url; empty: the CA the server sent at activation. */
+  ca_cert_path: string;
   nats_url: string;
   fleet: string;
   /** service_id → cgroup path (absolute, or relative to the cgroup v2 mount). */
@@ -45,6 +49,8 @@ export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
 export function defaults(): AgentConfig {
   return {
     server_url: 'http://127.0.0.1:8000',
+    agent_server_url: '',
+    ca_cert_path: '',
     nats_url: 'nats://127.0.0.1:4222',
     fleet: 'default',
     services: {},
@@ -73,6 +79,8 @@ const SCHEMA = {
   additionalProperties: false,
   properties: {
     server_url: { type: 'string', pattern: '^https?://[^\\s]+$' },
+    agent_server_url: { type: 'string', pattern: '^(https://[^\\s]+)?$' },
+    ca_cert_path: { type: 'string', pattern: '^(/.*)?$' },
     nats_url: { type: 'string', pattern: '^((nats|tls)://[^\\s,]+(,(nats|tls)://[^\\s,]+)*)?$' },
     fleet: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
     services: {
@@ -105,6 +113,8 @@ const validate = new Ajv({ allErrors: true, strict: false }).compile(SCHEMA);
 /** Environment variables and the keys they set. */
 const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_SERVER_URL: 'server_url',
+  AEGIS_AGENT_SERVER_URL: 'agent_server_url',
+  AEGIS_CA_CERT_PATH: 'ca_cert_path',
   AEGIS_NATS_URL: 'nats_url',
   NATS_URL: 'nats_url',
   AEGIS_FLEET: 'fleet',

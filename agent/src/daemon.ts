@@ -22,6 +22,7 @@ import { LicenseManager } from './licensing.js';
 import { createAgentLogger, type Logger } from './logger.js';
 import { PolicyManager } from './policy.js';
 import { ServerClient } from './server_client.js';
+import { AgentChannel } from './agent_channel.js';
 import { StateStore } from './state_store.js';
 
 export const AGENT_VERSION: string = (
@@ -81,7 +82,18 @@ export class AgentDaemon {
     this.hw = await hostFingerprint(process.env.AEGIS_HWID_FACTS);
     this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces });
 
+    const channel = c.agent_server_url ? new AgentChannel(c.agent_server_url) : null;
+    let pinnedCa: string | null = null;
+    if (c.ca_cert_path) {
+      try {
+        pinnedCa = readFileSync(c.ca_cert_path, 'utf8');
+      } catch (e) {
+        throw new AgentError('CONFIG_INVALID', `ca_cert_path: ${c.ca_cert_path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { status: 400 });
+      }
+    }
     this.license = new LicenseManager({
+      channel,
+      pinnedCa,
       store: this.store,
       log: this.log,
       server: new ServerClient(c.server_url),
@@ -226,6 +238,14 @@ export class AgentDaemon {
         ? { fleet: this.fleet.fleet, status: this.fleet.claims?.status ?? null, active: this.fleet.active(), seq: this.fleet.seq, last_rejection: this.fleet.lastRejection }
         : null,
       nats: { url: this.config.nats_url || null, connected: this.bus?.isConnected() ?? false },
+      mtls: this.config.agent_server_url
+        ? {
+            url: this.config.agent_server_url,
+            certificate: lic.certificate,
+            last_ok_at: lic.channel?.lastOkAt ?? null,
+            last_error: lic.channel?.lastError ?? null,
+          }
+        : null,
       snapshot_source: this.seg.lastSource,
       datapath: { available: this.policy.datapathAvailable, reason: this.policy.datapathAvailable ? null : `datapath unavailable: ${this.policy.datapathReason}` },
       token_path: lic.tokenWrittenTo ?? this.config.token_path,

@@ -30,6 +30,9 @@ import { backoffDelay, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js'
 import { verifyLicenseOffline, decodeUnverified } from './license_verifier.js';
 import { JWKS_FILE } from './jwks_cache.js';
 import { ServerError, type ServerClient, type TokenBundle } from './server_client.js';
+import { AGENT_API } from '../../protocol/src/agent_access.js';
+import type { AgentChannel } from './agent_channel.js';
+import { certificateValidity, createHostCsr } from './csr.js';
 import type { StateStore } from './state_store.js';
 
 /**
@@ -39,6 +42,18 @@ import type { StateStore } from './state_store.js';
  */
 export const MACHINE_FILE = 'machine.json';
 export const LICENSE_FILE = 'license.json';
+/** The client certificate for the mTLS agent listener and the CA it pins (issue 7). */
+export const MTLS_FILE = 'mtls.json';
+
+interface CertificateRecord {
+  client_certificate: string;
+  ca_certificate: string;
+  serial: string;
+  /** When this host received it: the server back-dates notBefore for clock skew, so half-life counts from here. */
+  received_at: string;
+  expires_at: string;
+}
+const checkCertificate = (v: unknown) => checkFields(v, ['client_certificate', 'ca_certificate', 'serial', 'received_at', 'expires_at']);
 
 interface MachineRecord {
   machine_id: string;
@@ -80,6 +95,10 @@ export interface LicenseDeps {
   tokenPath: string;
   kmodReloadPath: string;
   backoff?: BackoffPolicy;
+  /** The mTLS channel to the agent listener (agent_server_url), if configured. */
+  channel?: AgentChannel | null;
+  /** A CA pinned by configuration (ca_cert_path); otherwise the one the server sent at activation. */
+  pinnedCa?: string | null;
 }
 
 export class LicenseManager extends EventEmitter {
@@ -89,6 +108,7 @@ export class LicenseManager extends EventEmitter {
   private machine: MachineRecord | null = null;
   private tokens: TokenRecord | null = null;
   private jwks: JSONWebKeySet | null = null;
+  private cert: CertificateRecord | null = null;
   lastError: { code: string; message: string } | null = null;
   retrying = false;
   nextRefreshAt: Date | null = null;
@@ -125,6 +145,62 @@ export class LicenseManager extends EventEmitter {
     return this.tokens?.kernel_token ?? null;
   }
 
+  /** The mTLS channel to the agent listener, when configured. */
+  get channel(): AgentChannel | null {
+    return this.d.channel ?? null;
+  }
+
+  /** The client certificate in use on the mTLS channel, for status. */
+  get certificate(): { serial: string; expires_at: string } | null {
+    return this.cert ? { serial: this.cert.serial, expires_at: this.cert.expires_at } : null;
+  }
+
+  /** Hands a current certificate to the channel; an expired one is kept only for renewal by host proof. */
+  private applyCertificate(): void {
+    const ch = this.d.channel;
+    if (!ch || !this.cert) return;
+    if (Date.parse(this.cert.expires_at) <= Date.now()) {
+      ch.clear();
+      return;
+    }
+    ch.setCredentials({ certificate: this.cert.client_certificate, ca: this.d.pinnedCa ?? this.cert.ca_certificate, privateKey: this.d.identity.privateKey }, this.cert.serial);
+  }
+
+  private async adoptCertificate(bundle: TokenBundle): Promise<void> {
+    if (!bundle.client_certificate || !bundle.ca_certificate) return;
+    const v = certificateValidity(bundle.client_certificate);
+    if (!v) {
+      this.d.log.warn('server sent a client certificate that does not parse; ignoring it');
+      return;
+    }
+    this.cert = {
+      client_certificate: bundle.client_certificate,
+      ca_certificate: bundle.ca_certificate,
+      serial: v.serial,
+      received_at: new Date(Math.max(Date.now(), v.notBefore.getTime())).toISOString(),
+      expires_at: v.notAfter.toISOString(),
+    };
+    await this.d.store.write(MTLS_FILE, this.cert);
+    this.applyCertificate();
+    this.d.log.info('client certificate installed', { serial: v.serial, expires_at: this.cert.expires_at });
+  }
+
+  /** A new certificate is asked for at half its lifetime (or when there is none). */
+  private certRenewalAt(): number | null {
+    if (!this.d.channel) return null;
+    if (!this.cert) return Date.now();
+    return (Date.parse(this.cert.received_at) + Date.parse(this.cert.expires_at)) / 2;
+  }
+
+  private async csr(): Promise<string | undefined> {
+    try {
+      return await createHostCsr(this.d.identity.privateKey, this.d.hostname);
+    } catch (e) {
+      this.d.log.warn('could not create a certificate request', { error: (e as Error).message });
+      return undefined;
+    }
+  }
+
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.chain.then(fn, fn);
     this.chain = p.catch(() => undefined);
@@ -151,6 +227,8 @@ export class LicenseManager extends EventEmitter {
     this.machine = store.read<MachineRecord>(MACHINE_FILE, checkMachine);
     this.tokens = store.read<TokenRecord>(LICENSE_FILE, checkTokens);
     this.jwks = store.read<JSONWebKeySet>(JWKS_FILE, checkJwks);
+    this.cert = store.read<CertificateRecord>(MTLS_FILE, checkCertificate);
+    if (this.machine) this.applyCertificate();
     if (!this.machine) {
       this.tokens = null;
       this.set('community', 'no license activated');
@@ -200,6 +278,7 @@ export class LicenseManager extends EventEmitter {
           hostname: this.d.hostname,
           agent_version: this.d.agentVersion,
           proof: signHostProof(this.d.identity.privateKey, { aud: AUD_ACTIVATION_PROOF, hwid: this.d.hardwareId }),
+          ...(await this.csr().then((csr) => (csr ? { csr } : {}))),
         });
         const now = new Date().toISOString();
         const claims = await this.adopt(bundle, { machine_id: bundle.machine_id, server_url: this.d.server.baseUrl, activated_at: now });
@@ -243,6 +322,7 @@ export class LicenseManager extends EventEmitter {
     this.lastError = null;
     this.attempt = 0;
     this.retrying = false;
+    await this.adoptCertificate(bundle);
     await this.writeKernelToken(tokens.kernel_token);
     this.set('licensed', `${verdict.claims.tier} license ${verdict.claims.license_id}`);
     this.armExpiry();
@@ -267,7 +347,9 @@ export class LicenseManager extends EventEmitter {
 
   private async dropLicense(reason: string): Promise<void> {
     this.clearTimers();
-    for (const f of [LICENSE_FILE, MACHINE_FILE, JWKS_FILE]) this.d.store.remove(f);
+    for (const f of [LICENSE_FILE, MACHINE_FILE, JWKS_FILE, MTLS_FILE]) this.d.store.remove(f);
+    this.cert = null;
+    this.d.channel?.clear();
     this.machine = null;
     this.tokens = null;
     this.jwks = null;
@@ -284,9 +366,21 @@ export class LicenseManager extends EventEmitter {
     const machine = this.machine;
     if (!machine) return;
     try {
-      const bundle = await this.d.server.refresh(
+      const renewAt = this.certRenewalAt();
+      const csr = renewAt !== null && renewAt <= Date.now() ? await this.csr() : undefined;
+      let bundle: TokenBundle | null = null;
+      if (this.d.channel?.ready) {
+        try {
+          bundle = await this.d.channel.call<TokenBundle>('license:refresh', 'POST', AGENT_API.refresh, csr ? { csr } : {});
+        } catch (e) {
+          // The host-proof refresh gives the authoritative answer (and renews a lapsed certificate).
+          this.d.log.warn('refresh over mTLS failed; using the host-proof refresh', { code: (e as AgentError).code, reason: (e as Error).message });
+        }
+      }
+      bundle ??= await this.d.server.refresh(
         machine.machine_id,
         signHostProof(this.d.identity.privateKey, { aud: AUD_REFRESH_PROOF, hwid: this.d.hardwareId }),
+        csr,
       );
       await this.adopt(bundle, machine);
       this.d.log.info('kernel token refreshed', { expires_at: bundle.kernel_token_expires_at });
@@ -327,7 +421,9 @@ export class LicenseManager extends EventEmitter {
       this.schedule(0);
       return;
     }
-    const at = ((iat + exp) / 2) * 1000;
+    let at = ((iat + exp) / 2) * 1000;
+    const certAt = this.certRenewalAt();
+    if (certAt !== null) at = Math.min(at, certAt);
     this.schedule(Math.max(0, at - Date.now()));
   }
 

@@ -19,6 +19,7 @@ import {
   type SegMapClaims,
   type Stage,
 } from '../../protocol/src/index.js';
+import { AGENT_API } from '../../protocol/src/agent_access.js';
 import type { FlowEvent } from './datapath/index.js';
 import type { JwksCache } from './jwks_cache.js';
 import type { LicenseManager } from './licensing.js';
@@ -136,6 +137,21 @@ export class SegClient {
     if (this.bus?.isConnected()) return;
     const identity = this.d.license.proofMaterial();
     if (!identity) return;
+    const channel = this.d.license.channel;
+    if (channel?.ready) {
+      // The mTLS agent listener first; the host-proof route stays the fallback.
+      try {
+        const body = await channel.call<{ messages?: unknown }>('snapshots:read', 'GET', AGENT_API.snapshots);
+        if (!Array.isArray(body.messages)) throw new Error('answer without messages');
+        for (const m of body.messages) if (typeof m === 'string') await this.accept(m, 'http');
+        this.lastFallbackAt = new Date().toISOString();
+        this.lastFallbackError = null;
+        return;
+      } catch (e) {
+        if (this.lastFallbackError !== (e as Error).message) this.d.log.warn('snapshots over mTLS failed; trying the host-proof route', { error: (e as Error).message });
+        this.lastFallbackError = (e as Error).message;
+      }
+    }
     try {
       const proof = signHostProof(identity.privateKey, { aud: AUD_SNAPSHOTS_PROOF, hwid: identity.hardwareId });
       const res = await fetch(new URL(`/api/v1/agents/${encodeURIComponent(this.d.host)}/snapshots`, this.d.serverUrl), {

@@ -38,6 +38,13 @@ export interface TokenBundle {
   kernel_token_expires_at: string;
   license_expires_at: string | null;
   jwks: { keys: Array<Record<string, unknown>> };
+  /** Issue 7: present when the server runs a CA (the CA to pin), and the certificate issued for a CSR. */
+  ca_certificate?: string;
+  trust_domain?: string;
+  client_certificate?: string;
+  client_certificate_serial?: string;
+  client_certificate_expires_at?: string;
+  spiffe_id?: string;
 }
 
 export interface ActivationRequest {
@@ -47,6 +54,8 @@ export interface ActivationRequest {
   hostname: string;
   agent_version: string;
   proof: string;
+  /** PKCS#10 request for the host key: the server answers with a client certificate. */
+  csr?: string;
 }
 
 export class ServerClient {
@@ -92,8 +101,8 @@ export class ServerClient {
     return this.call('POST', '/api/v1/activations', req);
   }
 
-  refresh(machineId: string, proof: string): Promise<TokenBundle> {
-    return this.call('POST', `/api/v1/machines/${encodeURIComponent(machineId)}/refresh`, { proof });
+  refresh(machineId: string, proof: string, csr?: string): Promise<TokenBundle> {
+    return this.call('POST', `/api/v1/machines/${encodeURIComponent(machineId)}/refresh`, csr ? { proof, csr } : { proof });
   }
 
   deactivate(machineId: string, proof: string): Promise<unknown> {
