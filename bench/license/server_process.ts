@@ -19,7 +19,7 @@ const app = await startApp(
   loadConfig({ listen: '127.0.0.1:0', database: process.env.DATABASE_URL ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, {}),
   {
     logger: createLogger({ silent: true }),
-    limits: { activationPerIp: unlimited, activationPerLicense: unlimited, refreshPerIp: unlimited, refreshPerMachine: unlimited, validatePerIp: unlimited },
+    limits: { activationPerIp: unlimited, activationPerLicense: unlimited, refreshPerIp: unlimited, refreshPerMachine: unlimited, validatePerIp: unlimited, validatePerLicense: unlimited },
   },
 );
 const admin = await app.apiKeys.create('bench', [...SCOPES]);

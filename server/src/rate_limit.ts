@@ -59,6 +59,7 @@ export interface RateLimits {
   refreshPerMachine: Limit;
   refreshPerIp: Limit;
   validatePerIp: Limit;
+  validatePerLicense: Limit;
 }
 
 export const DEFAULT_RATE_LIMITS: RateLimits = {
@@ -67,4 +68,5 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
   refreshPerMachine: { burst: 10, perMinute: 10 },
   refreshPerIp: { burst: 120, perMinute: 120 },
   validatePerIp: { burst: 600, perMinute: 600 },
+  validatePerLicense: { burst: 120, perMinute: 120 },
 };

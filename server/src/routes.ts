@@ -19,6 +19,7 @@ import type { Customers, CustomerInput } from './customers.js';
 import { LICENSE_STATUSES, type Licenses, type IssueInput, type LicenseStatus } from './licenses.js';
 import { Refusal, type Activations, type ActivationInput } from './activations.js';
 import { validateLicenseToken, type ValidateInput } from './license_validation.js';
+import { decodeCompact } from './tokens.js';
 import { parsePage } from './pagination.js';
 import type { RateLimiter, RateLimits } from './rate_limit.js';
 import { Router, type Request, type Reply } from './http/router.js';
@@ -287,6 +288,10 @@ export function buildRouter(d: RouteDeps): Router {
   r.add('POST', '/api/v1/licenses/validate', async (req) => {
     d.limiter.take(`validate:ip:${req.clientIp}`, d.limits.validatePerIp);
     const input = validateBody(req.body);
+    // Per license too (from the unverified claims: a forged license_id only spends the
+    // budget of the license it names, and verification follows regardless).
+    const named = decodeCompact(input.token)?.payload.license_id;
+    if (typeof named === 'string' && named.length <= 64) d.limiter.take(`validate:license:${named}`, d.limits.validatePerLicense);
     const result = await validateLicenseToken(ctx.db, ctx.clock, ctx.tokens, input);
     if (!result.valid) {
       const c = result.claims ?? {};

@@ -479,6 +479,21 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
     } finally {
       await limited.close();
     }
+    const perLicense = await startTestServer({ databaseUrl: await newDatabase(), limits: { validatePerLicense: { burst: 2, perMinute: 2 } } });
+    try {
+      const c = await perLicense.req('POST', '/api/v1/customers', { name: 'RL' });
+      const issue = async () => (await perLicense.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'basic', license_type: 'perpetual' })).body.license_key;
+      const tokenOf = async (key: string) => {
+        const h = new TestHost(`rl-${key.slice(-5)}`);
+        return (await perLicense.req('POST', '/api/v1/activations', h.activation(key), { key: null })).body.license_token as string;
+      };
+      const [t1, t2] = [await tokenOf(await issue()), await tokenOf(await issue())];
+      const v = async (token: string) => (await perLicense.req('POST', '/api/v1/licenses/validate', { token }, { key: null })).status;
+      t.same([await v(t1), await v(t1), await v(t1)], [200, 200, 429], 'validation limited per license');
+      t.equal(await v(t2), 200, 'another license has its own budget');
+    } finally {
+      await perLicense.close();
+    }
   });
 
   t.test('refuses to start on a private key others can read', async (t) => {

@@ -78,6 +78,7 @@ export async function startTestServer(
     refreshPerIp: { burst: 100000, perMinute: 100000 },
     refreshPerMachine: { burst: 100000, perMinute: 100000 },
     validatePerIp: { burst: 100000, perMinute: 100000 },
+    validatePerLicense: { burst: 100000, perMinute: 100000 },
     ...opts.limits,
   };
   const app = await startApp(config, { clock, limits, logger: createLogger({ silent: true }) });
