@@ -32,9 +32,12 @@ export interface AgentConfig {
   hostname: string;
   /** Where the kernel module takes its reload trigger. */
   kmod_reload_path: string;
-  /** NATS credentials of this host (empty: none). */
+  /** NATS credentials of this host (empty: none); a .creds file wins over user/password. */
   nats_user: string;
   nats_password: string;
+  nats_creds_file: string;
+  /** CA that signed nats-server's certificate (TLS to NATS). */
+  nats_tls_ca: string;
   /** Seed 002's fleet key, 32 bytes base64 (AEGIS_FLEET_KEY), or a 0600 file holding it. */
   fleet_key: string;
   fleet_key_file: string;
@@ -66,6 +69,8 @@ export function defaults(): AgentConfig {
     kmod_reload_path: '/sys/kernel/aegis/reload',
     nats_user: '',
     nats_password: '',
+    nats_creds_file: '',
+    nats_tls_ca: '',
     fleet_key: '',
     fleet_key_file: '',
     license_key_path: '',
@@ -100,6 +105,8 @@ const SCHEMA = {
     kmod_reload_path: { type: 'string', pattern: '^/' },
     nats_user: { type: 'string', maxLength: 256 },
     nats_password: { type: 'string', maxLength: 1024 },
+    nats_creds_file: { type: 'string', pattern: '^(/.*)?$' },
+    nats_tls_ca: { type: 'string', pattern: '^(/.*)?$' },
     fleet_key: { type: 'string', maxLength: 128 },
     fleet_key_file: { type: 'string', pattern: '^(/.*)?$' },
     license_key_path: { type: 'string', pattern: '^(/.*)?$' },
@@ -130,6 +137,8 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_KMOD_RELOAD_PATH: 'kmod_reload_path',
   AEGIS_NATS_USER: 'nats_user',
   AEGIS_NATS_PASSWORD: 'nats_password',
+  AEGIS_NATS_CREDS: 'nats_creds_file',
+  AEGIS_NATS_CA: 'nats_tls_ca',
   AEGIS_FLEET_KEY: 'fleet_key',
   AEGIS_FLEET_KEY_FILE: 'fleet_key_file',
   LICENSE_KEY_PATH: 'license_key_path',

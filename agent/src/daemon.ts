@@ -3,7 +3,7 @@
  * fingerprint, cached license verified offline, datapath pins, cached snapshots) is
  * restored *before* READY=1; nothing before READY waits on the network.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { normalizeLicenseKey, type Feature, type Tier } from '../../protocol/src/index.js';
@@ -18,7 +18,7 @@ import { AgentError } from './errors.js';
 import { hostFingerprint, type HardwareReport } from './hwid.js';
 import { loadOrCreateHostKey, type HostIdentity } from './host_identity.js';
 import { decodeUnverified } from './license_verifier.js';
-import { LicenseManager } from './licensing.js';
+import { LicenseManager, NATS_CREDS_FILE } from './licensing.js';
 import { createAgentLogger, type Logger } from './logger.js';
 import { PolicyManager } from './policy.js';
 import { ServerClient } from './server_client.js';
@@ -43,6 +43,7 @@ export class AgentDaemon {
   private fleet: FleetLicense | null = null;
   private seg!: SegClient;
   private bus: AgentBus | null = null;
+  private busCreds: string | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private readonly startedAt = Date.now();
   private stopping: Promise<void> | null = null;
@@ -122,7 +123,12 @@ export class AgentDaemon {
     await this.policy.open();
     await this.policy.setFeatures(this.editionInfo().features);
     await this.policy.restore();
-    this.license.on('change', () => this.featuresChanged());
+    this.license.on('change', () => {
+      this.featuresChanged();
+      // Deactivated: the issued NATS user is revoked; stop using it.
+      if (this.busCreds && !this.config.nats_creds_file && this.license.machineId === null) void this.natsCredentialsChanged();
+    });
+    this.license.on('nats-credentials', () => void this.natsCredentialsChanged());
     this.seg = new SegClient({
       host: c.hostname,
       serverUrl: c.server_url,
@@ -159,6 +165,25 @@ export class AgentDaemon {
    * force. A host without a fleet license waits at most 10 s for one, then runs as the
    * community edition (a later envelope still licenses it).
    */
+  /** The configured .creds file, else the one issued at activation, else none. */
+  private natsCredsFile(): string | null {
+    if (this.config.nats_creds_file) return this.config.nats_creds_file;
+    const issued = this.store.path(NATS_CREDS_FILE);
+    return existsSync(issued) ? issued : null;
+  }
+
+  /** New NATS credentials (activation) or none any more (deactivation): reconnect with what is there now. */
+  private async natsCredentialsChanged(): Promise<void> {
+    if (!this.config.nats_url || this.config.nats_creds_file) return;
+    const now = this.natsCredsFile();
+    if (now === this.busCreds && this.bus) return;
+    const old = this.bus;
+    this.bus = null;
+    await this.seg.detachBus();
+    await old?.close().catch(() => undefined);
+    await this.connectNats();
+  }
+
   private async connectNats(): Promise<void> {
     const c = this.config;
     const started = Date.now();
@@ -175,13 +200,16 @@ export class AgentDaemon {
       return;
     }
     try {
+      const credsFile = this.natsCredsFile();
       const bus = await AgentBus.connect({
         url: c.nats_url.split(','),
-        ...(c.nats_user ? { user: c.nats_user, pass: c.nats_password } : {}),
+        ...(credsFile ? { credsFile } : c.nats_user ? { user: c.nats_user, pass: c.nats_password } : {}),
+        ...(c.nats_tls_ca ? { tls: { caFile: c.nats_tls_ca } } : {}),
         host: c.hostname,
         log: this.log,
         waitOnFirstConnect: true,
       });
+      this.busCreds = credsFile;
       if (this.stopping) {
         await bus.close();
         return;

@@ -41,6 +41,8 @@ import type { StateStore } from './state_store.js';
  * license.json (the tokens) and jwks.json (the keys that verify them offline).
  */
 export const MACHINE_FILE = 'machine.json';
+/** NATS credentials issued at activation (a .creds file). */
+export const NATS_CREDS_FILE = 'nats.creds';
 export const LICENSE_FILE = 'license.json';
 /** The client certificate for the mTLS agent listener and the CA it pins (issue 7). */
 export const MTLS_FILE = 'mtls.json';
@@ -312,6 +314,11 @@ export class LicenseManager extends EventEmitter {
       license_expires_at: bundle.license_expires_at,
       last_refresh_at: new Date().toISOString(),
     };
+    if (bundle.nats?.creds) {
+      // A secret: 0600 in the state dir. The daemon (re)connects NATS with it.
+      await writeFileAtomic(this.d.store.path(NATS_CREDS_FILE), bundle.nats.creds, { mode: 0o600 });
+      this.emit('nats-credentials');
+    }
     await this.d.store.write(MACHINE_FILE, machine);
     await this.d.store.write(JWKS_FILE, jwks);
     await this.d.store.write(LICENSE_FILE, tokens);
@@ -347,7 +354,7 @@ export class LicenseManager extends EventEmitter {
 
   private async dropLicense(reason: string): Promise<void> {
     this.clearTimers();
-    for (const f of [LICENSE_FILE, MACHINE_FILE, JWKS_FILE, MTLS_FILE]) this.d.store.remove(f);
+    for (const f of [LICENSE_FILE, MACHINE_FILE, JWKS_FILE, MTLS_FILE, NATS_CREDS_FILE]) this.d.store.remove(f);
     this.cert = null;
     this.d.channel?.clear();
     this.machine = null;

@@ -128,6 +128,11 @@ export class SegClient {
     await bus.watchSegMaps(this.d.policy.configuredServiceIds(), (_subject, data) => void this.accept(data, 'nats'));
   }
 
+  /** The bus is being replaced (new credentials): stop using it. */
+  async detachBus(): Promise<void> {
+    this.bus = null;
+  }
+
   async servicesChanged(): Promise<void> {
     await this.bus?.setServiceIds(this.d.policy.configuredServiceIds());
   }

@@ -45,6 +45,8 @@ export interface TokenBundle {
   client_certificate_serial?: string;
   client_certificate_expires_at?: string;
   spiffe_id?: string;
+  /** Per-host NATS credentials, when the server runs NATS in operator mode. */
+  nats?: { creds: string; user_public_key: string; expires_at: string | null };
 }
 
 export interface ActivationRequest {

@@ -29,6 +29,8 @@ import { AgentRegistry } from './seg/agents.js';
 import { Orchestrator } from './seg/orchestrator.js';
 import { startDistribution, type Distribution } from './seg/distribution.js';
 import { FleetLicensePublisher } from './seg/fleet_publisher.js';
+import { NatsAuthority } from './nats/credentials.js';
+import { join } from 'node:path';
 import { TokenService } from './tokens.js';
 import { pruneProofs } from './host_proof.js';
 import type { ServerConfig } from './config.js';
@@ -92,7 +94,17 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     throw err;
   }
   const agentTokens = new AgentTokens(db, clock, tokens);
+  // Operator mode: per-agent NATS credentials, issued at activation, revoked with the machine.
+  const natsAuthority =
+    config.natsUrl && config.natsOperatorConfig
+      ? await NatsAuthority.open({
+          dir: join(config.keysDir, 'nats'),
+          configPath: config.natsOperatorConfig,
+          push: { url: config.natsUrl.split(','), ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}) },
+        })
+      : null;
   const router = buildRouter({
+    nats: natsAuthority,
     customers: new Customers(db, clock),
     licenses: new Licenses(db, clock),
     activations,
@@ -130,7 +142,14 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
       fleet = new FleetLicensePublisher(db, clock, tokens, key, (f, sealed) => distribution!.bus()!.publishLicense(f, sealed), (m, meta) => log.warn(m, meta));
     }
     distribution = startDistribution(
-      { natsUrl: config.natsUrl, user: config.natsUser || undefined, pass: config.natsPassword, republishMs: config.segRepublishSeconds * 1000 },
+      {
+        natsUrl: config.natsUrl,
+        user: config.natsUser || undefined,
+        pass: config.natsPassword,
+        ...(natsAuthority ? { creds: (await natsAuthority.issueServerCredentials()).creds } : {}),
+        ...(config.natsCa ? { caFile: config.natsCa } : {}),
+        republishMs: config.segRepublishSeconds * 1000,
+      },
       { ctx, orchestrator, agents, fleet, log },
     );
   }

@@ -17,6 +17,14 @@ export interface ServerConfig {
   natsPassword: string;
   /** Seed 002's fleet key (AEGIS_FLEET_KEY, or AEGIS_FLEET_KEY_FILE, 0600); null: no license envelopes. */
   fleetKey: Buffer | null;
+  /**
+   * Operator mode (issue 7): the config fragment nats-server includes. When set, the
+   * server issues per-agent NATS credentials at activation and revokes them on
+   * deactivation; it connects to NATS with its own issued credentials.
+   */
+  natsOperatorConfig: string;
+  /** CA that signed nats-server's certificate (TLS to NATS). */
+  natsCa: string;
   /** How often current snapshots are republished (the TTL renewal hosts see). */
   segRepublishSeconds: number;
   /** The PKI directory (`aegis-server pki init`): CA that issues machine certificates. */
@@ -116,6 +124,8 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     natsUser: env.AEGIS_NATS_USER ?? '',
     natsPassword: env.AEGIS_NATS_PASSWORD ?? '',
     fleetKey: fleetKeyFrom(env),
+    natsOperatorConfig: env.AEGIS_NATS_OPERATOR_CONFIG ?? '',
+    natsCa: env.AEGIS_NATS_CA ?? '',
     segRepublishSeconds: republish,
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
     keysDir,

@@ -20,6 +20,7 @@ import { LICENSE_STATUSES, type Licenses, type IssueInput, type LicenseStatus } 
 import { Refusal, type Activations, type ActivationInput } from './activations.js';
 import { validateLicenseToken, type ValidateInput } from './license_validation.js';
 import { decodeCompact } from './tokens.js';
+import type { NatsAuthority } from './nats/credentials.js';
 import { parsePage } from './pagination.js';
 import type { RateLimiter, RateLimits } from './rate_limit.js';
 import { Router, type Request, type Reply } from './http/router.js';
@@ -135,6 +136,8 @@ export interface RouteDeps {
   certs?: MachineCertificates;
   /** Issues client certificates from activation/refresh CSRs when a CA is configured. */
   issuer?: CertificateIssuer | null;
+  /** Per-agent NATS credentials (operator mode), when configured. */
+  nats?: NatsAuthority | null;
 }
 
 export function buildRouter(d: RouteDeps): Router {
@@ -142,6 +145,24 @@ export function buildRouter(d: RouteDeps): Router {
   const { ctx } = d;
 
   const authorize = (req: Request, scope: Scope): Promise<ApiPrincipal> => authorizeKey(d.apiKeys, req, scope);
+
+  /** NATS credentials for an activated host (operator mode only; host names with dots get none). */
+  async function natsCredentials(licenseId: string, machineId: string, host: string): Promise<{ nats?: { creds: string; user_public_key: string; expires_at: string | null } }> {
+    if (!d.nats || !/^[A-Za-z0-9_-]{1,128}$/.test(host)) return {};
+    const lic = await ctx.db.selectFrom('licenses').select('fleet').where('id', '=', licenseId).executeTakeFirst();
+    const c = await d.nats.issueAgentCredentials({ host, fleet: lic?.fleet ?? 'default', machineId });
+    return { nats: { creds: c.creds, user_public_key: c.userPublicKey, expires_at: c.expiresAt?.toISOString() ?? null } };
+  }
+
+  async function revokeNats(machineId: string): Promise<void> {
+    if (!d.nats) return;
+    const r = await d.nats.revokeAgent(machineId);
+    // Recorded in the config fragment either way; not pushed means live connections of
+    // that user last until nats-server reloads its config.
+    if (r.revoked && !r.pushed) {
+      await d.audit.record({ event_type: 'nats.revocation_not_pushed', outcome: 'refused', actor: 'aegis-server', machine_id: machineId, reason: String(r.pushError ?? 'unknown') });
+    }
+  }
 
   /** Records a refusal (with the ids a Refusal carries) and rethrows it. */
   async function refused(err: unknown, e: Omit<AuditEntry, 'outcome' | 'reason'>): Promise<never> {
@@ -277,6 +298,7 @@ export function buildRouter(d: RouteDeps): Router {
       const { reason } = revokeBody(req.body);
       const { license, changed } = await d.licenses.revoke(req.params.id!, reason);
       await d.certs?.revokeLicense(license.id);
+      if (d.nats) for (const m of await d.licenses.machines(license.id)) await revokeNats(m.id);
       if (changed) {
         await d.audit.record({ event_type: 'license.revoked', actor: actorOf(p), license_id: license.id, customer_id: license.customer_id, client_ip: req.clientIp, reason });
         ctx.events.emit('license.changed', license.id);
@@ -339,7 +361,7 @@ export function buildRouter(d: RouteDeps): Router {
     });
     const { created, license_id: _l, customer_id: _c, ...response } = result;
     const certificate = d.issuer ? await d.issuer.issue(result.machine_id, certKey, result.license_expires_at) : {};
-    return ok({ ...response, ...certificate }, created ? 201 : 200);
+    return ok({ ...response, ...certificate, ...(await natsCredentials(result.license_id, result.machine_id, input.hostname)) }, created ? 201 : 200);
   });
   r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
     const id = req.params.id!;
@@ -377,8 +399,10 @@ export function buildRouter(d: RouteDeps): Router {
       }
       try {
         const res = await d.activations.deactivate(id, auth);
-        // Its certificates stop working at once (the agent listener checks serials).
+        // Its certificates stop working at once (the agent listener checks serials), and
+        // so does its NATS user.
         await d.certs?.revokeMachine(id);
+        await revokeNats(id);
         await d.audit.record({ event_type: 'machine.deactivated', actor, machine_id: id, license_id: res.license_id, customer_id: res.customer_id, client_ip: req.clientIp });
         return ok(res.machine);
       } catch (e) {

@@ -54,12 +54,15 @@ export async function startTestServer(
     natsPassword?: string;
     fleetKey?: string;
     republishSeconds?: number;
+    /** Use this keys directory (e.g. one whose NATS authority rendered nats-server's config). */
+    keysDir?: string;
+    natsOperatorConfig?: string;
   } = {},
 ): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-srv-'));
-  const keysDir = join(dir, 'keys');
+  const keysDir = opts.keysDir ?? join(dir, 'keys');
   const keys = KeyStore.open(keysDir);
-  keys.generate();
+  if (keys.activeKid() === null) keys.generate();
   const clock = new TestClock();
   const config = loadConfig(
     { listen: '127.0.0.1:0', database: opts.databaseUrl ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir, natsUrl: opts.natsUrl ?? '' },
@@ -68,6 +71,7 @@ export async function startTestServer(
       AEGIS_KERNEL_TOKEN_TTL: String(opts.kernelTokenTtlSeconds ?? 3600),
       AEGIS_SEG_REPUBLISH_SECONDS: String(opts.republishSeconds ?? 20),
       ...(opts.fleetKey ? { AEGIS_FLEET_KEY: opts.fleetKey } : {}),
+      ...(opts.natsOperatorConfig ? { AEGIS_NATS_OPERATOR_CONFIG: opts.natsOperatorConfig } : {}),
       ...(opts.natsUser ? { AEGIS_NATS_USER: opts.natsUser, AEGIS_NATS_PASSWORD: opts.natsPassword ?? '' } : {}),
     },
   );

@@ -17,6 +17,9 @@ export interface DistributionOptions {
   natsUrl: string;
   user?: string;
   pass?: string;
+  /** Issued credentials (.creds text); wins over user/pass. */
+  creds?: string;
+  caFile?: string;
   republishMs: number;
 }
 
@@ -42,7 +45,12 @@ export function startDistribution(
   async function run(): Promise<void> {
     for (let attempt = 0; !closed; attempt++) {
       try {
-        bus = await ServerBus.connect({ url: o.natsUrl.split(','), ...(o.user ? { user: o.user, pass: o.pass ?? '' } : {}), log: d.log });
+        bus = await ServerBus.connect({
+          url: o.natsUrl.split(','),
+          ...(o.creds ? { creds: o.creds } : o.user ? { user: o.user, pass: o.pass ?? '' } : {}),
+          ...(o.caFile ? { tls: { caFile: o.caFile } } : {}),
+          log: d.log,
+        });
         break;
       } catch (e) {
         const wait = backoffMs(attempt);

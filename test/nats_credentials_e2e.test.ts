@@ -1,0 +1,79 @@
+/**
+ * Issue 7, NATS half, end to end: nats-server in operator mode with aegis-server's
+ * account; a host gets its own NATS credentials at activation, uses them to receive its
+ * snapshots, and loses them at deactivation (revocation pushed to nats-server).
+ */
+import t from 'tap';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as natsConnect, credsAuthenticator, StringCodec } from 'nats';
+import { readFileSync } from 'node:fs';
+import { NatsAuthority } from '../server/src/nats/credentials.js';
+import { startNats } from './harness/nats.js';
+import { startTestServer } from './harness/server.js';
+import { agentDir, cleanupDir, startAgent } from './harness/agent.js';
+import { requireCapability, missingCommand } from './harness/capabilities.js';
+
+t.test('per-host NATS credentials: issued at activation, used, revoked at deactivation', async (t) => {
+  if (!requireCapability(t, missingCommand('nats-server'))) return;
+  const keysDir = mkdtempSync(join(tmpdir(), 'aegis-natskeys-'));
+  t.teardown(() => rmSync(keysDir, { recursive: true, force: true }));
+  const authority = await NatsAuthority.open({ dir: join(keysDir, 'nats') });
+  const nats = await startNats({ operatorConfig: authority.renderServerConfig() });
+  t.teardown(() => nats.stop());
+  const s = await startTestServer({ keysDir, natsUrl: nats.url, natsOperatorConfig: nats.operatorConfigPath, republishSeconds: 1 });
+  t.teardown(() => s.close());
+
+  const host = `creds-${process.pid}`;
+  const dir = agentDir();
+  t.teardown(() => cleanupDir(dir));
+  const agent = await startAgent({
+    serverUrl: s.url,
+    dir,
+    services: { '31': '/nonexistent-cgroup-for-nats-test' },
+    hardwareFacts: { machine_id: host },
+    extraConfig: { hostname: host, nats_url: nats.url, fallback_interval_seconds: 3600 },
+  });
+  await agent.waitReady();
+  t.teardown(() => agent.stop());
+  t.equal((await agent.api('GET', '/v1/status')).body.nats.connected, false, 'no credentials before activation: not on NATS');
+
+  const cust = await s.req('POST', '/api/v1/customers', { name: 'NATS creds' });
+  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
+  t.equal((await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key })).status, 200);
+  const credsPath = join(agent.stateDir, 'nats.creds');
+  await agent.waitFor(() => agent.logs.some((l) => l.includes('connected to NATS')), 15_000, 'NATS with issued credentials');
+  t.equal(statSync(credsPath).mode & 0o777, 0o600, 'credentials kept 0600');
+
+  // The issued user may read its own subjects only.
+  const sc = StringCodec();
+  const creds = readFileSync(credsPath);
+  const nc = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), inboxPrefix: `_INBOX.${host}` });
+  const denied: string[] = [];
+  (async () => {
+    for await (const st of nc.status()) if (st.type === 'error' || String(st.data).includes('Permissions')) denied.push(String(st.data));
+  })().catch(() => undefined);
+  nc.publish('aegis.seg.maps._all.31', sc.encode('forged'));
+  nc.subscribe('aegis.seg.maps.other-host.>');
+  await nc.flush();
+  await new Promise((r) => setTimeout(r, 500));
+  t.ok(denied.length >= 1, `nats-server refused the issued user outside its subjects: ${denied.join(' | ')}`);
+  await nc.close().catch(() => undefined);
+
+  const posted = await s.req('POST', `/seg/maps?target_host=${host}`, { version: 1, service_id: 31, edges: [], ttl_seconds: 600 });
+  await agent.waitFor(() => agent.logs.some((l) => l.includes('snapshot applied') && l.includes('"source":"nats"')), 15_000, 'snapshot over NATS');
+  t.equal((await agent.api('GET', '/v1/snapshots')).body.services[0].revision, posted.body.revision, 'snapshot received with the issued credentials');
+
+  t.equal((await agent.api('POST', '/v1/deactivate')).status, 200);
+  // The server revoked the user: a connection with the old credentials is refused.
+  const again = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), reconnect: false, timeout: 3000 }).then(
+    (c) => c.close().then(() => 'connected'),
+    (e: Error) => e.message,
+  );
+  t.match(again, /authorization|authentication|revoked/i, `revoked credentials refused: ${again}`);
+  await agent.waitFor(() => !existsSync(credsPath), 5000, 'credentials removed');
+  t.pass('the agent dropped its credentials');
+  const st = (await agent.api('GET', '/v1/status')).body;
+  t.equal(st.nats.connected, false, 'off NATS after deactivation');
+});
