@@ -11,18 +11,22 @@ import { connect as natsConnect, credsAuthenticator, StringCodec } from 'nats';
 import { readFileSync } from 'node:fs';
 import { NatsAuthority } from '../server/src/nats/credentials.js';
 import { startNats } from './harness/nats.js';
+import { makeTestCa } from './harness/tls.js';
 import { startTestServer } from './harness/server.js';
 import { agentDir, cleanupDir, startAgent } from './harness/agent.js';
 import { requireCapability, missingCommand } from './harness/capabilities.js';
 
-t.test('per-host NATS credentials: issued at activation, used, revoked at deactivation', async (t) => {
+t.test('per-host NATS credentials over TLS: issued at activation, used, revoked at deactivation', async (t) => {
   if (!requireCapability(t, missingCommand('nats-server'))) return;
   const keysDir = mkdtempSync(join(tmpdir(), 'aegis-natskeys-'));
   t.teardown(() => rmSync(keysDir, { recursive: true, force: true }));
+  const ca = await makeTestCa();
+  t.teardown(() => ca.cleanup());
+  const leaf = await ca.issue({ cn: 'nats', dns: ['localhost'], ips: ['127.0.0.1'] });
   const authority = await NatsAuthority.open({ dir: join(keysDir, 'nats') });
-  const nats = await startNats({ operatorConfig: authority.renderServerConfig() });
+  const nats = await startNats({ operatorConfig: authority.renderServerConfig(), tls: leaf });
   t.teardown(() => nats.stop());
-  const s = await startTestServer({ keysDir, natsUrl: nats.url, natsOperatorConfig: nats.operatorConfigPath, republishSeconds: 1 });
+  const s = await startTestServer({ keysDir, natsUrl: nats.url, natsOperatorConfig: nats.operatorConfigPath, natsCa: ca.caFile, republishSeconds: 1 });
   t.teardown(() => s.close());
 
   const host = `creds-${process.pid}`;
@@ -33,7 +37,7 @@ t.test('per-host NATS credentials: issued at activation, used, revoked at deacti
     dir,
     services: { '31': '/nonexistent-cgroup-for-nats-test' },
     hardwareFacts: { machine_id: host },
-    extraConfig: { hostname: host, nats_url: nats.url, fallback_interval_seconds: 3600 },
+    extraConfig: { hostname: host, nats_url: nats.url, nats_tls_ca: ca.caFile, fallback_interval_seconds: 3600 },
   });
   await agent.waitReady();
   t.teardown(() => agent.stop());
@@ -49,7 +53,13 @@ t.test('per-host NATS credentials: issued at activation, used, revoked at deacti
   // The issued user may read its own subjects only.
   const sc = StringCodec();
   const creds = readFileSync(credsPath);
-  const nc = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), inboxPrefix: `_INBOX.${host}` });
+  const tls = { caFile: ca.caFile };
+  const plain = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), reconnect: false, timeout: 3000 }).then(
+    (c) => c.close().then(() => 'connected'),
+    (e: Error) => e.message,
+  );
+  t.not(plain, 'connected', `TLS required: a client without the CA is refused (${plain})`);
+  const nc = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), inboxPrefix: `_INBOX.${host}`, tls });
   const denied: string[] = [];
   (async () => {
     for await (const st of nc.status()) if (st.type === 'error' || String(st.data).includes('Permissions')) denied.push(String(st.data));
@@ -67,7 +77,7 @@ t.test('per-host NATS credentials: issued at activation, used, revoked at deacti
 
   t.equal((await agent.api('POST', '/v1/deactivate')).status, 200);
   // The server revoked the user: a connection with the old credentials is refused.
-  const again = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), reconnect: false, timeout: 3000 }).then(
+  const again = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), reconnect: false, timeout: 3000, tls }).then(
     (c) => c.close().then(() => 'connected'),
     (e: Error) => e.message,
   );

@@ -57,6 +57,7 @@ export async function startTestServer(
     /** Use this keys directory (e.g. one whose NATS authority rendered nats-server's config). */
     keysDir?: string;
     natsOperatorConfig?: string;
+    natsCa?: string;
   } = {},
 ): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-srv-'));
@@ -72,6 +73,7 @@ export async function startTestServer(
       AEGIS_SEG_REPUBLISH_SECONDS: String(opts.republishSeconds ?? 20),
       ...(opts.fleetKey ? { AEGIS_FLEET_KEY: opts.fleetKey } : {}),
       ...(opts.natsOperatorConfig ? { AEGIS_NATS_OPERATOR_CONFIG: opts.natsOperatorConfig } : {}),
+      ...(opts.natsCa ? { AEGIS_NATS_CA: opts.natsCa } : {}),
       ...(opts.natsUser ? { AEGIS_NATS_USER: opts.natsUser, AEGIS_NATS_PASSWORD: opts.natsPassword ?? '' } : {}),
     },
   );
