@@ -19,6 +19,9 @@ import {
   AUD_REFRESH_PROOF,
   normalizeLicenseKey,
   signHostProof,
+  backoffDelay,
+  DEFAULT_BACKOFF,
+  type BackoffPolicy,
   type Feature,
   type LicenseClaims,
 } from '../../protocol/src/index.js';
@@ -26,7 +29,6 @@ import { writeFileAtomic } from './datapath/index.js';
 import { AgentError } from './errors.js';
 import type { HostIdentity } from './host_identity.js';
 import type { Logger } from './logger.js';
-import { backoffDelay, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js';
 import { verifyLicenseOffline, decodeUnverified } from './license_verifier.js';
 import { JWKS_FILE } from './jwks_cache.js';
 import { ServerError, type ServerClient, type TokenBundle } from './server_client.js';

@@ -57,3 +57,5 @@ export { ENVELOPE_VERSION, FLEET_KEY_BYTES, MAX_ENVELOPE_BYTES, EnvelopeError, p
 export type { SealedEnvelope } from './envelope.js';
 export { AUD_SEG_MAP, AUD_FLEET_LICENSE } from './seg_messages.js';
 export type { SegMapClaims, FleetLicenseClaims, AgentStatusReport, AgentAck, AgentFlowsReport } from './seg_messages.js';
+export { backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
+export type { BackoffPolicy } from './backoff.js';

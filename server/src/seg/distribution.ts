@@ -6,12 +6,15 @@
  * agents' license requests, and records agents' reports.
  */
 import type { Logger } from 'winston';
-import { backoffMs } from './retry.js';
+import { backoffDelay } from '../../../protocol/src/index.js';
 import { ServerBus } from '../nats/seg_bus.js';
 import type { AgentRegistry } from './agents.js';
 import type { FleetLicensePublisher } from './fleet_publisher.js';
 import type { Orchestrator } from './orchestrator.js';
 import type { ServerContext } from '../context.js';
+
+/** NATS connection attempts: at most 30 s apart, so a returning nats-server is found soon. */
+const NATS_CONNECT_BACKOFF = { baseMs: 1000, capMs: 30_000 };
 
 export interface DistributionOptions {
   natsUrl: string;
@@ -53,7 +56,7 @@ export function startDistribution(
         });
         break;
       } catch (e) {
-        const wait = backoffMs(attempt);
+        const wait = backoffDelay(attempt, NATS_CONNECT_BACKOFF);
         d.log.warn('NATS not reachable; snapshots stay available over HTTP', { url: o.natsUrl, error: (e as Error).message, retry_in_ms: wait });
         await new Promise((r) => setTimeout(r, wait));
       }

@@ -1,7 +1,8 @@
 /**
  * Exponential backoff with full jitter (AWS architecture blog's "full jitter"): the n-th
  * wait is uniform in [0, min(cap, base·2^n)], so a fleet that lost its server does not
- * return in lockstep. A server's Retry-After is honoured as a floor.
+ * return in lockstep. Shared by the agent's refresh retries and the server's NATS
+ * connection attempts. Callers honour a server's Retry-After as a floor.
  */
 export interface BackoffPolicy {
   baseMs: number;
