@@ -8,26 +8,14 @@ import { AegisError } from '../../protocol/src/index.js';
 import { ApiKeys, SCOPES } from './api_keys.js';
 import { startApp, SERVER_VERSION } from './app.js';
 import { systemClock } from './clock.js';
-import { loadConfig, type ServerConfig } from './config.js';
+import { loadConfig, type ConfigFlags, type ServerConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
 import { KeyStore } from './keys/keystore.js';
 import { DEFAULT_TRUST_DOMAIN, initPki } from './pki/authority.js';
 
-interface GlobalFlags {
-  listen?: string;
-  database?: string;
-  keysDir?: string;
-  natsUrl?: string;
-  pkiDir?: string;
-  agentListen?: string;
-  sslCert?: string;
-  sslKey?: string;
-  mtlsCa?: string;
-}
-
 function configOf(cmd: Command): ServerConfig {
-  return loadConfig(cmd.optsWithGlobals<GlobalFlags>());
+  return loadConfig(cmd.optsWithGlobals<ConfigFlags>());
 }
 
 async function withDatabase<T>(config: ServerConfig, fn: (keys: ApiKeys) => Promise<T>): Promise<T> {
