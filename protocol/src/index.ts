@@ -59,3 +59,31 @@ export { AUD_SEG_MAP, AUD_FLEET_LICENSE } from './seg_messages.js';
 export type { SegMapClaims, FleetLicenseClaims, AgentStatusReport, AgentAck, AgentFlowsReport } from './seg_messages.js';
 export { backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
 export type { BackoffPolicy } from './backoff.js';
+export { LICENSE_STATUSES } from './wire.js';
+export type {
+  ErrorEnvelope,
+  Paged,
+  Customer,
+  CustomerInput,
+  LicenseStatus,
+  License,
+  IssueLicenseRequest,
+  IssuedLicense,
+  Machine,
+  Jwk,
+  JwksDocument,
+  ValidateRequest,
+  ValidateResult,
+  ActivationRequest,
+  RefreshRequest,
+  CertificateFields,
+  NatsCredentialsField,
+  IssuedTokens,
+  TokenBundle,
+  AgentTokenRequest,
+  IssuedAgentToken,
+  AgentSnapshotsResponse,
+  AcceptedResponse,
+} from './wire.js';
+export { AUD_AGENT_API, AUD_AGENT_TOKEN_PROOF, AGENT_TOKEN_TTL_SECONDS, AGENT_SCOPES, AGENT_API, isAgentScope } from './agent_access.js';
+export type { AgentScope, AgentTokenClaims } from './agent_access.js';

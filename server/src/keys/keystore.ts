@@ -8,7 +8,7 @@ import { generateKeyPairSync, createPrivateKey, createPublicKey, type KeyObject 
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AegisError, publicJwkOf, type Ed25519PublicJwk } from '../../../protocol/src/index.js';
-import { writeFileAtomic } from '../fs_atomic.js';
+import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
 
 export const KID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 

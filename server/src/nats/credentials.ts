@@ -36,7 +36,7 @@ import {
 } from '@nats-io/jwt';
 import { connect, credsAuthenticator, type NatsConnection } from 'nats';
 import { ALL_HOSTS, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD } from '../../../protocol/src/subjects.js';
-import { writeFileAtomic } from '../fs_atomic.js';
+import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
 
 export type NatsAuthorityErrorCode = 'NATS_KEYS' | 'NATS_INSECURE_KEY_FILE' | 'NATS_STATE' | 'NATS_BAD_ARGUMENT' | 'NATS_PUSH_FAILED';
 

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { AegisError, ValidationError, type Ed25519PublicJwk } from '../../../protocol/src/index.js';
-import { writeFileAtomic } from '../fs_atomic.js';
+import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
 import { ED25519, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.js';
 
 export const DEFAULT_TRUST_DOMAIN = 'aegis.local';

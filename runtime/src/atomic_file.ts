@@ -1,8 +1,8 @@
 /**
- * Atomic file replacement for the server's own state (keys, keyring): write a temp file
- * in the same directory, fsync it, rename over the target, fsync the directory. A crash
- * leaves either the old file or the new one, never a torn one. (The agent uses the
- * addon's writer of the same design, which does not need Node's event loop.)
+ * Atomic file replacement for state that must survive a crash (signing keys, keyring,
+ * NATS user registry, the agent's state directory): write a temp file in the same
+ * directory, fsync it, rename over the target, fsync the directory. A crash leaves either
+ * the old file or the new one, never a torn one.
  */
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync, constants } from 'node:fs';
 import { randomBytes } from 'node:crypto';

@@ -1,0 +1,199 @@
+/**
+ * The JSON that aegis-server's HTTP API answers with, as every client reads it. The server
+ * builds these shapes, and the agent and aegisctl parse them, from these declarations
+ * only: a field added or renamed here is added or renamed for all three at once.
+ */
+import type { Feature, LicensedTier, Tier } from './tiers.js';
+import type { LicenseType, ValidationCode } from './claims.js';
+import type { Ed25519PublicJwk } from './jose_keys.js';
+
+/** `{"error":{"code","message","details"}}`: every refusal, from every listener. */
+export interface ErrorEnvelope {
+  error: { code: string; message: string; details?: unknown };
+}
+
+/** A page of a list endpoint (`?limit=&offset=`). */
+export interface Paged<T> {
+  items: T[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+export interface Customer {
+  id: string;
+  name: string;
+  email: string | null;
+  company: string | null;
+  is_active: boolean;
+  created_at: string;
+  updated_at: string;
+}
+
+/** `POST /api/v1/customers` (name required) and `PATCH` (any subset). */
+export interface CustomerInput {
+  name: string;
+  email?: string | null;
+  company?: string | null;
+  is_active?: boolean;
+}
+
+export type LicenseStatus = 'active' | 'expired' | 'revoked';
+export const LICENSE_STATUSES: readonly LicenseStatus[] = ['active', 'expired', 'revoked'];
+
+export interface License {
+  id: string;
+  customer_id: string;
+  tier: Tier;
+  license_type: LicenseType;
+  status: LicenseStatus;
+  key_suffix: string;
+  max_machines: number;
+  allowed_major_versions: string[];
+  features: Feature[];
+  extra_features: Feature[];
+  fleet: string | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+  revoke_reason: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** `POST /api/v1/licenses`. */
+export interface IssueLicenseRequest {
+  customer_id: string;
+  tier: LicensedTier;
+  license_type: LicenseType;
+  expires_at?: string;
+  duration_days?: number;
+  max_machines?: number;
+  allowed_major_versions?: string[];
+  features?: Feature[];
+  fleet?: string;
+}
+
+/** The answer to issuing: the only time the license key is ever shown. */
+export interface IssuedLicense extends License {
+  license_key: string;
+}
+
+export interface Machine {
+  id: string;
+  license_id: string;
+  hardware_id: string;
+  host_key_thumbprint: string;
+  hostname: string;
+  agent_version: string;
+  status: string;
+  activated_at: string;
+  last_seen_at: string;
+  deactivated_at: string | null;
+}
+
+/** One key of `/.well-known/jwks.json`. */
+export interface Jwk {
+  kid: string;
+  alg?: string;
+  kty?: string;
+  crv?: string;
+  use?: string;
+  x?: string;
+}
+
+export interface JwksDocument {
+  keys: Jwk[];
+}
+
+/** `POST /api/v1/licenses/validate`. */
+export interface ValidateRequest {
+  token: string;
+  product?: string;
+  version?: string;
+  hardware_id?: string;
+}
+
+export interface ValidateResult {
+  valid: boolean;
+  code: ValidationCode;
+  message: string;
+  claims?: Record<string, unknown>;
+}
+
+/** `POST /api/v1/activations`. */
+export interface ActivationRequest {
+  license_key: string;
+  hardware_id: string;
+  host_public_key: Ed25519PublicJwk;
+  hostname: string;
+  agent_version: string;
+  /** Host-key proof, `aud: "aegis-activation"`. */
+  proof: string;
+  /** PKCS#10 request for the host key: the server answers with a client certificate. */
+  csr?: string;
+}
+
+/** `POST /api/v1/machines/{id}/refresh` (host proof) and `POST /api/v1/agent/refresh` (mTLS). */
+export interface RefreshRequest {
+  /** Host-key proof, `aud: "aegis-refresh"`; absent on the agent listener. */
+  proof?: string;
+  csr?: string;
+}
+
+/** Added to activation and refresh answers when the server runs a CA. */
+export interface CertificateFields {
+  ca_certificate: string;
+  trust_domain: string;
+  client_certificate?: string;
+  client_certificate_serial?: string;
+  client_certificate_expires_at?: string;
+  spiffe_id?: string;
+}
+
+/** Per-host NATS credentials, when the server runs NATS in operator mode. */
+export interface NatsCredentialsField {
+  creds: string;
+  user_public_key: string;
+  expires_at: string | null;
+}
+
+/** The tokens a machine holds, fresh after every activation and refresh. */
+export interface IssuedTokens {
+  machine_id: string;
+  license_token: string;
+  kernel_token: string;
+  kernel_token_expires_at: string;
+  license_expires_at: string | null;
+  jwks: JwksDocument;
+}
+
+/** Answer to activation (201 new seat, 200 same machine again) and to both refresh routes. */
+export type TokenBundle = IssuedTokens & Partial<CertificateFields> & { nats?: NatsCredentialsField };
+
+/** `POST /api/v1/agent/token`. */
+export interface AgentTokenRequest {
+  scope?: string | string[];
+  /** Without mTLS: the machine and a host-key proof of `aud: "aegis-agent-token"`. */
+  machine_id?: string;
+  proof?: string;
+}
+
+export interface IssuedAgentToken {
+  access_token: string;
+  token_type: 'Bearer';
+  expires_in: number;
+  scope: string;
+  jti: string;
+}
+
+/** `GET /api/v1/agent/snapshots` and the host-proof fallback: the signed messages aimed at a host. */
+export interface AgentSnapshotsResponse {
+  host: string;
+  /** Compact JWS strings, each a signed SegMapClaims. */
+  messages: string[];
+}
+
+/** `POST /api/v1/agent/status` and `/telemetry`. */
+export interface AcceptedResponse {
+  accepted: true;
+}
