@@ -1,5 +1,5 @@
 /**
- * Agent access tokens (seed 004): scoped, 15-minute, single-use EdDSA JWTs. Each is
+ * Agent access tokens: scoped, 15-minute, single-use EdDSA JWTs. Each is
  * bound to the client certificate it was issued over (RFC 8705 `cnf.x5t#S256`) when the
  * agent listener runs mTLS, so a token lifted from one machine is useless with another
  * machine's certificate. A token's jti and nonce are recorded in the database when it is
@@ -7,8 +7,17 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { AegisError, TOKEN_ISSUER } from '../../protocol/src/index.js';
-import { AGENT_SCOPES, AGENT_TOKEN_TTL_SECONDS, AUD_AGENT_API, isAgentScope, type AgentScope, type AgentTokenClaims } from '../../protocol/src/agent_access.js';
+import {
+  AegisError,
+  AGENT_SCOPES,
+  AGENT_TOKEN_TTL_SECONDS,
+  AUD_AGENT_API,
+  TOKEN_ISSUER,
+  isAgentScope,
+  type AgentScope,
+  type AgentTokenClaims,
+  type IssuedAgentToken,
+} from '../../protocol/src/index.js';
 import type { Database } from './db/schema.js';
 import { epochSeconds, iso, type Clock } from './clock.js';
 import type { TokenService } from './tokens.js';
@@ -17,14 +26,6 @@ import type { TokenService } from './tokens.js';
 export interface PeerBinding {
   machine_id: string;
   thumbprint: string;
-}
-
-export interface IssuedAgentToken {
-  access_token: string;
-  token_type: 'Bearer';
-  expires_in: number;
-  scope: string;
-  jti: string;
 }
 
 export interface AgentCaller {

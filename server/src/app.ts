@@ -5,7 +5,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { AegisError } from '../../protocol/src/index.js';
 import { ApiKeys } from './api_keys.js';
-import { Activations } from './activations.js';
 import { AuditLog } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
 import { ServerContext } from './context.js';
@@ -21,6 +20,7 @@ import { CertificateIssuer } from './pki/issuer.js';
 import { MachineCertificates } from './pki/machine_certs.js';
 import { KeyStore } from './keys/keystore.js';
 import { Licenses } from './licenses.js';
+import { MachineLifecycle } from './machine_lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.js';
 import { buildRouter } from './routes.js';
@@ -58,6 +58,10 @@ export interface App {
   agentHttp: HttpServerHandle | null;
   certs: MachineCertificates;
   issuer: CertificateIssuer | null;
+  /** Per-agent NATS credentials (operator mode), or null. */
+  nats: NatsAuthority | null;
+  /** Activation, refresh and every end of a seat, with what hangs off the machine. */
+  lifecycle: MachineLifecycle;
   close(): Promise<void>;
 }
 
@@ -81,7 +85,6 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const audit = new AuditLog(db, clock);
   const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta));
   const agents = new AgentRegistry(db, clock);
-  const activations = new Activations(db, dialect, clock, tokens, keys, config.kernelTokenTtlSeconds);
   const certs = new MachineCertificates(db, clock);
   let issuer: CertificateIssuer | null = null;
   let agentTls: { cert: string; key: string; clientCa: string } | null = null;
@@ -103,21 +106,36 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
           push: { url: config.natsUrl.split(','), ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}) },
         })
       : null;
-  const router = buildRouter({
-    nats: natsAuthority,
-    customers: new Customers(db, clock),
-    licenses: new Licenses(db, clock),
-    activations,
+  const customers = new Customers(db, clock);
+  const licenses = new Licenses(db, clock);
+  const lifecycle = new MachineLifecycle({
+    db,
+    dialect,
+    clock,
+    tokens,
+    keys,
+    licenses,
+    customers,
     certs,
     issuer,
+    nats: natsAuthority,
+    agentTokens,
+    agents,
+    audit,
+    kernelTtlSeconds: config.kernelTokenTtlSeconds,
+  });
+  const router = buildRouter({
+    customers,
+    licenses,
+    lifecycle,
     apiKeys,
     audit,
     limiter: new RateLimiter(),
     limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
     ctx,
   });
-  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, ctx });
-  const agentDeps = { ctx, activations, agentTokens, certs, issuer, orchestrator, agents, audit };
+  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle });
+  const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
   const http = await listen(createHttpServer(router, log), config.host, config.port);
@@ -177,6 +195,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     agentHttp,
     certs,
     issuer,
+    nats: natsAuthority,
+    lifecycle,
     async close() {
       clearInterval(pruner);
       await distribution?.close();

@@ -1,27 +1,10 @@
 /** Customers: the accounts licenses are issued to. */
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
-import { AegisError } from '../../protocol/src/index.js';
+import { AegisError, type Customer, type CustomerInput, type Paged } from '../../protocol/src/index.js';
 import type { CustomersTable, Database } from './db/schema.js';
 import { iso, type Clock } from './clock.js';
-import type { Page, Paged } from './pagination.js';
-
-export interface Customer {
-  id: string;
-  name: string;
-  email: string | null;
-  company: string | null;
-  is_active: boolean;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface CustomerInput {
-  name: string;
-  email?: string | null;
-  company?: string | null;
-  is_active?: boolean;
-}
+import type { Page } from './pagination.js';
 
 export interface CustomerFilters {
   is_active?: boolean;
@@ -97,9 +80,11 @@ export class Customers {
   /**
    * Deletes a customer with its licenses and machine bindings. Refused while the
    * customer holds a license that is neither revoked nor expired, unless `force`.
-   * Returns the ids of licenses that were still active (the caller audits them).
+   * Returns the ids of licenses that were still active (the caller audits them) and of
+   * the machines removed (whose certificates and NATS users the caller must revoke:
+   * those live outside these rows).
    */
-  async delete(id: string, force: boolean): Promise<{ revokedLicenseIds: string[] }> {
+  async delete(id: string, force: boolean): Promise<{ revokedLicenseIds: string[]; machineIds: string[] }> {
     return this.db.transaction().execute(async (tx) => {
       const customer = await tx.selectFrom('customers').select('id').where('id', '=', id).executeTakeFirst();
       if (!customer) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
@@ -117,12 +102,14 @@ export class Customers {
         });
       }
       const licenseIds = (await tx.selectFrom('licenses').select('id').where('customer_id', '=', id).execute()).map((l) => l.id);
+      let machineIds: string[] = [];
       if (licenseIds.length > 0) {
+        machineIds = (await tx.selectFrom('machines').select('id').where('license_id', 'in', licenseIds).execute()).map((m) => m.id);
         await tx.deleteFrom('machines').where('license_id', 'in', licenseIds).execute();
         await tx.deleteFrom('licenses').where('id', 'in', licenseIds).execute();
       }
       await tx.deleteFrom('customers').where('id', '=', id).execute();
-      return { revokedLicenseIds: active.map((l) => l.id) };
+      return { revokedLicenseIds: active.map((l) => l.id), machineIds };
     });
   }
 }

@@ -1,38 +1,34 @@
 /**
  * POST /api/v1/licenses/validate: the online check of a license token. Offline checks
- * (signature, time, product, version, hardware) plus what only the server knows:
- * whether the license has since been revoked.
+ * (signature, time, product, version, hardware) plus what only the server knows: whether
+ * the license may still be used (revoked, expired, or deleted since the token was signed).
  */
-import type { Kysely } from 'kysely';
-import { AUD_LICENSE, PRODUCT_NAME, type ValidationCode } from '../../protocol/src/index.js';
-import type { Database } from './db/schema.js';
+import {
+  AegisError,
+  AUD_LICENSE,
+  PRODUCT_NAME,
+  type ValidateRequest,
+  type ValidateResult,
+  type ValidationCode,
+} from '../../protocol/src/index.js';
 import type { Clock } from './clock.js';
-import { statusOf } from './licenses.js';
-import { majorOf } from './activations.js';
+import { majorOf } from './licenses.js';
 import type { TokenService } from './tokens.js';
-
-export interface ValidateInput {
-  token: string;
-  product?: string;
-  version?: string;
-  hardware_id?: string;
-}
-
-export interface ValidateResult {
-  valid: boolean;
-  code: ValidationCode;
-  message: string;
-  claims?: Record<string, unknown>;
-}
 
 /** Clock leeway for nbf/iat, absorbing small skew between server replicas. */
 const LEEWAY_SECONDS = 30;
 
+/**
+ * Why the license a token names cannot be used now (LICENSE_REVOKED for a revoked or
+ * deleted one, LICENSE_EXPIRED), or null. The machine lifecycle answers it.
+ */
+export type LicenseRefusalLookup = (licenseId: string) => Promise<AegisError | null>;
+
 export async function validateLicenseToken(
-  db: Kysely<Database>,
   clock: Clock,
   tokens: TokenService,
-  input: ValidateInput,
+  input: ValidateRequest,
+  refusalOf: LicenseRefusalLookup,
 ): Promise<ValidateResult> {
   const v = await tokens.verify(input.token);
   if (!v.ok) return { valid: false, code: v.code, message: v.message };
@@ -45,11 +41,9 @@ export async function validateLicenseToken(
     return fail('NOT_YET_VALID', 'token is not valid yet');
   }
   if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) return fail('EXPIRED', 'license has expired');
-  const row = await db.selectFrom('licenses').select(['status', 'expires_at', 'revoke_reason']).where('id', '=', c.license_id).executeTakeFirst();
-  if (!row || statusOf(row, clock.now()) === 'revoked') {
-    return fail('REVOKED', row?.revoke_reason ? `license revoked: ${row.revoke_reason}` : 'license revoked');
-  }
-  if (statusOf(row, clock.now()) === 'expired') return fail('EXPIRED', 'license has expired');
+  const refusal = await refusalOf(c.license_id);
+  if (refusal?.code === 'LICENSE_REVOKED') return fail('REVOKED', refusal.message);
+  if (refusal?.code === 'LICENSE_EXPIRED') return fail('EXPIRED', 'license has expired');
   const product = c.product as { name?: unknown; allowed_major_versions?: unknown } | undefined;
   if (input.product !== undefined && input.product !== (product?.name ?? PRODUCT_NAME)) {
     return fail('PRODUCT_MISMATCH', `license is for ${String(product?.name)}, not ${input.product}`);

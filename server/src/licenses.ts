@@ -11,50 +11,21 @@ import {
   licenseKeySuffix,
   normalizeLicenseKey,
   type Feature,
+  type IssueLicenseRequest,
+  type License,
+  type LicenseStatus,
   type LicenseType,
+  type Machine,
+  type Paged,
   type Tier,
 } from '../../protocol/src/index.js';
 import type { Database, LicensesTable, MachinesTable } from './db/schema.js';
 import { iso, type Clock } from './clock.js';
-import type { Page, Paged } from './pagination.js';
+import type { Page } from './pagination.js';
 import { NOT_FOUND_MESSAGE } from './customers.js';
-
-export type LicenseStatus = 'active' | 'expired' | 'revoked';
-export const LICENSE_STATUSES: readonly LicenseStatus[] = ['active', 'expired', 'revoked'];
 
 export const DEMO_DEFAULT_DAYS = 14;
 export const DEMO_MAX_DAYS = 30;
-
-export interface License {
-  id: string;
-  customer_id: string;
-  tier: Tier;
-  license_type: LicenseType;
-  status: LicenseStatus;
-  key_suffix: string;
-  max_machines: number;
-  allowed_major_versions: string[];
-  features: Feature[];
-  extra_features: Feature[];
-  fleet: string | null;
-  expires_at: string | null;
-  revoked_at: string | null;
-  revoke_reason: string | null;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface IssueInput {
-  customer_id: string;
-  tier: Tier;
-  license_type: LicenseType;
-  expires_at?: string;
-  duration_days?: number;
-  max_machines?: number;
-  allowed_major_versions?: string[];
-  features?: Feature[];
-  fleet?: string;
-}
 
 export interface LicenseFilters {
   customer_id?: string;
@@ -63,21 +34,14 @@ export interface LicenseFilters {
   license_type?: string;
 }
 
-export interface Machine {
-  id: string;
-  license_id: string;
-  hardware_id: string;
-  host_key_thumbprint: string;
-  hostname: string;
-  agent_version: string;
-  status: string;
-  activated_at: string;
-  last_seen_at: string;
-  deactivated_at: string | null;
-}
-
 export function hashLicenseKey(canonicalKey: string): string {
   return createHash('sha256').update(`aegis-license-key:${canonicalKey}`).digest('hex');
+}
+
+/** The major version of an agent version string ("v1.4.2" → "1"), or null. */
+export function majorOf(version: string): string | null {
+  const m = /^v?(\d+)(?:\.|$)/.exec(version.trim());
+  return m ? String(Number(m[1])) : null;
 }
 
 export function statusOf(row: Pick<LicensesTable, 'status' | 'expires_at'>, now: Date): LicenseStatus {
@@ -120,7 +84,7 @@ export class Licenses {
   ) {}
 
   /** Resolves the expiry from the license type and the request, or says what is wrong. */
-  private expiryOf(input: IssueInput, now: Date): string | null {
+  private expiryOf(input: IssueLicenseRequest, now: Date): string | null {
     const { license_type: type, expires_at, duration_days } = input;
     if (expires_at !== undefined && duration_days !== undefined) {
       throw new AegisError('VALIDATION_FAILED', 'give expires_at or duration_days, not both', {
@@ -161,7 +125,7 @@ export class Licenses {
     return iso(exp);
   }
 
-  async issue(input: IssueInput): Promise<{ license: License; license_key: string }> {
+  async issue(input: IssueLicenseRequest): Promise<{ license: License; license_key: string }> {
     const now = this.clock.now();
     const expires_at = this.expiryOf(input, now);
     const customer = await this.db.selectFrom('customers').select(['id', 'is_active']).where('id', '=', input.customer_id).executeTakeFirst();

@@ -27,10 +27,3 @@ export function parsePage(query: URLSearchParams): Page {
   if (problems.length > 0) throw new ValidationError(problems);
   return { limit, offset };
 }
-
-export interface Paged<T> {
-  items: T[];
-  total: number;
-  limit: number;
-  offset: number;
-}

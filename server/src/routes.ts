@@ -1,6 +1,7 @@
 /**
- * The HTTP API (seed 001's routes plus activation): authentication, rate limits, request
- * schemas and audit records around the core services. Handlers see Request/Reply only.
+ * The admin and host HTTP API (customers, licenses, activation and machines): API-key
+ * authentication, rate limits, request schemas and audit records around the stores and
+ * the machine lifecycle. Handlers see Request/Reply only and never touch storage.
  */
 import {
   AegisError,
@@ -9,26 +10,34 @@ import {
   LICENSE_TYPES,
   LICENSED_TIERS,
   ValidationError,
+  LICENSE_STATUSES,
   computeFingerprint,
   isEd25519PublicJwk,
-  type Ed25519PublicJwk,
+  type ActivationRequest,
+  type Customer,
+  type CustomerInput,
+  type IssuedLicense,
+  type IssueLicenseRequest,
+  type License,
+  type LicenseStatus,
+  type Machine,
+  type Paged,
+  type TokenBundle,
+  type ValidateRequest,
+  type ValidateResult,
 } from '../../protocol/src/index.js';
 import type { ApiKeys, ApiPrincipal, Scope } from './api_keys.js';
-import type { AuditLog, AuditEntry } from './audit.js';
-import type { Customers, CustomerInput } from './customers.js';
-import { LICENSE_STATUSES, type Licenses, type IssueInput, type LicenseStatus } from './licenses.js';
-import { Refusal, type Activations, type ActivationInput } from './activations.js';
-import { validateLicenseToken, type ValidateInput } from './license_validation.js';
+import type { AuditLog } from './audit.js';
+import type { Customers } from './customers.js';
+import type { Licenses } from './licenses.js';
+import { auditRefusal, type DeactivationAuth, type MachineLifecycle, type RefreshAuth } from './machine_lifecycle.js';
 import { decodeCompact } from './tokens.js';
-import type { NatsAuthority } from './nats/credentials.js';
 import { parsePage } from './pagination.js';
 import type { RateLimiter, RateLimits } from './rate_limit.js';
 import { Router, type Request, type Reply } from './http/router.js';
 import { validator } from './validation.js';
 import { actorOf, authorize as authorizeKey } from './http/auth.js';
 import type { ServerContext } from './context.js';
-import type { CertifiableKey, CertificateIssuer } from './pki/issuer.js';
-import type { MachineCertificates } from './pki/machine_certs.js';
 
 const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max });
 const nullableStr = (max: number) => ({ type: ['string', 'null'], maxLength: max });
@@ -45,7 +54,7 @@ const customerPatch = validator<Partial<CustomerInput>>({
   minProperties: 1,
   properties: { name: str(200), email: nullableStr(320), company: nullableStr(200), is_active: { type: 'boolean' } },
 });
-const licenseIssue = validator<IssueInput>({
+const licenseIssue = validator<IssueLicenseRequest>({
   type: 'object',
   additionalProperties: false,
   required: ['customer_id', 'tier', 'license_type'],
@@ -67,13 +76,13 @@ const revokeBody = validator<{ reason: string }>({
   required: ['reason'],
   properties: { reason: str(500) },
 });
-const validateBody = validator<ValidateInput>({
+const validateBody = validator<ValidateRequest>({
   type: 'object',
   additionalProperties: false,
   required: ['token'],
   properties: { token: { type: 'string', maxLength: 16384 }, product: str(100), version: str(64), hardware_id: str(128) },
 });
-const activationBody = validator<ActivationInput & { csr?: string }>({
+const activationBody = validator<ActivationRequest>({
   type: 'object',
   additionalProperties: false,
   required: ['license_key', 'hardware_id', 'host_public_key', 'hostname', 'agent_version', 'proof'],
@@ -104,7 +113,8 @@ const proofBody = validator<{ proof: string }>({
   properties: { proof: { type: 'string', minLength: 1, maxLength: 4096 } },
 });
 
-function ok(body: unknown, status = 200): Reply {
+/** A JSON answer, typed with the wire declaration clients parse it with. */
+function ok<T>(body: T, status = 200): Reply {
   return { status, body };
 }
 
@@ -123,21 +133,29 @@ function enumParam<T extends string>(q: URLSearchParams, name: string, allowed: 
   return v as T;
 }
 
+/**
+ * The one refresh handler body of both listeners (host proof on the main listener, the
+ * agent listener's certificate and access token there): the lifecycle's refresh, and a
+ * refusal audit record naming the machine, its license and customer.
+ */
+export async function refreshMachine(lifecycle: MachineLifecycle, audit: AuditLog, req: Request, machineId: string, auth: RefreshAuth, csr: string | undefined): Promise<TokenBundle> {
+  try {
+    return (await lifecycle.refresh(machineId, auth, csr)).bundle;
+  } catch (e) {
+    return auditRefusal(audit, e, { event_type: 'machine.refresh', actor: `machine:${machineId}`, machine_id: machineId, client_ip: req.clientIp });
+  }
+}
+
 export interface RouteDeps {
   customers: Customers;
   licenses: Licenses;
-  activations: Activations;
+  /** Activation, refresh and every end of a seat, with what hangs off the machine. */
+  lifecycle: MachineLifecycle;
   apiKeys: ApiKeys;
   audit: AuditLog;
   limiter: RateLimiter;
   limits: RateLimits;
   ctx: ServerContext;
-  /** Machine client certificates (issue 7): revoked with their machine or license. */
-  certs?: MachineCertificates;
-  /** Issues client certificates from activation/refresh CSRs when a CA is configured. */
-  issuer?: CertificateIssuer | null;
-  /** Per-agent NATS credentials (operator mode), when configured. */
-  nats?: NatsAuthority | null;
 }
 
 export function buildRouter(d: RouteDeps): Router {
@@ -146,32 +164,7 @@ export function buildRouter(d: RouteDeps): Router {
 
   const authorize = (req: Request, scope: Scope): Promise<ApiPrincipal> => authorizeKey(d.apiKeys, req, scope);
 
-  /** NATS credentials for an activated host (operator mode only; host names with dots get none). */
-  async function natsCredentials(licenseId: string, machineId: string, host: string): Promise<{ nats?: { creds: string; user_public_key: string; expires_at: string | null } }> {
-    if (!d.nats || !/^[A-Za-z0-9_-]{1,128}$/.test(host)) return {};
-    const lic = await ctx.db.selectFrom('licenses').select('fleet').where('id', '=', licenseId).executeTakeFirst();
-    const c = await d.nats.issueAgentCredentials({ host, fleet: lic?.fleet ?? 'default', machineId });
-    return { nats: { creds: c.creds, user_public_key: c.userPublicKey, expires_at: c.expiresAt?.toISOString() ?? null } };
-  }
-
-  async function revokeNats(machineId: string): Promise<void> {
-    if (!d.nats) return;
-    const r = await d.nats.revokeAgent(machineId);
-    // Recorded in the config fragment either way; not pushed means live connections of
-    // that user last until nats-server reloads its config.
-    if (r.revoked && !r.pushed) {
-      await d.audit.record({ event_type: 'nats.revocation_not_pushed', outcome: 'refused', actor: 'aegis-server', machine_id: machineId, reason: String(r.pushError ?? 'unknown') });
-    }
-  }
-
-  /** Records a refusal (with the ids a Refusal carries) and rethrows it. */
-  async function refused(err: unknown, e: Omit<AuditEntry, 'outcome' | 'reason'>): Promise<never> {
-    if (err instanceof AegisError) {
-      const ids = err instanceof Refusal ? err.ids : {};
-      await d.audit.record({ ...e, ...ids, outcome: 'refused', reason: `${err.code}: ${err.message}` });
-    }
-    throw err;
-  }
+  const refused = (err: unknown, e: Parameters<typeof auditRefusal>[2]): Promise<never> => auditRefusal(d.audit, err, e);
 
   // --- system -------------------------------------------------------------------
   r.add('GET', '/health', async () => {
@@ -209,7 +202,7 @@ export function buildRouter(d: RouteDeps): Router {
     const p = await authorize(req, 'customers:write');
     const c = await d.customers.create(customerCreate(req.body));
     await d.audit.record({ event_type: 'customer.created', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { name: c.name } });
-    return ok(c, 201);
+    return ok<Customer>(c, 201);
   });
   r.add('GET', '/api/v1/customers', async (req) => {
     await authorize(req, 'customers:read');
@@ -219,18 +212,18 @@ export function buildRouter(d: RouteDeps): Router {
       email: req.query.get('email') ?? undefined,
       q: req.query.get('q') ?? undefined,
     };
-    return ok(await d.customers.list(filters, page));
+    return ok<Paged<Customer>>(await d.customers.list(filters, page));
   });
   r.add('GET', '/api/v1/customers/:id', async (req) => {
     await authorize(req, 'customers:read');
-    return ok(await d.customers.get(req.params.id!));
+    return ok<Customer>(await d.customers.get(req.params.id!));
   });
   r.add('PATCH', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:write');
     const patch = customerPatch(req.body);
     const c = await d.customers.update(req.params.id!, patch);
     await d.audit.record({ event_type: 'customer.updated', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { fields: Object.keys(patch) } });
-    return ok(c);
+    return ok<Customer>(c);
   });
   r.add('DELETE', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:write');
@@ -238,7 +231,7 @@ export function buildRouter(d: RouteDeps): Router {
     const id = req.params.id!;
     let result;
     try {
-      result = await d.customers.delete(id, force);
+      result = await d.lifecycle.deleteCustomer(id, force);
     } catch (e) {
       if (e instanceof AegisError && e.code === 'CUSTOMER_HAS_ACTIVE_LICENSES') {
         await refused(e, { event_type: 'customer.delete', actor: actorOf(p), customer_id: id, client_ip: req.clientIp });
@@ -251,7 +244,13 @@ export function buildRouter(d: RouteDeps): Router {
       customer_id: id,
       client_ip: req.clientIp,
       reason: force ? 'forced' : null,
-      data: { licenses_removed_while_active: result.revokedLicenseIds },
+      data: {
+        licenses_removed_while_active: result.revoked_license_ids,
+        machines_removed: result.machine_ids,
+        certificates_revoked: result.certificates_revoked,
+        nats_users_revoked: result.nats_users_revoked,
+        agents_removed: result.agents_removed,
+      },
     });
     return { status: 204, body: null };
   });
@@ -269,7 +268,7 @@ export function buildRouter(d: RouteDeps): Router {
       data: { tier: license.tier, license_type: license.license_type, max_machines: license.max_machines, expires_at: license.expires_at },
     });
     ctx.events.emit('license.changed', license.id);
-    return ok({ ...license, license_key }, 201);
+    return ok<IssuedLicense>({ ...license, license_key }, 201);
   });
   r.add('GET', '/api/v1/licenses', async (req) => {
     await authorize(req, 'licenses:read');
@@ -280,15 +279,15 @@ export function buildRouter(d: RouteDeps): Router {
       tier: enumParam(req.query, 'tier', LICENSED_TIERS),
       license_type: enumParam(req.query, 'license_type', LICENSE_TYPES),
     };
-    return ok(await d.licenses.list(filters, page));
+    return ok<Paged<License>>(await d.licenses.list(filters, page));
   });
   r.add('GET', '/api/v1/licenses/:id', async (req) => {
     await authorize(req, 'licenses:read');
-    return ok(await d.licenses.get(req.params.id!));
+    return ok<License>(await d.licenses.get(req.params.id!));
   });
   r.add('GET', '/api/v1/licenses/:id/machines', async (req) => {
     await authorize(req, 'licenses:read');
-    return ok({ items: await d.licenses.machines(req.params.id!) });
+    return ok<{ items: Machine[] }>({ items: await d.licenses.machines(req.params.id!) });
   });
   r.add(
     'DELETE',
@@ -296,14 +295,20 @@ export function buildRouter(d: RouteDeps): Router {
     async (req) => {
       const p = await authorize(req, 'licenses:write');
       const { reason } = revokeBody(req.body);
-      const { license, changed } = await d.licenses.revoke(req.params.id!, reason);
-      await d.certs?.revokeLicense(license.id);
-      if (d.nats) for (const m of await d.licenses.machines(license.id)) await revokeNats(m.id);
+      const { license, changed, certificates_revoked, nats_users_revoked } = await d.lifecycle.revokeLicense(req.params.id!, reason);
       if (changed) {
-        await d.audit.record({ event_type: 'license.revoked', actor: actorOf(p), license_id: license.id, customer_id: license.customer_id, client_ip: req.clientIp, reason });
+        await d.audit.record({
+          event_type: 'license.revoked',
+          actor: actorOf(p),
+          license_id: license.id,
+          customer_id: license.customer_id,
+          client_ip: req.clientIp,
+          reason,
+          data: { certificates_revoked, nats_users_revoked },
+        });
         ctx.events.emit('license.changed', license.id);
       }
-      return ok(license);
+      return ok<License>(license);
     },
     { body: true },
   );
@@ -314,7 +319,7 @@ export function buildRouter(d: RouteDeps): Router {
     // budget of the license it names, and verification follows regardless).
     const named = decodeCompact(input.token)?.payload.license_id;
     if (typeof named === 'string' && named.length <= 64) d.limiter.take(`validate:license:${named}`, d.limits.validatePerLicense);
-    const result = await validateLicenseToken(ctx.db, ctx.clock, ctx.tokens, input);
+    const result = await d.lifecycle.validate(input);
     if (!result.valid) {
       const c = result.claims ?? {};
       await d.audit.record({
@@ -327,25 +332,22 @@ export function buildRouter(d: RouteDeps): Router {
         reason: `${result.code}: ${result.message}`,
       });
     }
-    return ok(result);
+    return ok<ValidateResult>(result);
   });
   r.add('POST', '/api/v1/licenses/fingerprint', async (req) => ok(computeFingerprint(req.body)));
 
   // --- activation and machines ----------------------------------------------------
   r.add('POST', '/api/v1/activations', async (req) => {
     d.limiter.take(`activate:ip:${req.clientIp}`, d.limits.activationPerIp);
-    const body = req.body as Record<string, unknown> | null;
-    const input = activationBody(body);
+    const input = activationBody(req.body);
+    // The schema checks the shape; this refuses private members (a JWK with "d").
     if (!isEd25519PublicJwk(input.host_public_key)) {
       throw new ValidationError([{ path: '/host_public_key', message: 'must be an Ed25519 public JWK without private members' }]);
     }
     const base = { event_type: 'machine.activate', actor: `host:${input.hostname}`, client_ip: req.clientIp };
-    const { csr, ...activation } = input;
-    // A bad CSR is refused before the seat is touched.
-    const certKey = csr !== undefined && d.issuer ? await d.issuer.verify(csr, input.host_public_key as Ed25519PublicJwk) : null;
     let result;
     try {
-      result = await d.activations.activate({ ...activation, host_public_key: input.host_public_key as Ed25519PublicJwk }, (licenseId) =>
+      result = await d.lifecycle.activate(input, (licenseId) =>
         d.limiter.take(`activate:license:${licenseId}`, d.limits.activationPerLicense),
       );
     } catch (e) {
@@ -359,29 +361,14 @@ export function buildRouter(d: RouteDeps): Router {
       machine_id: result.machine_id,
       data: { hardware_id: input.hardware_id, agent_version: input.agent_version },
     });
-    const { created, license_id: _l, customer_id: _c, ...response } = result;
-    const certificate = d.issuer ? await d.issuer.issue(result.machine_id, certKey, result.license_expires_at) : {};
-    return ok({ ...response, ...certificate, ...(await natsCredentials(result.license_id, result.machine_id, input.hostname)) }, created ? 201 : 200);
+    return ok<TokenBundle>(result.bundle, result.created ? 201 : 200);
   });
   r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
     const id = req.params.id!;
     d.limiter.take(`refresh:ip:${req.clientIp}`, d.limits.refreshPerIp);
     d.limiter.take(`refresh:machine:${id}`, d.limits.refreshPerMachine);
     const { proof, csr } = refreshBody(req.body);
-    const base = { event_type: 'machine.refresh', actor: `machine:${id}`, machine_id: id, client_ip: req.clientIp };
-    let certKey: CertifiableKey | null = null;
-    if (csr !== undefined && d.issuer) {
-      const m = await ctx.db.selectFrom('machines').select('host_public_key').where('id', '=', id).executeTakeFirst();
-      if (m) certKey = await d.issuer.verify(csr, JSON.parse(m.host_public_key) as Ed25519PublicJwk);
-    }
-    try {
-      const result = await d.activations.refresh(id, proof);
-      const { license_id: _l, customer_id: _c, ...response } = result;
-      const certificate = d.issuer ? await d.issuer.issue(id, certKey, result.license_expires_at) : {};
-      return ok({ ...response, ...certificate });
-    } catch (e) {
-      return refused(e, base);
-    }
+    return ok<TokenBundle>(await refreshMachine(d.lifecycle, d.audit, req, id, { proof }, csr));
   });
   r.add(
     'DELETE',
@@ -389,7 +376,7 @@ export function buildRouter(d: RouteDeps): Router {
     async (req) => {
       const id = req.params.id!;
       let actor: string;
-      let auth: { admin: true } | { proof: unknown };
+      let auth: DeactivationAuth;
       if (req.headers['x-api-key'] || req.headers.authorization) {
         actor = actorOf(await authorize(req, 'licenses:write'));
         auth = { admin: true };
@@ -398,13 +385,19 @@ export function buildRouter(d: RouteDeps): Router {
         auth = { proof: proofBody(req.body).proof };
       }
       try {
-        const res = await d.activations.deactivate(id, auth);
         // Its certificates stop working at once (the agent listener checks serials), and
         // so does its NATS user.
-        await d.certs?.revokeMachine(id);
-        await revokeNats(id);
-        await d.audit.record({ event_type: 'machine.deactivated', actor, machine_id: id, license_id: res.license_id, customer_id: res.customer_id, client_ip: req.clientIp });
-        return ok(res.machine);
+        const res = await d.lifecycle.deactivate(id, auth);
+        await d.audit.record({
+          event_type: 'machine.deactivated',
+          actor,
+          machine_id: id,
+          license_id: res.license_id,
+          customer_id: res.customer_id,
+          client_ip: req.clientIp,
+          data: { certificates_revoked: res.certificates_revoked, nats_users_revoked: res.nats_users_revoked },
+        });
+        return ok<Machine>(res.machine);
       } catch (e) {
         return refused(e, { event_type: 'machine.deactivate', actor, machine_id: id, client_ip: req.clientIp });
       }

@@ -1,15 +1,14 @@
 /**
- * Segmentation routes (issue 5): the orchestrator (seed 003's /seg/maps, also under
- * /api/v1), agent visibility, and the HTTP fallback that serves a host the same signed
- * snapshot messages NATS carries.
+ * Segmentation routes: the orchestrator (/seg/maps, also under /api/v1), agent
+ * visibility, and the HTTP fallback that serves a host the same signed snapshot messages
+ * NATS carries.
  */
-import { AegisError, AUD_SNAPSHOTS_PROOF, ValidationError, type Ed25519PublicJwk, type Stage } from '../../protocol/src/index.js';
+import { AegisError, ValidationError, type AgentSnapshotsResponse, type Stage } from '../../protocol/src/index.js';
 import type { ApiKeys } from './api_keys.js';
 import type { AuditLog } from './audit.js';
-import type { ServerContext } from './context.js';
-import { acceptProof, publicKeyFromJwk } from './host_proof.js';
 import { actorOf, authorize } from './http/auth.js';
 import type { Request, Router } from './http/router.js';
+import type { MachineLifecycle } from './machine_lifecycle.js';
 import type { AgentRegistry } from './seg/agents.js';
 import { parseTargets, type Orchestrator } from './seg/orchestrator.js';
 import { validator } from './validation.js';
@@ -20,7 +19,8 @@ export interface SegRouteDeps {
   audit: AuditLog;
   orchestrator: Orchestrator;
   agents: AgentRegistry;
-  ctx: ServerContext;
+  /** Authenticates the snapshot fallback's host proof against the host's machine. */
+  lifecycle: MachineLifecycle;
 }
 
 const promoteBody = validator<{ service_id: number; revision?: number }>({
@@ -107,7 +107,7 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
     });
   }
 
-  // The segmenter (seed 003): flows in, a proposal out; a proposal in, a MapSnapshot out.
+  // The segmenter: flows in, a proposal out; a proposal in, a MapSnapshot out.
   for (const base of ['/segment', '/api/v1/segment']) {
     r.add(
       'POST',
@@ -154,19 +154,8 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
     const host = req.params.host!;
     const proof = req.headers['x-aegis-proof'];
     if (typeof proof !== 'string') throw new AegisError('UNAUTHORIZED', 'a host-key proof is required (X-Aegis-Proof)');
-    const machine = await d.ctx.db
-      .selectFrom('machines')
-      .selectAll()
-      .where('hostname', '=', host)
-      .where('status', '=', 'active')
-      .orderBy('last_seen_at', 'desc')
-      .executeTakeFirst();
-    if (!machine) throw new AegisError('NOT_FOUND', 'not found');
-    await acceptProof(d.ctx.db, d.ctx.clock, proof, {
-      audience: AUD_SNAPSHOTS_PROOF,
-      hardwareId: machine.hardware_id,
-      key: publicKeyFromJwk(JSON.parse(machine.host_public_key) as Ed25519PublicJwk),
-    });
-    return { status: 200, body: { host, messages: await orchestrator.messagesFor(host) } };
+    await d.lifecycle.authenticateSnapshotHost(host, proof);
+    const body: AgentSnapshotsResponse = { host, messages: await orchestrator.messagesFor(host) };
+    return { status: 200, body };
   });
 }

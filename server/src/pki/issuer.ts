@@ -3,7 +3,7 @@
  * CSR against the machine's host key, issue a short-lived certificate (never past the
  * license's expiry), and record it so the agent listener can check its serial.
  */
-import type { Ed25519PublicJwk } from '../../../protocol/src/index.js';
+import type { CertificateFields, Ed25519PublicJwk } from '../../../protocol/src/index.js';
 import type { Clock } from '../clock.js';
 import type { CertificateAuthority } from './authority.js';
 import type { MachineCertificates } from './machine_certs.js';
@@ -13,16 +13,6 @@ import type { CryptoKey } from './x509.js';
 export type CertifiableKey = CryptoKey;
 
 export const DEFAULT_CLIENT_CERT_TTL_SECONDS = 24 * 3600;
-
-/** Fields added to activation and refresh responses. */
-export interface CertificateFields {
-  ca_certificate: string;
-  trust_domain: string;
-  client_certificate?: string;
-  client_certificate_serial?: string;
-  client_certificate_expires_at?: string;
-  spiffe_id?: string;
-}
 
 export class CertificateIssuer {
   constructor(

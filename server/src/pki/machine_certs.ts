@@ -18,6 +18,21 @@ export interface CertifiedPeer {
   thumbprint: string;
 }
 
+/**
+ * A presented certificate whose own record is good (known, not revoked, not expired),
+ * with the machine and license it hangs off, as stored: whether those may still be used
+ * is the machine lifecycle's decision, not the certificate record's.
+ */
+export interface CertificateRecordCheck extends CertifiedPeer {
+  machine_status: string;
+  license: { status: string; expires_at: string | null; revoke_reason: string | null; allowed_major_versions: string };
+}
+
+/** The 401 every refused client certificate gets, naming why. */
+export function certificateRefused(why: string): AegisError {
+  return new AegisError('UNAUTHORIZED', `client certificate refused: ${why}`);
+}
+
 export class MachineCertificates {
   constructor(
     private readonly db: Kysely<Database>,
@@ -40,25 +55,49 @@ export class MachineCertificates {
   }
 
   /**
-   * The machine a presented certificate belongs to, refusing (401) one that is unknown,
-   * revoked, expired by the server's clock (a kept-alive connection outlives its
-   * handshake), or whose machine or license is no longer active.
+   * The record of a presented certificate, refusing (401) one that is unknown, revoked,
+   * expired by the server's clock (a kept-alive connection outlives its handshake), or
+   * whose machine is gone. The caller decides whether that machine and its license may
+   * still be used.
    */
-  async check(serial: string, thumbprint: string): Promise<CertifiedPeer> {
+  async check(serial: string, thumbprint: string): Promise<CertificateRecordCheck> {
+    // Left joins: a certificate revoked with its deleted machine is refused as revoked,
+    // not as unknown.
     const row = await this.db
       .selectFrom('machine_certificates as c')
-      .innerJoin('machines as m', 'm.id', 'c.machine_id')
-      .innerJoin('licenses as l', 'l.id', 'm.license_id')
-      .select(['c.serial', 'c.machine_id', 'c.thumbprint', 'c.not_after', 'c.revoked_at', 'm.status as machine_status', 'm.hostname', 'l.id as license_id', 'l.status as license_status'])
+      .leftJoin('machines as m', 'm.id', 'c.machine_id')
+      .leftJoin('licenses as l', 'l.id', 'm.license_id')
+      .select([
+        'c.serial',
+        'c.machine_id',
+        'c.thumbprint',
+        'c.not_after',
+        'c.revoked_at',
+        'm.status as machine_status',
+        'm.hostname',
+        'l.id as license_id',
+        'l.status as license_status',
+        'l.expires_at as license_expires_at',
+        'l.revoke_reason',
+        'l.allowed_major_versions',
+      ])
       .where('c.serial', '=', serial.toUpperCase())
       .executeTakeFirst();
-    const refuse = (why: string) => new AegisError('UNAUTHORIZED', `client certificate refused: ${why}`);
-    if (!row || row.thumbprint !== thumbprint) throw refuse('not issued by this server');
-    if (row.revoked_at !== null) throw refuse('revoked');
-    if (row.not_after <= iso(this.clock.now())) throw refuse('expired');
-    if (row.machine_status !== 'active') throw refuse('machine deactivated');
-    if (row.license_status === 'revoked') throw refuse('license revoked');
-    return { serial: row.serial, machine_id: row.machine_id, license_id: row.license_id, hostname: row.hostname, thumbprint: row.thumbprint };
+    if (!row || row.thumbprint !== thumbprint) throw certificateRefused('not issued by this server');
+    if (row.revoked_at !== null) throw certificateRefused('revoked');
+    if (row.not_after <= iso(this.clock.now())) throw certificateRefused('expired');
+    if (row.machine_status === null || row.hostname === null || row.license_id === null || row.license_status === null || row.allowed_major_versions === null) {
+      throw certificateRefused('machine removed');
+    }
+    return {
+      serial: row.serial,
+      machine_id: row.machine_id,
+      license_id: row.license_id,
+      hostname: row.hostname,
+      thumbprint: row.thumbprint,
+      machine_status: row.machine_status,
+      license: { status: row.license_status, expires_at: row.license_expires_at, revoke_reason: row.revoke_reason, allowed_major_versions: row.allowed_major_versions },
+    };
   }
 
   /** Marks every unrevoked certificate of a machine revoked; returns how many. */
@@ -67,6 +106,18 @@ export class MachineCertificates {
       .updateTable('machine_certificates')
       .set({ revoked_at: iso(this.clock.now()) })
       .where('machine_id', '=', machineId)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows);
+  }
+
+  /** Revokes every unrevoked certificate of these machines (rows may already be deleted); returns how many. */
+  async revokeMachines(machineIds: readonly string[]): Promise<number> {
+    if (machineIds.length === 0) return 0;
+    const res = await this.db
+      .updateTable('machine_certificates')
+      .set({ revoked_at: iso(this.clock.now()) })
+      .where('machine_id', 'in', [...machineIds])
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
     return Number(res.numUpdatedRows);

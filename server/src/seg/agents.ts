@@ -115,6 +115,17 @@ export class AgentRegistry {
     return this.view(r);
   }
 
+  /**
+   * Drops the registry rows of hosts whose last status named one of these machines (the
+   * machines were deleted: their hosts no longer speak for any seat). Returns the hosts.
+   */
+  async forgetMachines(machineIds: readonly string[]): Promise<string[]> {
+    if (machineIds.length === 0) return [];
+    const rows = await this.db.selectFrom('agents').select('host').where('machine_id', 'in', [...machineIds]).execute();
+    if (rows.length > 0) await this.db.deleteFrom('agents').where('machine_id', 'in', [...machineIds]).execute();
+    return rows.map((r) => r.host);
+  }
+
   /** Flows reported for a service by all agents, summed per destination (segmenter input). */
   async flows(serviceId: number): Promise<Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>> {
     const rows = await this.db

@@ -1,0 +1,553 @@
+/**
+ * The life of a machine, from activation to the end of its seat, and of everything that
+ * hangs off it: the tokens it is issued, its client certificates, its NATS user, its
+ * agent access tokens and its agent registry row.
+ *
+ * A machine is a hardware fingerprint plus the host's own Ed25519 key. Knowing a hardware
+ * id is never enough: activation, refresh and self-deactivation each carry a fresh proof
+ * signed by the host key the seat is bound to (or, on the mTLS agent listener, a client
+ * certificate for that key plus a certificate-bound access token).
+ *
+ * Every way a seat ends (deactivation, license revocation, customer deletion) goes through
+ * here, so each one revokes the same things: certificates are refused by the agent
+ * listener at once, NATS users are revoked on nats-server. Whether a license may be used
+ * now is decided here too, once, for activation, refresh, the agent listener and online
+ * validation.
+ *
+ * HTTP handlers parse, authorize, call this service and audit; they do not touch storage.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Kysely, Selectable } from 'kysely';
+import {
+  AegisError,
+  AUD_ACTIVATION_PROOF,
+  AUD_AGENT_TOKEN_PROOF,
+  AUD_DEACTIVATION_PROOF,
+  AUD_REFRESH_PROOF,
+  AUD_SNAPSHOTS_PROOF,
+  DEFAULT_KERNEL_TOKEN_TTL_SECONDS,
+  PRODUCT_NAME,
+  jwkThumbprint,
+  type ActivationRequest,
+  type AgentScope,
+  type CertificateFields,
+  type Ed25519PublicJwk,
+  type IssuedAgentToken,
+  type IssuedTokens,
+  type License,
+  type Machine,
+  type NatsCredentialsField,
+  type Tier,
+  type TokenBundle,
+  type ValidateRequest,
+  type ValidateResult,
+} from '../../protocol/src/index.js';
+import type { Database, LicensesTable, MachinesTable } from './db/schema.js';
+import type { Dialect } from './db/database.js';
+import { epochSeconds, iso, type Clock } from './clock.js';
+import type { AgentTokens } from './agent_tokens.js';
+import type { AuditEntry, AuditLog } from './audit.js';
+import { NOT_FOUND_MESSAGE, type Customers } from './customers.js';
+import { acceptProof, publicKeyFromJwk } from './host_proof.js';
+import type { PeerCertificate } from './http/router.js';
+import type { KeyStore } from './keys/keystore.js';
+import { validateLicenseToken } from './license_validation.js';
+import { majorOf, statusOf, toLicense, toMachine, type Licenses } from './licenses.js';
+import type { NatsAuthority } from './nats/credentials.js';
+import { machineIdOfSpiffe } from './pki/authority.js';
+import type { CertifiableKey, CertificateIssuer } from './pki/issuer.js';
+import { certificateRefused, type CertifiedPeer, type MachineCertificates } from './pki/machine_certs.js';
+import type { AgentRegistry } from './seg/agents.js';
+import { HOST_PATTERN } from './seg/orchestrator.js';
+import type { TokenService } from './tokens.js';
+
+/** Thrown refusals carry the ids the audit record needs. */
+export class Refusal extends AegisError {
+  constructor(
+    base: AegisError,
+    readonly ids: { license_id?: string; customer_id?: string; machine_id?: string },
+  ) {
+    super(base.code, base.message, { details: base.details, cause: base });
+    this.name = 'Refusal';
+  }
+}
+
+/**
+ * Records a refused request (with the ids a Refusal carries) and rethrows the error;
+ * errors that are not AegisErrors (bugs, storage failures) are rethrown unrecorded.
+ */
+export async function auditRefusal(audit: AuditLog, err: unknown, entry: Omit<AuditEntry, 'outcome' | 'reason'>): Promise<never> {
+  if (err instanceof AegisError) {
+    const ids = err instanceof Refusal ? err.ids : {};
+    await audit.record({ ...entry, ...ids, outcome: 'refused', reason: `${err.code}: ${err.message}` });
+  }
+  throw err;
+}
+
+/** The license columns the "may it be used now" decision reads. */
+export type LicenseUsabilityFields = Pick<LicensesTable, 'status' | 'expires_at' | 'revoke_reason' | 'allowed_major_versions'>;
+
+/**
+ * Why a license cannot be used at `now` (LICENSE_REVOKED, LICENSE_EXPIRED, and with an
+ * agent version, VERSION_MISMATCH), or null when it can. Expiry needs no background job:
+ * it is this comparison with the clock, and every credential handed out is capped at the
+ * license's expiry (tokens, certificates, NATS users).
+ */
+export function licenseRefusal(lic: LicenseUsabilityFields, now: Date, agentVersion: string | null): AegisError | null {
+  const status = statusOf(lic, now);
+  if (status === 'revoked') return new AegisError('LICENSE_REVOKED', `license revoked${lic.revoke_reason ? `: ${lic.revoke_reason}` : ''}`);
+  if (status === 'expired') return new AegisError('LICENSE_EXPIRED', `license expired at ${lic.expires_at}`);
+  if (agentVersion !== null) {
+    const allowed = JSON.parse(lic.allowed_major_versions) as string[];
+    const major = majorOf(agentVersion);
+    if (allowed.length > 0 && (major === null || !allowed.includes(major))) {
+      return new AegisError('VERSION_MISMATCH', `agent version ${agentVersion} is not allowed by this license (allowed majors: ${allowed.join(', ')})`);
+    }
+  }
+  return null;
+}
+
+/** How a refresh is authenticated: a host-key proof, or the agent listener already did it. */
+export type RefreshAuth = { proof: unknown } | { transport: 'agent-listener' };
+/** Deactivation by the host itself (a proof) or by an admin the HTTP layer authorised. */
+export type DeactivationAuth = { admin: true } | { proof: unknown };
+
+interface SeatIds {
+  license_id: string;
+  customer_id: string;
+  machine_id: string;
+}
+
+export interface Activation extends SeatIds {
+  /** True for a new seat (201), false for the same machine activating again (200). */
+  created: boolean;
+  bundle: TokenBundle;
+}
+
+export interface Refreshed extends SeatIds {
+  bundle: TokenBundle;
+}
+
+/** What ending seats revoked, for the audit record. */
+export interface Revoked {
+  certificates_revoked: number;
+  nats_users_revoked: number;
+}
+
+export interface Deactivation extends Revoked {
+  machine: Machine;
+  license_id: string;
+  customer_id: string;
+}
+
+export interface LicenseRevocation extends Revoked {
+  license: License;
+  /** False when the license already was revoked (nothing is audited then). */
+  changed: boolean;
+}
+
+export interface CustomerDeletion extends Revoked {
+  /** Licenses that were still usable (deleted under `force`). */
+  revoked_license_ids: string[];
+  machine_ids: string[];
+  /** Hosts whose agent registry rows named a deleted machine. */
+  agents_removed: string[];
+}
+
+/** An authenticated agent call: the machine, the host its reports are filed under. */
+export interface AgentCaller {
+  machineId: string;
+  hostname: string;
+  peer: CertifiedPeer | null;
+}
+
+export interface MachineLifecycleDeps {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  clock: Clock;
+  tokens: TokenService;
+  keys: KeyStore;
+  licenses: Licenses;
+  customers: Customers;
+  certs: MachineCertificates;
+  /** Issues client certificates from activation/refresh CSRs when a CA is configured. */
+  issuer: CertificateIssuer | null;
+  /** Per-agent NATS credentials (operator mode), when configured. */
+  nats: NatsAuthority | null;
+  agentTokens: AgentTokens;
+  agents: AgentRegistry;
+  audit: AuditLog;
+  kernelTtlSeconds?: number;
+}
+
+export class MachineLifecycle {
+  private readonly db: Kysely<Database>;
+  private readonly clock: Clock;
+  private readonly kernelTtlSeconds: number;
+
+  constructor(private readonly d: MachineLifecycleDeps) {
+    this.db = d.db;
+    this.clock = d.clock;
+    this.kernelTtlSeconds = d.kernelTtlSeconds ?? DEFAULT_KERNEL_TOKEN_TTL_SECONDS;
+  }
+
+  /** Refuses a license that cannot be used now, naming why. */
+  private checkUsable(lic: Selectable<LicensesTable>, agentVersion: string | null): void {
+    const refusal = licenseRefusal(lic, this.clock.now(), agentVersion);
+    if (refusal) throw new Refusal(refusal, { license_id: lic.id, customer_id: lic.customer_id });
+  }
+
+  // --- activation and refresh -------------------------------------------------------
+
+  /**
+   * Activates a machine: binds the seat, then issues its tokens, a client certificate
+   * (when a CSR came and a CA is configured) and NATS credentials (operator mode).
+   * `onLicense` runs once the key has resolved to a license and before any work on it
+   * (the HTTP layer applies its per-license rate limit there).
+   */
+  async activate(input: ActivationRequest, onLicense: (licenseId: string) => void = () => {}): Promise<Activation> {
+    // A bad CSR is refused before the seat is touched.
+    const certKey = await this.verifyCsr(input.csr, input.host_public_key);
+    const lic = await this.d.licenses.rowByKey(input.license_key);
+    const ids = { license_id: lic.id, customer_id: lic.customer_id };
+    onLicense(lic.id);
+    const hostKey = publicKeyFromJwk(input.host_public_key);
+    const thumbprint = jwkThumbprint(input.host_public_key);
+    try {
+      await acceptProof(this.db, this.clock, input.proof, { audience: AUD_ACTIVATION_PROOF, hardwareId: input.hardware_id, key: hostKey });
+    } catch (e) {
+      throw e instanceof AegisError ? new Refusal(e, ids) : e;
+    }
+    this.checkUsable(lic, input.agent_version);
+
+    const now = iso(this.clock.now());
+    const { machine, created } = await this.db.transaction().execute(async (tx) => {
+      // Serialise activations of one license: the seat count read below must not change
+      // before our insert commits. PostgreSQL takes a row lock; SQLite serialises all
+      // transactions on its single connection.
+      if (this.d.dialect === 'postgres') {
+        await tx.selectFrom('licenses').select('id').where('id', '=', lic.id).forUpdate().executeTakeFirstOrThrow();
+      }
+      const bound = await tx.selectFrom('machines').selectAll().where('hardware_id', '=', input.hardware_id).where('status', '=', 'active').execute();
+      const other = bound.find((m) => m.host_key_thumbprint !== thumbprint);
+      if (other) {
+        throw new Refusal(
+          new AegisError('HOST_KEY_MISMATCH', 'this hardware id is already bound to a different host key; deactivate that machine first'),
+          { ...ids, machine_id: other.id },
+        );
+      }
+      const same = bound.find((m) => m.license_id === lic.id);
+      if (same) {
+        await tx
+          .updateTable('machines')
+          .set({ hostname: input.hostname, agent_version: input.agent_version, last_seen_at: now })
+          .where('id', '=', same.id)
+          .execute();
+        return { machine: { ...same, hostname: input.hostname, agent_version: input.agent_version, last_seen_at: now }, created: false };
+      }
+      const { n } = await tx
+        .selectFrom('machines')
+        .select((eb) => eb.fn.countAll<string | number>().as('n'))
+        .where('license_id', '=', lic.id)
+        .where('status', '=', 'active')
+        .executeTakeFirstOrThrow();
+      if (Number(n) >= Number(lic.max_machines)) {
+        throw new Refusal(
+          new AegisError('SEAT_LIMIT', `all ${lic.max_machines} seat(s) of this license are in use; deactivate a machine to free one`, {
+            details: { max_machines: Number(lic.max_machines), active_machines: Number(n) },
+          }),
+          ids,
+        );
+      }
+      const row: Selectable<MachinesTable> = {
+        id: randomUUID(),
+        license_id: lic.id,
+        hardware_id: input.hardware_id,
+        host_key_thumbprint: thumbprint,
+        host_public_key: JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x: input.host_public_key.x }),
+        hostname: input.hostname,
+        agent_version: input.agent_version,
+        status: 'active',
+        activated_at: now,
+        last_seen_at: now,
+        deactivated_at: null,
+      };
+      await tx.insertInto('machines').values(row).execute();
+      return { machine: row, created: true };
+    });
+    const tokens = await this.issueTokens(lic, machine);
+    const certificate = await this.certificateFor(machine.id, certKey, lic.expires_at);
+    const nats = await this.natsCredentials(lic, machine.id, input.hostname);
+    return { bundle: { ...tokens, ...certificate, ...nats }, created, license_id: lic.id, customer_id: lic.customer_id, machine_id: machine.id };
+  }
+
+  /**
+   * Fresh license and kernel tokens (and, from a CSR, a new client certificate) for a
+   * bound machine: the one refresh of both listeners. `auth` is a host-key proof (main
+   * listener) or the agent listener's word that it authenticated this machine.
+   */
+  async refresh(machineId: string, auth: RefreshAuth, csr: string | undefined): Promise<Refreshed> {
+    const m = await this.machineRow(machineId);
+    const lic = await this.d.licenses.row(m.license_id);
+    const ids = { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id };
+    let certKey: CertifiableKey | null;
+    try {
+      if ('proof' in auth) await this.checkMachineProof(m, auth.proof, AUD_REFRESH_PROOF);
+      if (m.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
+      this.checkUsable(lic, null);
+      certKey = await this.verifyCsr(csr, hostKeyOf(m));
+    } catch (e) {
+      throw e instanceof AegisError ? new Refusal(e, e instanceof Refusal ? { ...ids, ...e.ids } : ids) : e;
+    }
+    await this.db.updateTable('machines').set({ last_seen_at: iso(this.clock.now()) }).where('id', '=', m.id).execute();
+    const tokens = await this.issueTokens(lic, m);
+    const certificate = await this.certificateFor(m.id, certKey, lic.expires_at);
+    return { bundle: { ...tokens, ...certificate }, ...ids };
+  }
+
+  // --- the ends of a seat ------------------------------------------------------------
+
+  /**
+   * Frees a machine's seat and revokes what hangs off it: its client certificates (the
+   * agent listener refuses them at once) and its NATS users. `proof` is required unless
+   * the caller is an admin (authorised by the HTTP layer).
+   */
+  async deactivate(machineId: string, auth: DeactivationAuth): Promise<Deactivation> {
+    const m = await this.machineRow(machineId);
+    const lic = await this.d.licenses.row(m.license_id);
+    if (!('admin' in auth)) {
+      try {
+        await this.checkMachineProof(m, auth.proof, AUD_DEACTIVATION_PROOF);
+      } catch (e) {
+        throw e instanceof AegisError ? new Refusal(e, { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id }) : e;
+      }
+    }
+    const now = iso(this.clock.now());
+    await this.db.updateTable('machines').set({ status: 'deactivated', deactivated_at: now }).where('id', '=', m.id).where('status', '=', 'active').execute();
+    const revoked = await this.revokeMachines([m.id]);
+    return { machine: toMachine(await this.machineRow(m.id)), license_id: lic.id, customer_id: lic.customer_id, ...revoked };
+  }
+
+  /** Revokes a license and, with it, the certificates and NATS users of all its machines. */
+  async revokeLicense(licenseId: string, reason: string): Promise<LicenseRevocation> {
+    const { license, changed } = await this.d.licenses.revoke(licenseId, reason);
+    const machines = await this.d.licenses.machines(license.id);
+    const certificates_revoked = await this.d.certs.revokeLicense(license.id);
+    let nats_users_revoked = 0;
+    for (const m of machines) nats_users_revoked += await this.revokeNats(m.id);
+    return { license, changed, certificates_revoked, nats_users_revoked };
+  }
+
+  /**
+   * Deletes a customer (refused while it holds a usable license, unless `force`) with its
+   * licenses and machines, and revokes what those machines held: client certificates,
+   * NATS users, agent registry rows. They are revoked after the rows are gone; until then
+   * the agent listener already refuses certificates of a machine it cannot find.
+   */
+  async deleteCustomer(customerId: string, force: boolean): Promise<CustomerDeletion> {
+    const { revokedLicenseIds, machineIds } = await this.d.customers.delete(customerId, force);
+    const revoked = await this.revokeMachines(machineIds);
+    const agents_removed = await this.d.agents.forgetMachines(machineIds);
+    return { revoked_license_ids: revokedLicenseIds, machine_ids: machineIds, agents_removed, ...revoked };
+  }
+
+  private async revokeMachines(machineIds: readonly string[]): Promise<Revoked> {
+    const certificates_revoked = await this.d.certs.revokeMachines(machineIds);
+    let nats_users_revoked = 0;
+    for (const id of machineIds) nats_users_revoked += await this.revokeNats(id);
+    return { certificates_revoked, nats_users_revoked };
+  }
+
+  /** Revokes a machine's NATS users; returns how many were newly revoked. */
+  private async revokeNats(machineId: string): Promise<number> {
+    if (!this.d.nats) return 0;
+    const r = await this.d.nats.revokeAgent(machineId);
+    // Recorded in the config fragment either way; not pushed means live connections of
+    // that user last until nats-server reloads its config.
+    if (r.revoked.length > 0 && !r.pushed) {
+      await this.d.audit.record({
+        event_type: 'nats.revocation_not_pushed',
+        outcome: 'refused',
+        actor: 'aegis-server',
+        machine_id: machineId,
+        reason: String(r.pushError ?? 'unknown'),
+      });
+    }
+    return r.revoked.length;
+  }
+
+  // --- the agent listener --------------------------------------------------------------
+
+  /**
+   * The machine a verified client certificate names, after checking its serial against
+   * our records and the machine and license it belongs to (401 for any refusal).
+   * Without a certificate: null, or 401 when the listener requires one.
+   */
+  async certifiedPeer(presented: PeerCertificate | undefined, requireMtls: boolean): Promise<CertifiedPeer | null> {
+    if (!presented) {
+      if (requireMtls) throw new AegisError('UNAUTHORIZED', 'a client certificate is required on the agent listener');
+      return null;
+    }
+    const trustDomain = this.d.issuer?.ca.trustDomain;
+    const named = trustDomain ? presented.uris.map((u) => machineIdOfSpiffe(u, trustDomain)).find((m) => m !== null) : undefined;
+    if (!named) throw certificateRefused('it does not name an Aegis machine');
+    const rec = await this.d.certs.check(presented.serial, presented.thumbprint);
+    if (rec.machine_status !== 'active') throw certificateRefused('machine deactivated');
+    const refusal = licenseRefusal(rec.license, this.clock.now(), null);
+    if (refusal) throw certificateRefused(refusal.code === 'LICENSE_EXPIRED' ? 'license expired' : 'license revoked');
+    if (rec.machine_id !== named) throw certificateRefused('not issued to the machine it names');
+    return { serial: rec.serial, machine_id: rec.machine_id, license_id: rec.license_id, hostname: rec.hostname, thumbprint: rec.thumbprint };
+  }
+
+  /**
+   * An agent access token for the machine of a verified certificate (bound to it), or,
+   * without mTLS, for `machineId` once its host-key proof (aud aegis-agent-token) checks.
+   */
+  async issueAgentToken(peer: CertifiedPeer | null, scopes: AgentScope[], hostProof: { machineId?: string; proof?: string }): Promise<IssuedAgentToken> {
+    if (peer) return this.d.agentTokens.issue(peer.machine_id, scopes, peer.thumbprint);
+    const { machineId, proof } = hostProof;
+    if (!machineId || !proof) {
+      throw new AegisError('UNAUTHORIZED', 'without a client certificate, machine_id and a host-key proof (aud aegis-agent-token) are required');
+    }
+    const { machine } = await this.usableMachine(machineId);
+    await this.checkMachineProof(machine, proof, AUD_AGENT_TOKEN_PROOF);
+    return this.d.agentTokens.issue(machineId, scopes, null);
+  }
+
+  /** Authenticates an agent call: the certificate (when mTLS), then the access token and its scope. */
+  async agentCaller(peer: CertifiedPeer | null, authorization: unknown, scope: AgentScope): Promise<AgentCaller> {
+    const c = await this.d.agentTokens.authorize(authorization, scope, peer ? { machine_id: peer.machine_id, thumbprint: peer.thumbprint } : null);
+    if (peer) return { machineId: peer.machine_id, hostname: peer.hostname, peer };
+    const { machine } = await this.usableMachine(c.machine_id);
+    return { machineId: c.machine_id, hostname: machine.hostname, peer: null };
+  }
+
+  /** Files an agent's status report under the host and machine its credentials name. */
+  recordStatus(who: AgentCaller, report: Record<string, unknown>): Promise<boolean> {
+    return this.d.agents.record('status', who.hostname, { ...report, host: who.hostname, machine_id: who.machineId });
+  }
+
+  /** Notes that a machine was heard from (telemetry). */
+  async recordSeen(machineId: string): Promise<void> {
+    await this.db.updateTable('machines').set({ last_seen_at: iso(this.clock.now()) }).where('id', '=', machineId).execute();
+  }
+
+  /**
+   * Authenticates the snapshot fallback: the active machine most recently seen under
+   * `host` must have signed `proof` (aud aegis-snapshots) with its host key.
+   */
+  async authenticateSnapshotHost(host: string, proof: string): Promise<void> {
+    const machine = await this.db
+      .selectFrom('machines')
+      .selectAll()
+      .where('hostname', '=', host)
+      .where('status', '=', 'active')
+      .orderBy('last_seen_at', 'desc')
+      .executeTakeFirst();
+    if (!machine) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    await this.checkMachineProof(machine, proof, AUD_SNAPSHOTS_PROOF);
+  }
+
+  // --- validation ------------------------------------------------------------------------
+
+  /** The online check of a license token, with this service's answer to "usable now?". */
+  validate(input: ValidateRequest): Promise<ValidateResult> {
+    return validateLicenseToken(this.clock, this.d.tokens, input, async (licenseId) => {
+      const row = await this.db
+        .selectFrom('licenses')
+        .select(['status', 'expires_at', 'revoke_reason', 'allowed_major_versions'])
+        .where('id', '=', licenseId)
+        .executeTakeFirst();
+      // A deleted license reads as revoked: its tokens must stop validating too.
+      if (!row) return new AegisError('LICENSE_REVOKED', 'license revoked');
+      return licenseRefusal(row, this.clock.now(), null);
+    });
+  }
+
+  // --- helpers -----------------------------------------------------------------------------
+
+  private async machineRow(id: string): Promise<Selectable<MachinesTable>> {
+    const m = await this.db.selectFrom('machines').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!m) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    return m;
+  }
+
+  /** A machine that may use the agent API without mTLS: still active, its license usable. */
+  private async usableMachine(machineId: string): Promise<{ machine: Selectable<MachinesTable>; license: Selectable<LicensesTable> }> {
+    const machine = await this.machineRow(machineId);
+    if (machine.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
+    const license = await this.d.licenses.row(machine.license_id);
+    const refusal = licenseRefusal(license, this.clock.now(), null);
+    if (refusal) throw refusal;
+    return { machine, license };
+  }
+
+  private async checkMachineProof(m: Selectable<MachinesTable>, proof: unknown, audience: string): Promise<void> {
+    await acceptProof(this.db, this.clock, proof, { audience, hardwareId: m.hardware_id, key: publicKeyFromJwk(hostKeyOf(m)) });
+  }
+
+  /** The key a CSR proved (checked against the host key), or null without a CSR or a CA. */
+  private async verifyCsr(csr: string | undefined, hostKey: Ed25519PublicJwk): Promise<CertifiableKey | null> {
+    if (csr === undefined || !this.d.issuer) return null;
+    return this.d.issuer.verify(csr, hostKey);
+  }
+
+  /** The CA (and, for a proved key, a recorded certificate) when a CA is configured. */
+  private async certificateFor(machineId: string, key: CertifiableKey | null, licenseExpiresAt: string | null): Promise<CertificateFields | Record<string, never>> {
+    return this.d.issuer ? this.d.issuer.issue(machineId, key, licenseExpiresAt) : {};
+  }
+
+  /**
+   * NATS credentials for an activated host (operator mode only; a host name that cannot be
+   * a subject token gets none). The user JWT never outlives the license.
+   */
+  private async natsCredentials(lic: Selectable<LicensesTable>, machineId: string, host: string): Promise<{ nats?: NatsCredentialsField }> {
+    if (!this.d.nats || !HOST_PATTERN.test(host)) return {};
+    const ttlSeconds = lic.expires_at === null ? undefined : Math.max(1, Math.ceil((Date.parse(lic.expires_at) - this.clock.now().getTime()) / 1000));
+    const c = await this.d.nats.issueAgentCredentials({ host, fleet: lic.fleet ?? 'default', machineId, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
+    return { nats: { creds: c.creds, user_public_key: c.userPublicKey, expires_at: c.expiresAt?.toISOString() ?? null } };
+  }
+
+  private async issueTokens(lic: Selectable<LicensesTable>, m: Pick<MachinesTable, 'id' | 'hardware_id' | 'host_key_thumbprint'>): Promise<IssuedTokens> {
+    const now = this.clock.now();
+    const license = toLicense(lic, now);
+    const customer = await this.db.selectFrom('customers').select(['id', 'name']).where('id', '=', lic.customer_id).executeTakeFirstOrThrow();
+    const iat = epochSeconds(now);
+    const licenseExp = lic.expires_at === null ? undefined : epochSeconds(new Date(lic.expires_at));
+    const license_token = await this.d.tokens.signLicense({
+      sub: m.id,
+      iat,
+      ...(licenseExp === undefined ? {} : { exp: licenseExp }),
+      license_id: lic.id,
+      license_type: license.license_type,
+      customer: { id: customer.id, name: customer.name },
+      product: { name: PRODUCT_NAME, allowed_major_versions: license.allowed_major_versions },
+      tier: license.tier as Tier,
+      features: license.features,
+      hwid: m.hardware_id,
+      cnf: { jkt: m.host_key_thumbprint },
+    });
+    // The kernel token never outlives the license.
+    const kernelExp = Math.min(iat + this.kernelTtlSeconds, licenseExp ?? Number.MAX_SAFE_INTEGER);
+    const kernel_token = await this.d.tokens.signKernel({
+      sub: m.id,
+      hwid: m.hardware_id,
+      tier: license.tier,
+      features: license.features,
+      iat,
+      exp: kernelExp,
+    });
+    return {
+      machine_id: m.id,
+      license_token,
+      kernel_token,
+      kernel_token_expires_at: new Date(kernelExp * 1000).toISOString(),
+      license_expires_at: lic.expires_at,
+      jwks: this.d.keys.jwks(),
+    };
+  }
+}
+
+function hostKeyOf(m: Pick<MachinesTable, 'host_public_key'>): Ed25519PublicJwk {
+  return JSON.parse(m.host_public_key) as Ed25519PublicJwk;
+}
