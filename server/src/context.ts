@@ -10,6 +10,7 @@ import { pingDatabase } from './db/database.js';
 import type { KeyStore } from './keys/keystore.js';
 import type { TokenService } from './tokens.js';
 import { iso, type Clock } from './clock.js';
+import { statusOf } from './licenses.js';
 
 export interface ServerStats {
   customers: { total: number; active: number };
@@ -39,7 +40,6 @@ export class ServerContext {
 
   async stats(): Promise<ServerStats> {
     const now = this.clock.now();
-    const nowIso = iso(now);
     const dayAgo = iso(new Date(now.getTime() - 86_400_000));
     const count = (n: string | number | bigint) => Number(n);
     const customers = await this.db
@@ -50,7 +50,7 @@ export class ServerContext {
     const by_status: Record<string, number> = { active: 0, expired: 0, revoked: 0 };
     const by_tier: Record<string, number> = {};
     for (const l of licenses) {
-      const s = l.status === 'revoked' ? 'revoked' : l.expires_at !== null && l.expires_at <= nowIso ? 'expired' : 'active';
+      const s = statusOf(l, now);
       by_status[s] = (by_status[s] ?? 0) + 1;
       by_tier[l.tier] = (by_tier[l.tier] ?? 0) + 1;
     }
