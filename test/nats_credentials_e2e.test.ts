@@ -1,7 +1,8 @@
 /**
- * Issue 7, NATS half, end to end: nats-server in operator mode with aegis-server's
+ * Per-host NATS credentials end to end: nats-server in operator mode with aegis-server's
  * account; a host gets its own NATS credentials at activation, uses them to receive its
- * snapshots, and loses them at deactivation (revocation pushed to nats-server).
+ * snapshots, and loses them when its seat ends (deactivation, or deletion of its
+ * customer), the revocation pushed to nats-server.
  */
 import t from 'tap';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { NatsAuthority } from '../server/src/nats/credentials.js';
 import { startNats } from './harness/nats.js';
 import { makeTestCa } from './harness/tls.js';
-import { startTestServer } from './harness/server.js';
+import { startTestServer, TestHost } from './harness/server.js';
 import { agentDir, cleanupDir, startAgent } from './harness/agent.js';
 import { requireCapability, missingCommand } from './harness/capabilities.js';
 
@@ -86,4 +87,48 @@ t.test('per-host NATS credentials over TLS: issued at activation, used, revoked 
   t.pass('the agent dropped its credentials');
   const st = (await agent.api('GET', '/v1/status')).body;
   t.equal(st.nats.connected, false, 'off NATS after deactivation');
+});
+
+t.test("force-deleting a customer revokes its machines' NATS users; a subscription's user expires with it", async (t) => {
+  if (!requireCapability(t, missingCommand('nats-server'))) return;
+  const keysDir = mkdtempSync(join(tmpdir(), 'aegis-natskeys-'));
+  t.teardown(() => rmSync(keysDir, { recursive: true, force: true }));
+  const ca = await makeTestCa();
+  t.teardown(() => ca.cleanup());
+  const leaf = await ca.issue({ cn: 'nats', dns: ['localhost'], ips: ['127.0.0.1'] });
+  const authority = await NatsAuthority.open({ dir: join(keysDir, 'nats') });
+  const nats = await startNats({ operatorConfig: authority.renderServerConfig(), tls: leaf });
+  t.teardown(() => nats.stop());
+  const s = await startTestServer({ keysDir, natsUrl: nats.url, natsOperatorConfig: nats.operatorConfigPath, natsCa: ca.caFile });
+  t.teardown(() => s.close());
+  const tls = { caFile: ca.caFile };
+  const tryConnect = (creds: string) =>
+    natsConnect({ servers: nats.url, authenticator: credsAuthenticator(new TextEncoder().encode(creds)), reconnect: false, timeout: 3000, tls }).then(
+      (c) => c.close().then(() => 'connected'),
+      (e: Error) => e.message,
+    );
+
+  const cust = await s.req('POST', '/api/v1/customers', { name: 'NATS doomed' });
+  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'subscription', duration_days: 30, max_machines: 2 });
+  const activated = [];
+  for (const name of [`doomed-a-${process.pid}`, `doomed-b-${process.pid}`]) {
+    const r = await s.req('POST', '/api/v1/activations', new TestHost(name).activation(lic.body.license_key), { key: null });
+    t.equal(r.status, 201, JSON.stringify(r.body));
+    t.ok(r.body.nats?.creds, 'NATS credentials issued');
+    const skew = Math.abs(Date.parse(r.body.nats.expires_at) - Date.parse(lic.body.expires_at));
+    t.ok(skew <= 2000, `the NATS user expires with the license (${r.body.nats.expires_at} vs ${lic.body.expires_at})`);
+    activated.push(r.body);
+  }
+  for (const a of activated) t.equal(await tryConnect(a.nats.creds), 'connected', 'credentials work before the deletion');
+
+  t.equal((await s.req('DELETE', `/api/v1/customers/${cust.body.id}?force=true`)).status, 204);
+  const revoked = s.app.nats!.revocations();
+  for (const a of activated) {
+    t.ok(revoked[a.nats.user_public_key] !== undefined, 'user key in the account revocations');
+    t.match(await tryConnect(a.nats.creds), /authorization|authentication|revoked/i, 'revoked credentials refused by nats-server');
+  }
+  const log = await s.req('GET', `/api/v1/admin/audit-logs?event_type=customer.deleted&customer_id=${cust.body.id}`);
+  t.equal(log.body.items[0].event_data.nats_users_revoked, 2, 'the audit counts the revoked NATS users');
+  const notPushed = await s.req('GET', '/api/v1/admin/audit-logs?event_type=nats.revocation_not_pushed');
+  t.equal(notPushed.body.items.length, 0, 'the revocation reached nats-server');
 });

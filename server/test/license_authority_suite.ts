@@ -8,7 +8,9 @@ import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import {
+  AGENT_API,
   AUD_ACTIVATION_PROOF,
+  AUD_AGENT_TOKEN_PROOF,
   AUD_DEACTIVATION_PROOF,
   AUD_KERNEL,
   AUD_REFRESH_PROOF,
@@ -311,6 +313,67 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
     t.equal(d.body.error.code, 'MACHINE_DEACTIVATED');
     const noProof = await s.req('DELETE', `/api/v1/machines/${a2.body.machine_id}`, {}, { key: null });
     t.equal(noProof.status, 400, 'self-deactivation needs a proof');
+  });
+
+  t.test('force-deleting a customer ends its machines everywhere, and the audit says so', async (t) => {
+    const cid = await customer('Doomed Ltd');
+    const lic = await license({ customer_id: cid });
+    const h = new TestHost(`doomed-${process.pid}`);
+    const act = await activate(h, lic.key);
+    t.equal(act.status, 201);
+    const id = act.body.machine_id;
+    const agentToken = async (scope: string) =>
+      s.req('POST', AGENT_API.token, { machine_id: id, proof: h.proof(AUD_AGENT_TOKEN_PROOF), scope: [scope] }, { key: null });
+    const tok = await agentToken('status:write');
+    t.equal(tok.status, 200, JSON.stringify(tok.body));
+    const st = await s.req('POST', AGENT_API.status, { edition: 'licensed', services: [] }, { key: null, headers: { authorization: `Bearer ${tok.body.access_token}` } });
+    t.equal(st.status, 202);
+    t.equal((await s.req('GET', `/api/v1/agents/${h.name}`)).body.machine_id, id, 'registry row names the machine');
+    const unused = (await agentToken('snapshots:read')).body.access_token as string;
+
+    t.equal((await s.req('DELETE', `/api/v1/customers/${cid}?force=true`)).status, 204);
+    t.equal((await s.req('POST', `/api/v1/machines/${id}/refresh`, { proof: h.proof(AUD_REFRESH_PROOF) }, { key: null })).status, 404, 'no refresh');
+    t.equal((await agentToken('snapshots:read')).status, 404, 'no agent token');
+    const snap = await fetch(s.url + AGENT_API.snapshots, { headers: { authorization: `Bearer ${unused}` } });
+    t.equal(snap.status, 404, 'an access token issued before the deletion is refused');
+    const v = await s.req('POST', '/api/v1/licenses/validate', { token: act.body.license_token }, { key: null });
+    t.equal(v.body.code, 'REVOKED', 'its license token no longer validates');
+    t.equal((await s.req('GET', `/api/v1/agents/${h.name}`)).status, 404, 'registry row removed');
+
+    const log = await s.req('GET', `/api/v1/admin/audit-logs?event_type=customer.deleted&customer_id=${cid}`);
+    t.equal(log.body.items.length, 1);
+    t.equal(log.body.items[0].reason, 'forced');
+    t.same(log.body.items[0].event_data, {
+      licenses_removed_while_active: [lic.id],
+      machines_removed: [id],
+      certificates_revoked: 0,
+      nats_users_revoked: 0,
+      agents_removed: [h.name],
+    });
+  });
+
+  t.test('license expiry: activation, refresh, the agent API and validation all refuse', async (t) => {
+    const lic = await license({ license_type: 'demo', duration_days: 1 });
+    const h = new TestHost('expiring');
+    const act = await activate(h, lic.key);
+    t.equal(act.status, 201);
+    const id = act.body.machine_id;
+    t.equal((await s.req('POST', AGENT_API.token, { machine_id: id, proof: h.proof(AUD_AGENT_TOKEN_PROOF) }, { key: null })).status, 200, 'usable before expiry');
+    s.clock.advanceDays(2);
+    try {
+      const iat = Math.floor(s.clock.now().getTime() / 1000);
+      const refresh = await s.req('POST', `/api/v1/machines/${id}/refresh`, { proof: h.proof(AUD_REFRESH_PROOF, { iat }) }, { key: null });
+      t.equal(refresh.status, 403);
+      t.equal(refresh.body.error.code, 'LICENSE_EXPIRED');
+      const tok = await s.req('POST', AGENT_API.token, { machine_id: id, proof: h.proof(AUD_AGENT_TOKEN_PROOF, { iat }) }, { key: null });
+      t.equal(tok.status, 403, 'no agent token for a machine whose license expired');
+      t.equal(tok.body.error.code, 'LICENSE_EXPIRED');
+      t.equal((await s.req('POST', '/api/v1/licenses/validate', { token: act.body.license_token }, { key: null })).body.code, 'EXPIRED');
+      const refusal = await s.req('GET', `/api/v1/admin/audit-logs?event_type=machine.refresh&license_id=${lic.id}`);
+      t.match(refusal.body.items[0], { outcome: 'refused', machine_id: id, reason: /^LICENSE_EXPIRED/ }, 'refused refresh audited with its ids');
+    } finally {
+      s.clock.offsetMs = 0;
+    }
   });
 
   t.test('validate: every verdict, and forged tokens', async (t) => {

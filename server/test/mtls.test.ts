@@ -1,4 +1,4 @@
-/** Issue 7's mTLS suite on SQLite, plus `aegis-server pki init` run as a person would. */
+/** The mTLS suite on SQLite, plus `aegis-server pki init` run as a person would. */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';

@@ -1,12 +1,11 @@
 /**
- * Issue 7 (HTTP half), run once per storage backend: machine certificates from CSRs, the
- * mTLS agent listener, revocation by serial, and scoped single-use access tokens, all
- * over real TLS sockets.
+ * The HTTP half of machine identity, run once per storage backend: machine certificates
+ * from CSRs, the mTLS agent listener, revocation by serial, and scoped single-use access
+ * tokens, all over real TLS sockets.
  */
 import type { Test } from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
-import { AUD_ACTIVATION_PROOF, AUD_DEACTIVATION_PROOF, AUD_REFRESH_PROOF } from '../../protocol/src/index.js';
-import { AGENT_API, AUD_AGENT_TOKEN_PROOF } from '../../protocol/src/agent_access.js';
+import { AGENT_API, AUD_ACTIVATION_PROOF, AUD_AGENT_TOKEN_PROOF, AUD_DEACTIVATION_PROOF, AUD_REFRESH_PROOF } from '../../protocol/src/index.js';
 import { createHostCsr, certificateValidity } from '../../agent/src/csr.js';
 import { initPki } from '../src/pki/authority.js';
 import { TestHost } from '../../test/harness/server.js';
@@ -206,6 +205,36 @@ export function mtlsSuite(t: Test, newDatabase: DatabaseFactory): void {
     t.equal(rv.status, 200);
     const revoked = await call(n, 'POST', AGENT_API.token, { body: {} });
     t.equal(revoked.status, 401, 'license revoked: certificate refused');
+  });
+
+  t.test("force-deleting a customer revokes its machines' certificates, and the audit says so", async (t) => {
+    const c = await s.req('POST', '/api/v1/customers', { name: `mTLS delete ${Math.random().toString(36).slice(2, 7)}` });
+    const l = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual', max_machines: 2 });
+    const lic = { id: l.body.id as string, key: l.body.license_key as string };
+    const m = await activate('gone-1', lic);
+    const n = await activate('gone-2', lic);
+    const early = await token(m);
+    t.equal((await call(m, 'GET', AGENT_API.snapshots, { token: await token(m) })).status, 200, 'works before the deletion');
+    const bystander = await activate('bystander');
+
+    t.equal((await s.req('DELETE', `/api/v1/customers/${c.body.id}`)).status, 409, 'refused without force');
+    t.equal((await call(m, 'POST', AGENT_API.token, { body: {} })).status, 200, 'a refused deletion revokes nothing');
+    t.equal((await s.req('DELETE', `/api/v1/customers/${c.body.id}?force=true`)).status, 204);
+
+    for (const x of [m, n]) {
+      const r = await call(x, 'POST', AGENT_API.token, { body: {} });
+      t.equal(r.status, 401, `${x.host.name}: certificate refused`);
+      t.match(r.body.error.message, /revoked/);
+      const recs = await s.app.certs.forMachine(x.id);
+      t.ok(recs.length > 0 && recs.every((rec) => rec.revoked_at !== null), `${x.host.name}: records marked revoked`);
+    }
+    t.equal((await call(m, 'GET', AGENT_API.snapshots, { token: early })).status, 401, 'and its tokens with it');
+    t.equal((await call(bystander, 'POST', AGENT_API.token, { body: {} })).status, 200, "another customer's machine still works");
+
+    const log = await s.req('GET', `/api/v1/admin/audit-logs?event_type=customer.deleted&customer_id=${c.body.id}`);
+    t.equal(log.body.items.length, 1);
+    t.match(log.body.items[0].event_data, { certificates_revoked: 2, nats_users_revoked: 0, licenses_removed_while_active: [lic.id] });
+    t.same([...log.body.items[0].event_data.machines_removed].sort(), [m.id, n.id].sort());
   });
 
   t.test('an expired certificate record is refused on a kept connection', async (t) => {

@@ -1,4 +1,4 @@
-/** Orchestrator HTTP API (issue 5), run on each storage backend. */
+/** Orchestrator HTTP API, run on each storage backend. */
 import type { Test } from 'tap';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { AUD_ACTIVATION_PROOF, AUD_SEG_MAP, AUD_SNAPSHOTS_PROOF } from '../../protocol/src/index.js';
