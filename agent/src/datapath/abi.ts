@@ -19,7 +19,7 @@ export const MODE_ENFORCE = BPF_ABI.AEGIS_MODE_ENFORCE;
 export const CFG_FAIL_CLOSED = BPF_ABI.AEGIS_CFG_FAIL_CLOSED;
 
 /** Services one datapath holds at once (outer map size). */
-export const MAX_SERVICES = BPF_ABI.AEGIS_MAX_SERVICES;
+export const MAX_SERVICES: number = BPF_ABI.AEGIS_MAX_SERVICES;
 
 /** IPv4 lives in the v4-mapped range ::ffff:0:0/96 of the 16-byte key. */
 export const V4_MAPPED_BITS = BPF_ABI.AEGIS_V4_MAPPED_BITS;
