@@ -6,6 +6,7 @@
     {
       'target_name': 'aegis',
       'sources': [
+        'native/src/abi_constants.cc',
         'native/src/addon.cc',
         'native/src/datapath.cc',
         'native/src/datapath_core.cc',

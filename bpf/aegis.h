@@ -4,7 +4,9 @@
  * datapath. Included by aegis.bpf.c (clang -target bpf) and by native/ (C++), so both
  * sides always agree on the layout. Changing any layout here means bumping
  * AEGIS_LAYOUT_VERSION and the map name prefix in aegis.bpf.c, so a new build never
- * reuses a pin made with the old layout.
+ * reuses a pin made with the old layout. TypeScript reads every #define here from
+ * protocol/src/bpf_abi.generated.ts (scripts/gen-bpf-abi.mjs): run `npm run gen:bpf-abi`
+ * after changing one.
  */
 #ifndef AEGIS_H
 #define AEGIS_H
@@ -22,8 +24,8 @@
 #define AEGIS_LAYOUT_PIN "aegis_layout"
 
 #define AEGIS_MAX_SERVICES 4096
-/* Per-service rule capacity (after `any` is expanded); equals protocol's
- * MAX_RULES_PER_SERVICE. One more slot holds the service's config entry. */
+/* Per-service rule capacity (after `any` is expanded); protocol's MAX_RULES_PER_SERVICE
+ * is generated from it. One more slot holds the service's config entry. */
 #define AEGIS_MAX_RULES 131072
 #define AEGIS_MAX_CGROUPS 4096
 #define AEGIS_MAX_FLOWS 65536

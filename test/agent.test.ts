@@ -12,7 +12,7 @@ import { AUD_KERNEL, featureMask } from '../protocol/src/index.js';
 import { startTestServer, type TestServer } from './harness/server.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from './harness/agent.js';
 import { requireCapability } from './harness/capabilities.js';
-import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from '../agent/src/datapath/test_support.js';
+import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from './harness/datapath.js';
 import { purgePins } from '../agent/src/datapath/index.js';
 
 let s: TestServer;

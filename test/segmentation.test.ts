@@ -14,7 +14,7 @@ import { startTestServer, type TestServer } from './harness/server.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from './harness/agent.js';
 import { startNats, type TestNats } from './harness/nats.js';
 import { requireCapability, missingCommand } from './harness/capabilities.js';
-import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from '../agent/src/datapath/test_support.js';
+import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from './harness/datapath.js';
 import { purgePins } from '../agent/src/datapath/index.js';
 
 const sc = StringCodec();

@@ -8,8 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Ajv } from 'ajv';
-import { MAP_SNAPSHOT_SCHEMA, type MapSnapshot } from '../../protocol/src/index.js';
+import { checkMapSnapshot, ValidationError, type MapSnapshot } from '../../protocol/src/index.js';
 import { AgentError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -24,18 +23,18 @@ interface Route {
   handler: Handler;
 }
 
-const snapshotValidator = new Ajv({ allErrors: true, strict: false }).compile(MAP_SNAPSHOT_SCHEMA);
-
-/** Validates a MapSnapshot body (seed 003's schema), naming each failing path. */
+/**
+ * Validates a MapSnapshot body with protocol's checker (the server's: schema, CIDRs,
+ * duplicates, capacity), so a local PUT is refused exactly as the server would refuse it;
+ * a 400 VALIDATION_FAILED names each failing path.
+ */
 export function checkSnapshot(body: unknown): MapSnapshot {
-  if (!snapshotValidator(body)) {
-    const details = (snapshotValidator.errors ?? []).map((e) => ({ path: e.instancePath || '/', message: e.message ?? 'invalid' }));
-    throw new AgentError('VALIDATION_FAILED', `snapshot does not match the MapSnapshot schema: ${details.map((d) => `${d.path} ${d.message}`).join('; ')}`, {
-      status: 400,
-      details,
-    });
+  try {
+    return checkMapSnapshot(body);
+  } catch (e) {
+    if (!(e instanceof ValidationError)) throw e;
+    throw new AgentError('VALIDATION_FAILED', `snapshot is not a valid MapSnapshot: ${e.message}`, { status: 400, details: e.problems, cause: e });
   }
-  return body as unknown as MapSnapshot;
 }
 
 export class ControlApi {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { buildPacket, cgroup2Mount, open } from '../../agent/src/datapath/index.js';
 import type { Datapath } from '../../agent/src/datapath/index.js';
-import type { Edge } from '../../protocol/src/snapshot.js';
+import type { Edge } from '../../protocol/src/index.js';
 
 const args = new Set(process.argv.slice(2));
 const quick = args.has('--quick');

@@ -15,7 +15,7 @@ import { connect, StringCodec, type NatsConnection } from 'nats';
 import { startNats } from '../../test/harness/nats.js';
 import { startTestServer } from '../../test/harness/server.js';
 import { agentDir, cleanupDir, startAgent } from '../../test/harness/agent.js';
-import { makeCgroup, missingDatapath, removeCgroup, testPinRoot } from '../../agent/src/datapath/test_support.js';
+import { makeCgroup, missingDatapath, removeCgroup, testPinRoot } from '../../test/harness/datapath.js';
 import { purgePins } from '../../agent/src/datapath/index.js';
 
 const argv = process.argv.slice(2);

@@ -3,6 +3,7 @@
 // agent/src/datapath/ (the typed wrapper validates every argument first).
 #include <napi.h>
 
+#include "abi_constants.h"
 #include "datapath.h"
 #include "notify.h"
 #include "token_file.h"
@@ -19,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layoutVersion", Napi::Number::New(env, AEGIS_LAYOUT_VERSION));
   exports.Set("maxRules", Napi::Number::New(env, AEGIS_MAX_RULES));
   exports.Set("maxServices", Napi::Number::New(env, AEGIS_MAX_SERVICES));
+  exports.Set("constants", aegis::AbiConstants(env));
   return exports;
 }
 

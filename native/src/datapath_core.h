@@ -21,6 +21,9 @@ namespace aegis {
 
 // One rule as the TypeScript wrapper encodes it (little-endian, 28 bytes). The wrapper
 // has already validated it and mapped IPv4 into ::ffff:0:0/96 (prefixlen includes the 96).
+// Its encoder takes this layout from protocol/src/bpf_abi.generated.ts, which
+// scripts/gen-bpf-abi.mjs derives from the fields below: keep them fixed-width integers
+// (and arrays of them) inside the pack(1) block, and regenerate after changing them.
 #pragma pack(push, 1)
 struct RuleRecord {
   uint8_t dir;        // AEGIS_DIR_EGRESS / AEGIS_DIR_INGRESS

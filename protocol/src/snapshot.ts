@@ -1,7 +1,10 @@
 /**
- * MapSnapshot (seed 003): the segmentation policy for one service. The JSON Schema below
- * is the seed's, verbatim in meaning; the server validates bodies against it with ajv.
+ * MapSnapshot: the segmentation policy for one service, as the server publishes it and the
+ * agent enforces it. The JSON Schema below is the wire contract; snapshot_check.ts checks
+ * bodies against it and against what the schema cannot say (CIDRs, duplicates, capacity).
  */
+import { BPF_ABI } from './bpf_abi.generated.js';
+
 export type Proto = 'tcp' | 'udp' | 'any';
 export const PROTOS: readonly Proto[] = ['tcp', 'udp', 'any'];
 
@@ -29,8 +32,9 @@ export interface MapSnapshot {
 export type Stage = 'canary' | 'enforce';
 export type DatapathMode = 'observe' | 'enforce';
 
-/** Per-service capacity of the datapath: rules after `any` is expanded to tcp+udp. */
-export const MAX_RULES_PER_SERVICE = 131072;
+/** Per-service capacity of the datapath: rules after `any` is expanded to tcp+udp.
+ * Taken from the BPF side's AEGIS_MAX_RULES, the size its rule tries are created with. */
+export const MAX_RULES_PER_SERVICE: number = BPF_ABI.AEGIS_MAX_RULES;
 
 export const MAP_SNAPSHOT_SCHEMA = {
   $schema: 'http://json-schema.org/draft-07/schema#',

@@ -2,35 +2,10 @@
  * Request validation with ajv: one compiled validator per schema, and failures turned
  * into a ValidationError that names every failing field (JSON Pointer paths).
  */
-import { Ajv, type ErrorObject, type SchemaObject } from 'ajv';
-import { ValidationError, type FieldProblem } from '../../protocol/src/index.js';
+import { Ajv, type SchemaObject } from 'ajv';
+import { ValidationError, problemsOf } from '../../protocol/src/index.js';
 
 const ajv = new Ajv({ allErrors: true, strict: false, coerceTypes: false, useDefaults: false });
-
-function problemOf(e: ErrorObject): FieldProblem {
-  const base = e.instancePath || '';
-  if (e.keyword === 'required') {
-    return { path: `${base}/${(e.params as { missingProperty: string }).missingProperty}`, message: 'is required' };
-  }
-  if (e.keyword === 'additionalProperties') {
-    return { path: `${base}/${(e.params as { additionalProperty: string }).additionalProperty}`, message: 'is not a known field' };
-  }
-  return { path: base || '/', message: e.message ?? 'is invalid' };
-}
-
-export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
-  const seen = new Set<string>();
-  const out: FieldProblem[] = [];
-  for (const e of errors ?? []) {
-    const p = problemOf(e);
-    const k = `${p.path}\u0000${p.message}`;
-    if (!seen.has(k)) {
-      seen.add(k);
-      out.push(p);
-    }
-  }
-  return out;
-}
 
 /** Compiles a schema into a function that returns the value typed, or throws ValidationError. */
 export function validator<T>(schema: SchemaObject): (value: unknown) => T {

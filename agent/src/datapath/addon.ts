@@ -70,6 +70,17 @@ export interface NativeAddon {
   layoutVersion: number;
   maxRules: number;
   maxServices: number;
+  /** The shared constants as the addon was compiled (native/src/abi_constants.h). */
+  constants: NativeAbiConstants;
+}
+
+export interface NativeAbiConstants {
+  /** Every `#define AEGIS_*` of bpf/aegis.h. */
+  defines: Record<string, number | string>;
+  /** sizeof / offsetof of RuleRecord. */
+  ruleRecord: { bytes: number; fields: Record<string, { offset: number; size: number }> };
+  /** IPPROTO_TCP / IPPROTO_UDP of <netinet/in.h>. */
+  ipproto: { tcp: number; udp: number };
 }
 
 let cached: NativeAddon | undefined;

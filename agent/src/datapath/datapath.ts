@@ -6,9 +6,20 @@
 import { statSync, statfsSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { formatAddr } from '../../../protocol/src/cidr.js';
-import type { DatapathMode } from '../../../protocol/src/snapshot.js';
-import { MAX_RULES_PER_SERVICE } from '../../../protocol/src/snapshot.js';
+import { formatAddr, inspectPolicyRules, MAX_RULES_PER_SERVICE } from '../../../protocol/src/index.js';
+import type { DatapathMode } from '../../../protocol/src/index.js';
+import {
+  CFG_FAIL_CLOSED,
+  DIR_EGRESS,
+  DIR_INGRESS,
+  eventVerdictOf,
+  modeName,
+  modeNumber,
+  protoName,
+  reasonOf,
+  type FlowVerdict,
+  type VerdictReason,
+} from './abi.js';
 import { loadAddon } from './addon.js';
 import type { NativeAddon, NativeDatapath, NativeFlowEvent, NativeServiceStats } from './addon.js';
 import { BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC, cgroup2Mount } from './cgroup.js';
@@ -18,14 +29,14 @@ import {
   DatapathClosedError,
   DatapathError,
   InvalidArgumentError,
+  InvalidPolicyError,
+  SnapshotTooLargeError,
   fromNative,
 } from './errors.js';
-import { DIR_EGRESS, DIR_INGRESS, checkServiceId, encodeRules } from './rules.js';
+import { checkServiceId, encodeRules } from './rules.js';
 import type { PolicyRules } from './rules.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/aegis';
-/** Services one datapath holds at once (outer map size). */
-export const MAX_SERVICES = 4096;
 
 export type Direction = 'egress' | 'ingress';
 export type ExpiryBehaviour = 'fail-open' | 'fail-closed';
@@ -88,8 +99,6 @@ export interface ServiceStats {
   counters: ServiceCounters | null;
 }
 
-export type FlowVerdict = 'dropped' | 'would-drop' | 'expired-dropped';
-
 export interface FlowEvent {
   serviceId: number;
   direction: Direction;
@@ -103,18 +112,6 @@ export interface FlowEvent {
   generation: number;
   monotonicNs: bigint;
 }
-
-export type VerdictReason =
-  | 'unbound'
-  | 'no-policy'
-  | 'allowed'
-  | 'dropped'
-  | 'would-drop'
-  | 'bypass'
-  | 'expired-open'
-  | 'expired-closed'
-  | 'reply'
-  | 'unknown';
 
 export interface TestVerdict {
   verdict: 'pass' | 'drop';
@@ -133,22 +130,18 @@ export interface ProbeResult {
   features: { cgroupSkb: boolean; lpmTrie: boolean; hashOfMaps: boolean; ringbuf: boolean } | null;
 }
 
-const REASONS: VerdictReason[] = [
-  'unknown',
-  'unbound',
-  'no-policy',
-  'allowed',
-  'dropped',
-  'would-drop',
-  'bypass',
-  'expired-open',
-  'expired-closed',
-  'reply',
-];
-const EVENT_VERDICTS: Record<number, FlowVerdict> = { 1: 'dropped', 2: 'would-drop', 3: 'expired-dropped' };
-const MODE_OBSERVE = 0;
-const MODE_ENFORCE = 1;
-const CFG_FAIL_CLOSED = 1;
+/**
+ * Checks the rule lists of a policy with protocol's MapSnapshot checker (the one the
+ * server and the control API use) and returns them typed, or throws: InvalidPolicyError
+ * listing every problem (JSON Pointer paths such as `/edges/0/dst_cidr`), or
+ * SnapshotTooLargeError when the entries are fine but need more than `capacity` rules.
+ */
+export function checkPolicyRules(snapshot: unknown, capacity: number = MAX_RULES_PER_SERVICE): PolicyRules {
+  const r = inspectPolicyRules(snapshot, capacity);
+  if (r.overCapacity && r.problems.length === 1) throw new SnapshotTooLargeError(r.rules, r.capacity);
+  if (r.problems.length > 0) throw new InvalidPolicyError(r.problems);
+  return snapshot as PolicyRules;
+}
 
 function isOnFs(path: string, magic: number): boolean {
   try {
@@ -327,8 +320,8 @@ export class Datapath {
     if (snapshot !== null && typeof snapshot === 'object' && snapshot.service_id !== undefined && snapshot.service_id !== id) {
       throw new InvalidArgumentError(`snapshot is for service ${String(snapshot.service_id)}, not ${id}`);
     }
-    const enc = encodeRules(snapshot, Math.min(MAX_RULES_PER_SERVICE, this.#addon.maxRules));
-    const mode = opts.mode === 'enforce' ? MODE_ENFORCE : MODE_OBSERVE;
+    const enc = encodeRules(checkPolicyRules(snapshot, Math.min(MAX_RULES_PER_SERVICE, this.#addon.maxRules)));
+    const mode = modeNumber(opts.mode);
     const flags = opts.onExpiry === 'fail-closed' ? CFG_FAIL_CLOSED : 0;
     return this.#serial(`apply policy of service ${id}`, async (n) => {
       const expires = toMonotonicNs(this.#addon, opts.expiresAt);
@@ -362,7 +355,7 @@ export class Datapath {
         p === null
           ? null
           : {
-              mode: p.mode === MODE_ENFORCE ? 'enforce' : 'observe',
+              mode: modeName(p.mode),
               onExpiry: (p.flags & CFG_FAIL_CLOSED) !== 0 ? 'fail-closed' : 'fail-open',
               expiresMonotonicNs: p.expiresNs === 0n ? null : p.expiresNs,
               expired: p.expiresNs !== 0n && now >= p.expiresNs,
@@ -411,8 +404,8 @@ export class Datapath {
     const e: FlowEvent = {
       serviceId: raw.serviceId,
       direction: raw.direction === DIR_INGRESS ? 'ingress' : 'egress',
-      verdict: EVENT_VERDICTS[raw.verdict] ?? 'dropped',
-      proto: raw.proto === 6 ? 'tcp' : raw.proto === 17 ? 'udp' : raw.proto,
+      verdict: eventVerdictOf(raw.verdict),
+      proto: protoName(raw.proto),
       family: raw.family === 4 ? 4 : 6,
       src: ipText(raw.family, raw.saddr),
       dst: ipText(raw.family, raw.daddr),
@@ -455,7 +448,7 @@ export class Datapath {
     const dir = direction === 'egress' ? DIR_EGRESS : DIR_INGRESS;
     return this.#serial('run a test packet', async (n) => {
       const r = await n.testRun(dir, svc, packet, repeat);
-      return { verdict: r.retval === 1 ? 'pass' : 'drop', reason: REASONS[r.reason] ?? 'unknown', nsPerPacket: r.durationNs };
+      return { verdict: r.retval === 1 ? 'pass' : 'drop', reason: reasonOf(r.reason), nsPerPacket: r.durationNs };
     });
   }
 

@@ -2,21 +2,21 @@
  * agent/src/datapath: the only entry to the native addon (eBPF datapath, atomic token
  * writer, sd_notify). Import from here, never from the addon or the files beside this one.
  */
-export { DEFAULT_PIN_ROOT, MAX_SERVICES, Datapath, open, probe, purgePins } from './datapath.js';
+export { DEFAULT_PIN_ROOT, Datapath, checkPolicyRules, open, probe, purgePins } from './datapath.js';
+export { MAX_SERVICES } from './abi.js';
+export type { FlowVerdict, VerdictReason } from './abi.js';
 export type {
   ApplyOptions,
   ApplyResult,
   Direction,
   ExpiryBehaviour,
   FlowEvent,
-  FlowVerdict,
   OpenOptions,
   ProbeResult,
   ServiceCounters,
   ServicePolicyState,
   ServiceStats,
   TestVerdict,
-  VerdictReason,
 } from './datapath.js';
 export type { PolicyRules } from './rules.js';
 export { encodeRules, MAX_SERVICE_ID } from './rules.js';

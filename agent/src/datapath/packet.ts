@@ -4,7 +4,8 @@
  * the programs never look at them.
  */
 import { isIPv4 } from 'node:net';
-import { parseCidr } from '../../../protocol/src/cidr.js';
+import { parseCidr } from '../../../protocol/src/index.js';
+import { IPPROTO_TCP, IPPROTO_UDP } from './abi.js';
 import { InvalidArgumentError } from './errors.js';
 
 export const TCP_SYN = 0x02;
@@ -30,8 +31,8 @@ function addrBytes(text: string): Uint8Array {
 export function buildPacket(p: PacketSpec): Buffer {
   const v4 = isIPv4(p.src);
   if (v4 !== isIPv4(p.dst)) throw new InvalidArgumentError('src and dst must be of the same family');
-  const proto = p.proto === 'tcp' ? 6 : p.proto === 'udp' ? 17 : p.proto;
-  const l4len = proto === 6 ? 20 : proto === 17 ? 8 : 8;
+  const proto = p.proto === 'tcp' ? IPPROTO_TCP : p.proto === 'udp' ? IPPROTO_UDP : p.proto;
+  const l4len = proto === IPPROTO_TCP ? 20 : 8;
   const payload = p.payloadBytes ?? 0;
   const l3len = v4 ? 20 : 40;
   const b = Buffer.alloc(l3len + l4len + payload);
@@ -51,15 +52,15 @@ export function buildPacket(p: PacketSpec): Buffer {
     b.set(addrBytes(p.dst), 24);
   }
   const o = l3len;
-  if (proto === 6 || proto === 17) {
+  if (proto === IPPROTO_TCP || proto === IPPROTO_UDP) {
     b.writeUInt16BE(p.sport, o);
     b.writeUInt16BE(p.dport, o + 2);
   }
-  if (proto === 6) {
+  if (proto === IPPROTO_TCP) {
     b[o + 12] = 5 << 4;
     b[o + 13] = p.tcpFlags ?? TCP_SYN;
     b.writeUInt16BE(65535, o + 14);
-  } else if (proto === 17) {
+  } else if (proto === IPPROTO_UDP) {
     b.writeUInt16BE(l4len + payload, o + 4);
   }
   return b;

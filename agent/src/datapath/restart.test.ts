@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireCapability } from '../../../test/harness/capabilities.js';
 import { open } from './index.js';
-import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from './test_support.js';
+import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from '../../../test/harness/datapath.js';
 
 async function listener(): Promise<{ port: number; server: Server }> {
   const server = createServer((c) => c.end());

@@ -1,20 +1,14 @@
 /**
- * Snapshot validation and encoding. Everything the addon receives is checked here first
- * (the C++ side trusts its input): CIDRs through protocol's parseCidr with host bits
- * rejected, ports, protocols, sizes. Rules are encoded in the addon's wire format
- * (RuleRecord in native/src/datapath_core.h): 28 bytes, little-endian.
+ * Rule encoding: a policy that protocol's checker has accepted (checkPolicyRules in
+ * datapath.ts) becomes the addon's wire format, RuleRecord of native/src/datapath_core.h,
+ * little-endian, at the offsets of the generated RULE_RECORD_LAYOUT. Nothing is validated
+ * here; the C++ side trusts what it receives, so only checked rules may be passed.
  */
-import type { AllowCidr, Edge, MapSnapshot, Proto } from '../../../protocol/src/snapshot.js';
-import { MAX_RULES_PER_SERVICE, PROTOS } from '../../../protocol/src/snapshot.js';
-import { CidrError, parseCidr } from '../../../protocol/src/cidr.js';
-import { InvalidArgumentError, InvalidPolicyError, SnapshotTooLargeError } from './errors.js';
-import type { PolicyProblem } from './errors.js';
+import { parseCidr } from '../../../protocol/src/index.js';
+import type { MapSnapshot, Proto } from '../../../protocol/src/index.js';
+import { DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, IPPROTO_UDP, RULE_FIELDS, RULE_RECORD_BYTES, V4_MAPPED_BITS } from './abi.js';
+import { InvalidArgumentError } from './errors.js';
 
-export const DIR_EGRESS = 0;
-export const DIR_INGRESS = 1;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
-export const RULE_RECORD_BYTES = 28;
 export const MAX_SERVICE_ID = 0xffffffff;
 
 /** The part of a MapSnapshot the datapath enforces. */
@@ -22,7 +16,7 @@ export type PolicyRules = Pick<MapSnapshot, 'edges' | 'allow_cidrs'> & { service
 
 export interface EncodedRules {
   buffer: Buffer;
-  /** Rules after `any` expansion and de-duplication. */
+  /** Rules after `any` expansion, with the overlaps that expansion creates collapsed. */
   count: number;
 }
 
@@ -41,65 +35,27 @@ function protoNumbers(p: Proto): number[] {
   return [IPPROTO_TCP, IPPROTO_UDP];
 }
 
-interface RawRule {
-  cidr: unknown;
-  proto: unknown;
-  port: unknown;
+/** Writes an unsigned little-endian integer field of the record at `base`, at its generated width. */
+function writeField(buffer: Buffer, base: number, field: { offset: number; size: number }, value: number): void {
+  buffer.writeUIntLE(value, base + field.offset, field.size);
 }
 
 /**
- * Validates and encodes a snapshot's edges (egress, by destination) and allow_cidrs
- * (ingress, by source and local port). Throws InvalidPolicyError listing every problem,
- * or SnapshotTooLargeError when the expanded rule count exceeds `capacity`.
+ * Encodes checked rules: edges (egress, by destination) and allow_cidrs (ingress, by
+ * source and local port). `any` becomes a tcp and a udp record; where that repeats a
+ * record already made (an `any` entry beside a tcp or udp one for the same network and
+ * port) the repeat is left out, as the trie holds one entry per key.
  */
-export function encodeRules(snapshot: PolicyRules, capacity = MAX_RULES_PER_SERVICE): EncodedRules {
-  const problems: PolicyProblem[] = [];
-  if (typeof snapshot !== 'object' || snapshot === null) {
-    throw new InvalidPolicyError([{ path: 'snapshot', message: 'must be an object' }]);
-  }
-  const lists: Array<{ dir: number; name: string; items: RawRule[] }> = [];
-  const edges: unknown = snapshot.edges ?? [];
-  const allows: unknown = snapshot.allow_cidrs ?? [];
-  if (!Array.isArray(edges)) problems.push({ path: 'edges', message: 'must be an array' });
-  else lists.push({ dir: DIR_EGRESS, name: 'edges', items: (edges as Edge[]).map((e) => ({ cidr: e?.dst_cidr, proto: e?.proto, port: e?.port })) });
-  if (!Array.isArray(allows)) problems.push({ path: 'allow_cidrs', message: 'must be an array' });
-  else lists.push({ dir: DIR_INGRESS, name: 'allow_cidrs', items: (allows as AllowCidr[]).map((a) => ({ cidr: a?.cidr, proto: a?.proto, port: a?.port })) });
-
-  // Cheap bound before any parsing: even without duplicates this cannot fit.
-  const upper = lists.reduce((n, l) => n + l.items.length, 0);
-  if (upper > capacity * 2) throw new SnapshotTooLargeError(upper, capacity);
-
+export function encodeRules(rules: PolicyRules): EncodedRules {
+  const lists = [
+    { dir: DIR_EGRESS, items: (rules.edges ?? []).map((e) => ({ cidr: e.dst_cidr, proto: e.proto, port: e.port })) },
+    { dir: DIR_INGRESS, items: (rules.allow_cidrs ?? []).map((a) => ({ cidr: a.cidr, proto: a.proto, port: a.port })) },
+  ];
   const seen = new Set<string>();
   const records: Array<{ dir: number; proto: number; port: number; prefixLen: number; addr: Uint8Array; id: number }> = [];
   for (const list of lists) {
-    const cidrField = list.dir === DIR_EGRESS ? 'dst_cidr' : 'cidr';
     list.items.forEach((r, i) => {
-      const at = `${list.name}[${i}]`;
-      if (problems.length >= 100) return;
-      let ok = true;
-      if (typeof r.proto !== 'string' || !(PROTOS as readonly string[]).includes(r.proto)) {
-        problems.push({ path: `${at}.proto`, message: `must be one of ${PROTOS.join(', ')}, got ${JSON.stringify(r.proto)}` });
-        ok = false;
-      }
-      if (typeof r.port !== 'number' || !Number.isInteger(r.port) || r.port < 0 || r.port > 65535) {
-        problems.push({ path: `${at}.port`, message: `must be an integer from 0 (any port) to 65535, got ${JSON.stringify(r.port)}` });
-        ok = false;
-      }
-      let cidr;
-      try {
-        cidr = parseCidr(r.cidr as string);
-      } catch (e) {
-        problems.push({ path: `${at}.${cidrField}`, message: e instanceof CidrError ? e.message : String(e) });
-        ok = false;
-      }
-      if (cidr && cidr.hostBitsSet) {
-        problems.push({
-          path: `${at}.${cidrField}`,
-          message: `${JSON.stringify(r.cidr)} has host bits set below the prefix; did you mean ${cidr.canonical}?`,
-        });
-        ok = false;
-      }
-      if (!ok || !cidr) return;
+      const cidr = parseCidr(r.cidr);
       let addr = cidr.addr;
       let prefixLen = cidr.prefixLen;
       if (cidr.family === 4) {
@@ -108,28 +64,27 @@ export function encodeRules(snapshot: PolicyRules, capacity = MAX_RULES_PER_SERV
         addr[10] = 0xff;
         addr[11] = 0xff;
         addr.set(cidr.addr, 12);
-        prefixLen += 96;
+        prefixLen += V4_MAPPED_BITS;
       }
-      for (const proto of protoNumbers(r.proto as Proto)) {
-        const key = `${list.dir}|${proto}|${r.port as number}|${cidr.canonical}`;
+      for (const proto of protoNumbers(r.proto)) {
+        const key = `${list.dir}|${proto}|${r.port}|${cidr.canonical}`;
         if (seen.has(key)) continue;
         seen.add(key);
-        records.push({ dir: list.dir, proto, port: r.port as number, prefixLen, addr, id: (list.dir << 31) >>> 0 | i });
+        records.push({ dir: list.dir, proto, port: r.port, prefixLen, addr, id: ((list.dir << 31) >>> 0) | i });
       }
     });
   }
-  if (problems.length > 0) throw new InvalidPolicyError(problems);
-  if (records.length > capacity) throw new SnapshotTooLargeError(records.length, capacity);
 
+  const f = RULE_FIELDS;
   const buffer = Buffer.alloc(records.length * RULE_RECORD_BYTES);
   records.forEach((r, i) => {
     const o = i * RULE_RECORD_BYTES;
-    buffer.writeUInt8(r.dir, o);
-    buffer.writeUInt8(r.proto, o + 1);
-    buffer.writeUInt16LE(r.port, o + 2);
-    buffer.writeUInt8(r.prefixLen, o + 4);
-    buffer.set(r.addr, o + 8);
-    buffer.writeUInt32LE(r.id >>> 0, o + 24);
+    writeField(buffer, o, f.dir, r.dir);
+    writeField(buffer, o, f.proto, r.proto);
+    writeField(buffer, o, f.port, r.port);
+    writeField(buffer, o, f.prefixlen, r.prefixLen);
+    buffer.set(r.addr.subarray(0, f.addr.size), o + f.addr.offset);
+    writeField(buffer, o, f.rule_id, r.id >>> 0);
   });
   return { buffer, count: records.length };
 }

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { requireCapability } from '../../../test/harness/capabilities.js';
 import { open } from './index.js';
 import type { FlowEvent } from './index.js';
-import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from './test_support.js';
+import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from '../../../test/harness/datapath.js';
 
 interface Listener {
   port: number;

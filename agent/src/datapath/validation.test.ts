@@ -7,7 +7,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { run, missingCommand, requireCapability } from '../../../test/harness/capabilities.js';
-import { MAX_RULES_PER_SERVICE } from '../../../protocol/src/snapshot.js';
+import { MAX_RULES_PER_SERVICE } from '../../../protocol/src/index.js';
 import {
   buildPacket,
   BpfUnavailableError,
@@ -17,28 +17,35 @@ import {
   InvalidPolicyError,
   open,
   SnapshotTooLargeError,
+  checkPolicyRules,
   encodeRules,
   probe,
 } from './index.js';
 import type { Datapath, PolicyRules } from './index.js';
-import { missingDatapath, testPinRoot } from './test_support.js';
+import { missingDatapath, testPinRoot } from '../../../test/harness/datapath.js';
 
-t.test('encodeRules validation (no kernel needed)', async (t) => {
+t.test('policy validation (no kernel needed)', async (t) => {
   const bad: Array<[string, PolicyRules, string]> = [
-    ['not an IP', { edges: [{ dst_cidr: '10.0.0.300/32', proto: 'tcp', port: 1 }] }, 'edges[0].dst_cidr'],
-    ['prefix too long', { edges: [{ dst_cidr: '10.0.0.0/33', proto: 'tcp', port: 1 }] }, 'edges[0].dst_cidr'],
-    ['v6 prefix too long', { allow_cidrs: [{ cidr: '2001:db8::/129', proto: 'tcp', port: 1 }] }, 'allow_cidrs[0].cidr'],
+    ['not an IP', { edges: [{ dst_cidr: '10.0.0.300/32', proto: 'tcp', port: 1 }] }, '/edges/0/dst_cidr'],
+    ['prefix too long', { edges: [{ dst_cidr: '10.0.0.0/33', proto: 'tcp', port: 1 }] }, '/edges/0/dst_cidr'],
+    ['v6 prefix too long', { allow_cidrs: [{ cidr: '2001:db8::/129', proto: 'tcp', port: 1 }] }, '/allow_cidrs/0/cidr'],
     ['host bits set', { edges: [{ dst_cidr: '10.0.0.1/24', proto: 'tcp', port: 1 }] }, 'did you mean 10.0.0.0/24'],
-    ['port too big', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 65536 }] }, 'edges[0].port'],
-    ['negative port', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: -1 }] }, 'edges[0].port'],
-    ['fractional port', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 1.5 }] }, 'edges[0].port'],
-    ['unknown proto', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'icmp' as 'tcp', port: 1 }] }, 'edges[0].proto'],
-    ['zone id', { edges: [{ dst_cidr: 'fe80::1%eth0/128', proto: 'tcp', port: 1 }] }, 'edges[0].dst_cidr'],
-    ['edges not an array', { edges: 'x' as unknown as [] }, 'edges: must be an array'],
+    ['port too big', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 65536 }] }, '/edges/0/port'],
+    ['negative port', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: -1 }] }, '/edges/0/port'],
+    ['fractional port', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 1.5 }] }, '/edges/0/port'],
+    ['unknown proto', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'icmp' as 'tcp', port: 1 }] }, '/edges/0/proto'],
+    ['zone id', { edges: [{ dst_cidr: 'fe80::1%eth0/128', proto: 'tcp', port: 1 }] }, '/edges/0/dst_cidr'],
+    ['edges not an array', { edges: 'x' as unknown as [] }, '/edges: must be array'],
+    [
+      'duplicate edge',
+      { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 1 }, { dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 1 }] },
+      '/edges/1: duplicate of /edges/0',
+    ],
+    ['not an object', null as unknown as PolicyRules, '/: a policy object'],
   ];
   for (const [name, policy, mentions] of bad) {
     try {
-      encodeRules(policy);
+      checkPolicyRules(policy);
       t.fail(`${name}: accepted`);
     } catch (e) {
       t.ok(e instanceof InvalidPolicyError, `${name}: InvalidPolicyError`);
@@ -46,17 +53,19 @@ t.test('encodeRules validation (no kernel needed)', async (t) => {
       t.match((e as Error).message, mentions, `${name}: message names ${mentions}`);
     }
   }
-  const many = encodeRules({
-    edges: [
-      { dst_cidr: '10.0.0.0/8', proto: 'any', port: 53 },
-      { dst_cidr: '10.0.0.0/8', proto: 'udp', port: 53 },
-      { dst_cidr: '::/0', proto: 'tcp', port: 0 },
-    ],
-  });
-  t.equal(many.count, 3, '"any" expands to tcp+udp; duplicates collapse');
+  const many = encodeRules(
+    checkPolicyRules({
+      edges: [
+        { dst_cidr: '10.0.0.0/8', proto: 'any', port: 53 },
+        { dst_cidr: '10.0.0.0/8', proto: 'udp', port: 53 },
+        { dst_cidr: '::/0', proto: 'tcp', port: 0 },
+      ],
+    }),
+  );
+  t.equal(many.count, 3, '"any" expands to tcp+udp; the udp rule it repeats collapses');
   const cap = 10;
   const edges = Array.from({ length: 6 }, (_, i) => ({ dst_cidr: `10.0.${i}.0/24`, proto: 'any' as const, port: 1 }));
-  t.throws(() => encodeRules({ edges }, cap), SnapshotTooLargeError, '6 "any" edges = 12 rules > 10');
+  t.throws(() => checkPolicyRules({ edges }, cap), SnapshotTooLargeError, '6 "any" edges = 12 rules > 10');
 });
 
 t.test('bad input leaves the policy in force untouched', { timeout: 120_000 }, async (t) => {

@@ -7,8 +7,8 @@ import t from 'tap';
 import { requireCapability } from '../../../test/harness/capabilities.js';
 import { buildPacket, open, TCP_ACK, TCP_SYN } from './index.js';
 import type { Datapath, PacketSpec, TestVerdict } from './index.js';
-import { parseCidr, formatAddr } from '../../../protocol/src/cidr.js';
-import { missingDatapath, testPinRoot } from './test_support.js';
+import { parseCidr, formatAddr } from '../../../protocol/src/index.js';
+import { missingDatapath, testPinRoot } from '../../../test/harness/datapath.js';
 
 const LOCAL4 = '10.99.0.2';
 const LOCAL6 = 'fd00:99::2';

@@ -19,7 +19,7 @@ import {
 import type { Database } from '../db/schema.js';
 import { epochSeconds, iso, type Clock } from '../clock.js';
 import type { TokenService } from '../tokens.js';
-import { checkMapSnapshot } from './snapshot_checks.js';
+import { checkMapSnapshot } from '../../../protocol/src/index.js';
 
 export const HOST_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 

@@ -7,10 +7,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { missingRoot, run } from '../../../test/harness/capabilities.js';
-import { loadAddon } from './addon.js';
-import { BPF_FS_MAGIC, cgroup2Mount } from './cgroup.js';
-import { probe } from './datapath.js';
+import { loadAddon } from '../../agent/src/datapath/addon.js';
+import { BPF_FS_MAGIC } from '../../agent/src/datapath/cgroup.js';
+import { cgroup2Mount, probe } from '../../agent/src/datapath/index.js';
+import { missingRoot, run } from './capabilities.js';
 
 const BPFFS = '/sys/fs/bpf';
 
@@ -78,9 +78,9 @@ export function removeCgroup(path: string): void {
   }
 }
 
-/** Path of a compiled helper script in this directory (dist/agent/src/datapath/x.js). */
+/** Path of a compiled helper script of the datapath (dist/agent/src/datapath/<name>). */
 export function helperScript(name: string): string {
-  return fileURLToPath(new URL(`./${name}`, import.meta.url));
+  return fileURLToPath(new URL(`../../agent/src/datapath/${name}`, import.meta.url));
 }
 
 export interface ChildResult {
