@@ -1,6 +1,6 @@
 /**
  * aegis-agent as a real process against a real aegis-server (and, where the machine has
- * it, the real BPF datapath): issue 4's behaviours end to end.
+ * it, the real BPF datapath): licensing, the control socket, systemd and restarts end to end.
  */
 import t from 'tap';
 import { execFile, spawnSync } from 'node:child_process';

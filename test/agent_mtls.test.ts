@@ -1,6 +1,6 @@
 /**
- * Issue 7 end to end: the real aegis-agent daemon against a server with the mTLS agent
- * listener. The agent gets a client certificate at activation, fetches snapshots over
+ * The mTLS agent listener end to end: the real aegis-agent daemon against a server that
+ * runs it. The agent gets a client certificate at activation, fetches snapshots over
  * mTLS with single-use scoped tokens, renews its certificate at half-life and keeps
  * working across rotations; revocation cuts it off.
  */

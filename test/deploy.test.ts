@@ -1,7 +1,7 @@
 /** The systemd unit, the install target, and the daemon's systemd conversation. */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,9 +33,15 @@ t.test('install target stages the tree, commands, config and unit; systemd-analy
   const r = spawnSync('bash', [join(ROOT, 'scripts/install-agent'), '--destdir', dest], { encoding: 'utf8' });
   t.equal(r.status, 0, r.stderr);
   const lib = join(dest, 'usr/local/lib/aegis');
-  for (const f of ['dist/agent/src/main.js', 'dist/agent/src/ctl/main.js', 'build/Release/aegis.node', 'node_modules/commander/package.json']) {
+  for (const f of ['dist/agent/src/main.js', 'dist/agent/src/ctl/main.js', 'dist/protocol/src/index.js', 'dist/runtime/src/atomic_file.js', 'build/Release/aegis.node', 'node_modules/commander/package.json']) {
     t.ok(existsSync(join(lib, f)), f);
   }
+  // No test code is installed: no *.test.js (or its map), no test/ directory, no test helpers.
+  const dist = readdirSync(join(lib, 'dist'), { recursive: true, withFileTypes: true });
+  const testish = dist
+    .filter((e) => (e.isDirectory() && (e.name === 'test' || e.name === 'bench')) || /\.test\.js(\.map)?$|^test_support\.js/.test(e.name))
+    .map((e) => join(e.parentPath, e.name).slice(lib.length + 1));
+  t.same(testish, [], 'no tests, test directories or test helpers in the installed tree');
   for (const cmd of ['aegis-agent', 'aegisctl']) {
     const p = join(dest, 'usr/local/bin', cmd);
     t.equal(statSync(p).mode & 0o111, 0o111, `${cmd} is executable`);
@@ -48,6 +54,9 @@ t.test('install target stages the tree, commands, config and unit; systemd-analy
   t.equal(v.status, 0, v.stderr);
   const a = spawnSync(process.execPath, [join(lib, 'dist/agent/src/main.js'), '--version'], { encoding: 'utf8' });
   t.equal(a.status, 0, a.stderr);
+  const help = spawnSync(process.execPath, [join(lib, 'dist/agent/src/main.js'), '--help'], { encoding: 'utf8' });
+  t.equal(help.status, 0, help.stderr);
+  t.match(help.stdout, /aegis-agent/, 'aegis-agent --help runs from the installed tree');
   // verify resolves ExecStart on this filesystem, so point it at the staged command.
   const unitPath = join(dest, 'etc/systemd/system/aegis-agent.service');
   const unit = readFileSync(unitPath, 'utf8');

@@ -1,13 +1,15 @@
 /**
- * The agent's mTLS channel to the server's agent listener (seed 004): HTTPS with this
- * host's client certificate, trusting only the pinned Aegis CA, and a fresh single-use
- * scoped access token for every call. Renewed certificates replace the connection pool,
- * so new connections present the new certificate while calls in flight finish on the old.
+ * The agent's mTLS channel to the server's agent listener: HTTPS with this host's client
+ * certificate, trusting only the pinned Aegis CA, and a fresh single-use scoped access
+ * token for every call, so a stolen token is worth one request and only with the
+ * certificate it is bound to. Renewed certificates replace the connection pool, so new
+ * connections present the new certificate while calls in flight finish on the old.
+ * Only ServerLink uses it: it decides when this channel is tried and what happens next.
  */
 import { Agent as HttpsAgent, request } from 'node:https';
 import type { KeyObject } from 'node:crypto';
-import { AGENT_API, type AgentScope } from '../../protocol/src/agent_access.js';
-import { ServerError } from './server_client.js';
+import { AGENT_API, type AgentScope, type AgentTokenRequest, type IssuedAgentToken } from '../../protocol/src/index.js';
+import { answerError, parseBody, ServerError, unreachableError } from './server_error.js';
 
 export interface ChannelCredentials {
   certificate: string;
@@ -17,6 +19,7 @@ export interface ChannelCredentials {
 
 const OLD_POOL_GRACE_MS = 30_000;
 
+/** HTTPS to the agent listener with the host's client certificate; failures are ServerErrors. */
 export class AgentChannel {
   private pool: HttpsAgent | null = null;
   private serialOfPool: string | null = null;
@@ -61,25 +64,14 @@ export class AgentChannel {
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
         res.on('end', () => {
-          let parsed: unknown = null;
-          try {
-            parsed = text ? JSON.parse(text) : null;
-          } catch {
-            /* handled below */
-          }
           const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300) {
-            resolve(parsed as T);
-            return;
-          }
-          const err = (parsed as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
-          reject(new ServerError(err?.code ?? `HTTP_${status}`, err?.message ?? `agent listener answered ${status}`, { status, final: false, details: err?.details }));
+          const parsed = parseBody(text);
+          if (status >= 200 && status < 300) resolve(parsed as T);
+          else reject(answerError(status, parsed, res.headers['retry-after'], `agent listener answered ${status}`));
         });
       });
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
-      req.on('error', (cause: NodeJS.ErrnoException) =>
-        reject(new ServerError('SERVER_UNREACHABLE', `cannot reach ${this.baseUrl} over mTLS: ${cause.code ?? cause.message}`, { status: 503, final: false, cause })),
-      );
+      req.on('error', (cause: NodeJS.ErrnoException) => reject(unreachableError(`cannot reach ${this.baseUrl} over mTLS: ${cause.code ?? cause.message}`, cause)));
       req.end(data);
     });
   }
@@ -87,7 +79,8 @@ export class AgentChannel {
   /** One call: a single-use token for `scope`, then the request bound to the same certificate. */
   async call<T>(scope: AgentScope, method: string, path: string, body?: unknown): Promise<T> {
     try {
-      const t = await this.send<{ access_token: string }>('POST', AGENT_API.token, { scope: [scope] }, null);
+      const ask: AgentTokenRequest = { scope: [scope] };
+      const t = await this.send<IssuedAgentToken>('POST', AGENT_API.token, ask, null);
       const out = await this.send<T>(method, path, body, t.access_token);
       this.lastOkAt = new Date().toISOString();
       this.lastError = null;

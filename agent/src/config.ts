@@ -38,10 +38,10 @@ export interface AgentConfig {
   nats_creds_file: string;
   /** CA that signed nats-server's certificate (TLS to NATS). */
   nats_tls_ca: string;
-  /** Seed 002's fleet key, 32 bytes base64 (AEGIS_FLEET_KEY), or a 0600 file holding it. */
+  /** The fleet key that opens sealed fleet licenses, 32 bytes base64 (AEGIS_FLEET_KEY), or a 0600 file holding it. */
   fleet_key: string;
   fleet_key_file: string;
-  /** Where the fleet license envelope is kept (seed 002's LICENSE_KEY_PATH); empty: <state>/license.key. */
+  /** Where the fleet license envelope is kept (env LICENSE_KEY_PATH); empty: <state>/license.key. */
   license_key_path: string;
   status_interval_seconds: number;
   fallback_interval_seconds: number;

@@ -17,25 +17,30 @@ import { sdNotify } from './datapath/index.js';
 import { AgentError } from './errors.js';
 import { hostFingerprint, type HardwareReport } from './hwid.js';
 import { loadOrCreateHostKey, type HostIdentity } from './host_identity.js';
+import { ClientCertificate } from './client_certificate.js';
+import { KernelToken } from './kernel_token.js';
 import { decodeUnverified } from './license_verifier.js';
 import { LicenseManager, NATS_CREDS_FILE } from './licensing.js';
 import { createAgentLogger, type Logger } from './logger.js';
 import { PolicyManager } from './policy.js';
-import { ServerClient } from './server_client.js';
-import { AgentChannel } from './agent_channel.js';
+import { ServerLink } from './server_link.js';
 import { StateStore } from './state_store.js';
 
 export const AGENT_VERSION: string = (
   JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
 ).version;
 
+/** One aegis-agent: starts, serves the control socket, reloads on SIGHUP, stops on SIGTERM. */
 export class AgentDaemon {
   private config: AgentConfig;
   readonly log: Logger;
   private store!: StateStore;
   private identity!: HostIdentity;
   private hw!: HardwareReport;
+  private link!: ServerLink;
   private license!: LicenseManager;
+  private certificate!: ClientCertificate;
+  private kernelToken!: KernelToken;
   private policy!: PolicyManager;
   private readonly api: ControlApi;
   private readonly fleetKey: Buffer | null;
@@ -83,7 +88,7 @@ export class AgentDaemon {
     this.hw = await hostFingerprint(process.env.AEGIS_HWID_FACTS);
     this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces });
 
-    const channel = c.agent_server_url ? new AgentChannel(c.agent_server_url) : null;
+    this.link = new ServerLink({ serverUrl: c.server_url, agentServerUrl: c.agent_server_url, log: this.log });
     let pinnedCa: string | null = null;
     if (c.ca_cert_path) {
       try {
@@ -92,21 +97,21 @@ export class AgentDaemon {
         throw new AgentError('CONFIG_INVALID', `ca_cert_path: ${c.ca_cert_path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { status: 400 });
       }
     }
+    this.certificate = new ClientCertificate({ store: this.store, log: this.log, identity: this.identity, hostname: c.hostname, link: this.link, pinnedCa });
+    this.kernelToken = new KernelToken({ tokenPath: c.token_path, stateDir: this.store.dir, kmodReloadPath: c.kmod_reload_path, log: this.log });
     this.license = new LicenseManager({
-      channel,
-      pinnedCa,
       store: this.store,
       log: this.log,
-      server: new ServerClient(c.server_url),
+      link: this.link,
       identity: this.identity,
       hardwareId: this.hw.hardware_id,
       hostname: c.hostname,
       agentVersion: AGENT_VERSION,
-      tokenPath: c.token_path,
-      kmodReloadPath: c.kmod_reload_path,
+      certificate: this.certificate,
+      kernelToken: this.kernelToken,
     });
     await this.license.restore();
-    this.jwks = new JwksCache(this.store, c.server_url, this.log);
+    this.jwks = new JwksCache(this.store, this.link, this.log);
     if (this.fleetKey) {
       this.fleet = new FleetLicense({
         fleet: c.fleet,
@@ -131,7 +136,7 @@ export class AgentDaemon {
     this.license.on('nats-credentials', () => void this.natsCredentialsChanged());
     this.seg = new SegClient({
       host: c.hostname,
-      serverUrl: c.server_url,
+      link: this.link,
       policy: this.policy,
       jwks: this.jwks,
       license: this.license,
@@ -160,11 +165,6 @@ export class AgentDaemon {
     });
   }
 
-  /**
-   * After READY, never before: NATS is the delivery path, local state is already in
-   * force. A host without a fleet license waits at most 10 s for one, then runs as the
-   * community edition (a later envelope still licenses it).
-   */
   /** The configured .creds file, else the one issued at activation, else none. */
   private natsCredsFile(): string | null {
     if (this.config.nats_creds_file) return this.config.nats_creds_file;
@@ -184,6 +184,11 @@ export class AgentDaemon {
     await this.connectNats();
   }
 
+  /**
+   * After READY, never before: NATS is the delivery path, local state is already in
+   * force. A host without a fleet license waits at most 10 s for one, then runs as the
+   * community edition (a later envelope still licenses it).
+   */
   private async connectNats(): Promise<void> {
     const c = this.config;
     const started = Date.now();
@@ -254,6 +259,7 @@ export class AgentDaemon {
   status() {
     const lic = this.license;
     const e = this.editionInfo();
+    const mtls = this.link.mtlsStatus();
     return {
       version: AGENT_VERSION,
       hostname: this.config.hostname || osHostname(),
@@ -266,18 +272,11 @@ export class AgentDaemon {
         ? { fleet: this.fleet.fleet, status: this.fleet.claims?.status ?? null, active: this.fleet.active(), seq: this.fleet.seq, last_rejection: this.fleet.lastRejection }
         : null,
       nats: { url: this.config.nats_url || null, connected: this.bus?.isConnected() ?? false },
-      mtls: this.config.agent_server_url
-        ? {
-            url: this.config.agent_server_url,
-            certificate: lic.certificate,
-            last_ok_at: lic.channel?.lastOkAt ?? null,
-            last_error: lic.channel?.lastError ?? null,
-          }
-        : null,
+      mtls: mtls ? { url: mtls.url, certificate: this.certificate.current, last_ok_at: mtls.last_ok_at, last_error: mtls.last_error } : null,
       snapshot_source: this.seg.lastSource,
       datapath: { available: this.policy.datapathAvailable, reason: this.policy.datapathAvailable ? null : `datapath unavailable: ${this.policy.datapathReason}` },
-      token_path: lic.tokenWrittenTo ?? this.config.token_path,
-      token_fallback: lic.tokenFallback,
+      token_path: this.kernelToken.writtenTo ?? this.config.token_path,
+      token_fallback: this.kernelToken.fallback,
       services: this.policy.serviceViews(),
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
     };
@@ -314,13 +313,13 @@ export class AgentDaemon {
         const decoded = token ? decodeUnverified(token) : null;
         const exp = Number(decoded?.claims.exp);
         return {
-          path: lic().tokenWrittenTo ?? this.config.token_path,
-          present: lic().tokenWrittenTo !== null,
+          path: this.kernelToken.writtenTo ?? this.config.token_path,
+          present: this.kernelToken.writtenTo !== null,
           header: decoded?.header ?? null,
           claims: decoded?.claims ?? null,
           expires_at: Number.isFinite(exp) ? new Date(exp * 1000).toISOString() : null,
           seconds_left: Number.isFinite(exp) ? Math.round(exp - Date.now() / 1000) : null,
-          kmod_status: lic().kmodStatus(),
+          kmod_status: this.kernelToken.kmodStatus(),
         };
       })
       .on('POST', '/v1/activate', async (body) => {

@@ -1,5 +1,5 @@
 /**
- * Seed 002 on the host: the fleet's license arrives sealed (AES-256-GCM, fleet key) on
+ * A fleet's license on the host: it arrives sealed (AES-256-GCM, fleet key) on
  * aegis.license.<fleet>, is saved to $LICENSE_KEY_PATH (else <state>/license.key, 0600)
  * and verified locally; after that, validation never needs NATS. An envelope that does
  * not open, carries a bad signature, or is not newer than the one held (a replay or a
@@ -13,7 +13,7 @@ import {
   type Feature,
   type FleetLicenseClaims,
 } from '../../protocol/src/index.js';
-import { writeFileAtomic } from './datapath/index.js';
+import { writeFileAtomicAsync } from '../../runtime/src/atomic_file.js';
 import type { JwksCache } from './jwks_cache.js';
 import type { Logger } from './logger.js';
 
@@ -79,7 +79,7 @@ export class FleetLicense extends EventEmitter {
     }
     if (c.aud !== AUD_FLEET_LICENSE || c.fleet !== this.d.fleet || c.seq !== opened.seq) return reject('claims do not match the envelope');
     if (c.status !== 'active' && c.status !== 'revoked' && c.status !== 'none') return reject('bad status');
-    if (source !== 'cache') await writeFileAtomic(this.d.path, data, { mode: 0o600 });
+    if (source !== 'cache') await writeFileAtomicAsync(this.d.path, data, 0o600);
     const was = this.active();
     this.claims = c as FleetLicenseClaims;
     this.seq = opened.seq;

@@ -6,7 +6,7 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { jwkThumbprint, publicJwkOf, type Ed25519PublicJwk } from '../../protocol/src/index.js';
-import { writeFileAtomic } from './datapath/index.js';
+import { writeFileAtomicAsync } from '../../runtime/src/atomic_file.js';
 import type { Logger } from './logger.js';
 
 export interface HostIdentity {
@@ -17,6 +17,7 @@ export interface HostIdentity {
   created: boolean;
 }
 
+/** Loads the host key at `path`, or makes and stores a new one (0600) when there is none or it is damaged. */
 export async function loadOrCreateHostKey(path: string, log: Logger): Promise<HostIdentity> {
   if (existsSync(path)) {
     try {
@@ -42,7 +43,7 @@ export async function loadOrCreateHostKey(path: string, log: Logger): Promise<Ho
     }
   }
   const { privateKey } = generateKeyPairSync('ed25519');
-  await writeFileAtomic(path, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+  await writeFileAtomicAsync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
   const publicJwk = publicJwkOf(privateKey);
   log.info('generated host key', { path, thumbprint: jwkThumbprint(publicJwk) });
   return { privateKey, publicJwk, thumbprint: jwkThumbprint(publicJwk), path, created: true };

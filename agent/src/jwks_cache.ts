@@ -7,6 +7,7 @@
 import { compactVerify, createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet } from 'jose';
 import { TOKEN_ALG } from '../../protocol/src/index.js';
 import type { Logger } from './logger.js';
+import type { ServerLink } from './server_link.js';
 import type { StateStore } from './state_store.js';
 
 export const JWKS_FILE = 'jwks.json';
@@ -15,12 +16,13 @@ const REFETCH_MIN_INTERVAL_MS = 30_000;
 const checkJwks = (v: unknown) =>
   v !== null && typeof v === 'object' && Array.isArray((v as { keys?: unknown }).keys) && (v as { keys: unknown[] }).keys.length > 0 ? null : 'not a JWKS';
 
+/** The server's keys: cached in the state dir, re-fetched (rate-limited) for an unknown kid. */
 export class JwksCache {
   private lastFetch = 0;
 
   constructor(
     private readonly store: StateStore,
-    private readonly serverUrl: string,
+    private readonly link: ServerLink,
     private readonly log: Logger,
   ) {}
 
@@ -32,9 +34,7 @@ export class JwksCache {
     if (Date.now() - this.lastFetch < REFETCH_MIN_INTERVAL_MS) return null;
     this.lastFetch = Date.now();
     try {
-      const res = await fetch(new URL('/.well-known/jwks.json', this.serverUrl), { signal: AbortSignal.timeout(10_000) });
-      const body = (await res.json()) as JSONWebKeySet;
-      if (!res.ok || checkJwks(body) !== null) throw new Error(`bad JWKS answer (${res.status})`);
+      const body: JSONWebKeySet = await this.link.jwks();
       await this.store.write(JWKS_FILE, body);
       this.log.info('fetched the server JWKS', { kids: body.keys.map((k) => k.kid) });
       return body;

@@ -19,17 +19,18 @@ import {
   type SegMapClaims,
   type Stage,
 } from '../../protocol/src/index.js';
-import { AGENT_API } from '../../protocol/src/agent_access.js';
 import type { FlowEvent } from './datapath/index.js';
 import type { JwksCache } from './jwks_cache.js';
 import type { LicenseManager } from './licensing.js';
 import type { Logger } from './logger.js';
 import type { AgentBus } from './nats/agent_bus.js';
 import type { PolicyManager } from './policy.js';
+import type { ServerLink } from './server_link.js';
 
 export interface SegClientDeps {
   host: string;
-  serverUrl: string;
+  /** The HTTP fallback for snapshots goes through the agent's one link to the server. */
+  link: ServerLink;
   policy: PolicyManager;
   jwks: JwksCache;
   license: LicenseManager;
@@ -45,6 +46,7 @@ interface Seen {
   iat: number;
 }
 
+/** Snapshot messages in (NATS or the HTTP fallback), acks, status and denied flows out. */
 export class SegClient {
   private bus: AgentBus | null = null;
   private readonly seen = new Map<number, Seen>();
@@ -142,29 +144,9 @@ export class SegClient {
     if (this.bus?.isConnected()) return;
     const identity = this.d.license.proofMaterial();
     if (!identity) return;
-    const channel = this.d.license.channel;
-    if (channel?.ready) {
-      // The mTLS agent listener first; the host-proof route stays the fallback.
-      try {
-        const body = await channel.call<{ messages?: unknown }>('snapshots:read', 'GET', AGENT_API.snapshots);
-        if (!Array.isArray(body.messages)) throw new Error('answer without messages');
-        for (const m of body.messages) if (typeof m === 'string') await this.accept(m, 'http');
-        this.lastFallbackAt = new Date().toISOString();
-        this.lastFallbackError = null;
-        return;
-      } catch (e) {
-        if (this.lastFallbackError !== (e as Error).message) this.d.log.warn('snapshots over mTLS failed; trying the host-proof route', { error: (e as Error).message });
-        this.lastFallbackError = (e as Error).message;
-      }
-    }
     try {
-      const proof = signHostProof(identity.privateKey, { aud: AUD_SNAPSHOTS_PROOF, hwid: identity.hardwareId });
-      const res = await fetch(new URL(`/api/v1/agents/${encodeURIComponent(this.d.host)}/snapshots`, this.d.serverUrl), {
-        headers: { 'x-aegis-proof': proof },
-        signal: AbortSignal.timeout(10_000),
-      });
-      const body = (await res.json()) as { messages?: unknown };
-      if (!res.ok || !Array.isArray(body.messages)) throw new Error(`server answered ${res.status}`);
+      // The mTLS agent listener first (the link decides); the host-proof route stays the fallback.
+      const body = await this.d.link.snapshots(this.d.host, () => signHostProof(identity.privateKey, { aud: AUD_SNAPSHOTS_PROOF, hwid: identity.hardwareId }));
       for (const m of body.messages) if (typeof m === 'string') await this.accept(m, 'http');
       this.lastFallbackAt = new Date().toISOString();
       this.lastFallbackError = null;

@@ -1,12 +1,12 @@
 /**
- * The agent's state directory: small JSON documents written atomically (the addon's
- * writer: temp file, fsync, rename, fsync dir) with mode 0600. A document that does not
+ * The agent's state directory: small JSON documents written atomically (temp file, fsync,
+ * rename, fsync dir, in plain TypeScript so no native addon is needed) with mode 0600. A document that does not
  * parse or fails its check is logged, moved aside as `<name>.corrupt-<time>` and treated
  * as absent, so a damaged cache costs a re-fetch, never a crash.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './datapath/index.js';
+import { writeFileAtomicAsync } from '../../runtime/src/atomic_file.js';
 import type { Logger } from './logger.js';
 
 export class StateStore {
@@ -46,8 +46,14 @@ export class StateStore {
     return null;
   }
 
+  /** Replaces `name` with `value` as JSON (0600). */
   async write(name: string, value: unknown): Promise<void> {
-    await writeFileAtomic(this.path(name), JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+    await this.writeText(name, JSON.stringify(value, null, 2) + '\n');
+  }
+
+  /** Replaces `name` with `text` as is (0600): for files whose format is not ours, e.g. NATS .creds. */
+  async writeText(name: string, text: string): Promise<void> {
+    await writeFileAtomicAsync(this.path(name), text, 0o600);
   }
 
   remove(name: string): void {

@@ -7,7 +7,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestServer, TestHost, type TestServer } from '../../../test/harness/server.js';
 import { LICENSE_KEY_PATTERN, normalizeLicenseKey } from '../../../protocol/src/index.js';
-import { aegisctl, STACK_FRAME, type CtlRun } from './ctl_test_support.js';
+import { aegisctl, STACK_FRAME, type CtlRun } from '../../../test/harness/ctl.js';
 import { ExitCode } from './exit_codes.js';
 
 let srv: TestServer;

@@ -3,11 +3,26 @@
  * HTTP API with an admin API key.
  */
 import { Command, Option } from 'commander';
-import { FEATURES, LICENSED_TIERS, LICENSE_TYPES } from '../../../protocol/src/index.js';
+import {
+  FEATURES,
+  LICENSED_TIERS,
+  LICENSE_STATUSES,
+  LICENSE_TYPES,
+  type Customer,
+  type CustomerInput,
+  type Feature,
+  type IssueLicenseRequest,
+  type Jwk,
+  type License,
+  type LicensedTier,
+  type LicenseStatus,
+  type LicenseType,
+  type Machine,
+  type Paged,
+} from '../../../protocol/src/index.js';
 import { contextOf, parseIntRange, parseIsoDate, parseList, parseText, type Ctx, type CtlIo } from './context.js';
 import { UsageError, ProtocolError } from './errors.js';
 import type { Column } from './output.js';
-import type { Customer, CustomerInput, IssueInput, Jwk, License, Machine, Paged } from './server_client.js';
 import { formatWhen } from './time_format.js';
 
 type Action = (ctx: Ctx, args: string[], opts: Record<string, unknown>) => Promise<void>;
@@ -145,7 +160,7 @@ function customersCommand(io: CtlIo): Command {
     .option('--inactive', 'mark inactive')
     .action(
       action(io, async (ctx, [id], o) => {
-        const patch: CustomerInput = {};
+        const patch: Partial<CustomerInput> = {};
         if (o.name !== undefined) patch.name = o.name as string;
         const email = nullable(o.email);
         if (email !== undefined) patch.email = email;
@@ -266,12 +281,13 @@ function licensesCommand(io: CtlIo): Command {
         if (o.type === 'subscription' && o.days === undefined && o.expires === undefined) {
           throw new UsageError('a subscription needs an expiry', { hint: 'give --days N or --expires ISO-DATE' });
         }
-        const input: IssueInput = { customer_id: o.customer as string, tier: o.tier as string, license_type: o.type as string };
+        // commander's choices() already limited --tier and --type to these values.
+        const input: IssueLicenseRequest = { customer_id: o.customer as string, tier: o.tier as LicensedTier, license_type: o.type as LicenseType };
         if (o.days !== undefined) input.duration_days = o.days as number;
         if (o.expires !== undefined) input.expires_at = o.expires as string;
         if (o.machines !== undefined) input.max_machines = o.machines as number;
         if (o.versions !== undefined) input.allowed_major_versions = o.versions as string[];
-        if (o.features !== undefined) input.features = o.features as string[];
+        if (o.features !== undefined) input.features = o.features as Feature[];
         const server = ctx.server();
         const l = await ctx.out.waiting(`issuing license on ${server.origin}`, () => server.issueLicense(input));
         ctx.out.result(l, () => {
@@ -292,7 +308,7 @@ function licensesCommand(io: CtlIo): Command {
     .command('list')
     .description('list licenses')
     .option('--customer <id>', 'only this customer')
-    .addOption(new Option('--status <status>', 'only this status').choices(['active', 'expired', 'revoked']))
+    .addOption(new Option('--status <status>', 'only this status').choices([...LICENSE_STATUSES]))
     .addOption(new Option('--tier <tier>', 'only this tier').choices([...LICENSED_TIERS]))
     .addOption(new Option('--type <type>', 'only this license type').choices([...LICENSE_TYPES]))
     .option('--limit <n>', 'page size (1-500)', parseIntRange(1, 500))
@@ -303,9 +319,9 @@ function licensesCommand(io: CtlIo): Command {
         const page = await ctx.out.waiting(`listing licenses on ${server.origin}`, () =>
           server.listLicenses({
             customer_id: o.customer as string | undefined,
-            status: o.status as string | undefined,
-            tier: o.tier as string | undefined,
-            license_type: o.type as string | undefined,
+            status: o.status as LicenseStatus | undefined,
+            tier: o.tier as LicensedTier | undefined,
+            license_type: o.type as LicenseType | undefined,
             limit: o.limit as number | undefined,
             offset: o.offset as number | undefined,
           }),

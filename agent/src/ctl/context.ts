@@ -3,11 +3,11 @@
  * the API key, the output mode. Built once per command run from commander's options.
  */
 import { InvalidArgumentError, type Command } from 'commander';
+import { AdminClient } from './admin_client.js';
 import { AgentClient } from './agent_client.js';
 import { CtlError, UsageError } from './errors.js';
 import { ExitCode } from './exit_codes.js';
 import { Output, type Stream } from './output.js';
-import { ServerClient } from './server_client.js';
 
 /** The process pieces aegisctl touches, so tests and main.ts can supply them. */
 export interface CtlIo {
@@ -30,8 +30,8 @@ export interface Ctx {
   out: Output;
   io: CtlIo;
   now: Date;
-  /** The server client; refuses (exit 4) before any request when an API key is needed and missing. */
-  server(opts?: { anonymous?: boolean }): ServerClient;
+  /** The admin API client; refuses (exit 4) before any request when an API key is needed and missing. */
+  server(opts?: { anonymous?: boolean }): AdminClient;
   agent(): AgentClient;
   socketPath: string;
 }
@@ -64,7 +64,7 @@ export function contextOf(cmd: Command, io: CtlIo): Ctx {
       if (!anonymous && !g.apiKey) {
         throw new CtlError(ExitCode.UNAUTHORIZED, 'no API key given', { hint: 'set AEGIS_API_KEY to an admin API key of aegis-server (aegis-server admin create-key)' });
       }
-      return new ServerClient({ url, apiKey: g.apiKey, timeoutMs });
+      return new AdminClient({ url, apiKey: g.apiKey, timeoutMs });
     },
     agent() {
       return new AgentClient(g.socket, timeoutMs);

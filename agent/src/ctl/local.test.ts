@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateLicenseKey } from '../../../protocol/src/index.js';
-import { aegisctl, STACK_FRAME, type CtlRun } from './ctl_test_support.js';
+import { aegisctl, STACK_FRAME, type CtlRun } from '../../../test/harness/ctl.js';
 import { ExitCode } from './exit_codes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'aegisctl-'));

@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-export const CTL = fileURLToPath(new URL('./main.js', import.meta.url));
+export const CTL = fileURLToPath(new URL('../../agent/src/ctl/main.js', import.meta.url));
 
 export interface CtlRun {
   code: number | null;

@@ -1,73 +1,26 @@
 /**
- * aegis-server's admin HTTP API as aegisctl uses it. The types mirror the server's JSON
- * (README "API"); they are declared here because the HTTP API, not the server's code, is
- * the contract.
+ * aegis-server's admin HTTP API as aegisctl uses it: customers, licenses, machines and the
+ * published keys. The answer types are protocol's wire types, the ones the server builds
+ * its answers from; only the list filters, which exist on the command line alone, are
+ * declared here.
  */
+import type {
+  Customer,
+  CustomerInput,
+  IssuedLicense,
+  IssueLicenseRequest,
+  JwksDocument,
+  License,
+  LicenseStatus,
+  LicenseType,
+  LicensedTier,
+  Machine,
+  Paged,
+} from '../../../protocol/src/index.js';
 import { ExitCode } from './exit_codes.js';
 import { ApiError, CtlError, UnreachableError } from './errors.js';
 import { describeErrno, sendRequest, type Target } from './http_transport.js';
 import { readJson } from './json_api.js';
-
-export interface Customer {
-  id: string;
-  name: string;
-  email: string | null;
-  company: string | null;
-  is_active: boolean;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface License {
-  id: string;
-  customer_id: string;
-  tier: string;
-  license_type: string;
-  status: string;
-  key_suffix: string;
-  max_machines: number;
-  allowed_major_versions: string[];
-  features: string[];
-  extra_features: string[];
-  expires_at: string | null;
-  revoked_at: string | null;
-  revoke_reason: string | null;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface IssuedLicense extends License {
-  license_key: string;
-}
-
-export interface Machine {
-  id: string;
-  license_id: string;
-  hardware_id: string;
-  host_key_thumbprint: string;
-  hostname: string;
-  agent_version: string;
-  status: string;
-  activated_at: string;
-  last_seen_at: string;
-  deactivated_at: string | null;
-}
-
-export interface Paged<T> {
-  items: T[];
-  total: number;
-  limit: number;
-  offset: number;
-}
-
-export interface Jwk {
-  kid: string;
-  alg?: string;
-  kty?: string;
-  crv?: string;
-  use?: string;
-  x?: string;
-}
 
 export interface CustomerFilters {
   q?: string;
@@ -79,32 +32,14 @@ export interface CustomerFilters {
 
 export interface LicenseFilters {
   customer_id?: string;
-  status?: string;
-  tier?: string;
-  license_type?: string;
+  status?: LicenseStatus;
+  tier?: LicensedTier;
+  license_type?: LicenseType;
   limit?: number;
   offset?: number;
 }
 
-export interface CustomerInput {
-  name?: string;
-  email?: string | null;
-  company?: string | null;
-  is_active?: boolean;
-}
-
-export interface IssueInput {
-  customer_id: string;
-  tier: string;
-  license_type: string;
-  expires_at?: string;
-  duration_days?: number;
-  max_machines?: number;
-  allowed_major_versions?: string[];
-  features?: string[];
-}
-
-export interface ServerClientOptions {
+export interface AdminClientOptions {
   url: URL;
   /** Needed by every admin route; `keys` works without. */
   apiKey: string | undefined;
@@ -160,11 +95,12 @@ function serverHint(code: string, status: number, details: unknown, message: str
   }
 }
 
-export class ServerClient {
+/** One aegis-server's admin API, with the operator's API key; errors say what to do next. */
+export class AdminClient {
   private readonly target: Target;
   private readonly name: string;
 
-  constructor(private readonly opts: ServerClientOptions) {
+  constructor(private readonly opts: AdminClientOptions) {
     this.target = { kind: 'url', url: opts.url };
     this.name = `aegis-server at ${opts.url.origin}`;
   }
@@ -212,7 +148,7 @@ export class ServerClient {
   getCustomer(id: string): Promise<Customer> {
     return this.callBody('GET', `/api/v1/customers/${enc(id)}`, undefined, true, `customer ${id}`);
   }
-  updateCustomer(id: string, patch: CustomerInput): Promise<Customer> {
+  updateCustomer(id: string, patch: Partial<CustomerInput>): Promise<Customer> {
     return this.callBody('PATCH', `/api/v1/customers/${enc(id)}`, patch, true, `customer ${id}`);
   }
   async deleteCustomer(id: string, force: boolean): Promise<void> {
@@ -228,7 +164,7 @@ export class ServerClient {
     }
   }
 
-  async issueLicense(input: IssueInput): Promise<IssuedLicense> {
+  async issueLicense(input: IssueLicenseRequest): Promise<IssuedLicense> {
     try {
       return await this.callBody<IssuedLicense>('POST', '/api/v1/licenses', input);
     } catch (e) {
@@ -263,7 +199,7 @@ export class ServerClient {
     return this.callBody('DELETE', `/api/v1/licenses/${enc(id)}/revoke`, { reason }, true, `license ${id}`);
   }
 
-  jwks(): Promise<{ keys: Jwk[] }> {
+  jwks(): Promise<JwksDocument> {
     return this.callBody('GET', '/.well-known/jwks.json', undefined, false);
   }
 }

@@ -1,0 +1,180 @@
+/**
+ * The agent's one link to aegis-server. Every HTTP request the agent makes to the server
+ * goes through here, so the choice of listener and the reading of failures exist once:
+ *
+ *   - the mTLS agent listener (agent_server_url) with a scoped single-use access token,
+ *     when this host holds a current client certificate; any failure there falls back to
+ *   - the host-proof route on server_url, which gives the authoritative answer (and is
+ *     the only way to renew a lapsed certificate or to activate at all).
+ *
+ * Failures are ServerErrors classified by server_error.ts: `final` (retrying cannot
+ * change the answer) or retryable, with Retry-After when the server sent one.
+ */
+import {
+  AGENT_API,
+  type ActivationRequest,
+  type AgentScope,
+  type AgentSnapshotsResponse,
+  type JwksDocument,
+  type RefreshRequest,
+  type TokenBundle,
+} from '../../protocol/src/index.js';
+import { AgentChannel, type ChannelCredentials } from './agent_channel.js';
+import type { Logger } from './logger.js';
+import { answerError, parseBody, ServerError, unreachableError } from './server_error.js';
+
+/** The server's routes on server_url that the agent calls (the agent listener's are AGENT_API). */
+const ROUTES = {
+  activations: '/api/v1/activations',
+  machine: (machineId: string) => `/api/v1/machines/${encodeURIComponent(machineId)}`,
+  refresh: (machineId: string) => `/api/v1/machines/${encodeURIComponent(machineId)}/refresh`,
+  snapshots: (host: string) => `/api/v1/agents/${encodeURIComponent(host)}/snapshots`,
+  jwks: '/.well-known/jwks.json',
+} as const;
+
+/** Licensing calls may wait on the database; snapshot and key reads are quick or skipped. */
+const LICENSING_TIMEOUT_MS = 15_000;
+const READ_TIMEOUT_MS = 10_000;
+
+export interface ServerLinkOptions {
+  serverUrl: string;
+  /** The mTLS agent listener; empty or null: host-proof routes only. */
+  agentServerUrl?: string | null;
+  log: Logger;
+}
+
+interface Request {
+  method: string;
+  path: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+  timeoutMs: number;
+}
+
+/** The agent's calls to aegis-server: licensing, snapshots and keys, over mTLS or host proof. */
+export class ServerLink {
+  readonly serverUrl: string;
+  private readonly channel: AgentChannel | null;
+  private readonly log: Logger;
+  /** The last mTLS failure logged per operation, so a lasting one is logged once, not per poll. */
+  private readonly channelFailures = new Map<string, string>();
+
+  constructor(o: ServerLinkOptions) {
+    this.serverUrl = o.serverUrl;
+    this.channel = o.agentServerUrl ? new AgentChannel(o.agentServerUrl, LICENSING_TIMEOUT_MS) : null;
+    this.log = o.log;
+  }
+
+  /** True when an agent listener is configured (client certificates are worth asking for). */
+  get mtls(): boolean {
+    return this.channel !== null;
+  }
+
+  /** The agent listener as status shows it, or null when none is configured. */
+  mtlsStatus(): { url: string; last_ok_at: string | null; last_error: string | null } | null {
+    const ch = this.channel;
+    return ch ? { url: ch.baseUrl, last_ok_at: ch.lastOkAt, last_error: ch.lastError } : null;
+  }
+
+  /** From now on the agent listener is called with this certificate; `id` tells a renewal from the same one. */
+  useCertificate(c: ChannelCredentials, id: string): void {
+    this.channel?.setCredentials(c, id);
+  }
+
+  /** No (current) certificate: only the host-proof routes until a new one is installed. */
+  dropCertificate(): void {
+    this.channel?.clear();
+  }
+
+  /** `POST /api/v1/activations`: only on server_url, the host has no certificate yet. */
+  activate(req: ActivationRequest): Promise<TokenBundle> {
+    return this.request<TokenBundle>({ method: 'POST', path: ROUTES.activations, body: req, timeoutMs: LICENSING_TIMEOUT_MS });
+  }
+
+  /**
+   * New tokens (and a certificate for `csr`): over mTLS when possible, else with a
+   * host-key proof. `proof` is called only when the host-proof route is used.
+   */
+  async refresh(machineId: string, proof: () => string, csr?: string): Promise<TokenBundle> {
+    const viaChannel = await this.overChannel<TokenBundle>('refresh', 'license:refresh', 'POST', AGENT_API.refresh, csr ? { csr } : {});
+    if (viaChannel !== undefined) return viaChannel;
+    const body: RefreshRequest = csr ? { proof: proof(), csr } : { proof: proof() };
+    return this.request<TokenBundle>({ method: 'POST', path: ROUTES.refresh(machineId), body, timeoutMs: LICENSING_TIMEOUT_MS });
+  }
+
+  /** Frees this host's seat (host-key proof, `aud: aegis-deactivation`). */
+  deactivate(machineId: string, proof: string): Promise<unknown> {
+    return this.request<unknown>({ method: 'DELETE', path: ROUTES.machine(machineId), body: { proof }, timeoutMs: LICENSING_TIMEOUT_MS });
+  }
+
+  /** The signed snapshot messages aimed at `host`: over mTLS when possible, else with a host-key proof. */
+  async snapshots(host: string, proof: () => string): Promise<AgentSnapshotsResponse> {
+    const check = (body: AgentSnapshotsResponse | null): AgentSnapshotsResponse => {
+      if (!Array.isArray(body?.messages)) throw new ServerError('BAD_ANSWER', 'answer without messages', { status: 502, final: false });
+      return body;
+    };
+    const viaChannel = await this.overChannel('snapshots', 'snapshots:read', 'GET', AGENT_API.snapshots, undefined, check);
+    if (viaChannel !== undefined) return viaChannel;
+    return check(await this.request<AgentSnapshotsResponse | null>({ method: 'GET', path: ROUTES.snapshots(host), headers: { 'x-aegis-proof': proof() }, timeoutMs: READ_TIMEOUT_MS }));
+  }
+
+  /** The server's published signing keys (`/.well-known/jwks.json`, no credentials). */
+  async jwks(): Promise<JwksDocument> {
+    const body = await this.request<JwksDocument | null>({ method: 'GET', path: ROUTES.jwks, timeoutMs: READ_TIMEOUT_MS });
+    if (!Array.isArray(body?.keys) || body.keys.length === 0) throw new ServerError('BAD_ANSWER', 'answer is not a JWKS', { status: 502, final: false });
+    return body;
+  }
+
+  /**
+   * One call on the agent listener, or undefined when there is no usable certificate or
+   * the call failed: the caller then asks the host-proof route, whose answer counts.
+   */
+  private async overChannel<T>(
+    op: 'refresh' | 'snapshots',
+    scope: AgentScope,
+    method: string,
+    path: string,
+    body?: unknown,
+    check: (v: T) => T = (v) => v,
+  ): Promise<T | undefined> {
+    const ch = this.channel;
+    if (!ch?.ready) return undefined;
+    try {
+      const out = check(await ch.call<T>(scope, method, path, body));
+      this.channelFailures.delete(op);
+      return out;
+    } catch (e) {
+      const err = e as ServerError;
+      if (this.channelFailures.get(op) !== err.message) {
+        this.log.warn(`${op} over mTLS failed; using the host-proof route`, { code: err.code, error: err.message });
+      }
+      this.channelFailures.set(op, err.message);
+      return undefined;
+    }
+  }
+
+  /** One request to server_url; a non-2xx answer or no answer becomes a classified ServerError. */
+  private async request<T>(r: Request): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(new URL(r.path, this.serverUrl), {
+        method: r.method,
+        headers: { 'content-type': 'application/json', accept: 'application/json', ...r.headers },
+        body: r.body === undefined ? undefined : JSON.stringify(r.body),
+        signal: AbortSignal.timeout(r.timeoutMs),
+      });
+    } catch (cause) {
+      const reason = cause instanceof Error ? ((cause.cause as Error | undefined)?.message ?? cause.message) : String(cause);
+      throw unreachableError(`cannot reach ${this.serverUrl}: ${reason}`, cause);
+    }
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (cause) {
+      throw unreachableError(`${this.serverUrl} broke off its answer: ${(cause as Error).message}`, cause);
+    }
+    const parsed = parseBody(text);
+    if (res.ok) return parsed as T;
+    throw answerError(res.status, parsed, res.headers.get('retry-after'), `server answered ${res.status}`);
+  }
+}
