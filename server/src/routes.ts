@@ -5,12 +5,14 @@
 import {
   AegisError,
   FEATURES,
+  FLEET_NAME_PATTERN,
   HARDWARE_ID_PATTERN,
   LICENSE_TYPES,
   LICENSED_TIERS,
   ValidationError,
   computeFingerprint,
   isEd25519PublicJwk,
+  isHostId,
   type Ed25519PublicJwk,
 } from '../../protocol/src/index.js';
 import type { ApiKeys, ApiPrincipal, Scope } from './api_keys.js';
@@ -58,7 +60,7 @@ const licenseIssue = validator<IssueInput>({
     max_machines: { type: 'integer', minimum: 1, maximum: 100000 },
     allowed_major_versions: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[0-9]{1,6}$' } },
     features: { type: 'array', maxItems: 64, items: { type: 'string', enum: FEATURES } },
-    fleet: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+    fleet: { type: 'string', pattern: FLEET_NAME_PATTERN.source },
   },
 });
 const revokeBody = validator<{ reason: string }>({
@@ -148,7 +150,7 @@ export function buildRouter(d: RouteDeps): Router {
 
   /** NATS credentials for an activated host (operator mode only; host names with dots get none). */
   async function natsCredentials(licenseId: string, machineId: string, host: string): Promise<{ nats?: { creds: string; user_public_key: string; expires_at: string | null } }> {
-    if (!d.nats || !/^[A-Za-z0-9_-]{1,128}$/.test(host)) return {};
+    if (!d.nats || !isHostId(host)) return {};
     const lic = await ctx.db.selectFrom('licenses').select('fleet').where('id', '=', licenseId).executeTakeFirst();
     const c = await d.nats.issueAgentCredentials({ host, fleet: lic?.fleet ?? 'default', machineId });
     return { nats: { creds: c.creds, user_public_key: c.userPublicKey, expires_at: c.expiresAt?.toISOString() ?? null } };

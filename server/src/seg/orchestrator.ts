@@ -10,6 +10,7 @@ import {
   AegisError,
   ALL_HOSTS,
   AUD_SEG_MAP,
+  HOST_ID_PATTERN,
   TOKEN_ISSUER,
   ValidationError,
   type MapSnapshot,
@@ -21,7 +22,7 @@ import { epochSeconds, iso, type Clock } from '../clock.js';
 import type { TokenService } from '../tokens.js';
 import { checkMapSnapshot } from './snapshot_checks.js';
 
-export const HOST_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
+export const HOST_PATTERN = HOST_ID_PATTERN;
 
 /** Where signed snapshot messages go; the NATS bus implements it. */
 export interface SegPublisher {
