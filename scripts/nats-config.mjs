@@ -6,13 +6,28 @@
 // come from user JWTs that aegis-server signs (server/src/nats/credentials.ts) and the
 // operator/account JWTs from the fragment aegis-server writes. --tls-* add a tls block.
 // See deploy/nats/README.md.
+//
+// Subjects, permission lists and the host-name rule come from the compiled protocol
+// (dist/protocol, `npm run build`): the same code that builds the permissions of the JWTs
+// aegis-server signs, so static users and JWT users are allowed exactly the same.
 import { parseArgs } from 'node:util';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const PROTOCOL = new URL('../dist/protocol/src/index.js', import.meta.url);
+let protocol;
+try {
+  protocol = await import(PROTOCOL.href);
+} catch (err) {
+  process.stderr.write(`nats-config: cannot load the compiled protocol ${fileURLToPath(PROTOCOL)} (${err.message}); run npm run build first\n`);
+  process.exit(2);
+}
+const { ALL_HOSTS, SEG_MAPS_STREAM, agentNatsPermissions, isHostId, isSubjectToken, serverNatsPermissions, subjects } = protocol;
 
 const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static users and passwords)
        scripts/nats-config --operator FILE [options]     (operator mode: JWTs from aegis-server)
 
-  --fleet NAME          fleet name (license subject aegis.license.NAME)
+  --fleet NAME          fleet name (license subject ${subjects.license('NAME')})
   --server-pass PASS    password of the aegis-server user (or env AEGIS_NATS_SERVER_PASS)
   --server-user NAME    server user name (default aegis-server)
   --host HOST:PASS      an agent host and its password; repeatable (user agent-HOST)
@@ -36,11 +51,9 @@ const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static 
 
 Passwords: at least 12 characters of A-Z a-z 0-9 . _ ~ + / = - (openssl rand -base64 24
 gives one). They are written in plain text: keep the output mode 0600.
-Hosts: A-Z a-z 0-9 _ -, not "_all".
+Hosts: A-Z a-z 0-9 _ -, not "${ALL_HOSTS}".
 Prefer --hosts-file or the environment to command-line passwords (visible in ps).`;
 
-const STREAM = 'AEGIS_SEG_MAPS';
-const HOST_RE = /^[A-Za-z0-9_-]{1,128}$/;
 const PASS_RE = /^[A-Za-z0-9._~+/=-]{12,256}$/;
 const ADDR_RE = /^[A-Za-z0-9.:[\]-]+:\d{1,5}$/;
 
@@ -57,8 +70,8 @@ function checkPass(who, pass) {
 }
 
 function checkHost(host, where) {
-  if (!HOST_RE.test(host)) fail(`host ${JSON.stringify(host)} (${where}) may only contain A-Z a-z 0-9 _ - (1-128 characters)`);
-  if (host === '_all') fail(`"_all" is reserved for snapshots addressed to every host (${where})`);
+  if (!isHostId(host)) fail(`host ${JSON.stringify(host)} (${where}) may only contain A-Z a-z 0-9 _ - (1-128 characters)`);
+  if (host === ALL_HOSTS) fail(`"${ALL_HOSTS}" is reserved for snapshots addressed to every host (${where})`);
   return host;
 }
 
@@ -72,33 +85,32 @@ function parseHostPass(spec, where) {
 const q = (s) => JSON.stringify(s);
 const list = (items, indent) => `[\n${items.map((s) => `${indent}  ${q(s)}`).join(',\n')}\n${indent}]`;
 
-/** The authorization block; exported shape kept in one place so tests and deploy agree. */
+/** The authorization block: protocol's permission lists, one user per host plus the server's. */
 function renderAuthorization({ fleet, serverUser, serverPass, hosts }) {
   const lines = ['authorization {', '  users = ['];
+  const server = serverNatsPermissions();
   lines.push(
     `    # The control plane: the only publisher of snapshots and license envelopes, manages the stream.`,
     `    {`,
     `      user: ${q(serverUser)}`,
     `      password: ${q(serverPass)}`,
     `      permissions: {`,
-    `        publish: { allow: ${list(['aegis.seg.maps.>', 'aegis.license.>', '$JS.API.>', '_INBOX.>'], '        ')} }`,
-    `        subscribe: { allow: ${list(['aegis.agent.>', '_INBOX.>'], '        ')} }`,
+    `        publish: { allow: ${list(server.pub.allow, '        ')} }`,
+    `        subscribe: { allow: ${list(server.sub.allow, '        ')} }`,
     `      }`,
     `    }`,
   );
   for (const { host, pass } of hosts) {
+    const agent = agentNatsPermissions(host, fleet);
     lines.push(
-      `    # Agent on ${host}: reads its own and _all snapshots (live and last value by Direct Get)`,
-      `    # and its fleet's license; writes only its own reports. Replies come to _INBOX.${host}.>.`,
+      `    # Agent on ${host}: reads its own and ${ALL_HOSTS} snapshots (live and last value by Direct Get)`,
+      `    # and its fleet's license; writes only its own reports. Replies come to ${subjects.inboxOf(host)}.`,
       `    {`,
       `      user: ${q(`agent-${host}`)}`,
       `      password: ${q(pass)}`,
       `      permissions: {`,
-      `        publish: { allow: ${list(
-        [`aegis.agent.${host}.>`, `$JS.API.DIRECT.GET.${STREAM}.aegis.seg.maps.${host}.>`, `$JS.API.DIRECT.GET.${STREAM}.aegis.seg.maps._all.>`],
-        '        ',
-      )} }`,
-      `        subscribe: { allow: ${list([`aegis.seg.maps.${host}.>`, 'aegis.seg.maps._all.>', `aegis.license.${fleet}`, `_INBOX.${host}.>`], '        ')} }`,
+      `        publish: { allow: ${list(agent.pub.allow, '        ')} }`,
+      `        subscribe: { allow: ${list(agent.sub.allow, '        ')} }`,
       `      }`,
       `    }`,
     );
@@ -193,7 +205,7 @@ function main() {
   if (operator === undefined) {
     if (!args.fleet) fail('--fleet is required');
     fleet = args.fleet;
-    if (!HOST_RE.test(fleet)) fail(`fleet ${JSON.stringify(fleet)} may only contain A-Z a-z 0-9 _ - (1-128 characters)`);
+    if (!isSubjectToken(fleet)) fail(`fleet ${JSON.stringify(fleet)} may only contain A-Z a-z 0-9 _ - (1-128 characters)`);
     serverUser = args['server-user'];
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(serverUser)) fail('--server-user may only contain A-Z a-z 0-9 _ -');
     if (serverUser.startsWith('agent-')) fail('--server-user must not start with "agent-" (reserved for agent users)');
@@ -237,7 +249,7 @@ function main() {
       args.http === 'off' ? '' : `http: ${q(args.http)}`,
       `max_payload: 1MB`,
       ``,
-      `# Snapshots live in the AEGIS_SEG_MAPS stream (last value per subject), created by aegis-server.`,
+      `# Snapshots live in the ${SEG_MAPS_STREAM} stream (last value per subject), created by aegis-server.`,
       `jetstream {`,
       `  store_dir: ${q(args['store-dir'])}`,
       `}`,

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { connect, Empty, Events, type NatsConnection } from 'nats';
 import { commandPath, missingCommand, requireCapability } from './harness/capabilities.js';
 import { memoryLog, startNats, waitFor, type TestNats } from './harness/nats.js';
-import { ServerBus, type AgentReportKind } from '../server/src/nats/seg_bus.js';
+import { ServerBus, type AgentReportKind } from '../server/src/nats/server_bus.js';
 import { AgentBus, AgentBusError } from '../agent/src/nats/agent_bus.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -14,7 +14,7 @@ import { commandPath, missingCommand, requireCapability } from './harness/capabi
 import { memoryLog, startNats, waitFor } from './harness/nats.js';
 import { makeTestCa } from './harness/tls.js';
 import { NatsAuthority } from '../server/src/nats/credentials.js';
-import { ServerBus } from '../server/src/nats/seg_bus.js';
+import { ServerBus } from '../server/src/nats/server_bus.js';
 import { AgentBus } from '../agent/src/nats/agent_bus.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { Ajv } from 'ajv';
-import { parseFleetKey } from '../../protocol/src/index.js';
+import { FLEET_NAME_PATTERN, IDENTIFIER_CHARS, SUBJECT_TOKEN_MAX_LENGTH, parseFleetKey } from '../../protocol/src/index.js';
 import { ConfigError } from './errors.js';
 
 export interface AgentConfig {
@@ -87,7 +87,7 @@ const SCHEMA = {
     agent_server_url: { type: 'string', pattern: '^(https://[^\\s]+)?$' },
     ca_cert_path: { type: 'string', pattern: '^(/.*)?$' },
     nats_url: { type: 'string', pattern: '^((nats|tls)://[^\\s,]+(,(nats|tls)://[^\\s,]+)*)?$' },
-    fleet: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+    fleet: { type: 'string', pattern: FLEET_NAME_PATTERN.source },
     services: {
       type: 'object',
       propertyNames: { pattern: '^(0|[1-9][0-9]{0,8})$' },
@@ -101,7 +101,7 @@ const SCHEMA = {
     log_level: { enum: ['error', 'warn', 'info', 'debug'] },
     log_format: { enum: ['json', 'text'] },
     pin_root: { type: 'string', pattern: '^/' },
-    hostname: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$' },
+    hostname: { type: 'string', pattern: `^[A-Za-z0-9]${IDENTIFIER_CHARS}{0,${SUBJECT_TOKEN_MAX_LENGTH - 1}}$` },
     kmod_reload_path: { type: 'string', pattern: '^/' },
     nats_user: { type: 'string', maxLength: 256 },
     nats_password: { type: 'string', maxLength: 1024 },

@@ -12,6 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect, StringCodec, type NatsConnection } from 'nats';
+import { ALL_HOSTS, subjects } from '../../protocol/src/index.js';
 import { startNats } from '../../test/harness/nats.js';
 import { startTestServer } from '../../test/harness/server.js';
 import { agentDir, cleanupDir, startAgent } from '../../test/harness/agent.js';
@@ -79,7 +80,7 @@ async function main(): Promise<void> {
     await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key });
     const watcher = await connect({ servers: nats.url });
     const acks = new Map<number, () => void>();
-    watcher.subscribe(`aegis.agent.${host}.ack`, {
+    watcher.subscribe(subjects.agentAck(host), {
       callback: (_e, m) => {
         const a = JSON.parse(sc.decode(m.data)) as { revision: number };
         acks.get(a.revision)?.();
@@ -116,7 +117,7 @@ async function main(): Promise<void> {
     let got = 0;
     let done: (() => void) | null = null;
     for (const c of conns) {
-      c.subscribe('aegis.seg.maps._all.>', {
+      c.subscribe(subjects.segMapsOf(ALL_HOSTS), {
         callback: () => {
           perReceiver.push(performance.now() - t0);
           if (++got === AGENTS) done?.();

@@ -45,7 +45,7 @@ export {
   normalizeLicenseKey,
   licenseKeySuffix,
 } from './license_key.js';
-export { subjects, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD, ALL_HOSTS } from './subjects.js';
+export { subjects, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD } from './subjects.js';
 export { PROTOS, MAX_RULES_PER_SERVICE, MAP_SNAPSHOT_SCHEMA } from './snapshot.js';
 export type { Proto, Edge, AllowCidr, MapSnapshot, Stage, DatapathMode } from './snapshot.js';
 export { parseCidr, formatAddr, CidrError } from './cidr.js';
@@ -93,3 +93,21 @@ export { checkMapSnapshot, inspectMapSnapshot, inspectPolicyRules } from './snap
 export type { SnapshotCheck } from './snapshot_check.js';
 export { problemsOf } from './schema_problems.js';
 export { BPF_ABI, RULE_RECORD_LAYOUT } from './bpf_abi.generated.js';
+// Identifiers, NATS subjects and NATS permissions: one definition for agent, server and scripts.
+export {
+  IDENTIFIER_CHARS,
+  SUBJECT_TOKEN_MAX_LENGTH,
+  SUBJECT_TOKEN_PATTERN,
+  isSubjectToken,
+  HOST_ID_PATTERN,
+  isHostId,
+  ALL_HOSTS,
+  isAgentHostId,
+  FLEET_NAME_MAX_LENGTH,
+  FLEET_NAME_PATTERN,
+  isFleetName,
+} from './identifiers.js';
+export { subjectWildcards, agentSubjectHost, AGENT_REPORT_KINDS } from './subjects.js';
+export type { AgentReportKind } from './subjects.js';
+export { agentNatsPermissions, serverNatsPermissions, accountPushNatsPermissions } from './nats_permissions.js';
+export type { NatsPermissions } from './nats_permissions.js';

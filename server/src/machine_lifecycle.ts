@@ -27,6 +27,7 @@ import {
   AUD_SNAPSHOTS_PROOF,
   DEFAULT_KERNEL_TOKEN_TTL_SECONDS,
   PRODUCT_NAME,
+  isHostId,
   jwkThumbprint,
   type ActivationRequest,
   type AgentScope,
@@ -58,7 +59,6 @@ import { machineIdOfSpiffe } from './pki/authority.js';
 import type { CertifiableKey, CertificateIssuer } from './pki/issuer.js';
 import { certificateRefused, type CertifiedPeer, type MachineCertificates } from './pki/machine_certs.js';
 import type { AgentRegistry } from './seg/agents.js';
-import { HOST_PATTERN } from './seg/orchestrator.js';
 import type { TokenService } from './tokens.js';
 
 /** Thrown refusals carry the ids the audit record needs. */
@@ -502,7 +502,7 @@ export class MachineLifecycle {
    * a subject token gets none). The user JWT never outlives the license.
    */
   private async natsCredentials(lic: Selectable<LicensesTable>, machineId: string, host: string): Promise<{ nats?: NatsCredentialsField }> {
-    if (!this.d.nats || !HOST_PATTERN.test(host)) return {};
+    if (!this.d.nats || !isHostId(host)) return {};
     const ttlSeconds = lic.expires_at === null ? undefined : Math.max(1, Math.ceil((Date.parse(lic.expires_at) - this.clock.now().getTime()) / 1000));
     const c = await this.d.nats.issueAgentCredentials({ host, fleet: lic.fleet ?? 'default', machineId, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
     return { nats: { creds: c.creds, user_public_key: c.userPublicKey, expires_at: c.expiresAt?.toISOString() ?? null } };

@@ -6,6 +6,7 @@
 import {
   AegisError,
   FEATURES,
+  FLEET_NAME_PATTERN,
   HARDWARE_ID_PATTERN,
   LICENSE_TYPES,
   LICENSED_TIERS,
@@ -67,7 +68,7 @@ const licenseIssue = validator<IssueLicenseRequest>({
     max_machines: { type: 'integer', minimum: 1, maximum: 100000 },
     allowed_major_versions: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[0-9]{1,6}$' } },
     features: { type: 'array', maxItems: 64, items: { type: 'string', enum: FEATURES } },
-    fleet: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+    fleet: { type: 'string', pattern: FLEET_NAME_PATTERN.source },
   },
 });
 const revokeBody = validator<{ reason: string }>({

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { missingCommand, requireCapability } from '../../../test/harness/capabilities.js';
 import { memoryLog, startNats, waitFor, type TestNats } from '../../../test/harness/nats.js';
-import { ServerBus, type AgentReportKind } from '../../../server/src/nats/seg_bus.js';
+import { ServerBus, type AgentReportKind } from '../../../server/src/nats/server_bus.js';
 import { AgentBus, AgentBusError } from './agent_bus.js';
 
 type Got = Array<[string, string]>;

@@ -1,22 +1,29 @@
 /**
- * The agent's side of NATS (ARCHITECTURE.md "Distribution over NATS"): its own and the
- * fleet-wide (_all) snapshot subjects, live and as last values read from the
- * AEGIS_SEG_MAPS stream with Direct Get, the fleet's license envelopes, and its reports.
+ * The agent's side of NATS: its own and the fleet-wide (_all) snapshot subjects, live and
+ * as last values read from the AEGIS_SEG_MAPS stream with Direct Get, the fleet's license
+ * envelopes, and its reports. Subjects come from protocol's `subjects`, the connection
+ * handling from runtime/src/nats_connection.ts (shared with ServerBus).
  *
  * NATS is only a delivery path. The bus hands over raw strings and verifies nothing;
  * the caller checks each snapshot's JWS and each envelope before acting on it, and keeps
  * enforcing from its cache while the bus is disconnected.
  */
-import { readFileSync } from 'node:fs';
-import { connect, credsAuthenticator, Empty, Events, type ConnectionOptions, type Msg, type NatsConnection, type Subscription } from 'nats';
-import { ALL_HOSTS, SEG_MAPS_STREAM, subjects } from '../../../protocol/src/subjects.js';
+import { connect, Empty, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { ALL_HOSTS, SEG_MAPS_STREAM, isAgentHostId, subjects } from '../../../protocol/src/index.js';
+import {
+  buildConnectOptions,
+  classifyConnectError,
+  ConnectionWatch,
+  describeError as describe,
+  natsErrorCode as natsCode,
+  NO_LOG,
+  withTimeout,
+  type NatsLogger,
+  type NatsTlsOptions,
+} from '../../../runtime/src/nats_connection.js';
 
 /** Structured log sink; a winston logger fits. */
-export interface BusLogger {
-  info(msg: string, meta?: object): void;
-  warn(msg: string, meta?: object): void;
-  error(msg: string, meta?: object): void;
-}
+export type BusLogger = NatsLogger;
 
 export type AgentBusErrorCode = 'NATS_UNREACHABLE' | 'NATS_AUTH' | 'NATS_TLS' | 'NATS_DISCONNECTED' | 'NATS_CLOSED' | 'NATS_PUBLISH_FAILED' | 'NATS_BAD_ARGUMENT';
 
@@ -56,14 +63,8 @@ export interface AgentBusOptions {
   waitOnFirstConnect?: boolean;
 }
 
-/** TLS to nats-server, as nats.js takes it (the files are read at connect). */
-export interface AgentBusTlsOptions {
-  /** CA bundle that signed nats-server's certificate (pin Aegis's CA; default: the system's). */
-  caFile?: string;
-  /** Client certificate and key, for a nats-server that verifies clients. */
-  certFile?: string;
-  keyFile?: string;
-}
+/** TLS to nats-server, as nats.js takes it (pin Aegis's CA in caFile; default: the system's). */
+export type AgentBusTlsOptions = NatsTlsOptions;
 
 export type SegMapHandler = (subject: string, data: string) => void;
 export type EnvelopeHandler = (data: string) => void;
@@ -75,56 +76,10 @@ export interface FetchSummary {
   failed: number;
 }
 
-const HOST_TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
-const NO_LOG: BusLogger = { info() {}, warn() {}, error() {} };
 /** Direct Gets in flight at once when (re)reading last values. */
 const FETCH_CONCURRENCY = 16;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer from nats-server within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-function natsCode(err: unknown): string | undefined {
-  const c = (err as { code?: unknown } | null)?.code;
-  return typeof c === 'string' ? c : undefined;
-}
-
-/** TLS failures of Node's tls module and nats.js's "server requires TLS". */
-function isTlsError(err: unknown): boolean {
-  const code = natsCode(err) ?? '';
-  return /CERT|SELF_SIGNED|UNABLE_TO_|ERR_TLS|ERR_SSL/.test(code) || /certificate|tls|ssl/i.test(describe(err)) || code === 'SERVER_OPT_NA';
-}
-
-/** Connect options for the configured authentication (creds win over user/pass) and TLS. */
-function authOptions(opts: AgentBusOptions): Partial<ConnectionOptions> {
-  const out: Partial<ConnectionOptions> = {};
-  if (opts.creds !== undefined) {
-    out.authenticator = credsAuthenticator(encoder.encode(opts.creds));
-  } else if (opts.credsFile !== undefined) {
-    const file = opts.credsFile;
-    try {
-      readFileSync(file);
-    } catch (err) {
-      throw new AgentBusError('NATS_AUTH', `cannot read the NATS credentials file ${file}: ${describe(err)}`, { cause: err });
-    }
-    out.authenticator = credsAuthenticator(() => readFileSync(file));
-  } else if (opts.user !== undefined) {
-    out.user = opts.user;
-    out.pass = opts.pass ?? '';
-  }
-  if (opts.tls) out.tls = { ...opts.tls };
-  return out;
-}
 
 /**
  * The agent's NATS connection. Subscriptions survive reconnects (nats.js re-sends them)
@@ -132,7 +87,6 @@ function authOptions(opts: AgentBusOptions): Partial<ConnectionOptions> {
  * while the agent was away arrives.
  */
 export class AgentBus {
-  private connected = true;
   private segHandler: SegMapHandler | null = null;
   private serviceIds: number[] = [];
   private readonly subs: Subscription[] = [];
@@ -145,91 +99,55 @@ export class AgentBus {
 
   private constructor(
     private readonly nc: NatsConnection,
+    private readonly watch: ConnectionWatch,
     readonly host: string,
     private readonly log: BusLogger,
     private readonly requestTimeoutMs: number,
-  ) {
-    void (async () => {
-      for await (const s of nc.status()) {
-        switch (s.type) {
-          case Events.Disconnect:
-            this.connected = false;
-            log.warn('agent bus: disconnected from nats-server, reconnecting', { server: String(s.data) });
-            break;
-          case Events.Reconnect:
-            this.connected = true;
-            log.info('agent bus: reconnected to nats-server', { server: String(s.data) });
-            if (this.segHandler) void this.refetch('reconnect');
-            break;
-          case Events.Error:
-            if (s.permissionContext) {
-              log.error(`agent bus: nats-server denied ${s.permissionContext.operation} on ${s.permissionContext.subject}; check the NATS user's permissions (deploy/nats)`, {
-                operation: s.permissionContext.operation,
-                subject: s.permissionContext.subject,
-              });
-            } else {
-              log.warn('agent bus: nats-server error', { error: String(s.data) });
-            }
-            break;
-          case Events.LDM:
-            log.warn('agent bus: nats-server is entering lame duck mode');
-            break;
-          default:
-            break;
-        }
-      }
-    })();
-    void nc.closed().then((err) => {
-      this.connected = false;
-      if (err) log.error('agent bus: NATS connection closed', { error: describe(err) });
-    });
-  }
+  ) {}
 
   /**
    * Connects as `host` and from then on reconnects forever. Inboxes are _INBOX.<host>.*,
    * the only reply subjects an agent user may subscribe to (deploy/nats).
    */
   static async connect(opts: AgentBusOptions): Promise<AgentBus> {
-    if (!HOST_TOKEN.test(opts.host) || opts.host === ALL_HOSTS) {
+    if (!isAgentHostId(opts.host)) {
       throw new AgentBusError('NATS_BAD_ARGUMENT', `host ${JSON.stringify(opts.host)} cannot be a NATS subject token (A-Z a-z 0-9 _ -, not "_all")`);
     }
     const log = opts.log ?? NO_LOG;
-    const auth = authOptions(opts);
     let nc: NatsConnection;
     try {
-      nc = await connect({
-        servers: opts.url,
-        ...auth,
-        name: `aegis-agent ${opts.host}`,
-        inboxPrefix: `_INBOX.${opts.host}`,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: opts.reconnectWaitMs ?? 1000,
-        reconnectJitter: 250,
-        waitOnFirstConnect: opts.waitOnFirstConnect ?? false,
-        ignoreAuthErrorAbort: true,
-        pingInterval: 10_000,
-        maxPingOut: 3,
-        timeout: 5000,
-      });
+      nc = await connect(
+        buildConnectOptions({
+          url: opts.url,
+          auth: opts,
+          ...(opts.tls ? { tls: opts.tls } : {}),
+          name: `aegis-agent ${opts.host}`,
+          inboxPrefix: subjects.inboxPrefix(opts.host),
+          reconnectWaitMs: opts.reconnectWaitMs,
+          waitOnFirstConnect: opts.waitOnFirstConnect ?? false,
+        }),
+      );
     } catch (err) {
-      const where = Array.isArray(opts.url) ? opts.url.join(',') : opts.url;
-      const code = natsCode(err);
-      if (code === 'AUTHORIZATION_VIOLATION' || code === 'AUTHENTICATION_EXPIRED') {
-        const who = opts.creds !== undefined || opts.credsFile !== undefined ? 'the NATS credentials issued at activation (revoked or expired? re-activate)' : `the credentials${opts.user ? ` of user ${opts.user}` : ''} (check nats_user/nats_pass)`;
-        throw new AgentBusError('NATS_AUTH', `nats-server at ${where} refused ${who}`, { cause: err });
-      }
-      if (isTlsError(err)) {
-        throw new AgentBusError('NATS_TLS', `TLS to nats-server at ${where} failed: ${describe(err)}; check the CA file (tls.caFile) and that nats-server's certificate names this address`, { cause: err });
-      }
-      throw new AgentBusError('NATS_UNREACHABLE', `cannot connect to nats-server at ${where}: ${describe(err)}`, { cause: err });
+      const refused =
+        opts.creds !== undefined || opts.credsFile !== undefined
+          ? 'the NATS credentials issued at activation (revoked or expired? re-activate)'
+          : `the credentials${opts.user ? ` of user ${opts.user}` : ''} (check nats_user/nats_pass)`;
+      const e = classifyConnectError(err, { url: opts.url, refused, tlsAdvice: "check the CA file (tls.caFile) and that nats-server's certificate names this address" });
+      throw new AgentBusError(e.code, e.message, { cause: e.cause });
     }
+    const watch = new ConnectionWatch(nc, log, 'agent bus');
     log.info('agent bus connected to nats-server', { server: nc.getServer(), host: opts.host });
-    return new AgentBus(nc, opts.host, log, opts.requestTimeoutMs ?? 5000);
+    const bus = new AgentBus(nc, watch, opts.host, log, opts.requestTimeoutMs ?? 5000);
+    // Whatever was published while the agent was away is read again after a reconnect.
+    watch.onReconnect = () => {
+      if (bus.segHandler) void bus.refetch('reconnect');
+    };
+    return bus;
   }
 
   /** True while connected to a nats-server (false while reconnecting and after close). */
   isConnected(): boolean {
-    return this.connected && !this.nc.isClosed();
+    return this.watch.connected && !this.nc.isClosed();
   }
 
   /**
@@ -244,7 +162,7 @@ export class AgentBus {
     this.checkServiceIds(serviceIds);
     this.segHandler = onMessage;
     this.serviceIds = [...new Set(serviceIds)];
-    for (const subject of [`aegis.seg.maps.${this.host}.>`, `aegis.seg.maps.${ALL_HOSTS}.>`]) {
+    for (const subject of [subjects.segMapsOf(this.host), subjects.segMapsOf(ALL_HOSTS)]) {
       this.subs.push(
         this.nc.subscribe(subject, {
           callback: (err, msg) => {
@@ -311,7 +229,7 @@ export class AgentBus {
     try {
       // The subject-in-subject form of Direct Get, so nats-server's permissions can limit
       // an agent to its own subjects.
-      msg = await this.nc.request(`$JS.API.DIRECT.GET.${SEG_MAPS_STREAM}.${subject}`, Empty, { timeout: this.requestTimeoutMs });
+      msg = await this.nc.request(subjects.segMapDirectGet(subject), Empty, { timeout: this.requestTimeoutMs });
     } catch (err) {
       const code = natsCode(err);
       // With JetStream on but no stream, nats-server does not answer at all (timeout);
@@ -393,7 +311,7 @@ export class AgentBus {
       });
       if (!this.isConnected()) return;
       this.nc
-        .request(`aegis.agent.${this.host}.license`, encoder.encode(JSON.stringify({ fleet })), { timeout: Math.max(1, timeoutMs) })
+        .request(subjects.agentLicenseRequest(this.host), encoder.encode(JSON.stringify({ fleet })), { timeout: Math.max(1, timeoutMs) })
         .then((m) => {
           if (m.data.length > 0) finish(decoder.decode(m.data));
         })
@@ -428,7 +346,7 @@ export class AgentBus {
 
   private publishJson(subject: string, obj: object): void {
     if (this.nc.isClosed()) throw new AgentBusError('NATS_CLOSED', `cannot publish ${subject}: the agent bus is closed`);
-    if (!this.connected) throw new AgentBusError('NATS_DISCONNECTED', `cannot publish ${subject}: not connected to nats-server (reconnecting)`);
+    if (!this.watch.connected) throw new AgentBusError('NATS_DISCONNECTED', `cannot publish ${subject}: not connected to nats-server (reconnecting)`);
     let payload: Uint8Array;
     try {
       payload = encoder.encode(JSON.stringify(obj));
@@ -446,7 +364,7 @@ export class AgentBus {
   async close(): Promise<void> {
     this.segHandler = null;
     if (this.nc.isClosed()) return;
-    if (!this.connected) {
+    if (!this.watch.connected) {
       await this.nc.close();
       return;
     }

@@ -15,7 +15,7 @@ import { memoryLog, startNats, waitFor, type TestNats } from '../../../test/harn
 import { makeTestCa, type TestCa } from '../../../test/harness/tls.js';
 import { AgentBus, AgentBusError } from '../../../agent/src/nats/agent_bus.js';
 import { agentPermissions, NatsAuthority, NatsAuthorityError } from './credentials.js';
-import { ServerBus } from './seg_bus.js';
+import { ServerBus } from './server_bus.js';
 
 const FLEET = 'fleet-1';
 const te = new TextEncoder();

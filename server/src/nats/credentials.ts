@@ -1,9 +1,10 @@
 /**
- * NATS decentralized auth for Aegis (issue 7): aegis-server is the operator. It owns three
- * nkeys (operator, system account, the AEGIS account), renders the operator-mode fragment
- * of nats-server's config, and signs user JWTs: one for itself and one per activated
- * machine, whose permissions name only that host's subjects (the model of deploy/nats,
- * now carried in a signed JWT instead of a rendered password file).
+ * NATS decentralized auth for Aegis: aegis-server is the operator, so that per-host
+ * permissions need no rendered password file and a deactivated machine can be cut off at
+ * once. It owns three nkeys (operator, system account, the AEGIS account), renders the
+ * operator-mode fragment of nats-server's config, and signs user JWTs: one for itself and
+ * one per activated machine, whose permissions name only that host's subjects (the lists
+ * of protocol's nats_permissions.ts, the same scripts/nats-config renders for deploy/nats).
  *
  * Revocation: a deactivated machine's user keys go into the account JWT's `revocations`
  * (user public key → time; a user JWT issued at or before it is refused). The new account
@@ -34,9 +35,10 @@ import {
   type KeyPair,
   type Permissions,
 } from '@nats-io/jwt';
-import { connect, credsAuthenticator, type NatsConnection } from 'nats';
-import { ALL_HOSTS, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD } from '../../../protocol/src/subjects.js';
+import { connect, type NatsConnection } from 'nats';
+import { accountPushNatsPermissions, agentNatsPermissions, serverNatsPermissions, subjects } from '../../../protocol/src/index.js';
 import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
+import { authConnectOptions, describeError as describe, type NatsTlsOptions } from '../../../runtime/src/nats_connection.js';
 
 export type NatsAuthorityErrorCode = 'NATS_KEYS' | 'NATS_INSECURE_KEY_FILE' | 'NATS_STATE' | 'NATS_BAD_ARGUMENT' | 'NATS_PUSH_FAILED';
 
@@ -51,13 +53,7 @@ export class NatsAuthorityError extends Error {
 }
 
 /** TLS to nats-server, as nats.js takes it (files are read by the client). */
-export interface NatsTlsOptions {
-  /** CA bundle that signed nats-server's certificate (default: the system's). */
-  caFile?: string;
-  /** Client certificate and key, when nats-server verifies clients (`verify: true`). */
-  certFile?: string;
-  keyFile?: string;
-}
+export type { NatsTlsOptions };
 
 export interface NatsAuthorityOptions {
   /** Key directory, e.g. `<keys-dir>/nats`; created 0700 with fresh keys on first use. */
@@ -120,7 +116,6 @@ interface StateFile {
   revoked: Record<string, { at: number; exp: number }>;
 }
 
-const TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
 const USER_KEY = /^U[A-Z2-7]{55}$/;
 /** Unlimited, as nsc writes it; the AEGIS account needs JetStream for the snapshot stream. */
 const ACCOUNT_LIMITS = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 };
@@ -132,41 +127,22 @@ function nowSeconds(): number {
   return Math.floor(Date.now() / 1000);
 }
 
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function checkToken(what: string, v: string): string {
-  if (typeof v !== 'string' || !TOKEN.test(v)) {
-    throw new NatsAuthorityError('NATS_BAD_ARGUMENT', `${what} ${JSON.stringify(v)} cannot be a NATS subject token (1-128 of A-Z a-z 0-9 _ -)`);
-  }
-  return v;
-}
-
 /**
- * The permissions of an agent user: its own and the fleet-wide snapshots (live, and their
- * last values by Direct Get in the subject-in-subject form only, so the permission names
- * the subject), its fleet's license, its own reports, and replies on _INBOX.<host>.>
- * (AgentBus sets that inbox prefix; a shared _INBOX.> would expose other agents' replies).
+ * The permissions of an agent user (protocol's agentNatsPermissions): its own and the
+ * fleet-wide snapshots, its fleet's license, its own reports and replies on its own
+ * inbox. A host or fleet that cannot be a subject token, or host "_all", is NATS_BAD_ARGUMENT.
  */
 export function agentPermissions(host: string, fleet: string): Permissions {
-  checkToken('host', host);
-  checkToken('fleet', fleet);
-  if (host === ALL_HOSTS) throw new NatsAuthorityError('NATS_BAD_ARGUMENT', `"${ALL_HOSTS}" is reserved for snapshots addressed to every host`);
-  return {
-    pub: {
-      allow: [`aegis.agent.${host}.>`, `$JS.API.DIRECT.GET.${SEG_MAPS_STREAM}.aegis.seg.maps.${host}.>`, `$JS.API.DIRECT.GET.${SEG_MAPS_STREAM}.aegis.seg.maps.${ALL_HOSTS}.>`],
-    },
-    sub: { allow: [`aegis.seg.maps.${host}.>`, `aegis.seg.maps.${ALL_HOSTS}.>`, `aegis.license.${fleet}`, `_INBOX.${host}.>`] },
-  };
+  try {
+    return agentNatsPermissions(host, fleet);
+  } catch (cause) {
+    throw new NatsAuthorityError('NATS_BAD_ARGUMENT', describe(cause), { cause });
+  }
 }
 
-/** The server user: the only publisher of snapshots and licenses; manages the stream; reads reports. */
+/** The server user (protocol's serverNatsPermissions): the only publisher of snapshots and licenses; manages the stream; reads reports. */
 export function serverPermissions(): Permissions {
-  return {
-    pub: { allow: [SEG_MAPS_WILDCARD, 'aegis.license.>', '$JS.API.>', '_INBOX.>'] },
-    sub: { allow: ['aegis.agent.>', '_INBOX.>'] },
-  };
+  return serverNatsPermissions();
 }
 
 /** Reads a seed file, refusing one that group or others can read. */
@@ -405,15 +381,14 @@ export class NatsAuthority {
     const push = this.opts.push;
     if (!push) throw new NatsAuthorityError('NATS_PUSH_FAILED', 'no nats-server to push to (push option not set)');
     const user = createUser();
-    const jwt = await encodeUser('aegis-server account push', user, this.system, { pub: { allow: ['$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE'] }, sub: { allow: ['_INBOX.>'] } }, { exp: nowSeconds() + 300 });
+    const jwt = await encodeUser('aegis-server account push', user, this.system, accountPushNatsPermissions(), { exp: nowSeconds() + 300 });
     const timeout = push.timeoutMs ?? 5000;
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers: push.url,
-        authenticator: credsAuthenticator(fmtCreds(jwt, user)),
+        ...authConnectOptions({ creds: td.decode(fmtCreds(jwt, user)) }, push.tls),
         name: 'aegis-server account push',
-        ...(push.tls ? { tls: push.tls } : {}),
         maxReconnectAttempts: 0,
         timeout,
       });
@@ -421,7 +396,7 @@ export class NatsAuthority {
       throw new NatsAuthorityError('NATS_PUSH_FAILED', `cannot connect to nats-server as the system account to push the account JWT: ${describe(cause)}`, { cause });
     }
     try {
-      const subject = `$SYS.REQ.ACCOUNT.${this.account.getPublicKey()}.CLAIMS.UPDATE`;
+      const subject = subjects.accountClaimsUpdate(this.account.getPublicKey());
       const reply = await nc.request(subject, te.encode(this.accountJwt), { timeout });
       const body = JSON.parse(td.decode(reply.data)) as { data?: { code?: number; message?: string }; error?: { code?: number; description?: string } };
       if (body.error || body.data?.code !== 200) {

@@ -4,10 +4,9 @@
  * feed the segmenter. Reports are untrusted input: shapes are checked and sizes capped.
  */
 import type { Kysely } from 'kysely';
-import { AegisError, type AgentAck, type AgentStatusReport } from '../../../protocol/src/index.js';
+import { AegisError, isHostId, type AgentAck, type AgentStatusReport } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { iso, type Clock } from '../clock.js';
-import { HOST_PATTERN } from './orchestrator.js';
 
 const MAX_FLOWS_PER_REPORT = 10_000;
 
@@ -48,7 +47,7 @@ export class AgentRegistry {
 
   /** Dispatches one report; returns false for a report that is not well-formed. */
   async record(kind: 'status' | 'ack' | 'flows', host: string, data: unknown): Promise<boolean> {
-    if (!HOST_PATTERN.test(host) || !isObject(data) || data.host !== host) return false;
+    if (!isHostId(host) || !isObject(data) || data.host !== host) return false;
     if (kind === 'status') {
       if (typeof data.edition !== 'string' || !Array.isArray(data.services)) return false;
       await this.upsert(host, { status: JSON.stringify(data), machine_id: typeof data.machine_id === 'string' ? data.machine_id : null });

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'winston';
 import { backoffDelay } from '../../../protocol/src/index.js';
-import { ServerBus } from '../nats/seg_bus.js';
+import { ServerBus } from '../nats/server_bus.js';
 import type { AgentRegistry } from './agents.js';
 import type { FleetLicensePublisher } from './fleet_publisher.js';
 import type { Orchestrator } from './orchestrator.js';

@@ -10,18 +10,18 @@ import {
   AegisError,
   ALL_HOSTS,
   AUD_SEG_MAP,
+  isAgentHostId,
   TOKEN_ISSUER,
   ValidationError,
   type MapSnapshot,
   type SegMapClaims,
   type Stage,
+  checkMapSnapshot,
 } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { epochSeconds, iso, type Clock } from '../clock.js';
 import type { TokenService } from '../tokens.js';
-import { checkMapSnapshot } from '../../../protocol/src/index.js';
 
-export const HOST_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** Where signed snapshot messages go; the NATS bus implements it. */
 export interface SegPublisher {
@@ -54,7 +54,7 @@ export interface SubmitResult {
 export function parseTargets(text: string | null): string[] {
   if (text === null || text.trim() === '') return [ALL_HOSTS];
   const hosts = [...new Set(text.split(',').map((h) => h.trim()).filter(Boolean))];
-  const bad = hosts.filter((h) => !HOST_PATTERN.test(h) || h === ALL_HOSTS);
+  const bad = hosts.filter((h) => !isAgentHostId(h));
   if (bad.length > 0) throw new ValidationError(bad.map((h) => ({ path: 'target_host', message: `${JSON.stringify(h)} is not a host name (letters, digits, _ and -)` })));
   return hosts.sort();
 }

@@ -5,7 +5,7 @@ import { connect, Empty, type NatsConnection } from 'nats';
 import { missingCommand, requireCapability } from '../../../test/harness/capabilities.js';
 import { memoryLog, startNats, waitFor, type TestNats } from '../../../test/harness/nats.js';
 import { freePort } from '../../../test/harness/postgres.js';
-import { BusError, SEG_MAPS_STREAM_CONFIG, ServerBus, type AgentReportKind } from './seg_bus.js';
+import { BusError, SEG_MAPS_STREAM_CONFIG, ServerBus, type AgentReportKind } from './server_bus.js';
 
 const td = new TextDecoder();
 

@@ -1,22 +1,19 @@
 /**
- * The server's side of NATS (ARCHITECTURE.md "Distribution over NATS"): snapshots go into
- * the AEGIS_SEG_MAPS JetStream stream, which keeps the last message per subject so a host
- * that comes online reads the current state; license envelopes are plain publishes (they
- * repeat every few minutes); agent reports come in on aegis.agent.<host>.*.
+ * The server's side of NATS: snapshots go into the AEGIS_SEG_MAPS JetStream stream, which
+ * keeps the last message per subject so a host that comes online reads the current state;
+ * license envelopes are plain publishes (they repeat every few minutes); agent reports
+ * come in on aegis.agent.<host>.*. Subjects come from protocol's `subjects`, the
+ * connection handling from runtime/src/nats_connection.ts (shared with AgentBus).
  *
  * The bus moves opaque strings. Signing snapshots and sealing envelopes happen before
  * publish, and a report's content is the caller's to validate: only the host in the
  * subject is vouched for, by nats-server's authorization (deploy/nats).
  */
-import { readFileSync } from 'node:fs';
 import {
   connect,
-  credsAuthenticator,
   DiscardPolicy,
-  Events,
   RetentionPolicy,
   StorageType,
-  type ConnectionOptions,
   type JetStreamClient,
   type JetStreamManager,
   type Msg,
@@ -24,14 +21,33 @@ import {
   type StreamConfig,
   type Subscription,
 } from 'nats';
-import { ALL_HOSTS, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD, subjects } from '../../../protocol/src/subjects.js';
+import {
+  AGENT_REPORT_KINDS,
+  ALL_HOSTS,
+  SEG_MAPS_STREAM,
+  SEG_MAPS_WILDCARD,
+  agentSubjectHost,
+  isAgentHostId,
+  isSubjectToken,
+  subjectWildcards,
+  subjects,
+  type AgentReportKind,
+} from '../../../protocol/src/index.js';
+import {
+  buildConnectOptions,
+  classifyConnectError,
+  ConnectionWatch,
+  describeError as describe,
+  natsErrorCode as natsCode,
+  NO_LOG,
+  withTimeout,
+  type NatsAuthOptions,
+  type NatsLogger,
+  type NatsTlsOptions,
+} from '../../../runtime/src/nats_connection.js';
 
 /** Structured log sink; a winston logger fits. */
-export interface BusLogger {
-  info(msg: string, meta?: object): void;
-  warn(msg: string, meta?: object): void;
-  error(msg: string, meta?: object): void;
-}
+export type BusLogger = NatsLogger;
 
 export type BusErrorCode =
   | 'NATS_UNREACHABLE'
@@ -77,22 +93,13 @@ export interface ServerBusOptions {
 }
 
 /** TLS to nats-server, as nats.js takes it (the files are read at connect). */
-export interface BusTlsOptions {
-  /** CA bundle that signed nats-server's certificate (default: the system's). */
-  caFile?: string;
-  /** Client certificate and key, for a nats-server that verifies clients. */
-  certFile?: string;
-  keyFile?: string;
-}
+export type BusTlsOptions = NatsTlsOptions;
 
-export type AgentReportKind = 'status' | 'ack' | 'flows';
+export type { AgentReportKind };
 export type AgentReportHandler = (kind: AgentReportKind, host: string, data: unknown) => void | Promise<void>;
 /** Answers an agent's request for the current envelope of its fleet; null when there is none. */
 export type LicenseProvider = (fleet: string, host: string) => string | null | Promise<string | null>;
 
-const REPORT_KINDS: readonly AgentReportKind[] = ['status', 'ack', 'flows'];
-const HOST_TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
-const NO_LOG: BusLogger = { info() {}, warn() {}, error() {} };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -114,111 +121,11 @@ function streamConfig(): Partial<StreamConfig> {
   return JSON.parse(JSON.stringify(SEG_MAPS_STREAM_CONFIG)) as Partial<StreamConfig>;
 }
 
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer from nats-server within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-function natsCode(err: unknown): string | undefined {
-  const c = (err as { code?: unknown } | null)?.code;
-  return typeof c === 'string' ? c : undefined;
-}
-
-/** TLS failures of Node's tls module and nats.js's "server requires TLS". */
-function isTlsError(err: unknown): boolean {
-  const code = natsCode(err) ?? '';
-  const msg = describe(err);
-  return /CERT|SELF_SIGNED|UNABLE_TO_|ERR_TLS|ERR_SSL/.test(code) || /certificate|tls|ssl/i.test(msg) || code === 'SERVER_OPT_NA';
-}
-
-/** Connect options for the configured authentication (creds win over user/pass) and TLS. */
-function authOptions(opts: { user?: string; pass?: string; creds?: string; credsFile?: string; tls?: BusTlsOptions }): Partial<ConnectionOptions> {
-  const out: Partial<ConnectionOptions> = {};
-  if (opts.creds !== undefined) {
-    out.authenticator = credsAuthenticator(encoder.encode(opts.creds));
-  } else if (opts.credsFile !== undefined) {
-    const file = opts.credsFile;
-    try {
-      readFileSync(file);
-    } catch (err) {
-      throw new BusError('NATS_AUTH', `cannot read the NATS credentials file ${file}: ${describe(err)}`, { cause: err });
-    }
-    out.authenticator = credsAuthenticator(() => readFileSync(file));
-  } else if (opts.user !== undefined) {
-    out.user = opts.user;
-    out.pass = opts.pass ?? '';
-  }
-  if (opts.tls) out.tls = { ...opts.tls };
-  return out;
-}
-
-/** Maps a failed first connect to a BusError that says what to check. */
-function connectError(err: unknown, url: string | string[], opts: { user?: string; creds?: string; credsFile?: string }): BusError {
-  const where = Array.isArray(url) ? url.join(',') : url;
-  const code = natsCode(err);
-  const who = opts.creds !== undefined ? 'the NATS credentials' : opts.credsFile !== undefined ? `the NATS credentials in ${opts.credsFile}` : opts.user ? `the credentials of user ${opts.user}` : 'the connection (no credentials given)';
-  if (code === 'AUTHORIZATION_VIOLATION' || code === 'AUTHENTICATION_EXPIRED') {
-    return new BusError('NATS_AUTH', `nats-server at ${where} refused ${who}; check them (revoked or expired credentials must be re-issued)`, { cause: err });
-  }
-  if (isTlsError(err)) {
-    return new BusError('NATS_TLS', `TLS to nats-server at ${where} failed: ${describe(err)}; check the CA file (tls.caFile) and that nats-server's certificate names this host`, { cause: err });
-  }
-  return new BusError('NATS_UNREACHABLE', `cannot connect to nats-server at ${where}: ${describe(err)}`, { cause: err });
-}
-
-/**
- * Follows a connection's status events: keeps `connected` current, logs disconnects,
- * reconnects and permission violations, and runs `onReconnect` after each reconnect.
- */
-class ConnectionWatch {
-  connected = true;
-  closed = false;
-  onReconnect: () => void = () => {};
-
-  constructor(nc: NatsConnection, log: BusLogger, what: string) {
-    void (async () => {
-      for await (const s of nc.status()) {
-        switch (s.type) {
-          case Events.Disconnect:
-            this.connected = false;
-            log.warn(`${what}: disconnected from nats-server, reconnecting`, { server: String(s.data) });
-            break;
-          case Events.Reconnect:
-            this.connected = true;
-            log.info(`${what}: reconnected to nats-server`, { server: String(s.data) });
-            this.onReconnect();
-            break;
-          case Events.Error:
-            if (s.permissionContext) {
-              log.error(`${what}: nats-server denied ${s.permissionContext.operation} on ${s.permissionContext.subject}`, {
-                operation: s.permissionContext.operation,
-                subject: s.permissionContext.subject,
-              });
-            } else {
-              log.warn(`${what}: nats-server error`, { error: String(s.data) });
-            }
-            break;
-          case Events.LDM:
-            log.warn(`${what}: nats-server is entering lame duck mode; will move to another server`);
-            break;
-          default:
-            break;
-        }
-      }
-    })();
-    void nc.closed().then((err) => {
-      this.connected = false;
-      this.closed = true;
-      if (err) log.error(`${what}: NATS connection closed`, { error: describe(err) });
-    });
-  }
+/** Who nats-server refused, for the NATS_AUTH message of a failed first connect. */
+function refusedWho(opts: NatsAuthOptions): string {
+  if (opts.creds !== undefined) return 'the NATS credentials';
+  if (opts.credsFile !== undefined) return `the NATS credentials in ${opts.credsFile}`;
+  return opts.user ? `the credentials of user ${opts.user}` : 'the connection (no credentials given)';
 }
 
 /** The server's NATS connection: publishes snapshots and license envelopes, receives agent reports. */
@@ -242,24 +149,12 @@ export class ServerBus {
    */
   static async connect(opts: ServerBusOptions): Promise<ServerBus> {
     const log = opts.log ?? NO_LOG;
-    const auth = authOptions(opts);
     let nc: NatsConnection;
     try {
-      nc = await connect({
-        servers: opts.url,
-        ...auth,
-        name: opts.name ?? 'aegis-server',
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: opts.reconnectWaitMs ?? 1000,
-        reconnectJitter: 250,
-        // A server restarted with a changed config must not make the client give up.
-        ignoreAuthErrorAbort: true,
-        pingInterval: 10_000,
-        maxPingOut: 3,
-        timeout: 5000,
-      });
+      nc = await connect(buildConnectOptions({ url: opts.url, auth: opts, ...(opts.tls ? { tls: opts.tls } : {}), name: opts.name ?? 'aegis-server', reconnectWaitMs: opts.reconnectWaitMs }));
     } catch (err) {
-      throw connectError(err, opts.url, opts);
+      const e = classifyConnectError(err, { url: opts.url, refused: `${refusedWho(opts)}; check them (revoked or expired credentials must be re-issued)` });
+      throw new BusError(e.code, e.message, { cause: e.cause });
     }
     const timeout = opts.publishTimeoutMs ?? 5000;
     const jsm = await nc.jetstreamManager({ checkAPI: false, timeout });
@@ -397,8 +292,8 @@ export class ServerBus {
    * a function that stops the subscriptions.
    */
   onAgentReport(handler: AgentReportHandler): () => void {
-    const subs = REPORT_KINDS.map((kind) =>
-      this.nc.subscribe(`aegis.agent.*.${kind}`, {
+    const subs = AGENT_REPORT_KINDS.map((kind) =>
+      this.nc.subscribe(subjectWildcards.agentReports(kind), {
         callback: (err, msg) => {
           if (err) {
             this.log.error(`agent ${kind} reports: subscription failed`, { error: describe(err) });
@@ -415,8 +310,8 @@ export class ServerBus {
   }
 
   private dispatchReport(kind: AgentReportKind, msg: Msg, handler: AgentReportHandler): void {
-    const host = msg.subject.split('.')[2] ?? '';
-    if (!HOST_TOKEN.test(host) || host === ALL_HOSTS) {
+    const host = agentSubjectHost(msg.subject);
+    if (!isAgentHostId(host)) {
       this.log.warn(`dropped agent ${kind} report: bad host in subject`, { subject: msg.subject });
       return;
     }
@@ -445,7 +340,7 @@ export class ServerBus {
    * publish. An empty reply means "none". Returns a function that stops answering.
    */
   serveLicense(provider: LicenseProvider): () => void {
-    const sub = this.nc.subscribe('aegis.agent.*.license', {
+    const sub = this.nc.subscribe(subjectWildcards.agentLicenseRequests, {
       callback: (err, msg) => {
         if (err) {
           this.log.error('license requests: subscription failed', { error: describe(err) });
@@ -459,7 +354,7 @@ export class ServerBus {
   }
 
   private async answerLicense(msg: Msg, provider: LicenseProvider): Promise<void> {
-    const host = msg.subject.split('.')[2] ?? '';
+    const host = agentSubjectHost(msg.subject) ?? '';
     if (!msg.reply) return;
     let fleet: unknown;
     try {
@@ -467,7 +362,7 @@ export class ServerBus {
     } catch {
       fleet = undefined;
     }
-    if (typeof fleet !== 'string' || !HOST_TOKEN.test(fleet)) {
+    if (!isSubjectToken(fleet)) {
       this.log.warn(`ignored license request from ${host}: no valid fleet`, { host });
       return;
     }

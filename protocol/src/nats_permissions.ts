@@ -1,0 +1,51 @@
+/**
+ * What each NATS user of Aegis may publish and subscribe to, as plain data. nats-server
+ * enforces these lists in two deployments that must agree exactly: the user JWTs that
+ * aegis-server signs (server/src/nats/credentials.ts) and the static users of the config
+ * scripts/nats-config renders. Both take their lists from here.
+ *
+ * The point of the agent's lists: a host reads only its own and the fleet-wide snapshots
+ * (live, and their last values by Direct Get in the subject-in-subject form, so the
+ * permission names the subject) and its fleet's license, publishes only its own reports,
+ * and gets replies on _INBOX.<host>.> (AgentBus sets that inbox prefix; a shared _INBOX.>
+ * would expose other agents' replies). Only aegis-server publishes snapshots and licenses.
+ */
+import { ValidationError } from './errors.js';
+import { ALL_HOSTS } from './identifiers.js';
+import { subjects, subjectWildcards } from './subjects.js';
+
+/** Allow lists in the shape of a NATS user JWT's `pub`/`sub` (nats-server's publish/subscribe). */
+export interface NatsPermissions {
+  pub: { allow: string[] };
+  sub: { allow: string[] };
+}
+
+/**
+ * The permissions of the agent on `host` in `fleet`. Throws ValidationError when either
+ * cannot be a subject token, or when host is ALL_HOSTS (reserved for fleet-wide snapshots).
+ */
+export function agentNatsPermissions(host: string, fleet: string): NatsPermissions {
+  if (host === ALL_HOSTS) throw new ValidationError([{ path: 'host', message: `"${ALL_HOSTS}" is reserved for snapshots addressed to every host` }]);
+  const own = subjects.segMapsOf(host);
+  const all = subjects.segMapsOf(ALL_HOSTS);
+  return {
+    pub: { allow: [subjects.agentAll(host), subjects.segMapDirectGet(own), subjects.segMapDirectGet(all)] },
+    sub: { allow: [own, all, subjects.license(fleet), subjects.inboxOf(host)] },
+  };
+}
+
+/** The permissions of aegis-server: the only publisher of snapshots and licenses; manages the stream; reads reports. */
+export function serverNatsPermissions(): NatsPermissions {
+  return {
+    pub: { allow: [subjectWildcards.segMaps, subjectWildcards.licenses, subjectWildcards.jetStreamApi, subjectWildcards.inboxes] },
+    sub: { allow: [subjectWildcards.agents, subjectWildcards.inboxes] },
+  };
+}
+
+/** The short-lived system-account user aegis-server pushes account JWTs with (revocations). */
+export function accountPushNatsPermissions(): NatsPermissions {
+  return {
+    pub: { allow: [subjectWildcards.accountClaimsUpdates] },
+    sub: { allow: [subjectWildcards.inboxes] },
+  };
+}
