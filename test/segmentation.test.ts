@@ -1,7 +1,7 @@
 /**
- * Issue 5 end to end: POST /seg/maps → aegis-server → NATS (JetStream last value) →
+ * Segmentation end to end: POST /seg/maps → aegis-server → NATS (JetStream last value) →
  * aegis-agent → eBPF in the kernel → a refused or accepted connection. Also the HTTP
- * fallback, NATS outages, forged messages, and seed 002's fleet license envelopes.
+ * fallback, NATS outages, forged messages, and sealed fleet license envelopes.
  */
 import t from 'tap';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';

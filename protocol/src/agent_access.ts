@@ -1,5 +1,5 @@
 /**
- * Agent access tokens (seed 004, issue 7): short-lived EdDSA JWTs with scopes, a jti
+ * Agent access tokens: short-lived EdDSA JWTs with scopes, a jti
  * and a nonce, used once each, bound to the agent's client certificate (RFC 8705
  * `cnf.x5t#S256`) when the agent listener runs mTLS. Shared by agent and server.
  */
@@ -10,7 +10,7 @@ export const AUD_AGENT_API = 'aegis-agent-api';
 export const AUD_AGENT_TOKEN_PROOF = 'aegis-agent-token';
 export const AGENT_TOKEN_TTL_SECONDS = 15 * 60;
 
-/** Seed 004's scopes, then the ones Aegis's agent endpoints need. */
+/** Scopes of the agent endpoints: the telemetry family first, then licensing, snapshots and status. */
 export const AGENT_SCOPES = ['file_analysis', 'threat_reporting', 'telemetry', 'license:refresh', 'snapshots:read', 'status:write'] as const;
 export type AgentScope = (typeof AGENT_SCOPES)[number];
 

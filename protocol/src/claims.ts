@@ -1,5 +1,5 @@
 /**
- * Token contracts (ARCHITECTURE.md "Licensing model"). All tokens are compact JWS,
+ * Token contracts. All tokens are compact JWS,
  * `alg: EdDSA` (Ed25519) with a `kid` that names a key in the server's JWKS.
  */
 import type { Feature, Tier } from './tiers.js';
@@ -23,7 +23,7 @@ export type LicenseType = (typeof LICENSE_TYPES)[number];
 
 export const DEFAULT_KERNEL_TOKEN_TTL_SECONDS = 60 * 60;
 
-/** Claims of the license token the agent caches and verifies offline (seed 001 + Aegis). */
+/** Claims of the license token the agent caches and verifies offline. */
 export interface LicenseClaims {
   iss: string;
   aud: typeof AUD_LICENSE;

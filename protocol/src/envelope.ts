@@ -1,5 +1,5 @@
 /**
- * Seed 002's license envelope: the fleet's signed license, sealed with AES-256-GCM under
+ * The fleet license envelope: the fleet's signed license, sealed with AES-256-GCM under
  * the fleet key shared by server and agents. Someone who can publish on NATS but lacks
  * the key cannot make an envelope that opens; the license inside is still a signed JWS,
  * so someone who has the key still cannot forge a license.

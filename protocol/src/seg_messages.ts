@@ -24,7 +24,7 @@ export interface SegMapClaims {
   snapshot: MapSnapshot | null;
 }
 
-/** Payload of the signed fleet license inside a license envelope (seed 002). */
+/** Payload of the signed fleet license inside a license envelope. */
 export interface FleetLicenseClaims {
   aud: typeof AUD_FLEET_LICENSE;
   iss: string;

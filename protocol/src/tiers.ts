@@ -1,5 +1,5 @@
 /**
- * Tiers and features (seed 000). Every feature has a fixed bit in `fmask`, the integer
+ * Tiers and features. Every feature has a fixed bit in `fmask`, the integer
  * the kernel module reads so it never has to parse feature names to test one.
  * Bits are part of the kernel token contract: append, never renumber.
  */

@@ -15,10 +15,10 @@ export interface ServerConfig {
   natsUrl: string;
   natsUser: string;
   natsPassword: string;
-  /** Seed 002's fleet key (AEGIS_FLEET_KEY, or AEGIS_FLEET_KEY_FILE, 0600); null: no license envelopes. */
+  /** The fleet key that seals license envelopes (AEGIS_FLEET_KEY, or AEGIS_FLEET_KEY_FILE, 0600); null: no license envelopes. */
   fleetKey: Buffer | null;
   /**
-   * Operator mode (issue 7): the config fragment nats-server includes. When set, the
+   * NATS operator mode: the config fragment nats-server includes. When set, the
    * server issues per-agent NATS credentials at activation and revokes them on
    * deactivation; it connects to NATS with its own issued credentials.
    */
@@ -31,7 +31,7 @@ export interface ServerConfig {
   pkiDir: string;
   /** Lifetime of machine client certificates (AEGIS_CLIENT_CERT_TTL, seconds). */
   clientCertTtlSeconds: number;
-  /** Seed 004's mTLS agent listener; null when off. */
+  /** The mTLS agent listener; null when off. */
   mtls: MtlsConfig | null;
 }
 
@@ -96,7 +96,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
   if (!Number.isInteger(certTtl) || certTtl < 10 || certTtl > 30 * 86400) {
     throw new Error(`AEGIS_CLIENT_CERT_TTL must be an integer number of seconds from 10 to 2592000, got ${JSON.stringify(certTtlText)}`);
   }
-  // Seed 004: ENABLE_MTLS, or any of the certificate flags, turns the agent listener on.
+  // ENABLE_MTLS, or any of the certificate flags, turns the agent listener on.
   const mtlsOn = truthy(env.ENABLE_MTLS) || flags.sslCert !== undefined || flags.sslKey !== undefined || flags.mtlsCa !== undefined;
   let mtls: MtlsConfig | null = null;
   if (mtlsOn) {

@@ -58,7 +58,7 @@ import type { NatsAuthority } from './nats/credentials.js';
 import { machineIdOfSpiffe } from './pki/authority.js';
 import type { CertifiableKey, CertificateIssuer } from './pki/issuer.js';
 import { certificateRefused, type CertifiedPeer, type MachineCertificates } from './pki/machine_certs.js';
-import type { AgentRegistry } from './seg/agents.js';
+import type { AgentRegistry } from './rollout/agents.js';
 import type { TokenService } from './tokens.js';
 
 /** Thrown refusals carry the ids the audit record needs. */

@@ -23,7 +23,7 @@ import type { AuditLog } from './audit.js';
 import type { Reply, Request, Router } from './http/router.js';
 import type { AgentCaller, MachineLifecycle } from './machine_lifecycle.js';
 import { refreshMachine } from './routes.js';
-import type { Orchestrator } from './seg/orchestrator.js';
+import type { Orchestrator } from './rollout/orchestrator.js';
 import { validator } from './validation.js';
 
 export interface AgentRouteDeps {

@@ -9,10 +9,10 @@ import type { AuditLog } from './audit.js';
 import { actorOf, authorize } from './http/auth.js';
 import type { Request, Router } from './http/router.js';
 import type { MachineLifecycle } from './machine_lifecycle.js';
-import type { AgentRegistry } from './seg/agents.js';
-import { parseTargets, type Orchestrator } from './seg/orchestrator.js';
+import type { AgentRegistry } from './rollout/agents.js';
+import { parseTargets, type Orchestrator } from './rollout/orchestrator.js';
 import { validator } from './validation.js';
-import { plan, propose } from './segmenter/index.js';
+import { plan, propose } from './proposer/index.js';
 
 export interface SegRouteDeps {
   apiKeys: ApiKeys;

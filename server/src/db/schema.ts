@@ -26,7 +26,7 @@ export interface LicensesTable {
   max_machines: number;
   allowed_major_versions: string; // JSON array of strings
   features: string; // JSON array: extra features beyond the tier's
-  /** The fleet whose hosts receive this license over NATS (seed 002), if any. */
+  /** The fleet whose hosts receive this license over NATS in sealed envelopes, if any. */
   fleet: string | null;
   expires_at: string | null;
   revoked_at: string | null;
@@ -80,7 +80,7 @@ export interface AuditLogsTable {
   created_at: string;
 }
 
-/** One accepted MapSnapshot revision of a service (issue 5's orchestrator). */
+/** One accepted MapSnapshot revision of a service (kept by the rollout orchestrator). */
 export interface SegRevisionsTable {
   service_id: number;
   revision: number;
@@ -129,7 +129,7 @@ export interface FleetSequenceTable {
   seq: number;
 }
 
-/** Client certificates issued to machines (issue 7): checked by serial on every mTLS request. */
+/** Client certificates issued to machines: checked by serial on every mTLS request. */
 export interface MachineCertificatesTable {
   serial: string; // upper-case hex, as TLS reports it
   machine_id: string;

@@ -1,5 +1,5 @@
 /**
- * The orchestrator (seed 003, with stages): accepts MapSnapshots, gives each a
+ * The orchestrator of snapshot rollout (canary, then enforce): accepts MapSnapshots, gives each a
  * server-side revision, keeps what every target should run, and publishes signed
  * messages for the hosts. NATS is a delivery path only: the database is the truth, the
  * HTTP fallback serves the same signed messages, and everything current is republished
@@ -123,7 +123,7 @@ export class Orchestrator {
 
   /** POST /seg/maps. */
   async submit(body: unknown, opts: { targets: string[]; stage?: Stage; actor: string }): Promise<SubmitResult> {
-    // `stage` may ride in the body (it is not part of the seed's schema; stripped here).
+    // `stage` may ride in the body (it is not part of the MapSnapshot schema; stripped here).
     let stage: Stage = opts.stage ?? 'canary';
     let content = body;
     if (body !== null && typeof body === 'object' && !Array.isArray(body) && 'stage' in body) {

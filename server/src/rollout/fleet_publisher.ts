@@ -1,5 +1,5 @@
 /**
- * Seed 002's license distribution: for every fleet, the server signs the fleet's license
+ * Fleet license distribution: for every fleet, the server signs the fleet's license
  * (its newest license that names the fleet) and publishes it sealed with the fleet key
  * on aegis.license.<fleet>, every 5 minutes and at once when a license changes. Each
  * envelope carries the next value of a persisted per-fleet sequence, so agents can
