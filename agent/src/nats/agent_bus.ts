@@ -18,6 +18,7 @@ import {
   natsErrorCode as natsCode,
   NO_LOG,
   withTimeout,
+  type NatsAuthOptions,
   type NatsLogger,
   type NatsTlsOptions,
 } from '../../../runtime/src/nats_connection.js';
@@ -37,16 +38,10 @@ export class AgentBusError extends Error {
   }
 }
 
-export interface AgentBusOptions {
+/** Where and how to connect (authentication as in NatsAuthOptions: creds, credsFile or user/pass). */
+export interface AgentBusOptions extends NatsAuthOptions {
   /** One URL or several (a cluster). */
   url: string | string[];
-  /** Password auth (deploy/nats's static users). */
-  user?: string;
-  pass?: string;
-  /** A NATS .creds file's text (user JWT + nkey seed) as issued by aegis-server at activation. */
-  creds?: string;
-  /** Path of a .creds file (mode 0600), read again at every (re)connect so a renewed file is picked up. */
-  credsFile?: string;
   /** TLS to nats-server; required when nats-server has a tls block. */
   tls?: AgentBusTlsOptions;
   /** This host's name: the <host> token of its subjects (not "_all"). */

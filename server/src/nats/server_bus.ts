@@ -69,16 +69,10 @@ export class BusError extends Error {
   }
 }
 
-export interface ServerBusOptions {
+/** Where and how to connect (authentication as in NatsAuthOptions: creds, credsFile or user/pass). */
+export interface ServerBusOptions extends NatsAuthOptions {
   /** One URL or several (a cluster). */
   url: string | string[];
-  /** Password auth (deploy/nats's static users). */
-  user?: string;
-  pass?: string;
-  /** A NATS .creds file's text (user JWT + nkey seed), e.g. from NatsAuthority.issueServerCredentials. */
-  creds?: string;
-  /** Path of a .creds file, read again at every (re)connect so a renewed file is picked up. */
-  credsFile?: string;
   /** TLS to nats-server; required when nats-server has a tls block. */
   tls?: BusTlsOptions;
   log?: BusLogger;
