@@ -17,7 +17,9 @@ import { mintTokenSet } from './token_cases.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const KMOD = join(ROOT, 'kmod');
-const SHORT_LIFETIME = 20; // seconds: covers boot and the other cases, then expires while watched
+// Seconds: covers image build, a TCG boot on a loaded machine and the other cases, then
+// expires while the module watches it.
+const SHORT_LIFETIME = 40;
 const BOOT_TIMEOUT_MS = 110_000;
 
 /** The newest Debian kernel image and the matching headers directory, if both exist. */
