@@ -159,6 +159,9 @@ t.test('the kernel token is refreshed at half its lifetime', async (t) => {
   const a = await agentFor(short, 'halflife');
   t.teardown(() => a.stop());
   await a.api('POST', '/v1/activate', { license_key: lic.key });
+  const cachedLicenseToken = () => (JSON.parse(readFileSync(join(a.stateDir, 'license.json'), 'utf8')) as { license_token: string }).license_token;
+  const firstLicense = claimsOf(cachedLicenseToken());
+  t.equal(typeof firstLicense.exp, 'number', 'a perpetual license token carries exp');
   const first = (await a.api('GET', '/v1/license')).body;
   const planned = Date.parse(first.next_refresh_at) - Date.now();
   t.ok(planned > 20_000 && planned <= 31_000, `refresh planned at half-life (${planned} ms)`);
@@ -166,6 +169,9 @@ t.test('the kernel token is refreshed at half its lifetime', async (t) => {
   const second = (await a.api('GET', '/v1/license')).body;
   t.ok(Date.parse(second.kernel_token_expires_at) > Date.parse(first.kernel_token_expires_at), 'a newer token');
   t.equal(claimsOf(readFileSync(a.tokenPath, 'utf8')).exp, Date.parse(second.kernel_token_expires_at) / 1000, 'new token written');
+  const refreshedLicense = claimsOf(cachedLicenseToken());
+  t.not(refreshedLicense.jti, firstLicense.jti, 'the refreshed license token replaced the cached one');
+  t.ok(refreshedLicense.iat > firstLicense.iat && refreshedLicense.exp > firstLicense.exp, 'and it is newer, with a later exp');
 });
 
 t.test('damaged cache files are logged, discarded and re-fetched', async (t) => {

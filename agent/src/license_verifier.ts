@@ -1,7 +1,9 @@
 /**
  * Offline verification of the cached license token: signature against the cached JWKS
  * (EdDSA only), audience, expiry, hardware binding, host-key binding (cnf.jkt) and the
- * agent's major version. Needs no network; runs at every start.
+ * agent's major version. Needs no network; runs at every start. Every token the server
+ * issues has an `exp` (perpetual licenses included, where it is the token's end, not
+ * the license's); a token without one is still accepted from older servers.
  */
 import { compactVerify, createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet } from 'jose';
 import { AUD_LICENSE, TOKEN_ALG, type LicenseClaims } from '../../protocol/src/index.js';
@@ -43,7 +45,11 @@ export async function verifyLicenseOffline(token: string, jwks: JSONWebKeySet, w
   if (c.aud !== AUD_LICENSE) return { ok: false, code: 'WRONG_AUDIENCE', message: 'not a license token' };
   const now = Math.floor((want.now ?? new Date()).getTime() / 1000);
   if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) {
-    return { ok: false, code: 'EXPIRED', message: `license expired at ${new Date((c.exp as number) * 1000).toISOString()}` };
+    const at = typeof c.exp === 'number' ? new Date(c.exp * 1000).toISOString() : String(c.exp);
+    // A perpetual license's token ends too (it bounds how long a host runs offline on
+    // it): that token needs a refresh from the server, the license is not over.
+    const message = c.license_type === 'perpetual' ? `license token expired at ${at}; the license is perpetual and needs a refresh from the server` : `license expired at ${at}`;
+    return { ok: false, code: 'EXPIRED', message };
   }
   if (c.hwid !== want.hardwareId) return { ok: false, code: 'HWID_MISMATCH', message: 'license is bound to other hardware' };
   if (c.cnf?.jkt !== want.hostKeyThumbprint) return { ok: false, code: 'HOST_KEY_MISMATCH', message: 'license is bound to another host key' };

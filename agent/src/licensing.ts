@@ -354,7 +354,13 @@ export class LicenseManager extends EventEmitter {
     this.schedule(Math.max(0, at - Date.now()));
   }
 
-  /** A subscription that runs out while the server is unreachable still ends on time. */
+  /**
+   * The license token's exp ends the license here on time even while the server is
+   * unreachable: a subscription that runs out, and a perpetual license's token (its exp
+   * bounds how long a host runs offline on it). Either way a refresh is asked for at once:
+   * for a perpetual license the server renews the token while the seat is held, and its
+   * final answer (revoked, deactivated, expired) ends the seat here.
+   */
   private armExpiry(): void {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.expiryTimer = null;
@@ -364,9 +370,11 @@ export class LicenseManager extends EventEmitter {
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = null;
       void this.serial(async () => {
+        const perpetual = this.claims?.license_type === 'perpetual';
         this.claims = null;
         await this.d.kernelToken.remove();
-        this.set('community', 'license expired');
+        this.set('community', perpetual ? 'license token expired; refreshing it from the server' : 'license expired');
+        this.schedule(0);
       });
     }, Math.min(Math.max(0, ms), 2 ** 31 - 1));
     this.expiryTimer.unref();

@@ -22,6 +22,12 @@ export const LICENSE_TYPES = ['perpetual', 'subscription', 'demo'] as const;
 export type LicenseType = (typeof LICENSE_TYPES)[number];
 
 export const DEFAULT_KERNEL_TOKEN_TTL_SECONDS = 60 * 60;
+/**
+ * Default lifetime of a machine-bound license token, perpetual licenses included: how
+ * long a host may run offline on one token (agents refresh it far sooner, with the kernel
+ * token).
+ */
+export const DEFAULT_LICENSE_TOKEN_TTL_SECONDS = 30 * 86_400;
 
 /** Claims of the license token the agent caches and verifies offline. */
 export interface LicenseClaims {
@@ -30,7 +36,7 @@ export interface LicenseClaims {
   sub: string; // machine id
   jti: string;
   iat: number;
-  exp?: number; // absent for perpetual licenses
+  exp?: number; // the token's end: at most the license's expiry, bounded for perpetual licenses too
   license_id: string;
   license_type: LicenseType;
   customer: { id: string; name: string };
@@ -79,6 +85,10 @@ export const VALIDATION_CODES = [
   'NOT_YET_VALID',
   'PRODUCT_MISMATCH',
   'WRONG_AUDIENCE',
+  /** The machine the token names (`sub`) was deactivated: its seat, and the token, are over. */
+  'MACHINE_DEACTIVATED',
+  /** The machine the token names is not registered under the token's license (deleted, or never issued). */
+  'MACHINE_UNKNOWN',
 ] as const;
 export type ValidationCode = (typeof VALIDATION_CODES)[number];
 

@@ -42,6 +42,8 @@ export const SERVER_VERSION: string = (
 export interface AppOptions {
   clock?: Clock;
   limits?: Partial<RateLimits>;
+  /** Refused requests audited per (event, client IP) and minute (DEFAULT_AUDIT_REFUSALS_PER_MINUTE). */
+  auditRefusalsPerMinute?: number;
   logger?: Logger;
 }
 
@@ -82,7 +84,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const tokens = new TokenService(keys);
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
-  const audit = new AuditLog(db, clock);
+  const audit = new AuditLog(db, clock, opts.auditRefusalsPerMinute);
   const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta));
   const agents = new AgentRegistry(db, clock);
   const certs = new MachineCertificates(db, clock);
@@ -123,6 +125,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     agents,
     audit,
     kernelTtlSeconds: config.kernelTokenTtlSeconds,
+    licenseTokenTtlSeconds: config.licenseTokenTtlSeconds,
   });
   const router = buildRouter({
     customers,
@@ -174,6 +177,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const pruner = setInterval(() => {
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
     certs.prune().catch((e: unknown) => log.warn('pruning certificate records failed', { error: (e as Error).message }));
+    // Counts of refusals beyond the audit bound are written once their minute is over.
+    audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
   }, 60_000);
   pruner.unref();
   log.info('aegis-server listening', {
@@ -202,6 +207,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
       await distribution?.close();
       await agentHttp?.close();
       await http.close();
+      await audit.flush().catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
       await db.destroy();
     },
   };

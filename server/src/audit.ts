@@ -1,11 +1,36 @@
 /**
  * The audit trail: every mutation and every refused activation, refresh or validation,
  * with who (actor), what (event_type, ids) and why (reason).
+ *
+ * Refusals come mostly from traffic nobody authenticated, so their rows are bounded: per
+ * (event type, client IP) the first N in a minute are recorded one by one, the rest only
+ * counted, and the count is written as one `audit.refusals_suppressed` row when that
+ * minute is over (on the next refusal of the pair, on the minutely sweep, or on close).
+ * A flood from one address costs at most N + 1 rows a minute per event type, and no
+ * refusal goes uncounted.
  */
 import type { Kysely } from 'kysely';
 import type { Database } from './db/schema.js';
 import type { Clock } from './clock.js';
 import { iso } from './clock.js';
+
+/** Refused requests recorded per (event, client IP) and minute before the rest are only counted. */
+export const DEFAULT_AUDIT_REFUSALS_PER_MINUTE = 20;
+
+/** The event type of the row that counts refusals not recorded one by one. */
+export const SUPPRESSED_EVENT = 'audit.refusals_suppressed';
+
+const WINDOW_MS = 60_000;
+/** Open windows kept in memory; past this, all are written out and forgotten. */
+const MAX_WINDOWS = 10_000;
+
+interface RefusalWindow {
+  event_type: string;
+  client_ip: string | null;
+  start: number;
+  recorded: number;
+  suppressed: number;
+}
 
 export interface AuditEntry {
   event_type: string;
@@ -43,10 +68,63 @@ export interface AuditRecord {
 }
 
 export class AuditLog {
+  private readonly windows = new Map<string, RefusalWindow>();
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
+    private readonly refusalsPerMinute: number = DEFAULT_AUDIT_REFUSALS_PER_MINUTE,
   ) {}
+
+  /**
+   * Records a refused request within the per-(event type, client IP) bound; beyond it the
+   * refusal is counted into the summary row of its minute.
+   */
+  async recordRefusal(e: Omit<AuditEntry, 'outcome'>): Promise<void> {
+    const now = this.clock.now().getTime();
+    const key = `${e.event_type}\u0000${e.client_ip ?? ''}`;
+    let w = this.windows.get(key);
+    if (w && now - w.start >= WINDOW_MS) {
+      this.windows.delete(key);
+      await this.writeSummary(w, now);
+      w = undefined;
+    }
+    if (!w) {
+      if (this.windows.size >= MAX_WINDOWS) await this.flush(now - WINDOW_MS);
+      if (this.windows.size >= MAX_WINDOWS) await this.flush();
+      w = { event_type: e.event_type, client_ip: e.client_ip ?? null, start: now, recorded: 0, suppressed: 0 };
+      this.windows.set(key, w);
+    }
+    if (w.recorded < this.refusalsPerMinute) {
+      w.recorded += 1;
+      await this.record({ ...e, outcome: 'refused' });
+    } else {
+      w.suppressed += 1;
+    }
+  }
+
+  /**
+   * Writes the summary rows of windows that began before `startedBefore` (all of them
+   * by default, as on close) and forgets those windows.
+   */
+  async flush(startedBefore = Number.POSITIVE_INFINITY): Promise<void> {
+    const now = this.clock.now().getTime();
+    const due = [...this.windows].filter(([, w]) => w.start < startedBefore);
+    for (const [k] of due) this.windows.delete(k);
+    for (const [, w] of due) await this.writeSummary(w, now);
+  }
+
+  private async writeSummary(w: RefusalWindow, now: number): Promise<void> {
+    if (w.suppressed === 0) return;
+    await this.record({
+      event_type: SUPPRESSED_EVENT,
+      outcome: 'refused',
+      actor: 'aegis-server',
+      client_ip: w.client_ip,
+      reason: `${w.suppressed} more refused ${w.event_type} from ${w.client_ip ?? 'an unknown address'} beyond ${this.refusalsPerMinute} a minute, counted but not recorded one by one`,
+      data: { event_type: w.event_type, client_ip: w.client_ip, suppressed: w.suppressed, from: iso(new Date(w.start)), until: iso(new Date(Math.min(now, w.start + WINDOW_MS))) },
+    });
+  }
 
   async record(e: AuditEntry, db: Kysely<Database> = this.db): Promise<void> {
     await db

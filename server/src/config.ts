@@ -1,7 +1,7 @@
 /** Server configuration: flags override environment, environment overrides defaults. */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
+import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
 
 export interface ServerConfig {
   host: string;
@@ -9,6 +9,13 @@ export interface ServerConfig {
   databaseUrl: string;
   keysDir: string;
   kernelTokenTtlSeconds: number;
+  /**
+   * Lifetime of machine-bound license tokens (AEGIS_LICENSE_TOKEN_TTL, seconds), perpetual
+   * licenses included; never beyond the license's own expiry. It bounds how long a host
+   * runs offline on a token, and how long a copied token outlives its seat anywhere that
+   * only checks it offline.
+   */
+  licenseTokenTtlSeconds: number;
   logLevel: string;
   logFormat: 'json' | 'text';
   /** NATS for snapshot and license distribution; empty: HTTP fallback only. */
@@ -83,6 +90,16 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
   if (!Number.isInteger(ttl) || ttl < 60 || ttl > 7 * 86400) {
     throw new Error(`AEGIS_KERNEL_TOKEN_TTL must be an integer number of seconds from 60 to 604800, got ${JSON.stringify(ttlText)}`);
   }
+  const licenseTtlText = env.AEGIS_LICENSE_TOKEN_TTL;
+  const licenseTtl = licenseTtlText === undefined ? DEFAULT_LICENSE_TOKEN_TTL_SECONDS : Number(licenseTtlText);
+  if (!Number.isInteger(licenseTtl) || licenseTtl < 60 || licenseTtl > 365 * 86400) {
+    throw new Error(`AEGIS_LICENSE_TOKEN_TTL must be an integer number of seconds from 60 to 31536000, got ${JSON.stringify(licenseTtlText)}`);
+  }
+  // Agents refresh at half the kernel token's lifetime: a shorter license token would
+  // lapse between two refreshes.
+  if (licenseTtl < ttl) {
+    throw new Error(`AEGIS_LICENSE_TOKEN_TTL (${licenseTtl} s) must be at least AEGIS_KERNEL_TOKEN_TTL (${ttl} s)`);
+  }
   const format = (env.LOG_FORMAT ?? 'json').toLowerCase();
   if (format !== 'json' && format !== 'text') throw new Error(`LOG_FORMAT must be json or text, got ${JSON.stringify(format)}`);
   const republish = Number(env.AEGIS_SEG_REPUBLISH_SECONDS ?? 20);
@@ -130,6 +147,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
     keysDir,
     kernelTokenTtlSeconds: ttl,
+    licenseTokenTtlSeconds: licenseTtl,
     logLevel: (env.LOG_LEVEL ?? 'info').toLowerCase(),
     logFormat: format,
   };

@@ -26,6 +26,7 @@ import {
   AUD_REFRESH_PROOF,
   AUD_SNAPSHOTS_PROOF,
   DEFAULT_KERNEL_TOKEN_TTL_SECONDS,
+  DEFAULT_LICENSE_TOKEN_TTL_SECONDS,
   PRODUCT_NAME,
   isHostId,
   jwkThumbprint,
@@ -73,13 +74,14 @@ export class Refusal extends AegisError {
 }
 
 /**
- * Records a refused request (with the ids a Refusal carries) and rethrows the error;
- * errors that are not AegisErrors (bugs, storage failures) are rethrown unrecorded.
+ * Records a refused request (with the ids a Refusal carries, within the audit log's
+ * per-client bound on refusals) and rethrows the error; errors that are not AegisErrors
+ * (bugs, storage failures) are rethrown unrecorded.
  */
 export async function auditRefusal(audit: AuditLog, err: unknown, entry: Omit<AuditEntry, 'outcome' | 'reason'>): Promise<never> {
   if (err instanceof AegisError) {
     const ids = err instanceof Refusal ? err.ids : {};
-    await audit.record({ ...entry, ...ids, outcome: 'refused', reason: `${err.code}: ${err.message}` });
+    await audit.recordRefusal({ ...entry, ...ids, reason: `${err.code}: ${err.message}` });
   }
   throw err;
 }
@@ -178,17 +180,21 @@ export interface MachineLifecycleDeps {
   agents: AgentRegistry;
   audit: AuditLog;
   kernelTtlSeconds?: number;
+  /** Lifetime of license tokens, perpetual licenses included (AEGIS_LICENSE_TOKEN_TTL). */
+  licenseTokenTtlSeconds?: number;
 }
 
 export class MachineLifecycle {
   private readonly db: Kysely<Database>;
   private readonly clock: Clock;
   private readonly kernelTtlSeconds: number;
+  private readonly licenseTokenTtlSeconds: number;
 
   constructor(private readonly d: MachineLifecycleDeps) {
     this.db = d.db;
     this.clock = d.clock;
     this.kernelTtlSeconds = d.kernelTtlSeconds ?? DEFAULT_KERNEL_TOKEN_TTL_SECONDS;
+    this.licenseTokenTtlSeconds = d.licenseTokenTtlSeconds ?? DEFAULT_LICENSE_TOKEN_TTL_SECONDS;
   }
 
   /** Refuses a license that cannot be used now, naming why. */
@@ -285,14 +291,18 @@ export class MachineLifecycle {
    * Fresh license and kernel tokens (and, from a CSR, a new client certificate) for a
    * bound machine: the one refresh of both listeners. `auth` is a host-key proof (main
    * listener) or the agent listener's word that it authenticated this machine.
+   * `onAuthenticated` runs once the caller has proved it is the machine (the HTTP layer
+   * charges the per-machine budget there, so bogus proofs never spend it); it refuses by
+   * throwing.
    */
-  async refresh(machineId: string, auth: RefreshAuth, csr: string | undefined): Promise<Refreshed> {
+  async refresh(machineId: string, auth: RefreshAuth, csr: string | undefined, onAuthenticated: (machineId: string) => void = () => {}): Promise<Refreshed> {
     const m = await this.machineRow(machineId);
     const lic = await this.d.licenses.row(m.license_id);
     const ids = { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id };
     let certKey: CertifiableKey | null;
     try {
       if ('proof' in auth) await this.checkMachineProof(m, auth.proof, AUD_REFRESH_PROOF);
+      onAuthenticated(m.id);
       if (m.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
       this.checkUsable(lic, null);
       certKey = await this.verifyCsr(csr, hostKeyOf(m));
@@ -450,18 +460,34 @@ export class MachineLifecycle {
 
   // --- validation ------------------------------------------------------------------------
 
-  /** The online check of a license token, with this service's answer to "usable now?". */
-  validate(input: ValidateRequest): Promise<ValidateResult> {
-    return validateLicenseToken(this.clock, this.d.tokens, input, async (licenseId) => {
-      const row = await this.db
-        .selectFrom('licenses')
-        .select(['status', 'expires_at', 'revoke_reason', 'allowed_major_versions'])
-        .where('id', '=', licenseId)
-        .executeTakeFirst();
-      // A deleted license reads as revoked: its tokens must stop validating too.
-      if (!row) return new AegisError('LICENSE_REVOKED', 'license revoked');
-      return licenseRefusal(row, this.clock.now(), null);
-    });
+  /**
+   * The online check of a license token, with this service's answer to "is this seat
+   * usable now?": the license (revoked, expired, deleted) and then the machine the token
+   * names (deactivated, or not held under that license). `onVerified` runs once the
+   * signature has verified (the HTTP layer's per-license budget).
+   */
+  validate(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
+    return validateLicenseToken(
+      this.clock,
+      this.d.tokens,
+      input,
+      async (licenseId, machineId) => {
+        const row = await this.db
+          .selectFrom('licenses')
+          .select(['status', 'expires_at', 'revoke_reason', 'allowed_major_versions'])
+          .where('id', '=', licenseId)
+          .executeTakeFirst();
+        // A deleted license reads as revoked: its tokens must stop validating too.
+        if (!row) return new AegisError('LICENSE_REVOKED', 'license revoked');
+        const refusal = licenseRefusal(row, this.clock.now(), null);
+        if (refusal) return refusal;
+        const machine = await this.db.selectFrom('machines').select(['status', 'license_id']).where('id', '=', machineId).executeTakeFirst();
+        if (!machine || machine.license_id !== licenseId) return new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+        if (machine.status !== 'active') return new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; its license token no longer validates');
+        return null;
+      },
+      onVerified,
+    );
   }
 
   // --- helpers -----------------------------------------------------------------------------
@@ -514,10 +540,15 @@ export class MachineLifecycle {
     const customer = await this.db.selectFrom('customers').select(['id', 'name']).where('id', '=', lic.customer_id).executeTakeFirstOrThrow();
     const iat = epochSeconds(now);
     const licenseExp = lic.expires_at === null ? undefined : epochSeconds(new Date(lic.expires_at));
+    // Every machine-bound token ends, perpetual licenses included: its exp bounds how long
+    // a host runs offline on it and how long a copy outlives the seat wherever it is only
+    // checked offline. It never outlives the license; license_expires_at still answers
+    // null for a perpetual license.
+    const tokenExp = Math.min(iat + this.licenseTokenTtlSeconds, licenseExp ?? Number.MAX_SAFE_INTEGER);
     const license_token = await this.d.tokens.signLicense({
       sub: m.id,
       iat,
-      ...(licenseExp === undefined ? {} : { exp: licenseExp }),
+      exp: tokenExp,
       license_id: lic.id,
       license_type: license.license_type,
       customer: { id: customer.id, name: customer.name },

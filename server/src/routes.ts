@@ -32,7 +32,6 @@ import type { AuditLog } from './audit.js';
 import type { Customers } from './customers.js';
 import type { Licenses } from './licenses.js';
 import { auditRefusal, type DeactivationAuth, type MachineLifecycle, type RefreshAuth } from './machine_lifecycle.js';
-import { decodeCompact } from './tokens.js';
 import { parsePage } from './pagination.js';
 import type { RateLimiter, RateLimits } from './rate_limit.js';
 import { Router, type Request, type Reply } from './http/router.js';
@@ -139,9 +138,17 @@ function enumParam<T extends string>(q: URLSearchParams, name: string, allowed: 
  * agent listener's certificate and access token there): the lifecycle's refresh, and a
  * refusal audit record naming the machine, its license and customer.
  */
-export async function refreshMachine(lifecycle: MachineLifecycle, audit: AuditLog, req: Request, machineId: string, auth: RefreshAuth, csr: string | undefined): Promise<TokenBundle> {
+export async function refreshMachine(
+  lifecycle: MachineLifecycle,
+  audit: AuditLog,
+  req: Request,
+  machineId: string,
+  auth: RefreshAuth,
+  csr: string | undefined,
+  onAuthenticated?: (machineId: string) => void,
+): Promise<TokenBundle> {
   try {
-    return (await lifecycle.refresh(machineId, auth, csr)).bundle;
+    return (await lifecycle.refresh(machineId, auth, csr, onAuthenticated)).bundle;
   } catch (e) {
     return auditRefusal(audit, e, { event_type: 'machine.refresh', actor: `machine:${machineId}`, machine_id: machineId, client_ip: req.clientIp });
   }
@@ -314,18 +321,16 @@ export function buildRouter(d: RouteDeps): Router {
     { body: true },
   );
   r.add('POST', '/api/v1/licenses/validate', async (req) => {
+    // Per IP first: that is all unauthenticated traffic can be charged to.
     d.limiter.take(`validate:ip:${req.clientIp}`, d.limits.validatePerIp);
     const input = validateBody(req.body);
-    // Per license too (from the unverified claims: a forged license_id only spends the
-    // budget of the license it names, and verification follows regardless).
-    const named = decodeCompact(input.token)?.payload.license_id;
-    if (typeof named === 'string' && named.length <= 64) d.limiter.take(`validate:license:${named}`, d.limits.validatePerLicense);
-    const result = await d.lifecycle.validate(input);
+    // Per license only once the signature verified: a forged token naming a license must
+    // not spend that license's budget and lock its genuine validations out.
+    const result = await d.lifecycle.validate(input, (licenseId) => d.limiter.take(`validate:license:${licenseId}`, d.limits.validatePerLicense));
     if (!result.valid) {
       const c = result.claims ?? {};
-      await d.audit.record({
+      await d.audit.recordRefusal({
         event_type: 'license.validate',
-        outcome: 'refused',
         actor: 'anonymous',
         license_id: typeof c.license_id === 'string' ? c.license_id : null,
         machine_id: typeof c.sub === 'string' ? c.sub : null,
@@ -367,9 +372,11 @@ export function buildRouter(d: RouteDeps): Router {
   r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
     const id = req.params.id!;
     d.limiter.take(`refresh:ip:${req.clientIp}`, d.limits.refreshPerIp);
-    d.limiter.take(`refresh:machine:${id}`, d.limits.refreshPerMachine);
     const { proof, csr } = refreshBody(req.body);
-    return ok<TokenBundle>(await refreshMachine(d.lifecycle, d.audit, req, id, { proof }, csr));
+    // Per machine only once the proof checked: bogus proofs naming a machine must not
+    // spend its budget and lock its genuine refresh out.
+    const perMachine = (machineId: string) => d.limiter.take(`refresh:machine:${machineId}`, d.limits.refreshPerMachine);
+    return ok<TokenBundle>(await refreshMachine(d.lifecycle, d.audit, req, id, { proof }, csr, perMachine));
   });
   r.add(
     'DELETE',

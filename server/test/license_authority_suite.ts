@@ -189,7 +189,8 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
     t.equal(lt.payload.sub, r.body.machine_id);
     t.equal(lt.payload.hwid, a.hardwareId);
     t.equal(lt.payload.tier, 'server');
-    t.equal(lt.payload.exp, undefined, 'perpetual license token has no exp');
+    t.equal((lt.payload.exp as number) - (lt.payload.iat as number), 30 * 86_400, 'a perpetual license token is bounded too (30 days by default)');
+    t.equal(r.body.license_expires_at, null, 'the license itself stays perpetual');
     t.same((lt.payload.cnf as any).jkt, jwkThumbprint(a.jwk));
     t.ok((lt.payload.features as string[]).includes('segmentation_enforce'));
     const kt = await jwtVerify(r.body.kernel_token, jwks, { algorithms: ['EdDSA'], audience: AUD_KERNEL });

@@ -49,6 +49,10 @@ export async function startTestServer(
     databaseUrl?: string;
     limits?: Partial<RateLimits>;
     kernelTokenTtlSeconds?: number;
+    /** AEGIS_LICENSE_TOKEN_TTL; unset: the server's default. */
+    licenseTokenTtlSeconds?: number;
+    /** Refusals audited per (event, client IP) and minute; unset: generous, so only the audit-bound test trips it. */
+    auditRefusalsPerMinute?: number;
     natsUrl?: string;
     natsUser?: string;
     natsPassword?: string;
@@ -70,6 +74,7 @@ export async function startTestServer(
     {
       LOG_LEVEL: 'error',
       AEGIS_KERNEL_TOKEN_TTL: String(opts.kernelTokenTtlSeconds ?? 3600),
+      ...(opts.licenseTokenTtlSeconds === undefined ? {} : { AEGIS_LICENSE_TOKEN_TTL: String(opts.licenseTokenTtlSeconds) }),
       AEGIS_SEG_REPUBLISH_SECONDS: String(opts.republishSeconds ?? 20),
       ...(opts.fleetKey ? { AEGIS_FLEET_KEY: opts.fleetKey } : {}),
       ...(opts.natsOperatorConfig ? { AEGIS_NATS_OPERATOR_CONFIG: opts.natsOperatorConfig } : {}),
@@ -87,7 +92,7 @@ export async function startTestServer(
     validatePerLicense: { burst: 100000, perMinute: 100000 },
     ...opts.limits,
   };
-  const app = await startApp(config, { clock, limits, logger: createLogger({ silent: true }) });
+  const app = await startApp(config, { clock, limits, auditRefusalsPerMinute: opts.auditRefusalsPerMinute ?? 100000, logger: createLogger({ silent: true }) });
   const admin = await app.apiKeys.create('test-admin', [...SCOPES]);
   const url = app.http.url;
   return {
