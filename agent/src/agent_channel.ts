@@ -67,7 +67,7 @@ export class AgentChannel {
           const status = res.statusCode ?? 0;
           const parsed = parseBody(text);
           if (status >= 200 && status < 300) resolve(parsed as T);
-          else reject(answerError(status, parsed, res.headers['retry-after'], `agent listener answered ${status}`));
+          else reject(answerError(status, parsed, { retryAfter: res.headers['retry-after'], date: res.headers.date }, `agent listener answered ${status}`));
         });
       });
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));

@@ -314,8 +314,9 @@ export class LicenseManager extends EventEmitter {
     } catch (e) {
       const err = e as AgentError;
       this.lastError = { code: String(err.code), message: err.message };
-      if (e instanceof ServerError && e.final) {
-        // Revoked, expired, deactivated or unknown: retrying cannot help. Say why and stop.
+      if (e instanceof ServerError && e.endsLicense) {
+        // The server's own word that the license or seat is over: retrying cannot help. Say
+        // why and stop. Anything else (a proxy's 403, a refused proof, a 5xx) is retried.
         this.retrying = false;
         this.d.log.error('license ended by the server; not retrying', { code: e.code, reason: e.message });
         await this.dropLicense(`${e.code}: ${e.message}`);

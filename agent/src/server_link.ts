@@ -175,6 +175,6 @@ export class ServerLink {
     }
     const parsed = parseBody(text);
     if (res.ok) return parsed as T;
-    throw answerError(res.status, parsed, res.headers.get('retry-after'), `server answered ${res.status}`);
+    throw answerError(res.status, parsed, { retryAfter: res.headers.get('retry-after'), date: res.headers.get('date') }, `server answered ${res.status}`);
   }
 }
