@@ -13,6 +13,7 @@ import type { TLSSocket } from 'node:tls';
 import { AegisError } from '../../../protocol/src/index.js';
 import type { Logger } from 'winston';
 import type { HttpLimits } from '../config.js';
+import { checkBodyText, checkQuery } from './request_text.js';
 import { STATUS_OF } from './status.js';
 import type { PeerCertificate, Reply, Request, Router } from './router.js';
 
@@ -198,6 +199,9 @@ function requestListener(router: Router, log: Logger): (req: IncomingMessage, re
         if (!match.takesBody && method === 'GET') throw new AegisError('BAD_REQUEST', 'GET requests take no body');
         body = parseJsonBody(req, raw);
       }
+      // Query and body text is checked once here for every route (path parameters by the router).
+      checkQuery(url.search.slice(1));
+      checkBodyText(body);
       const request: Request = {
         method,
         path: url.pathname,
