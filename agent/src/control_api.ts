@@ -14,6 +14,19 @@ import type { Logger } from './logger.js';
 
 const MAX_BODY = 1024 * 1024;
 
+/**
+ * What one local client may hold on the socket: a client that never finishes its headers
+ * or its body is cut, and the socket keeps a bounded number of connections, so a stuck or
+ * hostile local process cannot starve aegisctl.
+ */
+export interface ControlApiLimits {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  maxConnections: number;
+}
+
+export const DEFAULT_CONTROL_API_LIMITS: Readonly<ControlApiLimits> = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxConnections: 64 };
+
 export type Handler = (body: unknown, params: Record<string, string>) => Promise<unknown>;
 
 interface Route {
@@ -41,7 +54,10 @@ export class ControlApi {
   private readonly routes: Route[] = [];
   private server: Server | null = null;
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly limits: ControlApiLimits = DEFAULT_CONTROL_API_LIMITS,
+  ) {}
 
   on(method: string, path: string, handler: Handler): this {
     const keys: string[] = [];
@@ -88,6 +104,8 @@ export class ControlApi {
       status = err.status >= 400 ? err.status : 500;
       payload = { error: { code: err.code, message: err.message, details: err.details ?? null } };
     }
+    // Nobody is left to answer (the client hung up, or a timeout closed the connection).
+    if (res.destroyed || req.socket.destroyed) return;
     res.writeHead(status, { 'content-type': 'application/json' });
     res.end(JSON.stringify(payload));
   }
@@ -111,7 +129,17 @@ export class ControlApi {
       if (alive) throw new AgentError('BAD_REQUEST', `another aegis-agent is listening on ${path}`);
       unlinkSync(path);
     }
-    const server = createServer((req, res) => void this.handle(req, res));
+    const server = createServer(
+      {
+        headersTimeout: this.limits.headersTimeoutMs,
+        requestTimeout: this.limits.requestTimeoutMs,
+        keepAliveTimeout: Math.min(5_000, this.limits.headersTimeoutMs),
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(this.limits.headersTimeoutMs / 4))),
+      },
+      (req, res) => void this.handle(req, res),
+    );
+    server.maxConnections = this.limits.maxConnections;
+    server.maxHeadersCount = 100;
     // The socket is created with the process umask; narrow it before it can be reached.
     const oldMask = process.umask(0o117);
     try {

@@ -42,6 +42,7 @@ export type { HardwareFacts, CanonicalFacts, Fingerprint } from './fingerprint.j
 export {
   LICENSE_KEY_ALPHABET,
   LICENSE_KEY_PATTERN,
+  SHELL_SAFE_LICENSE_KEY_PATTERN,
   generateLicenseKey,
   normalizeLicenseKey,
   licenseKeySuffix,

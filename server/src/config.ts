@@ -40,6 +40,62 @@ export interface ServerConfig {
   clientCertTtlSeconds: number;
   /** The mTLS agent listener; null when off. */
   mtls: MtlsConfig | null;
+  /** Timeouts and caps applied to every listener (main and agent). */
+  http: HttpLimits;
+}
+
+/**
+ * What one slow or idle client may hold on a listener: how long it may take to send its
+ * headers and its whole request, how long an idle keep-alive connection stays, how large
+ * its headers may be, and how many connections the listener keeps at once.
+ */
+export interface HttpLimits {
+  /** Headers (and, on the agent listener, the TLS handshake) must arrive within this (AEGIS_HTTP_HEADERS_TIMEOUT_MS). */
+  headersTimeoutMs: number;
+  /** The whole request, body included, must arrive within this; else 408 and close (AEGIS_HTTP_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this (AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS). */
+  keepAliveTimeoutMs: number;
+  /** Connections held at once per listener; more are closed on accept (AEGIS_HTTP_MAX_CONNECTIONS). */
+  maxConnections: number;
+  /** Total size of a request's headers (AEGIS_HTTP_MAX_HEADER_BYTES); larger: 431. */
+  maxHeaderBytes: number;
+  /** Header lines kept per request; the rest are dropped. */
+  maxHeadersCount: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: 1024,
+  maxHeaderBytes: 16 * 1024,
+  maxHeadersCount: 100,
+};
+
+function intSetting(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const text = env[name];
+  if (text === undefined || text.trim() === '') return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+function httpLimitsFrom(env: NodeJS.ProcessEnv): HttpLimits {
+  const d = DEFAULT_HTTP_LIMITS;
+  const limits: HttpLimits = {
+    headersTimeoutMs: intSetting(env, 'AEGIS_HTTP_HEADERS_TIMEOUT_MS', d.headersTimeoutMs, 100, 600_000),
+    requestTimeoutMs: intSetting(env, 'AEGIS_HTTP_REQUEST_TIMEOUT_MS', d.requestTimeoutMs, 100, 3_600_000),
+    keepAliveTimeoutMs: intSetting(env, 'AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS', d.keepAliveTimeoutMs, 100, 600_000),
+    maxConnections: intSetting(env, 'AEGIS_HTTP_MAX_CONNECTIONS', d.maxConnections, 1, 1_000_000),
+    maxHeaderBytes: intSetting(env, 'AEGIS_HTTP_MAX_HEADER_BYTES', d.maxHeaderBytes, 1024, 1024 * 1024),
+    maxHeadersCount: d.maxHeadersCount,
+  };
+  // node:http refuses a headers timeout longer than the request timeout; say so in our terms.
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs) {
+    throw new Error(`AEGIS_HTTP_HEADERS_TIMEOUT_MS (${limits.headersTimeoutMs}) must not exceed AEGIS_HTTP_REQUEST_TIMEOUT_MS (${limits.requestTimeoutMs})`);
+  }
+  return limits;
 }
 
 export interface MtlsConfig {
@@ -137,6 +193,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     pkiDir,
     clientCertTtlSeconds: certTtl,
     mtls,
+    http: httpLimitsFrom(env),
     natsUrl: flags.natsUrl ?? env.NATS_URL ?? '',
     natsUser: env.AEGIS_NATS_USER ?? '',
     natsPassword: env.AEGIS_NATS_PASSWORD ?? '',

@@ -15,6 +15,7 @@ import {
   AUD_KERNEL,
   AUD_REFRESH_PROOF,
   LICENSE_KEY_PATTERN,
+  SHELL_SAFE_LICENSE_KEY_PATTERN,
   featureMask,
   jwkThumbprint,
 } from '../../protocol/src/index.js';
@@ -123,6 +124,7 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
     const cid = await customer('Licensee Inc');
     const perpetual = await license({ customer_id: cid, tier: 'gamer', max_machines: 3, allowed_major_versions: ['1', '2'], features: ['docker_integration'] });
     t.match(perpetual.key, LICENSE_KEY_PATTERN);
+    t.match(perpetual.key, SHELL_SAFE_LICENSE_KEY_PATTERN, 'issued keys hold only [A-Z0-9-]');
     t.equal(perpetual.body.key_suffix, perpetual.key.slice(-5));
     t.equal(perpetual.body.expires_at, null);
     t.equal(perpetual.body.max_machines, 3);

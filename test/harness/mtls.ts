@@ -28,7 +28,7 @@ export interface MtlsTestServer {
   close(): Promise<void>;
 }
 
-export async function startMtlsServer(opts: { databaseUrl?: string; certTtlSeconds?: number; trustDomain?: string; mtls?: boolean } = {}): Promise<MtlsTestServer> {
+export async function startMtlsServer(opts: { databaseUrl?: string; certTtlSeconds?: number; trustDomain?: string; mtls?: boolean; env?: Record<string, string> } = {}): Promise<MtlsTestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-mtls-'));
   const keysDir = join(dir, 'keys');
   KeyStore.open(keysDir).generate();
@@ -41,6 +41,7 @@ export async function startMtlsServer(opts: { databaseUrl?: string; certTtlSecon
       LOG_LEVEL: 'error',
       ...(opts.mtls === false ? {} : { ENABLE_MTLS: 'true' }),
       AEGIS_CLIENT_CERT_TTL: String(opts.certTtlSeconds ?? 86400),
+      ...opts.env,
     },
   );
   const unlimited = { burst: 100000, perMinute: 100000 };

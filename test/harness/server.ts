@@ -62,6 +62,8 @@ export async function startTestServer(
     keysDir?: string;
     natsOperatorConfig?: string;
     natsCa?: string;
+    /** Extra server environment (e.g. the AEGIS_HTTP_* listener limits). */
+    env?: Record<string, string>;
   } = {},
 ): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-srv-'));
@@ -80,6 +82,7 @@ export async function startTestServer(
       ...(opts.natsOperatorConfig ? { AEGIS_NATS_OPERATOR_CONFIG: opts.natsOperatorConfig } : {}),
       ...(opts.natsCa ? { AEGIS_NATS_CA: opts.natsCa } : {}),
       ...(opts.natsUser ? { AEGIS_NATS_USER: opts.natsUser, AEGIS_NATS_PASSWORD: opts.natsPassword ?? '' } : {}),
+      ...opts.env,
     },
   );
   // Generous limits by default, so only the rate-limit test trips them.

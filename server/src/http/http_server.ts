@@ -12,6 +12,8 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { AegisError } from '../../../protocol/src/index.js';
 import type { Logger } from 'winston';
+import type { HttpLimits } from '../config.js';
+import { checkBodyText, checkQuery } from './request_text.js';
 import { STATUS_OF } from './status.js';
 import type { PeerCertificate, Reply, Request, Router } from './router.js';
 
@@ -41,6 +43,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
+    let ended = false;
     req.on('data', (c: Buffer) => {
       if (failed) return;
       size += c.length;
@@ -52,11 +55,17 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(c);
     });
     req.on('end', () => {
+      ended = true;
       if (!failed) resolve(Buffer.concat(chunks));
     });
-    req.on('error', (e) => {
-      if (!failed) reject(e);
-    });
+    // The connection went away mid-body: the client hung up, or the request timeout cut it.
+    const incomplete = (): void => {
+      if (ended || failed) return;
+      failed = true;
+      reject(new AegisError('BAD_REQUEST', 'the request body did not arrive in full'));
+    };
+    req.on('error', incomplete);
+    req.on('close', incomplete);
   });
 }
 
@@ -96,23 +105,69 @@ function peerOf(req: IncomingMessage): PeerCertificate | undefined {
  * The agent-facing listener: HTTPS that requires a client certificate chaining to
  * `clientCa` (the handshake fails without one, or with one from another CA).
  */
-export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions): HttpsServer {
+export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, limits: HttpLimits): HttpsServer {
   const server = createHttpsServer(
-    { cert: tls.cert, key: tls.key, ca: tls.clientCa, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+    {
+      cert: tls.cert,
+      key: tls.key,
+      ca: tls.clientCa,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+      // A handshake is what a client sends before its headers: it gets the same time.
+      handshakeTimeout: limits.headersTimeoutMs,
+      ...listenerOptions(limits),
+    },
     requestListener(router, log),
   );
   server.on('tlsClientError', (err) => log.debug('TLS handshake refused', { error: err.message }));
-  return server;
+  return capped(server, limits, log, 'agent');
 }
 
-export function createHttpServer(router: Router, log: Logger): HttpServer {
-  return createServer(requestListener(router, log));
+export function createHttpServer(router: Router, log: Logger, limits: HttpLimits): HttpServer {
+  return capped(createServer(listenerOptions(limits), requestListener(router, log)), limits, log, 'main');
+}
+
+/**
+ * node:http's own limits, so a slow client cannot hold a connection: headers within
+ * `headersTimeout`, the whole request (body included) within `requestTimeout` (else 408
+ * and close), idle keep-alive connections closed after `keepAliveTimeout`. Expiry is
+ * checked every `connectionsCheckingInterval`, so a short timeout gets a short interval.
+ */
+function listenerOptions(limits: HttpLimits) {
+  return {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    maxHeaderSize: limits.maxHeaderBytes,
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+  };
+}
+
+/** Caps connections held at once: beyond `maxConnections` node closes a connection on accept. */
+function capped<S extends Server>(server: S, limits: HttpLimits, log: Logger, listener: string): S {
+  server.maxConnections = limits.maxConnections;
+  server.maxHeadersCount = limits.maxHeadersCount;
+  // Said at most every 10 s, so a flood of refused connections does not flood the log too.
+  let lastWarned = 0;
+  let dropped = 0;
+  server.on('drop', () => {
+    dropped++;
+    const now = Date.now();
+    if (now - lastWarned < 10_000) return;
+    lastWarned = now;
+    log.warn('connection refused: listener at its connection cap', { listener, max_connections: limits.maxConnections, refused: dropped });
+    dropped = 0;
+  });
+  return server;
 }
 
 function requestListener(router: Router, log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
   return (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     void handle(router, req).then((reply) => {
+      // Nobody is left to answer (the client hung up, or a timeout closed the connection).
+      if (res.destroyed || req.socket.destroyed) return;
       const payload = reply.status === 204 ? '' : JSON.stringify(reply.body);
       res.writeHead(reply.status, {
         'content-type': 'application/json; charset=utf-8',
@@ -144,6 +199,9 @@ function requestListener(router: Router, log: Logger): (req: IncomingMessage, re
         if (!match.takesBody && method === 'GET') throw new AegisError('BAD_REQUEST', 'GET requests take no body');
         body = parseJsonBody(req, raw);
       }
+      // Query and body text is checked once here for every route (path parameters by the router).
+      checkQuery(url.search.slice(1));
+      checkBodyText(body);
       const request: Request = {
         method,
         path: url.pathname,

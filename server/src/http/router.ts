@@ -1,7 +1,10 @@
 /**
  * A small method+path router: patterns like `/api/v1/customers/:id`. Handlers receive a
- * parsed request and return a Reply; they never touch node:http objects.
+ * parsed request and return a Reply; they never touch node:http objects. Parameters are
+ * percent-decoded and checked (no control characters, valid UTF-8, bounded length) before
+ * any handler sees them; `match` throws ValidationError naming a bad one.
  */
+import { pathParam } from './request_text.js';
 /** The client certificate a TLS connection verified against the client CA (mTLS listener only). */
 export interface PeerCertificate {
   /** Serial number, upper-case hex, as TLS reports it. */
@@ -65,24 +68,24 @@ export class Router {
     const allowed: string[] = [];
     for (const r of this.routes) {
       if (r.segments.length !== parts.length) continue;
-      const params: Record<string, string> = {};
+      const raw: Record<string, string> = {};
       let ok = true;
       for (let i = 0; i < parts.length; i++) {
         const seg = r.segments[i]!;
         if (seg.startsWith(':')) {
-          try {
-            params[seg.slice(1)] = decodeURIComponent(parts[i]!);
-          } catch {
-            ok = false;
-            break;
-          }
+          raw[seg.slice(1)] = parts[i]!;
         } else if (seg !== parts[i]) {
           ok = false;
           break;
         }
       }
       if (!ok) continue;
-      if (r.method === method) return { match: { handler: r.handler, params, takesBody: r.takesBody, maxBody: r.maxBody }, allowed };
+      if (r.method === method) {
+        // Decoded and checked once here, for every route: a bad parameter is 400 naming it.
+        const params: Record<string, string> = {};
+        for (const [name, text] of Object.entries(raw)) params[name] = pathParam(name, text);
+        return { match: { handler: r.handler, params, takesBody: r.takesBody, maxBody: r.maxBody }, allowed };
+      }
       allowed.push(r.method);
     }
     return { match: null, allowed };
