@@ -141,14 +141,14 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
-  const http = await listen(createHttpServer(router, log, config.http), config.host, config.port);
+  const http = await listen(createHttpServer(router, log, config.http, clock), config.host, config.port);
   let agentHttp: HttpServerHandle | null = null;
   if (agentTls && config.mtls) {
     const agentRouter = new Router();
     agentRouter.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks() }));
     addAgentRoutes(agentRouter, { ...agentDeps, requireMtls: true });
     try {
-      agentHttp = await listen(createMtlsServer(agentRouter, log, agentTls, config.http), config.mtls.host, config.mtls.port);
+      agentHttp = await listen(createMtlsServer(agentRouter, log, agentTls, config.http, clock), config.mtls.host, config.mtls.port);
     } catch (err) {
       await http.close();
       await db.destroy();

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { AegisError } from '../../../protocol/src/index.js';
 import type { Logger } from 'winston';
+import { systemClock, type Clock } from '../clock.js';
 import type { HttpLimits } from '../config.js';
 import { checkBodyText, checkQuery } from './request_text.js';
 import { STATUS_OF } from './status.js';
@@ -105,7 +106,7 @@ function peerOf(req: IncomingMessage): PeerCertificate | undefined {
  * The agent-facing listener: HTTPS that requires a client certificate chaining to
  * `clientCa` (the handshake fails without one, or with one from another CA).
  */
-export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, limits: HttpLimits): HttpsServer {
+export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, limits: HttpLimits, clock: Clock = systemClock): HttpsServer {
   const server = createHttpsServer(
     {
       cert: tls.cert,
@@ -118,14 +119,14 @@ export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, 
       handshakeTimeout: limits.headersTimeoutMs,
       ...listenerOptions(limits),
     },
-    requestListener(router, log),
+    requestListener(router, log, clock),
   );
   server.on('tlsClientError', (err) => log.debug('TLS handshake refused', { error: err.message }));
   return capped(server, limits, log, 'agent');
 }
 
-export function createHttpServer(router: Router, log: Logger, limits: HttpLimits): HttpServer {
-  return capped(createServer(listenerOptions(limits), requestListener(router, log)), limits, log, 'main');
+export function createHttpServer(router: Router, log: Logger, limits: HttpLimits, clock: Clock = systemClock): HttpServer {
+  return capped(createServer(listenerOptions(limits), requestListener(router, log, clock)), limits, log, 'main');
 }
 
 /**
@@ -162,7 +163,7 @@ function capped<S extends Server>(server: S, limits: HttpLimits, log: Logger, li
   return server;
 }
 
-function requestListener(router: Router, log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
+function requestListener(router: Router, log: Logger, clock: Clock): (req: IncomingMessage, res: ServerResponse) => void {
   return (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     void handle(router, req).then((reply) => {
@@ -173,6 +174,9 @@ function requestListener(router: Router, log: Logger): (req: IncomingMessage, re
         'content-type': 'application/json; charset=utf-8',
         'cache-control': 'no-store',
         'x-content-type-options': 'nosniff',
+        // The time proofs are judged by: an agent whose proof is refused compares it with
+        // its own clock to tell a clock that is off from a forged proof.
+        date: clock.now().toUTCString(),
         ...(reply.headers ?? {}),
       });
       res.end(payload);
