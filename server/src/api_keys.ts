@@ -23,6 +23,18 @@ export interface ApiPrincipal {
   id: string;
   name: string;
   scopes: Scope[];
+  /** The one customer the key is limited to (see tenancy.ts); null: every customer. */
+  customer_id: string | null;
+}
+
+export interface ApiKeyListing {
+  id: string;
+  name: string;
+  key_prefix: string;
+  scopes: string[];
+  customer_id: string | null;
+  created_at: string;
+  revoked_at: string | null;
 }
 
 export function isScope(s: string): s is Scope {
@@ -39,11 +51,22 @@ export class ApiKeys {
     private readonly clock: Clock,
   ) {}
 
-  /** Creates a key; the returned `key` is the only time it exists in clear. */
-  async create(name: string, scopes: string[]): Promise<{ id: string; name: string; scopes: Scope[]; key: string }> {
+  /**
+   * Creates a key; the returned `key` is the only time it exists in clear. With
+   * `customerId` the key is limited to that customer, which must exist.
+   */
+  async create(
+    name: string,
+    scopes: string[],
+    customerId: string | null = null,
+  ): Promise<{ id: string; name: string; scopes: Scope[]; customer_id: string | null; key: string }> {
     const bad = scopes.filter((s) => !isScope(s));
     if (bad.length > 0) throw new AegisError('BAD_REQUEST', `unknown scope(s): ${bad.join(', ')}; known: ${SCOPES.join(', ')}`);
     if (!name.trim()) throw new AegisError('BAD_REQUEST', 'a key needs a name');
+    if (customerId !== null) {
+      const c = await this.db.selectFrom('customers').select('id').where('id', '=', customerId).executeTakeFirst();
+      if (!c) throw new AegisError('NOT_FOUND', `no customer ${customerId}; a key can only be limited to an existing customer`);
+    }
     const key = `aegis_sk_${randomBytes(32).toString('base64url')}`;
     const id = randomUUID();
     const uniq = [...new Set(scopes)] as Scope[];
@@ -55,12 +78,13 @@ export class ApiKeys {
         key_hash: hashKey(key),
         key_prefix: key.slice(0, 13),
         scopes: JSON.stringify(uniq),
+        customer_id: customerId,
         created_at: iso(this.clock.now()),
         last_used_at: null,
         revoked_at: null,
       })
       .execute();
-    return { id, name: name.trim(), scopes: uniq, key };
+    return { id, name: name.trim(), scopes: uniq, customer_id: customerId, key };
   }
 
   async count(): Promise<number> {
@@ -72,13 +96,14 @@ export class ApiKeys {
     return Number(n);
   }
 
-  async list(): Promise<Array<{ id: string; name: string; key_prefix: string; scopes: string[]; created_at: string; revoked_at: string | null }>> {
+  async list(): Promise<ApiKeyListing[]> {
     const rows = await this.db.selectFrom('api_keys').selectAll().orderBy('created_at').execute();
     return rows.map((r) => ({
       id: r.id,
       name: r.name,
       key_prefix: r.key_prefix,
       scopes: JSON.parse(r.scopes) as string[],
+      customer_id: r.customer_id,
       created_at: r.created_at,
       revoked_at: r.revoked_at,
     }));
@@ -104,6 +129,6 @@ export class ApiKeys {
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
     if (!row) return null;
-    return { id: row.id, name: row.name, scopes: (JSON.parse(row.scopes) as string[]).filter(isScope) };
+    return { id: row.id, name: row.name, scopes: (JSON.parse(row.scopes) as string[]).filter(isScope), customer_id: row.customer_id };
   }
 }

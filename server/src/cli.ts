@@ -28,11 +28,11 @@ async function withDatabase<T>(config: ServerConfig, fn: (keys: ApiKeys) => Prom
   }
 }
 
-function printAdminKey(k: { name: string; scopes: string[]; key: string }): void {
+function printAdminKey(k: { name: string; scopes: string[]; customer_id?: string | null; key: string }): void {
   process.stdout.write(
     [
       '',
-      `  Admin API key "${k.name}" (scopes: ${k.scopes.join(', ')})`,
+      `  Admin API key "${k.name}" (scopes: ${k.scopes.join(', ')}; ${k.customer_id ? `limited to customer ${k.customer_id}` : 'every customer'})`,
       '',
       `    ${k.key}`,
       '',
@@ -172,9 +172,10 @@ admin
   .description('create an API key and print it once')
   .requiredOption('--name <name>', 'who or what the key is for')
   .requiredOption('--scopes <list>', `comma-separated scopes: ${SCOPES.join(', ')}`)
-  .action(async (o: { name: string; scopes: string }, cmd: Command) => {
+  .option('--customer <id>', "limit the key to one customer's machines, licenses, snapshots and audit rows")
+  .action(async (o: { name: string; scopes: string; customer?: string }, cmd: Command) => {
     const scopes = o.scopes.split(',').map((s) => s.trim()).filter(Boolean);
-    const created = await withDatabase(configOf(cmd), (k) => k.create(o.name, scopes));
+    const created = await withDatabase(configOf(cmd), (k) => k.create(o.name, scopes, o.customer ?? null));
     printAdminKey(created);
   });
 admin
@@ -183,7 +184,8 @@ admin
   .action(async (_o, cmd: Command) => {
     const list = await withDatabase(configOf(cmd), (k) => k.list());
     for (const k of list) {
-      process.stdout.write(`${k.id}  ${k.key_prefix}…  ${k.name}  [${k.scopes.join(',')}]${k.revoked_at ? `  revoked ${k.revoked_at}` : ''}\n`);
+      const tenant = k.customer_id ? `customer ${k.customer_id}` : 'all customers';
+      process.stdout.write(`${k.id}  ${k.key_prefix}…  ${k.name}  [${k.scopes.join(',')}]  ${tenant}${k.revoked_at ? `  revoked ${k.revoked_at}` : ''}\n`);
     }
   });
 admin

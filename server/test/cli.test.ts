@@ -5,6 +5,7 @@ import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { openDatabase } from '../src/db/database.js';
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
@@ -49,6 +50,20 @@ t.test('keys and admin commands', async (t) => {
   const listed = cli(env, 'admin', 'list-keys').stdout;
   t.match(listed, /ops/);
   t.notMatch(listed, /aegis_sk_[A-Za-z0-9_-]{43}/, 'keys are never listed');
+  t.match(listed, /ops .*all customers/, 'an unrestricted key says so');
+
+  // A key limited to one customer: the customer must exist, and list-keys shows the limit.
+  const unknown = cli(env, 'admin', 'create-key', '--name', 'tenant', '--scopes', 'licenses:read', '--customer', 'no-such-customer');
+  t.equal(unknown.status, 1, 'a key cannot be limited to a customer that does not exist');
+  t.match(unknown.stderr, /no customer no-such-customer/);
+  const { db } = openDatabase(env.DATABASE_URL);
+  const now = new Date().toISOString();
+  await db.insertInto('customers').values({ id: 'cust-acme', name: 'Acme', email: null, company: null, is_active: 1, created_at: now, updated_at: now }).execute();
+  await db.destroy();
+  const tenant = cli(env, 'admin', 'create-key', '--name', 'acme-ops', '--scopes', 'licenses:read', '--customer', 'cust-acme');
+  t.equal(tenant.status, 0, tenant.stderr);
+  t.match(tenant.stdout, /limited to customer cust-acme/);
+  t.match(cli(env, 'admin', 'list-keys').stdout, /acme-ops .*customer cust-acme/);
 });
 
 function startServe(env: NodeJS.ProcessEnv): Promise<{ stdout: string; url: string; stop(): Promise<number | null> }> {

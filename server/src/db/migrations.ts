@@ -176,6 +176,16 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('machine_certificates').execute();
       },
     },
+    '0004_api_key_tenancy': {
+      // No foreign key: a key whose customer was deleted keeps its restriction and so
+      // sees nothing, rather than blocking the deletion or widening to every customer.
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('api_keys').addColumn('customer_id', 'text').execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.alterTable('api_keys').dropColumn('customer_id').execute();
+      },
+    },
   };
 }
 

@@ -61,6 +61,8 @@ export interface ApiKeysTable {
   key_hash: string;
   key_prefix: string;
   scopes: string; // JSON array
+  /** The one customer this key may see and act on; null: every customer. */
+  customer_id: string | null;
   created_at: string;
   last_used_at: string | null;
   revoked_at: string | null;
