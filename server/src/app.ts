@@ -25,6 +25,7 @@ import { createLogger, type Logger } from './logger.js';
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.js';
 import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
+import { Tenancy } from './tenancy.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { Orchestrator } from './rollout/orchestrator.js';
 import { startDistribution, type Distribution } from './rollout/distribution.js';
@@ -127,7 +128,9 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     kernelTtlSeconds: config.kernelTokenTtlSeconds,
     licenseTokenTtlSeconds: config.licenseTokenTtlSeconds,
   });
+  const tenancy = new Tenancy(db);
   const router = buildRouter({
+    tenancy,
     customers,
     licenses,
     lifecycle,
@@ -137,7 +140,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
     ctx,
   });
-  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle });
+  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle, tenancy });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });

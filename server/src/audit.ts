@@ -49,6 +49,8 @@ export interface AuditFilters {
   license_id?: string;
   customer_id?: string;
   since?: string;
+  /** Only rows of this customer (an API key limited to one customer; see tenancy.ts). */
+  tenant?: string | null;
   limit: number;
   offset: number;
 }
@@ -146,6 +148,7 @@ export class AuditLog {
 
   async list(f: AuditFilters): Promise<{ items: AuditRecord[]; total: number }> {
     let q = this.db.selectFrom('audit_logs');
+    if (f.tenant) q = q.where('customer_id', '=', f.tenant);
     if (f.event_type) q = q.where('event_type', '=', f.event_type);
     if (f.license_id) q = q.where('license_id', '=', f.license_id);
     if (f.customer_id) q = q.where('customer_id', '=', f.customer_id);

@@ -38,15 +38,19 @@ export class ServerContext {
     return pingDatabase(this.db);
   }
 
-  async stats(): Promise<ServerStats> {
+  /** Counts over every customer, or over `tenant` only (an API key limited to one customer). */
+  async stats(tenant: string | null = null): Promise<ServerStats> {
     const now = this.clock.now();
     const dayAgo = iso(new Date(now.getTime() - 86_400_000));
     const count = (n: string | number | bigint) => Number(n);
-    const customers = await this.db
-      .selectFrom('customers')
+    let cq = this.db.selectFrom('customers');
+    if (tenant) cq = cq.where('id', '=', tenant);
+    const customers = await cq
       .select((eb) => [eb.fn.countAll<number>().as('total'), eb.fn.sum<number>('is_active').as('active')])
       .executeTakeFirstOrThrow();
-    const licenses = await this.db.selectFrom('licenses').select(['status', 'expires_at', 'tier']).execute();
+    let lq = this.db.selectFrom('licenses');
+    if (tenant) lq = lq.where('customer_id', '=', tenant);
+    const licenses = await lq.select(['status', 'expires_at', 'tier']).execute();
     const by_status: Record<string, number> = { active: 0, expired: 0, revoked: 0 };
     const by_tier: Record<string, number> = {};
     for (const l of licenses) {
@@ -54,13 +58,15 @@ export class ServerContext {
       by_status[s] = (by_status[s] ?? 0) + 1;
       by_tier[l.tier] = (by_tier[l.tier] ?? 0) + 1;
     }
-    const machines = await this.db
-      .selectFrom('machines')
-      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
-      .groupBy('status')
+    let mq = this.db.selectFrom('machines').innerJoin('licenses', 'licenses.id', 'machines.license_id');
+    if (tenant) mq = mq.where('licenses.customer_id', '=', tenant);
+    const machines = await mq
+      .select(['machines.status as status', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('machines.status')
       .execute();
-    const audit = await this.db
-      .selectFrom('audit_logs')
+    let aq = this.db.selectFrom('audit_logs');
+    if (tenant) aq = aq.where('customer_id', '=', tenant);
+    const audit = await aq
       .select(['outcome', 'event_type', (eb) => eb.fn.countAll<number>().as('n')])
       .where('created_at', '>=', dayAgo)
       .groupBy(['outcome', 'event_type'])

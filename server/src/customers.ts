@@ -10,6 +10,8 @@ export interface CustomerFilters {
   is_active?: boolean;
   email?: string;
   q?: string;
+  /** Only this customer (an API key limited to one customer; see tenancy.ts). */
+  tenant?: string | null;
 }
 
 function toCustomer(r: Selectable<CustomersTable>): Customer {
@@ -47,6 +49,7 @@ export class Customers {
 
   async list(f: CustomerFilters, page: Page): Promise<Paged<Customer>> {
     let q = this.db.selectFrom('customers');
+    if (f.tenant) q = q.where('id', '=', f.tenant);
     if (f.is_active !== undefined) q = q.where('is_active', '=', f.is_active ? 1 : 0);
     if (f.email) q = q.where('email', '=', f.email);
     if (f.q) {

@@ -32,6 +32,8 @@ export interface LicenseFilters {
   status?: LicenseStatus;
   tier?: string;
   license_type?: string;
+  /** Only this customer's licenses (an API key limited to one customer; see tenancy.ts). */
+  tenant?: string | null;
 }
 
 export function hashLicenseKey(canonicalKey: string): string {
@@ -181,6 +183,7 @@ export class Licenses {
     const now = this.clock.now();
     const nowIso = iso(now);
     let q = this.db.selectFrom('licenses');
+    if (f.tenant) q = q.where('customer_id', '=', f.tenant);
     if (f.customer_id) q = q.where('customer_id', '=', f.customer_id);
     if (f.tier) q = q.where('tier', '=', f.tier);
     if (f.license_type) q = q.where('license_type', '=', f.license_type);

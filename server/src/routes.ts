@@ -38,6 +38,7 @@ import { Router, type Request, type Reply } from './http/router.js';
 import { validator } from './validation.js';
 import { actorOf, authorize as authorizeKey } from './http/auth.js';
 import type { ServerContext } from './context.js';
+import { scopeOf, type Tenancy } from './tenancy.js';
 
 const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max });
 const nullableStr = (max: number) => ({ type: ['string', 'null'], maxLength: max });
@@ -164,11 +165,13 @@ export interface RouteDeps {
   limiter: RateLimiter;
   limits: RateLimits;
   ctx: ServerContext;
+  /** What an API key limited to one customer may see and change. */
+  tenancy: Tenancy;
 }
 
 export function buildRouter(d: RouteDeps): Router {
   const r = new Router();
-  const { ctx } = d;
+  const { ctx, tenancy } = d;
 
   const authorize = (req: Request, scope: Scope): Promise<ApiPrincipal> => authorizeKey(d.apiKeys, req, scope);
 
@@ -208,14 +211,16 @@ export function buildRouter(d: RouteDeps): Router {
   // --- customers ----------------------------------------------------------------
   r.add('POST', '/api/v1/customers', async (req) => {
     const p = await authorize(req, 'customers:write');
+    tenancy.assertUnrestricted(p, 'create customers');
     const c = await d.customers.create(customerCreate(req.body));
     await d.audit.record({ event_type: 'customer.created', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { name: c.name } });
     return ok<Customer>(c, 201);
   });
   r.add('GET', '/api/v1/customers', async (req) => {
-    await authorize(req, 'customers:read');
+    const p = await authorize(req, 'customers:read');
     const page = parsePage(req.query);
     const filters = {
+      tenant: scopeOf(p),
       is_active: boolParam(req.query, 'is_active'),
       email: req.query.get('email') ?? undefined,
       q: req.query.get('q') ?? undefined,
@@ -223,11 +228,13 @@ export function buildRouter(d: RouteDeps): Router {
     return ok<Paged<Customer>>(await d.customers.list(filters, page));
   });
   r.add('GET', '/api/v1/customers/:id', async (req) => {
-    await authorize(req, 'customers:read');
+    const p = await authorize(req, 'customers:read');
+    tenancy.assertCustomer(p, req.params.id!);
     return ok<Customer>(await d.customers.get(req.params.id!));
   });
   r.add('PATCH', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:write');
+    tenancy.assertCustomer(p, req.params.id!);
     const patch = customerPatch(req.body);
     const c = await d.customers.update(req.params.id!, patch);
     await d.audit.record({ event_type: 'customer.updated', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { fields: Object.keys(patch) } });
@@ -237,6 +244,7 @@ export function buildRouter(d: RouteDeps): Router {
     const p = await authorize(req, 'customers:write');
     const force = boolParam(req.query, 'force') ?? false;
     const id = req.params.id!;
+    tenancy.assertCustomer(p, id);
     let result;
     try {
       result = await d.lifecycle.deleteCustomer(id, force);
@@ -266,7 +274,9 @@ export function buildRouter(d: RouteDeps): Router {
   // --- licenses -----------------------------------------------------------------
   r.add('POST', '/api/v1/licenses', async (req) => {
     const p = await authorize(req, 'licenses:write');
-    const { license, license_key } = await d.licenses.issue(licenseIssue(req.body));
+    const input = licenseIssue(req.body);
+    tenancy.assertCustomer(p, input.customer_id);
+    const { license, license_key } = await d.licenses.issue(input);
     await d.audit.record({
       event_type: 'license.issued',
       actor: actorOf(p),
@@ -279,9 +289,10 @@ export function buildRouter(d: RouteDeps): Router {
     return ok<IssuedLicense>({ ...license, license_key }, 201);
   });
   r.add('GET', '/api/v1/licenses', async (req) => {
-    await authorize(req, 'licenses:read');
+    const p = await authorize(req, 'licenses:read');
     const page = parsePage(req.query);
     const filters = {
+      tenant: scopeOf(p),
       customer_id: req.query.get('customer_id') ?? undefined,
       status: enumParam<LicenseStatus>(req.query, 'status', LICENSE_STATUSES),
       tier: enumParam(req.query, 'tier', LICENSED_TIERS),
@@ -290,11 +301,13 @@ export function buildRouter(d: RouteDeps): Router {
     return ok<Paged<License>>(await d.licenses.list(filters, page));
   });
   r.add('GET', '/api/v1/licenses/:id', async (req) => {
-    await authorize(req, 'licenses:read');
+    const p = await authorize(req, 'licenses:read');
+    await tenancy.assertLicense(p, req.params.id!);
     return ok<License>(await d.licenses.get(req.params.id!));
   });
   r.add('GET', '/api/v1/licenses/:id/machines', async (req) => {
-    await authorize(req, 'licenses:read');
+    const p = await authorize(req, 'licenses:read');
+    await tenancy.assertLicense(p, req.params.id!);
     return ok<{ items: Machine[] }>({ items: await d.licenses.machines(req.params.id!) });
   });
   r.add(
@@ -303,6 +316,7 @@ export function buildRouter(d: RouteDeps): Router {
     async (req) => {
       const p = await authorize(req, 'licenses:write');
       const { reason } = revokeBody(req.body);
+      await tenancy.assertLicense(p, req.params.id!);
       const { license, changed, certificates_revoked, nats_users_revoked } = await d.lifecycle.revokeLicense(req.params.id!, reason);
       if (changed) {
         await d.audit.record({
@@ -385,8 +399,10 @@ export function buildRouter(d: RouteDeps): Router {
       const id = req.params.id!;
       let actor: string;
       let auth: DeactivationAuth;
+      let admin: ApiPrincipal | null = null;
       if (req.headers['x-api-key'] || req.headers.authorization) {
-        actor = actorOf(await authorize(req, 'licenses:write'));
+        admin = await authorize(req, 'licenses:write');
+        actor = actorOf(admin);
         auth = { admin: true };
       } else {
         actor = `machine:${id}`;
@@ -395,6 +411,7 @@ export function buildRouter(d: RouteDeps): Router {
       try {
         // Its certificates stop working at once (the agent listener checks serials), and
         // so does its NATS user.
+        if (admin) await tenancy.assertMachine(admin, id);
         const res = await d.lifecycle.deactivate(id, auth);
         await d.audit.record({
           event_type: 'machine.deactivated',
@@ -415,17 +432,18 @@ export function buildRouter(d: RouteDeps): Router {
 
   // --- admin --------------------------------------------------------------------
   r.add('GET', '/api/v1/admin/stats', async (req) => {
-    await authorize(req, 'admin:read');
-    return ok(await ctx.stats());
+    const p = await authorize(req, 'admin:read');
+    return ok(await ctx.stats(scopeOf(p)));
   });
   r.add('GET', '/api/v1/admin/audit-logs', async (req) => {
-    await authorize(req, 'admin:read');
+    const p = await authorize(req, 'admin:read');
     const page = parsePage(req.query);
     const since = req.query.get('since') ?? undefined;
     if (since !== undefined && Number.isNaN(new Date(since).getTime())) {
       throw new ValidationError([{ path: 'since', message: 'must be an ISO-8601 date-time' }]);
     }
     const result = await d.audit.list({
+      tenant: scopeOf(p),
       event_type: req.query.get('event_type') ?? undefined,
       license_id: req.query.get('license_id') ?? undefined,
       customer_id: req.query.get('customer_id') ?? undefined,

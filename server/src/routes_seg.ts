@@ -12,6 +12,7 @@ import type { MachineLifecycle } from './machine_lifecycle.js';
 import type { AgentRegistry } from './rollout/agents.js';
 import { parseTargets, type Orchestrator } from './rollout/orchestrator.js';
 import { validator } from './validation.js';
+import { Tenancy } from './tenancy.js';
 import { plan, propose } from './proposer/index.js';
 
 export interface SegRouteDeps {
@@ -21,6 +22,8 @@ export interface SegRouteDeps {
   agents: AgentRegistry;
   /** Authenticates the snapshot fallback's host proof against the host's machine. */
   lifecycle: MachineLifecycle;
+  /** What an API key limited to one customer may see and target. */
+  tenancy: Tenancy;
 }
 
 const promoteBody = validator<{ service_id: number; revision?: number }>({
@@ -45,7 +48,10 @@ function serviceIdParam(text: string): number {
 }
 
 export function addSegRoutes(r: Router, d: SegRouteDeps): void {
-  const { orchestrator, agents, audit } = d;
+  const { orchestrator, agents, audit, tenancy } = d;
+  /** A service's current targets must all be the key's own hosts (unrestricted: any). */
+  const assertService = async (p: Parameters<Tenancy['assertService']>[0], serviceId: number) =>
+    tenancy.assertService(p, serviceId, await orchestrator.currentTargets(serviceId));
 
   for (const base of ['/seg/maps', '/api/v1/seg/maps']) {
     r.add('POST', base, async (req) => {
@@ -54,8 +60,10 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
       if (stageParam !== null && stageParam !== 'canary' && stageParam !== 'enforce') {
         throw new ValidationError([{ path: 'stage', message: 'must be canary or enforce' }]);
       }
+      const targets = parseTargets(req.query.get('target_host'));
+      await tenancy.assertTargets(p, targets);
       const result = await orchestrator.submit(req.body, {
-        targets: parseTargets(req.query.get('target_host')),
+        targets,
         ...(stageParam ? { stage: stageParam as Stage } : {}),
         actor: actorOf(p),
       });
@@ -68,9 +76,10 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
       return { status: 200, body: result };
     }, { maxBody: MAX_SNAPSHOT_BODY_BYTES });
     r.add('GET', base, async (req) => {
-      await authorize(d.apiKeys, req, 'seg:read');
-      const current = await orchestrator.current();
-      const hosts = await agents.list();
+      const p = await authorize(d.apiKeys, req, 'seg:read');
+      const own = await tenancy.hostsOf(p);
+      const current = (await orchestrator.current()).filter((c) => Tenancy.visible(own, c.target));
+      const hosts = (await agents.list()).filter((h) => Tenancy.visible(own, h.host));
       return {
         status: 200,
         body: {
@@ -80,12 +89,15 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
       };
     });
     r.add('GET', `${base}/:service_id`, async (req) => {
-      await authorize(d.apiKeys, req, 'seg:read');
-      return { status: 200, body: { service_id: serviceIdParam(req.params.service_id!), revisions: await orchestrator.history(serviceIdParam(req.params.service_id!)) } };
+      const p = await authorize(d.apiKeys, req, 'seg:read');
+      const serviceId = serviceIdParam(req.params.service_id!);
+      await assertService(p, serviceId);
+      return { status: 200, body: { service_id: serviceId, revisions: await orchestrator.history(serviceId) } };
     });
     r.add('POST', `${base}/promote`, async (req) => {
       const p = await authorize(d.apiKeys, req, 'seg:write');
       const { service_id, revision } = promoteBody(req.body);
+      await assertService(p, service_id);
       const rev = await orchestrator.promote(service_id, revision);
       await audit.record({ event_type: 'seg.map.promoted', actor: actorOf(p), client_ip: req.clientIp, data: { service_id, revision: rev.revision } });
       return { status: 200, body: { promoted: true, service_id, revision: rev.revision, stage: rev.stage, target_hosts: rev.targets } };
@@ -93,6 +105,7 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
     r.add('POST', `${base}/rollback`, async (req) => {
       const p = await authorize(d.apiKeys, req, 'seg:write');
       const { service_id } = rollbackBody(req.body);
+      await assertService(p, service_id);
       const rev = await orchestrator.rollback(service_id, actorOf(p));
       await audit.record({
         event_type: 'seg.map.rolled_back',
@@ -113,13 +126,13 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
       'POST',
       `${base}/propose`,
       async (req) => {
-        await authorize(d.apiKeys, req, 'seg:read');
+        const p = await authorize(d.apiKeys, req, 'seg:read');
         const body = req.body as Record<string, unknown> | null;
         if (body !== null && typeof body === 'object' && body.from_agents === true) {
           const { from_agents: _f, flows: given, ...rest } = body;
           if (given !== undefined) throw new ValidationError([{ path: '/flows', message: 'give flows or from_agents, not both' }]);
           if (!Number.isInteger(rest.service_id)) throw new ValidationError([{ path: '/service_id', message: 'is required with from_agents' }]);
-          const flows = await agents.flows(rest.service_id as number);
+          const flows = await agents.flows(rest.service_id as number, await tenancy.hostsOf(p));
           return { status: 200, body: { ...propose({ ...rest, flows }), source: 'agents' } };
         }
         return { status: 200, body: propose(body) };
@@ -138,12 +151,15 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
   }
 
   r.add('GET', '/api/v1/agents', async (req) => {
-    await authorize(d.apiKeys, req, 'seg:read');
-    return { status: 200, body: { items: await agents.list() } };
+    const p = await authorize(d.apiKeys, req, 'seg:read');
+    const own = await tenancy.hostsOf(p);
+    return { status: 200, body: { items: (await agents.list()).filter((a) => Tenancy.visible(own, a.host)) } };
   });
   r.add('GET', '/api/v1/agents/:host', async (req) => {
-    await authorize(d.apiKeys, req, 'seg:read');
-    return { status: 200, body: await agents.get(req.params.host!) };
+    const p = await authorize(d.apiKeys, req, 'seg:read');
+    const host = req.params.host!;
+    if (!Tenancy.visible(await tenancy.hostsOf(p), host)) throw new AegisError('NOT_FOUND', `no agent ${host} has reported`);
+    return { status: 200, body: await agents.get(host) };
   });
 
   /**

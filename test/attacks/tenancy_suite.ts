@@ -143,7 +143,7 @@ export function tenancySuite(t: Test, newDatabase: DatabaseFactory): void {
     t.equal((await asA('POST', '/seg/maps?target_host=nobody-host', snap(904))).status, 404, 'a host of no machine');
     t.equal((await asA('POST', '/seg/maps/promote', { service_id: 900 })).status, 404, "promote B's service");
     t.equal((await asA('POST', '/seg/maps/rollback', { service_id: 900 })).status, 404, "roll back B's service");
-    for (const id of [901, 902, 903, 904]) t.equal((await s.req('GET', `/seg/maps/${id}`)).status, 404, `nothing stored for service ${id}`);
+    for (const id of [901, 902, 903, 904, 906]) t.equal((await s.req('GET', `/seg/maps/${id}`)).status, 404, `nothing stored for service ${id}`);
 
     // A service targeting _all (the unrestricted key's) is not A's to promote either.
     await s.req('POST', '/seg/maps', snap(905));
@@ -152,6 +152,17 @@ export function tenancySuite(t: Test, newDatabase: DatabaseFactory): void {
     t.same(await stateOfB(), before, "B's customer, license, machines and snapshots are unchanged");
     const b = await s.req('GET', `/api/v1/licenses/${B.licenseId}/machines`);
     t.ok(b.body.items.every((m: { status: string }) => m.status === 'active'), "B's machines are still active");
+
+    // B activates a machine under A's hostname: a snapshot sent to that name would reach
+    // B's host too, so A may no longer target it.
+    const lB = await s.req('POST', '/api/v1/licenses', { customer_id: B.customerId, tier: 'server', license_type: 'perpetual' });
+    const clash = await s.req('POST', '/api/v1/activations', new TestHost(A.host).activation(lB.body.license_key), { key: null });
+    t.equal(clash.status, 201);
+    const shared = await asA('POST', `/seg/maps?target_host=${A.host}`, snap(906));
+    t.equal(shared.status, 403, 'a hostname B also holds is refused');
+    t.equal((await asA('GET', `/api/v1/agents/${A.host}`)).status, 404, 'and is no longer visible');
+    t.equal((await s.req('DELETE', `/api/v1/machines/${clash.body.machine_id}`)).status, 200);
+    t.equal((await s.req('DELETE', `/api/v1/licenses/${lB.body.id}/revoke`, { reason: 'test' })).status, 200);
   });
 
   t.test('there is no HTTP route for API keys', async (t) => {

@@ -125,10 +125,15 @@ export class AgentRegistry {
     return rows.map((r) => r.host);
   }
 
-  /** Flows reported for a service by all agents, summed per destination (segmenter input). */
-  async flows(serviceId: number): Promise<Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>> {
-    const rows = await this.db
-      .selectFrom('agent_flows')
+  /**
+   * Flows reported for a service by all agents (or only by `hosts`, for an API key limited
+   * to one customer), summed per destination (segmenter input).
+   */
+  async flows(serviceId: number, hosts: ReadonlySet<string> | null = null): Promise<Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>> {
+    if (hosts !== null && hosts.size === 0) return [];
+    let q = this.db.selectFrom('agent_flows');
+    if (hosts !== null) q = q.where('host', 'in', [...hosts]);
+    const rows = await q
       .select(['dst', 'proto', 'port', (eb) => eb.fn.sum<number>('count').as('count')])
       .where('service_id', '=', serviceId)
       .groupBy(['dst', 'proto', 'port'])

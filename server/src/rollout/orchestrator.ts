@@ -211,6 +211,12 @@ export class Orchestrator {
     return { ...rev, rolled_back: newest.revision };
   }
 
+  /** The targets a service currently runs on (empty when it has no snapshot). */
+  async currentTargets(serviceId: number): Promise<string[]> {
+    const rows = await this.db.selectFrom('seg_current').select('target').where('service_id', '=', serviceId).execute();
+    return rows.map((r) => r.target);
+  }
+
   async history(serviceId: number): Promise<Revision[]> {
     const rows = await this.db.selectFrom('seg_revisions').selectAll().where('service_id', '=', serviceId).orderBy('revision', 'desc').execute();
     if (rows.length === 0) throw new AegisError('NOT_FOUND', `no snapshot for service ${serviceId}`);
