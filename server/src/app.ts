@@ -25,6 +25,7 @@ import { createLogger, type Logger } from './logger.js';
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.js';
 import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
+import { addJwksRoutes } from './routes_jwks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { Orchestrator } from './rollout/orchestrator.js';
 import { startDistribution, type Distribution } from './rollout/distribution.js';
@@ -138,6 +139,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     ctx,
   });
   addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle });
+  addJwksRoutes(router, { keys: ctx.keys });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
