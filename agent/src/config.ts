@@ -45,6 +45,12 @@ export interface AgentConfig {
   license_key_path: string;
   status_interval_seconds: number;
   fallback_interval_seconds: number;
+  /** Let server_url be plain http:// to a host that is not loopback (a network attacker can then read and change everything). */
+  allow_insecure_http: boolean;
+  /** RFC 7638 thumbprints of the server signing keys this host trusts; empty (and no trusted_jwks_path): trust on first use. */
+  trusted_keys: string[];
+  /** A JWKS file installed with the agent whose keys are trusted like trusted_keys. */
+  trusted_jwks_path: string;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
@@ -76,6 +82,9 @@ export function defaults(): AgentConfig {
     license_key_path: '',
     status_interval_seconds: 30,
     fallback_interval_seconds: 30,
+    allow_insecure_http: false,
+    trusted_keys: [],
+    trusted_jwks_path: '',
   };
 }
 
@@ -112,6 +121,9 @@ const SCHEMA = {
     license_key_path: { type: 'string', pattern: '^(/.*)?$' },
     status_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600 },
     fallback_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600 },
+    allow_insecure_http: { type: 'boolean' },
+    trusted_keys: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
+    trusted_jwks_path: { type: 'string', pattern: '^(/.*)?$' },
   },
 } as const;
 
@@ -142,6 +154,7 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_FLEET_KEY: 'fleet_key',
   AEGIS_FLEET_KEY_FILE: 'fleet_key_file',
   LICENSE_KEY_PATH: 'license_key_path',
+  AEGIS_TRUSTED_JWKS_PATH: 'trusted_jwks_path',
 };
 
 /** Settings given as numbers in the environment. */
@@ -204,6 +217,15 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
     const v = env[name];
     if (v !== undefined && v !== '') fromEnv[key] = /^\d+$/.test(v) ? Number(v) : v;
   }
+  const insecure = env.AEGIS_ALLOW_INSECURE_HTTP;
+  if (insecure !== undefined && insecure !== '') {
+    if (/^(1|true|yes)$/i.test(insecure)) fromEnv.allow_insecure_http = true;
+    else if (/^(0|false|no)$/i.test(insecure)) fromEnv.allow_insecure_http = false;
+    else problems.push(`AEGIS_ALLOW_INSECURE_HTTP: must be true or false, got ${JSON.stringify(insecure)}`);
+  }
+  if (env.AEGIS_TRUSTED_KEYS) {
+    fromEnv.trusted_keys = env.AEGIS_TRUSTED_KEYS.split(',').map((k) => k.trim()).filter(Boolean);
+  }
   if (env.AEGIS_SERVICES) {
     try {
       fromEnv.services = parseServices(env.AEGIS_SERVICES);
@@ -226,8 +248,37 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
       }
     }
   }
+  if (problems.length === 0) {
+    const c = merged as unknown as AgentConfig;
+    const why = insecureServerUrl(c.server_url);
+    if (why && !c.allow_insecure_http) {
+      problems.push(
+        `server_url: ${c.server_url} is plain http:// to ${why}: anyone on the network path can read and change what the server says (keys, licenses, policy). ` +
+          'Use an https:// URL, or set allow_insecure_http: true (AEGIS_ALLOW_INSECURE_HTTP=true) if you accept that risk',
+      );
+    }
+  }
   if (problems.length > 0) throw new ConfigError([...new Set(problems)]);
   return { config: merged as unknown as AgentConfig, file };
+}
+
+/** Loopback hosts: a plain http:// server there never crosses a network. */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** Why `url` is plain http across a network ("host 10.0.0.1 (not loopback)"), or null when it is https or loopback. */
+export function insecureServerUrl(url: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return null; // the schema pattern reports a malformed URL
+  }
+  if (u.protocol !== 'http:' || isLoopbackHost(u.hostname)) return null;
+  return `host ${u.hostname} (not loopback)`;
 }
 
 /** The fleet key from fleet_key or fleet_key_file (which must be 0600), or null when none is set. */

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { normalizeLicenseKey, type Feature, type Tier } from '../../protocol/src/index.js';
-import { fleetKeyOf, loadConfig, type AgentConfig, type ConfigSources } from './config.js';
+import { fleetKeyOf, insecureServerUrl, loadConfig, type AgentConfig, type ConfigSources } from './config.js';
 import { FleetLicense } from './fleet_license.js';
 import { JwksCache } from './jwks_cache.js';
 import { AgentBus } from './nats/agent_bus.js';
@@ -25,6 +25,7 @@ import { createAgentLogger, type Logger } from './logger.js';
 import { PolicyManager } from './policy.js';
 import { ServerLink } from './server_link.js';
 import { StateStore } from './state_store.js';
+import { TrustAnchors } from './trust_anchors.js';
 
 export const AGENT_VERSION: string = (
   JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -44,6 +45,7 @@ export class AgentDaemon {
   private policy!: PolicyManager;
   private readonly api: ControlApi;
   private readonly fleetKey: Buffer | null;
+  private readonly anchors: TrustAnchors;
   private jwks!: JwksCache;
   private fleet: FleetLicense | null = null;
   private seg!: SegClient;
@@ -59,6 +61,7 @@ export class AgentDaemon {
   ) {
     this.config = config;
     this.fleetKey = fleetKeyOf(config); // a bad key is a configuration error, found at start
+    this.anchors = new TrustAnchors(config, config.state_dir); // so is an unreadable trusted_jwks_path
     this.log = createAgentLogger(config.log_level, config.log_format);
     this.api = new ControlApi(this.log);
   }
@@ -98,6 +101,20 @@ export class AgentDaemon {
       }
     }
     this.certificate = new ClientCertificate({ store: this.store, log: this.log, identity: this.identity, hostname: c.hostname, link: this.link, pinnedCa });
+    const anchors = this.anchors;
+    this.jwks = new JwksCache(this.store, this.link, this.log, anchors);
+    await this.jwks.open();
+    if (!this.jwks.pinned) {
+      const insecure = insecureServerUrl(c.server_url);
+      if (insecure) {
+        this.log.warn(
+          `INSECURE: server_url ${c.server_url} is plain http:// to ${insecure} and no server key is pinned: anyone on the network path can inject signing keys and push policy. Use https:// and pin the server key (trusted_keys, trusted_jwks_path or aegisctl trust add)`,
+          { server_url: c.server_url, allow_insecure_http: true },
+        );
+      }
+    } else {
+      this.log.info('server keys pinned: keys are adopted only when pinned or signed by a trusted key', { pinned: [...anchors.pinned()] });
+    }
     this.kernelToken = new KernelToken({ tokenPath: c.token_path, stateDir: this.store.dir, kmodReloadPath: c.kmod_reload_path, log: this.log });
     this.license = new LicenseManager({
       store: this.store,
@@ -109,9 +126,9 @@ export class AgentDaemon {
       agentVersion: AGENT_VERSION,
       certificate: this.certificate,
       kernelToken: this.kernelToken,
+      jwks: this.jwks,
     });
     await this.license.restore();
-    this.jwks = new JwksCache(this.store, this.link, this.log);
     if (this.fleetKey) {
       this.fleet = new FleetLicense({
         fleet: c.fleet,

@@ -32,7 +32,7 @@ import type { HostIdentity } from './host_identity.js';
 import type { KernelToken } from './kernel_token.js';
 import type { Logger } from './logger.js';
 import { verifyLicenseOffline, decodeUnverified } from './license_verifier.js';
-import { JWKS_FILE } from './jwks_cache.js';
+import { JWKS_FILE, type JwksCache } from './jwks_cache.js';
 import { ServerError } from './server_error.js';
 import type { ServerLink } from './server_link.js';
 import type { StateStore } from './state_store.js';
@@ -88,6 +88,8 @@ export interface LicenseDeps {
   certificate: ClientCertificate;
   /** The kernel module's copy of the kernel token. */
   kernelToken: KernelToken;
+  /** Admits the keys a token bundle brings (only trusted ones when anchors are pinned). */
+  jwks: JwksCache;
   backoff?: BackoffPolicy;
 }
 
@@ -226,7 +228,7 @@ export class LicenseManager extends EventEmitter {
 
   /** Verifies, caches and applies a token bundle from the server. */
   private async adopt(bundle: TokenBundle, machine: MachineRecord): Promise<LicenseClaims> {
-    const jwks: JSONWebKeySet = bundle.jwks;
+    const jwks: JSONWebKeySet = await this.d.jwks.admit(bundle.jwks as JSONWebKeySet, 'activation or refresh answer');
     const verdict = await verifyLicenseOffline(bundle.license_token, jwks, {
       hardwareId: this.d.hardwareId,
       hostKeyThumbprint: this.d.identity.thumbprint,

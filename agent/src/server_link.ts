@@ -16,6 +16,7 @@ import {
   type AgentScope,
   type AgentSnapshotsResponse,
   type JwksDocument,
+  type SignedJwksDocument,
   type RefreshRequest,
   type TokenBundle,
 } from '../../protocol/src/index.js';
@@ -30,6 +31,7 @@ const ROUTES = {
   refresh: (machineId: string) => `/api/v1/machines/${encodeURIComponent(machineId)}/refresh`,
   snapshots: (host: string) => `/api/v1/agents/${encodeURIComponent(host)}/snapshots`,
   jwks: '/.well-known/jwks.json',
+  signedJwks: '/.well-known/jwks.signed',
 } as const;
 
 /** Licensing calls may wait on the database; snapshot and key reads are quick or skipped. */
@@ -116,6 +118,15 @@ export class ServerLink {
     const viaChannel = await this.overChannel('snapshots', 'snapshots:read', 'GET', AGENT_API.snapshots, undefined, check);
     if (viaChannel !== undefined) return viaChannel;
     return check(await this.request<AgentSnapshotsResponse | null>({ method: 'GET', path: ROUTES.snapshots(host), headers: { 'x-aegis-proof': proof() }, timeoutMs: READ_TIMEOUT_MS }));
+  }
+
+  /** The key set signed by every key in it (`/.well-known/jwks.signed`): how rotations reach pinned agents. */
+  async signedJwks(): Promise<SignedJwksDocument> {
+    const body = await this.request<SignedJwksDocument | null>({ method: 'GET', path: ROUTES.signedJwks, timeoutMs: READ_TIMEOUT_MS });
+    if (!Array.isArray(body?.jwks?.keys) || !Array.isArray(body.signatures)) {
+      throw new ServerError('BAD_ANSWER', 'answer is not a signed JWKS', { status: 502, final: false });
+    }
+    return body;
   }
 
   /** The server's published signing keys (`/.well-known/jwks.json`, no credentials). */

@@ -113,3 +113,5 @@ export { subjectWildcards, agentSubjectHost, AGENT_REPORT_KINDS } from './subjec
 export type { AgentReportKind } from './subjects.js';
 export { agentNatsPermissions, serverNatsPermissions, accountPushNatsPermissions } from './nats_permissions.js';
 export type { NatsPermissions } from './nats_permissions.js';
+export { JWKS_SIGNATURE_TYP, canonicalJson } from './jwks_signature.js';
+export type { SignedJwksDocument } from './jwks_signature.js';

@@ -26,6 +26,7 @@ import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.
 import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
 import { Tenancy } from './tenancy.js';
+import { addJwksRoutes } from './routes_jwks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { Orchestrator } from './rollout/orchestrator.js';
 import { startDistribution, type Distribution } from './rollout/distribution.js';
@@ -141,6 +142,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     ctx,
   });
   addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle, tenancy });
+  addJwksRoutes(router, { keys: ctx.keys });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });

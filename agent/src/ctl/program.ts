@@ -7,6 +7,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_SOCKET } from './agent_client.js';
 import { adminCommands } from './commands_admin.js';
 import { localCommands } from './commands_local.js';
+import { trustCommand } from './commands_trust.js';
 import { parseSeconds, type CtlIo } from './context.js';
 import { CtlError, formatError } from './errors.js';
 import { EXIT_CODE_HELP, ExitCode } from './exit_codes.js';
@@ -24,7 +25,8 @@ function version(): string {
 const EPILOGUE = [
   '',
   'Local commands (status, hwid, license, activate, deactivate, refresh, snapshots, reload,',
-  'token) talk to aegis-agent on this host; customers, licenses and keys talk to aegis-server.',
+  'token) talk to aegis-agent on this host; trust edits its pinned server keys in the state dir;',
+  'customers, licenses and keys talk to aegis-server.',
   '',
   'Environment:',
   `  AEGIS_SERVER   aegis-server URL (default ${DEFAULT_SERVER})`,
@@ -65,7 +67,7 @@ export function buildProgram(io: CtlIo): Command {
     .option('-q, --quiet', 'no progress line on stderr')
     .addOption(new Option('--timeout <seconds>', 'give up waiting for an answer after this long').argParser(parseSeconds).default(30))
     .addHelpText('after', EPILOGUE);
-  for (const c of [...localCommands(io), ...adminCommands(io)]) program.addCommand(c);
+  for (const c of [...localCommands(io), trustCommand(io), ...adminCommands(io)]) program.addCommand(c);
   configureTree(program, io);
   return program;
 }

@@ -239,6 +239,26 @@ export class KeyStore {
     return this.signing.key;
   }
 
+  /**
+   * The private key of every non-retired key (the signing key first), for signing the key
+   * set itself; each file is held to the same 0600 rule as the signing key.
+   */
+  verifyingSigningKeys(): SigningKey[] {
+    this.reloadIfChanged();
+    const out: SigningKey[] = [];
+    for (const kid of this.kids().filter((k) => !this.isRetired(k))) {
+      const path = this.privatePath(kid);
+      if (!existsSync(path)) continue; // a public key copied in without its private half cannot sign
+      if ((statSync(path).mode & 0o077) !== 0) {
+        throw new AegisError('INSECURE_KEY_FILE', `private key ${path} must not be readable by group or others (chmod 600 ${path})`);
+      }
+      const privateKey = createPrivateKey(readFileSync(path));
+      if (privateKey.asymmetricKeyType !== 'ed25519') throw new AegisError('SIGNING_KEY_UNAVAILABLE', `${kid} is not an Ed25519 key`);
+      out.push({ kid, privateKey });
+    }
+    return out;
+  }
+
   /** The JWKS document: every non-retired public key. */
   jwks(): { keys: Array<Ed25519PublicJwk & { kid: string; alg: 'EdDSA'; use: 'sig' }> } {
     return {
