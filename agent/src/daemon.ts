@@ -155,6 +155,7 @@ export class AgentDaemon {
       host: c.hostname,
       link: this.link,
       policy: this.policy,
+      store: this.store,
       jwks: this.jwks,
       license: this.license,
       edition: () => this.editionInfo(),

@@ -2,8 +2,9 @@
  * Segmentation policy from the control plane: signed snapshot messages arrive over NATS
  * (aegis.seg.maps.<host>.<svc> and _all.<svc>, last values via Direct Get) or, when NATS
  * is unreachable, from the server's HTTP fallback. Both paths end in accept(): verify
- * the signature against the server's keys, check the target, order by (revision, iat)
- * so nothing older than what runs is obeyed, then apply, renew or withdraw, and ack.
+ * the signature against the server's keys, check the target and exp, order by
+ * (revision, stage, iat) against the saved floor (seg_floor.ts) so nothing older than what
+ * was last accepted is obeyed, even after a restart, then apply, renew or withdraw, and ack.
  *
  * Also reports to the server: status every interval, acks per applied revision, and the
  * flows the datapath denied (or would have) for the segmenter.
@@ -12,6 +13,7 @@ import {
   ALL_HOSTS,
   AUD_SEG_MAP,
   AUD_SNAPSHOTS_PROOF,
+  SEG_EXP_LEEWAY_SECONDS,
   signHostProof,
   type AgentAck,
   type AgentStatusReport,
@@ -26,12 +28,16 @@ import type { Logger } from './logger.js';
 import type { AgentBus } from './nats/agent_bus.js';
 import type { PolicyManager } from './policy.js';
 import type { ServerLink } from './server_link.js';
+import { compareFloor, SegFloor, type FloorEntry } from './seg_floor.js';
+import type { StateStore } from './state_store.js';
 
 export interface SegClientDeps {
   host: string;
   /** The HTTP fallback for snapshots goes through the agent's one link to the server. */
   link: ServerLink;
   policy: PolicyManager;
+  /** Holds the replay floor (seg_floor.json). */
+  store: StateStore;
   jwks: JwksCache;
   license: LicenseManager;
   edition: () => { edition: 'licensed' | 'community'; tier: AgentStatusReport['tier'] };
@@ -41,15 +47,10 @@ export interface SegClientDeps {
   fallbackIntervalMs: number;
 }
 
-interface Seen {
-  revision: number;
-  iat: number;
-}
-
 /** Snapshot messages in (NATS or the HTTP fallback), acks, status and denied flows out. */
 export class SegClient {
   private bus: AgentBus | null = null;
-  private readonly seen = new Map<number, Seen>();
+  private readonly floor: SegFloor;
   private statusTimer: NodeJS.Timeout | null = null;
   private fallbackTimer: NodeJS.Timeout | null = null;
   private flowCounts = new Map<string, number>();
@@ -59,10 +60,12 @@ export class SegClient {
   lastFallbackError: string | null = null;
 
   constructor(private readonly d: SegClientDeps) {
-    // Cached records set the floor: a replayed older message never replaces them.
+    this.floor = new SegFloor(d.store);
+    // A snapshot cached by an agent that predates the saved floor still sets one; a local
+    // snapshot (control socket) never does.
     for (const id of d.policy.configuredServiceIds()) {
       const r = d.policy.record(id);
-      if (r) this.seen.set(id, { revision: r.revision, iat: 0 });
+      if (r && r.source !== 'local') this.floor.seed(id, { revision: r.revision, stage: r.stage, iat: 0 });
     }
   }
 
@@ -81,18 +84,28 @@ export class SegClient {
     if (c.aud !== AUD_SEG_MAP) return reject('not a snapshot message');
     if (c.target !== this.d.host && c.target !== ALL_HOSTS) return reject(`addressed to ${String(c.target)}`);
     if (!Number.isInteger(c.service_id) || !Number.isInteger(c.revision) || !Number.isInteger(c.iat)) return reject('incomplete claims');
+    if (typeof c.exp !== 'number' || !Number.isFinite(c.exp)) return reject('no exp: a message that never expires is refused');
+    const now = Math.floor(Date.now() / 1000);
+    if (now > c.exp + SEG_EXP_LEEWAY_SECONDS) return reject(`expired at ${new Date(c.exp * 1000).toISOString()} (${now - c.exp} s ago): replay refused`);
     if (c.stage !== 'canary' && c.stage !== 'enforce') return reject('bad stage');
     const id = c.service_id as number;
     if (!this.d.policy.configuredServiceIds().includes(id)) return; // not a service of this host
     if (c.snapshot !== null && (typeof c.snapshot !== 'object' || c.snapshot?.service_id !== id)) return reject('snapshot does not match its service');
-    const prev = this.seen.get(id);
+    const prev = this.floor.get(id);
     const revision = c.revision as number;
     const iat = c.iat as number;
-    if (prev && (revision < prev.revision || (revision === prev.revision && iat < prev.iat))) {
-      return reject(`older than what runs (revision ${prev.revision}): replay or rollback refused`);
+    const entry: FloorEntry = { revision, stage: c.stage, iat };
+    if (prev) {
+      const cmp = compareFloor(entry, prev);
+      // The very message already accepted (a NATS redelivery, a second fallback answer within
+      // the same second): nothing new, nothing to refuse loudly.
+      if (cmp === 0) return;
+      if (cmp < 0) return reject(`not newer than the last accepted (revision ${prev.revision} ${prev.stage}, iat ${prev.iat}): replay or rollback refused`);
     }
     this.lastSource = source;
-    const current = this.d.policy.record(id);
+    const rec = this.d.policy.record(id);
+    // A local snapshot is its own namespace: a server message never "renews" it.
+    const current = rec && rec.source !== 'local' ? rec : null;
     try {
       if (c.snapshot === null) {
         await this.d.policy.withdraw(id);
@@ -101,7 +114,7 @@ export class SegClient {
       } else {
         await this.d.policy.accept(c.snapshot as MapSnapshot, { revision, stage: c.stage as Stage, source });
       }
-      this.seen.set(id, { revision, iat });
+      await this.floor.raise(id, entry);
       if (!current || current.revision !== revision || current.stage !== c.stage) await this.ack(id, revision, c.stage as Stage, null);
     } catch (e) {
       this.d.log.error('cannot apply snapshot', { service_id: id, revision, error: (e as Error).message });

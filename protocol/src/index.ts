@@ -58,6 +58,7 @@ export { signHostProof } from './host_proof.js';
 export { ENVELOPE_VERSION, FLEET_KEY_BYTES, MAX_ENVELOPE_BYTES, EnvelopeError, parseFleetKey, sealEnvelope, openEnvelope } from './envelope.js';
 export type { SealedEnvelope } from './envelope.js';
 export { AUD_SEG_MAP, AUD_FLEET_LICENSE } from './seg_messages.js';
+export { SEG_WITHDRAWAL_EXP_SECONDS, SEG_EXP_LEEWAY_SECONDS, segMessageExp } from './seg_messages.js';
 export type { SegMapClaims, FleetLicenseClaims, AgentStatusReport, AgentAck, AgentFlowsReport } from './seg_messages.js';
 export { backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
 export type { BackoffPolicy } from './backoff.js';

@@ -10,11 +10,30 @@ import type { Feature, Tier } from './tiers.js';
 export const AUD_SEG_MAP = 'aegis-seg-map';
 export const AUD_FLEET_LICENSE = 'aegis-fleet-license';
 
+/**
+ * How long a signed withdrawal (snapshot null) stays acceptable: it has no TTL of its own,
+ * and an hour is ample for delivery while bounding how long a recorded one can be replayed.
+ */
+export const SEG_WITHDRAWAL_EXP_SECONDS = 3600;
+/** Clock skew tolerated between server and host when checking a snapshot message's exp. */
+export const SEG_EXP_LEEWAY_SECONDS = 60;
+
+/**
+ * The exp of a snapshot message: iat + the snapshot's ttl_seconds (a message is no use after
+ * the policy it carries would have run out anyway), or iat + SEG_WITHDRAWAL_EXP_SECONDS for a
+ * withdrawal. Republication re-signs, so exp moves forward with every renewal.
+ */
+export function segMessageExp(iat: number, snapshot: MapSnapshot | null): number {
+  return iat + (snapshot === null ? SEG_WITHDRAWAL_EXP_SECONDS : snapshot.ttl_seconds);
+}
+
 /** Payload of a snapshot message on aegis.seg.maps.<host|_all>.<service_id>. */
 export interface SegMapClaims {
   aud: typeof AUD_SEG_MAP;
   iss: string;
   iat: number;
+  /** After this (epoch seconds, with SEG_EXP_LEEWAY_SECONDS) hosts refuse the message. */
+  exp: number;
   /** A host name, or "_all". */
   target: string;
   service_id: number;

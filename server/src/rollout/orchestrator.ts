@@ -17,6 +17,7 @@ import {
   type SegMapClaims,
   type Stage,
   checkMapSnapshot,
+  segMessageExp,
 } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { epochSeconds, iso, type Clock } from '../clock.js';
@@ -236,12 +237,17 @@ export class Orchestrator {
     return rows.map((r) => ({ ...r, service_id: Number(r.service_id), revision: Number(r.revision), stage: r.stage as Stage }));
   }
 
-  /** The signed message hosts act on. */
+  /**
+   * The signed message hosts act on. Signed afresh on every publication and fallback answer,
+   * so its exp (iat + ttl_seconds) moves forward with each renewal.
+   */
   async sign(rev: Revision, target: string): Promise<string> {
+    const iat = epochSeconds(this.clock.now());
     const claims: SegMapClaims = {
       aud: AUD_SEG_MAP,
       iss: TOKEN_ISSUER,
-      iat: epochSeconds(this.clock.now()),
+      iat,
+      exp: segMessageExp(iat, rev.snapshot),
       target,
       service_id: rev.service_id,
       revision: rev.revision,
