@@ -33,10 +33,12 @@ async function sign(payload: unknown, key: KeyObject, kid: string, typ?: string)
 }
 
 function segMessage(host: string, revision: number): Record<string, unknown> {
+  const iat = Math.floor(Date.now() / 1000);
   return {
     aud: AUD_SEG_MAP,
     iss: 'aegis-server',
-    iat: Math.floor(Date.now() / 1000),
+    iat,
+    exp: iat + 600,
     target: host,
     service_id: SERVICE,
     revision,
