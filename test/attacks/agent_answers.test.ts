@@ -7,58 +7,23 @@
  * server's explicit final answer (here: revocation) takes the host to the community edition.
  */
 import t from 'tap';
-import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { startTestServer, type TestServer } from '../harness/server.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from '../harness/agent.js';
+import { Middlebox, type OwnAnswer } from '../harness/middlebox.js';
 
-type Mode = 'forward' | { status: number; contentType: string; body: string };
-
-/** A middlebox in front of aegis-server: forwards, or answers on its own. */
-class Middlebox {
-  mode: Mode = 'forward';
-  private constructor(
-    readonly server: Server,
-    readonly url: string,
-  ) {}
-
-  static async start(upstream: string): Promise<Middlebox> {
-    const target = new URL(upstream);
-    let box: Middlebox;
-    const server = createServer((req, res) => {
-      const mode = box.mode;
-      if (mode !== 'forward') {
-        res.writeHead(mode.status, { 'content-type': mode.contentType });
-        res.end(mode.body);
-        return;
-      }
-      const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
-        res.writeHead(ur.statusCode ?? 502, ur.headers);
-        ur.pipe(res);
-      });
-      up.on('error', () => res.destroy());
-      req.pipe(up);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    box = new Middlebox(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
-    return box;
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
+type Mode = 'forward' | OwnAnswer;
 
 let s: TestServer;
 let box: Middlebox;
+/** What the middlebox in front of the server does with the next request. */
+let mode: Mode = 'forward';
 let agent: TestAgent;
 let licenseId: string;
 const dir = agentDir();
 
 t.before(async () => {
   s = await startTestServer();
-  box = await Middlebox.start(s.url);
+  box = await Middlebox.start(s.url, { answer: () => (mode === 'forward' ? null : mode) });
   const c = await s.req('POST', '/api/v1/customers', { name: 'Middlebox victim' });
   const l = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual' });
   licenseId = l.body.id;
@@ -88,15 +53,15 @@ t.test('answers that are not from aegis-server never end the license', async (t)
     ['a 502 from a load balancer', { status: 502, contentType: 'text/html', body: '<h1>Bad Gateway</h1>' }, 'HTTP_502'],
     ['JSON that is not an Aegis error', { status: 403, contentType: 'application/json', body: '{"message":"denied"}' }, 'HTTP_403'],
   ];
-  for (const [what, mode, code] of answers) {
-    box.mode = mode;
+  for (const [what, answer, code] of answers) {
+    mode = answer;
     const r = await refresh();
     t.equal(r.state, 'licensed', `${what}: the host stays licensed`);
     t.equal(r.last_error?.code, code, `${what}: the error says what answered`);
     const lic = await agent.api('GET', '/v1/license');
     t.equal(lic.body.retrying, true, `${what}: the refresh is retried`);
   }
-  box.mode = 'forward';
+  mode = 'forward';
   const ok = await refresh();
   t.equal(ok.state, 'licensed');
   t.equal(ok.last_error, null, 'through an honest path the refresh succeeds again');

@@ -10,8 +10,6 @@
  */
 import type { Test } from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
@@ -20,6 +18,7 @@ import { AUD_SEG_MAP, JWKS_SIGNATURE_TYP, canonicalJson, jwkThumbprint, publicJw
 import { startTestServer, type TestServer } from '../harness/server.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from '../harness/agent.js';
 import { aegisctl } from '../harness/ctl.js';
+import { Middlebox, eventually, type OwnAnswer, type UpstreamAnswer } from '../harness/middlebox.js';
 
 export type DatabaseFactory = () => Promise<string | undefined>;
 
@@ -54,81 +53,50 @@ class Mitm {
   snapshots: string[] | null = null;
   readonly privateKey: KeyObject;
   readonly jwk: Record<string, unknown>;
-  private constructor(
-    readonly server: Server,
-    readonly url: string,
-    keys: { privateKey: KeyObject },
-  ) {
-    this.privateKey = keys.privateKey;
-    this.jwk = { ...publicJwkOf(keys.privateKey), kid: MITM_KID, alg: 'EdDSA', use: 'sig' };
+  private box!: Middlebox;
+
+  private constructor() {
+    this.privateKey = generateKeyPairSync('ed25519').privateKey;
+    this.jwk = { ...publicJwkOf(this.privateKey), kid: MITM_KID, alg: 'EdDSA', use: 'sig' };
   }
 
   static async start(upstream: string): Promise<Mitm> {
-    const target = new URL(upstream);
-    let box: Mitm;
-    const server = createServer((req, res) => void box.handle(req, res, target));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    box = new Mitm(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, generateKeyPairSync('ed25519'));
-    return box;
+    const m = new Mitm();
+    m.box = await Middlebox.start(upstream, { answer: (req) => m.answer(req), rewrite: (res) => m.rewrite(res) });
+    return m;
   }
 
-  private async handle(req: IncomingMessage, res: import('node:http').ServerResponse, target: URL): Promise<void> {
-    const path = req.url ?? '/';
-    const json = (body: unknown) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
+  get url(): string {
+    return this.box.url;
+  }
+
+  private async answer({ method, path }: { method: string; path: string }): Promise<OwnAnswer | null> {
+    const json = (body: unknown): OwnAnswer => ({ status: 200, contentType: 'application/json', body: JSON.stringify(body) });
     if (this.inject && path === '/.well-known/jwks.signed') {
       const jwks = { keys: [this.jwk] };
       return json({ jwks, signatures: [await sign(canonicalJson(jwks), this.privateKey, MITM_KID, JWKS_SIGNATURE_TYP)] });
     }
-    if (this.snapshots && req.method === 'GET' && /^\/api\/v1\/agents\/[^/]+\/snapshots$/.test(path)) {
+    if (this.snapshots && method === 'GET' && /^\/api\/v1\/agents\/[^/]+\/snapshots$/.test(path)) {
       return json({ host: decodeURIComponent(path.split('/')[4]!), messages: this.snapshots });
     }
-    const body = await new Promise<Buffer>((resolve) => {
-      const parts: Buffer[] = [];
-      req.on('data', (c: Buffer) => parts.push(c));
-      req.on('end', () => resolve(Buffer.concat(parts)));
-    });
-    const headers = { ...req.headers };
-    delete headers['accept-encoding'];
-    const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path, headers }, (ur) => {
-      const parts: Buffer[] = [];
-      ur.on('data', (c: Buffer) => parts.push(c));
-      ur.on('end', () => {
-        let out = Buffer.concat(parts);
-        const h = { ...ur.headers };
-        if (this.inject && (ur.headers['content-type'] ?? '').includes('json')) {
-          try {
-            const v = JSON.parse(out.toString('utf8')) as Record<string, any>;
-            // The key set the server published, and the one in activation/refresh answers.
-            if (path === '/.well-known/jwks.json' && Array.isArray(v.keys)) v.keys.push(this.jwk);
-            if (v.jwks && Array.isArray(v.jwks.keys)) v.jwks.keys.push(this.jwk);
-            out = Buffer.from(JSON.stringify(v));
-            delete h['content-length'];
-          } catch {
-            // not JSON after all: pass it on
-          }
-        }
-        res.writeHead(ur.statusCode ?? 502, h);
-        res.end(out);
-      });
-    });
-    up.on('error', () => res.destroy());
-    up.end(body);
+    return null;
+  }
+
+  private rewrite({ path, contentType, body }: UpstreamAnswer): Buffer | undefined {
+    if (!this.inject || !contentType.includes('json')) return undefined;
+    try {
+      const v = JSON.parse(body.toString('utf8')) as Record<string, any>;
+      // The key set the server published, and the one in activation/refresh answers.
+      if (path === '/.well-known/jwks.json' && Array.isArray(v.keys)) v.keys.push(this.jwk);
+      if (v.jwks && Array.isArray(v.jwks.keys)) v.jwks.keys.push(this.jwk);
+      return Buffer.from(JSON.stringify(v));
+    } catch {
+      return undefined; // not JSON after all: pass it on
+    }
   }
 
   close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
-
-async function eventually(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
+    return this.box.close();
   }
 }
 

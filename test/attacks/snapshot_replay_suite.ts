@@ -11,11 +11,10 @@
  */
 import type { Test } from 'tap';
 import { statSync } from 'node:fs';
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { startTestServer, type TestServer } from '../harness/server.js';
 import { startAgent, agentDir, cleanupDir, type AgentOptions, type TestAgent } from '../harness/agent.js';
+import { Middlebox, eventually } from '../harness/middlebox.js';
 
 export type DatabaseFactory = () => Promise<string | undefined>;
 
@@ -30,72 +29,40 @@ interface Claims {
 }
 const claimsOf = (jws: string): Claims => JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as Claims;
 
-/** Forwards to aegis-server, keeps every snapshot message it sees, and can answer the fallback itself. */
-class Middlebox {
+/** A middlebox that keeps every snapshot message the fallback answers with, and can answer that route itself. */
+class Recorder {
   readonly recorded: string[] = [];
   /** Served as the host's snapshots instead of the server's answer (null: forward). */
   replay: string[] | null = null;
-  private constructor(
-    readonly server: Server,
-    readonly url: string,
-  ) {}
+  box!: Middlebox;
 
-  static async start(upstream: string): Promise<Middlebox> {
-    const target = new URL(upstream);
-    let box: Middlebox;
-    const server = createServer((req, res) => void box.handle(req, res, target));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    box = new Middlebox(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
-    return box;
+  static async start(upstream: string): Promise<Recorder> {
+    const r = new Recorder();
+    r.box = await Middlebox.start(upstream, {
+      answer: ({ method, path }) =>
+        method === 'GET' && FALLBACK.test(path) && r.replay
+          ? { status: 200, contentType: 'application/json', body: JSON.stringify({ host: decodeURIComponent(path.split('/')[4]!), messages: r.replay }) }
+          : null,
+      rewrite: ({ method, path, status, body }) => {
+        if (method !== 'GET' || !FALLBACK.test(path) || status !== 200) return undefined;
+        try {
+          const v = JSON.parse(body.toString('utf8')) as { messages?: unknown[] };
+          for (const m of v.messages ?? []) if (typeof m === 'string') r.recorded.push(m);
+        } catch {
+          // not JSON: nothing to record
+        }
+        return undefined;
+      },
+    });
+    return r;
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse, target: URL): Promise<void> {
-    const path = req.url ?? '/';
-    const fallback = req.method === 'GET' && FALLBACK.test(path);
-    if (fallback && this.replay) {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ host: decodeURIComponent(path.split('/')[4]!), messages: this.replay }));
-      return;
-    }
-    const body = await new Promise<Buffer>((resolve) => {
-      const parts: Buffer[] = [];
-      req.on('data', (c: Buffer) => parts.push(c));
-      req.on('end', () => resolve(Buffer.concat(parts)));
-    });
-    const headers = { ...req.headers };
-    delete headers['accept-encoding'];
-    const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path, headers }, (ur) => {
-      const parts: Buffer[] = [];
-      ur.on('data', (c: Buffer) => parts.push(c));
-      ur.on('end', () => {
-        const out = Buffer.concat(parts);
-        if (fallback && ur.statusCode === 200) {
-          try {
-            const v = JSON.parse(out.toString('utf8')) as { messages?: unknown[] };
-            for (const m of v.messages ?? []) if (typeof m === 'string') this.recorded.push(m);
-          } catch {
-            // not JSON: nothing to record
-          }
-        }
-        res.writeHead(ur.statusCode ?? 502, ur.headers);
-        res.end(out);
-      });
-    });
-    up.on('error', () => res.destroy());
-    up.end(body);
+  get url(): string {
+    return this.box.url;
   }
 
   close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
-
-async function eventually(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
+    return this.box.close();
   }
 }
 
@@ -110,7 +77,7 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     const url = await newDatabase();
     const s: TestServer = await startTestServer(url === undefined ? {} : { databaseUrl: url });
     t.teardown(() => s.close());
-    const box = await Middlebox.start(s.url);
+    const box = await Recorder.start(s.url);
     t.teardown(() => box.close());
     const host = `replay-host-${process.pid}-${Math.random().toString(36).slice(2, 6)}`;
     const dir = agentDir();
