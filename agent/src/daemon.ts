@@ -50,7 +50,6 @@ export class AgentDaemon {
   private fleet: FleetLicense | null = null;
   private seg!: SegClient;
   private bus: AgentBus | null = null;
-  private busCreds: string | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private readonly startedAt = Date.now();
   private stopping: Promise<void> | null = null;
@@ -147,10 +146,12 @@ export class AgentDaemon {
     await this.policy.restore();
     this.license.on('change', () => {
       this.featuresChanged();
-      // Deactivated: the issued NATS user is revoked; stop using it.
-      if (this.busCreds && !this.config.nats_creds_file && this.license.machineId === null) void this.natsCredentialsChanged();
+      // Activated or deactivated: the bus speaks for a machine id (or none), and a
+      // deactivated machine's issued NATS user is revoked; reconnect as what this host is now.
+      if (this.bus && this.bus.machine !== this.license.machineId) void this.reconnectNats('machine changed');
     });
-    this.license.on('nats-credentials', () => void this.natsCredentialsChanged());
+    // Issued or renewed credentials (the same file, new content): reconnect with them.
+    this.license.on('nats-credentials', () => void this.reconnectNats('new NATS credentials'));
     this.seg = new SegClient({
       host: c.hostname,
       link: this.link,
@@ -190,16 +191,22 @@ export class AgentDaemon {
     return existsSync(issued) ? issued : null;
   }
 
-  /** New NATS credentials (activation) or none any more (deactivation): reconnect with what is there now. */
-  private async natsCredentialsChanged(): Promise<void> {
-    if (!this.config.nats_url || this.config.nats_creds_file) return;
-    const now = this.natsCredsFile();
-    if (now === this.busCreds && this.bus) return;
+  /**
+   * Reconnects NATS as what this host is now: its machine id (or none) and its current
+   * credentials (issued at activation, renewed on refresh, removed at deactivation). Each
+   * call supersedes the ones before it: a connection that completes for an older call is
+   * closed instead of used.
+   */
+  private natsGeneration = 0;
+  private async reconnectNats(why: string): Promise<void> {
+    if (!this.config.nats_url || this.stopping) return;
+    const gen = ++this.natsGeneration;
+    this.log.info('reconnecting NATS', { why, machine_id: this.license.machineId });
     const old = this.bus;
     this.bus = null;
     await this.seg.detachBus();
     await old?.close().catch(() => undefined);
-    await this.connectNats();
+    if (gen === this.natsGeneration) await this.connectNats(gen);
   }
 
   /**
@@ -207,7 +214,7 @@ export class AgentDaemon {
    * force. A host without a fleet license waits at most 10 s for one, then runs as the
    * community edition (a later envelope still licenses it).
    */
-  private async connectNats(): Promise<void> {
+  private async connectNats(gen = this.natsGeneration): Promise<void> {
     const c = this.config;
     const started = Date.now();
     const waitFleet = this.fleet !== null && this.fleet.claims === null;
@@ -228,12 +235,11 @@ export class AgentDaemon {
         url: c.nats_url.split(','),
         ...(credsFile ? { credsFile } : c.nats_user ? { user: c.nats_user, pass: c.nats_password } : {}),
         ...(c.nats_tls_ca ? { tls: { caFile: c.nats_tls_ca } } : {}),
-        host: c.hostname,
+        machine: this.license.machineId,
         log: this.log,
         waitOnFirstConnect: true,
       });
-      this.busCreds = credsFile;
-      if (this.stopping) {
+      if (this.stopping || gen !== this.natsGeneration) {
         await bus.close();
         return;
       }

@@ -32,6 +32,7 @@ import { compareFloor, SegFloor, type FloorEntry } from './seg_floor.js';
 import type { StateStore } from './state_store.js';
 
 export interface SegClientDeps {
+  /** This host's hostname: a label in reports (the machine id is the identity). */
   host: string;
   /** The HTTP fallback for snapshots goes through the agent's one link to the server. */
   link: ServerLink;
@@ -82,7 +83,8 @@ export class SegClient {
       this.d.log.warn('rejected a snapshot message', { source, reason, service_id: c.service_id, revision: c.revision });
     };
     if (c.aud !== AUD_SEG_MAP) return reject('not a snapshot message');
-    if (c.target !== this.d.host && c.target !== ALL_HOSTS) return reject(`addressed to ${String(c.target)}`);
+    // Addressed by machine id: a message for another machine (even one of the same hostname) is refused.
+    if (c.target !== ALL_HOSTS && (c.target === undefined || c.target !== this.d.license.machineId)) return reject(`addressed to ${String(c.target)}`);
     if (!Number.isInteger(c.service_id) || !Number.isInteger(c.revision) || !Number.isInteger(c.iat)) return reject('incomplete claims');
     if (typeof c.exp !== 'number' || !Number.isFinite(c.exp)) return reject('no exp: a message that never expires is refused');
     const now = Math.floor(Date.now() / 1000);
@@ -134,7 +136,7 @@ export class SegClient {
       error,
       applied_at: new Date().toISOString(),
     };
-    await this.bus?.publishAck(ack).catch(() => undefined);
+    if (this.bus?.machine) await this.bus.publishAck(ack).catch(() => undefined);
   }
 
   /** Attaches a (connected or reconnecting) NATS bus: subscriptions and last values. */
@@ -156,10 +158,11 @@ export class SegClient {
   async pollFallback(): Promise<void> {
     if (this.bus?.isConnected()) return;
     const identity = this.d.license.proofMaterial();
-    if (!identity) return;
+    const machineId = this.d.license.machineId;
+    if (!identity || machineId === null) return;
     try {
       // The mTLS agent listener first (the link decides); the host-proof route stays the fallback.
-      const body = await this.d.link.snapshots(this.d.host, () => signHostProof(identity.privateKey, { aud: AUD_SNAPSHOTS_PROOF, hwid: identity.hardwareId }));
+      const body = await this.d.link.snapshots(machineId, () => signHostProof(identity.privateKey, { aud: AUD_SNAPSHOTS_PROOF, hwid: identity.hardwareId }));
       for (const m of body.messages) if (typeof m === 'string') await this.accept(m, 'http');
       this.lastFallbackAt = new Date().toISOString();
       this.lastFallbackError = null;
@@ -177,7 +180,8 @@ export class SegClient {
 
   async report(): Promise<void> {
     const bus = this.bus;
-    if (!bus || !bus.isConnected()) return;
+    // Reports are filed under the machine id the bus speaks for; before activation there is none.
+    if (!bus || !bus.isConnected() || bus.machine === null) return;
     const views = await this.d.policy.snapshotViews();
     const e = this.d.edition();
     const status: AgentStatusReport = {

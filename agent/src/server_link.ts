@@ -29,7 +29,7 @@ const ROUTES = {
   activations: '/api/v1/activations',
   machine: (machineId: string) => `/api/v1/machines/${encodeURIComponent(machineId)}`,
   refresh: (machineId: string) => `/api/v1/machines/${encodeURIComponent(machineId)}/refresh`,
-  snapshots: (host: string) => `/api/v1/agents/${encodeURIComponent(host)}/snapshots`,
+  snapshots: (machineId: string) => `/api/v1/machines/${encodeURIComponent(machineId)}/snapshots`,
   jwks: '/.well-known/jwks.json',
   signedJwks: '/.well-known/jwks.signed',
 } as const;
@@ -109,15 +109,15 @@ export class ServerLink {
     return this.request<unknown>({ method: 'DELETE', path: ROUTES.machine(machineId), body: { proof }, timeoutMs: LICENSING_TIMEOUT_MS });
   }
 
-  /** The signed snapshot messages aimed at `host`: over mTLS when possible, else with a host-key proof. */
-  async snapshots(host: string, proof: () => string): Promise<AgentSnapshotsResponse> {
+  /** The signed snapshot messages aimed at machine `machineId`: over mTLS when possible, else with a host-key proof. */
+  async snapshots(machineId: string, proof: () => string): Promise<AgentSnapshotsResponse> {
     const check = (body: AgentSnapshotsResponse | null): AgentSnapshotsResponse => {
       if (!Array.isArray(body?.messages)) throw new ServerError('BAD_ANSWER', 'answer without messages', { status: 502, final: false });
       return body;
     };
     const viaChannel = await this.overChannel('snapshots', 'snapshots:read', 'GET', AGENT_API.snapshots, undefined, check);
     if (viaChannel !== undefined) return viaChannel;
-    return check(await this.request<AgentSnapshotsResponse | null>({ method: 'GET', path: ROUTES.snapshots(host), headers: { 'x-aegis-proof': proof() }, timeoutMs: READ_TIMEOUT_MS }));
+    return check(await this.request<AgentSnapshotsResponse | null>({ method: 'GET', path: ROUTES.snapshots(machineId), headers: { 'x-aegis-proof': proof() }, timeoutMs: READ_TIMEOUT_MS }));
   }
 
   /** The key set signed by every key in it (`/.well-known/jwks.signed`): how rotations reach pinned agents. */

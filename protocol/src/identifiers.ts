@@ -38,6 +38,18 @@ export function isAgentHostId(value: unknown): value is string {
   return isHostId(value) && value !== ALL_HOSTS;
 }
 
+/**
+ * A machine id as aegis-server assigns it at activation (a lowercase RFC 4122 UUID). It is
+ * the host's identity in NATS subjects, credentials, snapshot targets and reports; a
+ * hostname is only a label.
+ */
+export const MACHINE_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** True when `value` has the form of a machine id (MACHINE_ID_PATTERN). */
+export function isMachineId(value: unknown): value is string {
+  return typeof value === 'string' && MACHINE_ID_PATTERN.test(value);
+}
+
 /** Longest fleet name the HTTP API and the agent's config accept. */
 export const FLEET_NAME_MAX_LENGTH = 64;
 

@@ -106,11 +106,13 @@ export {
   isHostId,
   ALL_HOSTS,
   isAgentHostId,
+  isMachineId,
+  MACHINE_ID_PATTERN,
   FLEET_NAME_MAX_LENGTH,
   FLEET_NAME_PATTERN,
   isFleetName,
 } from './identifiers.js';
-export { subjectWildcards, agentSubjectHost, AGENT_REPORT_KINDS } from './subjects.js';
+export { subjectWildcards, agentSubjectMachine, AGENT_REPORT_KINDS } from './subjects.js';
 export type { AgentReportKind } from './subjects.js';
 export { agentNatsPermissions, serverNatsPermissions, accountPushNatsPermissions } from './nats_permissions.js';
 export type { NatsPermissions } from './nats_permissions.js';

@@ -7,8 +7,9 @@
  * The point of the agent's lists: a host reads only its own and the fleet-wide snapshots
  * (live, and their last values by Direct Get in the subject-in-subject form, so the
  * permission names the subject) and its fleet's license, publishes only its own reports,
- * and gets replies on _INBOX.<host>.> (AgentBus sets that inbox prefix; a shared _INBOX.>
+ * and gets replies on _INBOX.<machine>.> (AgentBus sets that inbox prefix; a shared _INBOX.>
  * would expose other agents' replies). Only aegis-server publishes snapshots and licenses.
+ * An agent's subjects are named by its machine id (subjects.ts), so its permissions are too.
  */
 import { ValidationError } from './errors.js';
 import { ALL_HOSTS } from './identifiers.js';
@@ -21,16 +22,17 @@ export interface NatsPermissions {
 }
 
 /**
- * The permissions of the agent on `host` in `fleet`. Throws ValidationError when either
- * cannot be a subject token, or when host is ALL_HOSTS (reserved for fleet-wide snapshots).
+ * The permissions of the agent of machine `machine` in `fleet`. Throws ValidationError when
+ * either cannot be a subject token, or when machine is ALL_HOSTS (reserved for fleet-wide
+ * snapshots).
  */
-export function agentNatsPermissions(host: string, fleet: string): NatsPermissions {
-  if (host === ALL_HOSTS) throw new ValidationError([{ path: 'host', message: `"${ALL_HOSTS}" is reserved for snapshots addressed to every host` }]);
-  const own = subjects.segMapsOf(host);
+export function agentNatsPermissions(machine: string, fleet: string): NatsPermissions {
+  if (machine === ALL_HOSTS) throw new ValidationError([{ path: 'machine', message: `"${ALL_HOSTS}" is reserved for snapshots addressed to every host` }]);
+  const own = subjects.segMapsOf(machine);
   const all = subjects.segMapsOf(ALL_HOSTS);
   return {
-    pub: { allow: [subjects.agentAll(host), subjects.segMapDirectGet(own), subjects.segMapDirectGet(all)] },
-    sub: { allow: [own, all, subjects.license(fleet), subjects.inboxOf(host)] },
+    pub: { allow: [subjects.agentAll(machine), subjects.segMapDirectGet(own), subjects.segMapDirectGet(all)] },
+    sub: { allow: [own, all, subjects.license(fleet), subjects.inboxOf(machine)] },
   };
 }
 

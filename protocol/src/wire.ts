@@ -188,7 +188,8 @@ export interface IssuedAgentToken {
 
 /** `GET /api/v1/agent/snapshots` and the host-proof fallback: the signed messages aimed at a host. */
 export interface AgentSnapshotsResponse {
-  host: string;
+  /** The machine the messages are for (the one whose proof or credentials asked). */
+  machine_id: string;
   /** Compact JWS strings, each a signed SegMapClaims. */
   messages: string[];
 }

@@ -25,6 +25,7 @@ import { createLogger, type Logger } from './logger.js';
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.js';
 import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
+import { TargetResolver } from './rollout/targets.js';
 import { Tenancy } from './tenancy.js';
 import { addJwksRoutes } from './routes_jwks.js';
 import { AgentRegistry } from './rollout/agents.js';
@@ -128,6 +129,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     audit,
     kernelTtlSeconds: config.kernelTokenTtlSeconds,
     licenseTokenTtlSeconds: config.licenseTokenTtlSeconds,
+    natsCredentialsTtlSeconds: config.natsCredentialsTtlSeconds,
   });
   const tenancy = new Tenancy(db);
   const router = buildRouter({
@@ -141,7 +143,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
     ctx,
   });
-  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle, tenancy });
+  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle, tenancy, targets: new TargetResolver(db) });
   addJwksRoutes(router, { keys: ctx.keys });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).

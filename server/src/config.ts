@@ -16,6 +16,12 @@ export interface ServerConfig {
    * only checks it offline.
    */
   licenseTokenTtlSeconds: number;
+  /**
+   * Lifetime of the NATS credentials issued to each machine in operator mode
+   * (AEGIS_NATS_CREDS_TTL, seconds, default one day); renewed on refresh once past half
+   * of it, never beyond the license.
+   */
+  natsCredentialsTtlSeconds: number;
   logLevel: string;
   logFormat: 'json' | 'text';
   /** NATS for snapshot and license distribution; empty: HTTP fallback only. */
@@ -139,6 +145,9 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1] ?? m[2]!, port: Number(m[3]) };
 }
 
+/** Default lifetime of a machine's NATS credentials: one day, renewed on refresh. */
+export const DEFAULT_NATS_CREDENTIALS_TTL_SECONDS = 86_400;
+
 export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerConfig {
   const { host, port } = parseListen(flags.listen ?? env.AEGIS_LISTEN ?? '127.0.0.1:8000');
   const ttlText = env.AEGIS_KERNEL_TOKEN_TTL;
@@ -155,6 +164,13 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
   // lapse between two refreshes.
   if (licenseTtl < ttl) {
     throw new Error(`AEGIS_LICENSE_TOKEN_TTL (${licenseTtl} s) must be at least AEGIS_KERNEL_TOKEN_TTL (${ttl} s)`);
+  }
+  const natsTtlText = env.AEGIS_NATS_CREDS_TTL;
+  const natsTtl = natsTtlText === undefined ? DEFAULT_NATS_CREDENTIALS_TTL_SECONDS : Number(natsTtlText);
+  // Renewal rides on refresh (at most every half kernel-token lifetime): credentials
+  // shorter than a kernel token would lapse between two refreshes.
+  if (!Number.isInteger(natsTtl) || natsTtl < ttl || natsTtl > 365 * 86400) {
+    throw new Error(`AEGIS_NATS_CREDS_TTL must be an integer number of seconds from AEGIS_KERNEL_TOKEN_TTL (${ttl}) to 31536000, got ${JSON.stringify(natsTtlText)}`);
   }
   const format = (env.LOG_FORMAT ?? 'json').toLowerCase();
   if (format !== 'json' && format !== 'text') throw new Error(`LOG_FORMAT must be json or text, got ${JSON.stringify(format)}`);
@@ -205,6 +221,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     keysDir,
     kernelTokenTtlSeconds: ttl,
     licenseTokenTtlSeconds: licenseTtl,
+    natsCredentialsTtlSeconds: natsTtl,
     logLevel: (env.LOG_LEVEL ?? 'info').toLowerCase(),
     logFormat: format,
   };

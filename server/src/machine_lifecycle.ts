@@ -28,7 +28,7 @@ import {
   DEFAULT_KERNEL_TOKEN_TTL_SECONDS,
   DEFAULT_LICENSE_TOKEN_TTL_SECONDS,
   PRODUCT_NAME,
-  isHostId,
+  isMachineId,
   jwkThumbprint,
   type ActivationRequest,
   type AgentScope,
@@ -182,6 +182,8 @@ export interface MachineLifecycleDeps {
   kernelTtlSeconds?: number;
   /** Lifetime of license tokens, perpetual licenses included (AEGIS_LICENSE_TOKEN_TTL). */
   licenseTokenTtlSeconds?: number;
+  /** Lifetime of a machine's NATS credentials (AEGIS_NATS_CREDS_TTL). */
+  natsCredentialsTtlSeconds?: number;
 }
 
 export class MachineLifecycle {
@@ -189,12 +191,14 @@ export class MachineLifecycle {
   private readonly clock: Clock;
   private readonly kernelTtlSeconds: number;
   private readonly licenseTokenTtlSeconds: number;
+  private readonly natsCredentialsTtlSeconds: number;
 
   constructor(private readonly d: MachineLifecycleDeps) {
     this.db = d.db;
     this.clock = d.clock;
     this.kernelTtlSeconds = d.kernelTtlSeconds ?? DEFAULT_KERNEL_TOKEN_TTL_SECONDS;
     this.licenseTokenTtlSeconds = d.licenseTokenTtlSeconds ?? DEFAULT_LICENSE_TOKEN_TTL_SECONDS;
+    this.natsCredentialsTtlSeconds = d.natsCredentialsTtlSeconds ?? 86_400;
   }
 
   /** Refuses a license that cannot be used now, naming why. */
@@ -312,7 +316,8 @@ export class MachineLifecycle {
     await this.db.updateTable('machines').set({ last_seen_at: iso(this.clock.now()) }).where('id', '=', m.id).execute();
     const tokens = await this.issueTokens(lic, m);
     const certificate = await this.certificateFor(m.id, certKey, lic.expires_at);
-    return { bundle: { ...tokens, ...certificate }, ...ids };
+    const nats = await this.natsCredentials(lic, m.id, m.hostname, true);
+    return { bundle: { ...tokens, ...certificate, ...nats }, ...ids };
   }
 
   // --- the ends of a seat ------------------------------------------------------------
@@ -432,9 +437,9 @@ export class MachineLifecycle {
     return { machineId: c.machine_id, hostname: machine.hostname, peer: null };
   }
 
-  /** Files an agent's status report under the host and machine its credentials name. */
-  recordStatus(who: AgentCaller, report: Record<string, unknown>): Promise<boolean> {
-    return this.d.agents.record('status', who.hostname, { ...report, host: who.hostname, machine_id: who.machineId });
+  /** Files an agent's status report under the machine its credentials name. */
+  async recordStatus(who: AgentCaller, report: Record<string, unknown>): Promise<boolean> {
+    return (await this.d.agents.record('status', who.machineId, report)) === null;
   }
 
   /** Notes that a machine was heard from (telemetry). */
@@ -443,17 +448,13 @@ export class MachineLifecycle {
   }
 
   /**
-   * Authenticates the snapshot fallback: the active machine most recently seen under
-   * `host` must have signed `proof` (aud aegis-snapshots) with its host key.
+   * Authenticates the snapshot fallback: machine `machineId` must be active and have
+   * signed `proof` (aud aegis-snapshots) with the host key it was bound to at activation.
    */
-  async authenticateSnapshotHost(host: string, proof: string): Promise<void> {
-    const machine = await this.db
-      .selectFrom('machines')
-      .selectAll()
-      .where('hostname', '=', host)
-      .where('status', '=', 'active')
-      .orderBy('last_seen_at', 'desc')
-      .executeTakeFirst();
+  async authenticateSnapshotMachine(machineId: string, proof: string): Promise<void> {
+    const machine = isMachineId(machineId)
+      ? await this.db.selectFrom('machines').selectAll().where('id', '=', machineId).where('status', '=', 'active').executeTakeFirst()
+      : undefined;
     if (!machine) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
     await this.checkMachineProof(machine, proof, AUD_SNAPSHOTS_PROOF);
   }
@@ -524,13 +525,17 @@ export class MachineLifecycle {
   }
 
   /**
-   * NATS credentials for an activated host (operator mode only; a host name that cannot be
-   * a subject token gets none). The user JWT never outlives the license.
+   * NATS credentials for machine `machineId` (operator mode only), for its own subjects.
+   * They expire (natsCredentialsTtlSeconds, never after the license) and are renewed on
+   * refresh once past half their lifetime (`renewOnly`), so a host that stops refreshing
+   * loses NATS as it loses its tokens, and every end of a machine revokes them.
    */
-  private async natsCredentials(lic: Selectable<LicensesTable>, machineId: string, host: string): Promise<{ nats?: NatsCredentialsField }> {
-    if (!this.d.nats || !isHostId(host)) return {};
-    const ttlSeconds = lic.expires_at === null ? undefined : Math.max(1, Math.ceil((Date.parse(lic.expires_at) - this.clock.now().getTime()) / 1000));
-    const c = await this.d.nats.issueAgentCredentials({ host, fleet: lic.fleet ?? 'default', machineId, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
+  private async natsCredentials(lic: Selectable<LicensesTable>, machineId: string, hostname: string, renewOnly = false): Promise<{ nats?: NatsCredentialsField }> {
+    if (!this.d.nats) return {};
+    if (renewOnly && !this.d.nats.needsRenewal(machineId)) return {};
+    const untilLicenseEnds = lic.expires_at === null ? Number.MAX_SAFE_INTEGER : Math.ceil((Date.parse(lic.expires_at) - this.clock.now().getTime()) / 1000);
+    const ttlSeconds = Math.max(1, Math.min(this.natsCredentialsTtlSeconds, untilLicenseEnds));
+    const c = await this.d.nats.issueAgentCredentials({ machineId, fleet: lic.fleet ?? 'default', hostname, ttlSeconds });
     return { nats: { creds: c.creds, user_public_key: c.userPublicKey, expires_at: c.expiresAt?.toISOString() ?? null } };
   }
 

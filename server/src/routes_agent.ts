@@ -83,7 +83,7 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
 
   r.add('GET', AGENT_API.snapshots, async (req) => {
     const who = await caller(req, 'snapshots:read');
-    return reply<AgentSnapshotsResponse>(200, { host: who.hostname, messages: await d.orchestrator.messagesFor(who.hostname) });
+    return reply<AgentSnapshotsResponse>(200, { machine_id: who.machineId, messages: await d.orchestrator.messagesFor(who.machineId) });
   });
 
   r.add('POST', AGENT_API.status, async (req) => {
@@ -92,7 +92,7 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
     if (report === null || typeof report !== 'object' || Array.isArray(report)) {
       throw new AegisError('VALIDATION_FAILED', 'body must be a status report', { details: [{ path: '', message: 'must be an object' }] });
     }
-    // The certificate names the machine; the report is filed under that machine's host.
+    // The certificate (or access token) names the machine; the report is filed under it.
     const ok = await lifecycle.recordStatus(who, report);
     if (!ok) throw new AegisError('VALIDATION_FAILED', 'not a status report (edition and services are required)', { details: [{ path: '', message: 'edition and services are required' }] });
     return reply<AcceptedResponse>(202, { accepted: true });

@@ -10,7 +10,9 @@ import { actorOf, authorize } from './http/auth.js';
 import type { Request, Router } from './http/router.js';
 import type { MachineLifecycle } from './machine_lifecycle.js';
 import type { AgentRegistry } from './rollout/agents.js';
-import { parseTargets, type Orchestrator } from './rollout/orchestrator.js';
+import type { Orchestrator } from './rollout/orchestrator.js';
+import { parseTargetQuery, type TargetResolver } from './rollout/targets.js';
+import { scopeOf } from './tenancy.js';
 import { validator } from './validation.js';
 import { Tenancy } from './tenancy.js';
 import { plan, propose } from './proposer/index.js';
@@ -24,6 +26,8 @@ export interface SegRouteDeps {
   lifecycle: MachineLifecycle;
   /** What an API key limited to one customer may see and target. */
   tenancy: Tenancy;
+  /** Hostnames and machine ids in a snapshot's query → the machines it is for. */
+  targets: TargetResolver;
 }
 
 const promoteBody = validator<{ service_id: number; revision?: number }>({
@@ -49,7 +53,9 @@ function serviceIdParam(text: string): number {
 
 export function addSegRoutes(r: Router, d: SegRouteDeps): void {
   const { orchestrator, agents, audit, tenancy } = d;
-  /** A service's current targets must all be the key's own hosts (unrestricted: any). */
+  /** A revision's targets as the API shows them: machine ids, and their hostnames as labels. */
+  const shown = async (targets: string[]) => ({ target_machines: targets, target_hosts: await d.targets.labels(targets) });
+  /** A service's current targets must all be the key's own machines (unrestricted: any). */
   const assertService = async (p: Parameters<Tenancy['assertService']>[0], serviceId: number) =>
     tenancy.assertService(p, serviceId, await orchestrator.currentTargets(serviceId));
 
@@ -60,31 +66,34 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
       if (stageParam !== null && stageParam !== 'canary' && stageParam !== 'enforce') {
         throw new ValidationError([{ path: 'stage', message: 'must be canary or enforce' }]);
       }
-      const targets = parseTargets(req.query.get('target_host'));
-      await tenancy.assertTargets(p, targets);
-      const result = await orchestrator.submit(req.body, {
+      const query = parseTargetQuery(req.query.get('target_host'), req.query.get('target_machine'));
+      if (query === null) tenancy.assertMayTargetEveryHost(p);
+      const targets = await d.targets.resolve(query, scopeOf(p));
+      const { targets: _t, ...submitted } = await orchestrator.submit(req.body, {
         targets,
         ...(stageParam ? { stage: stageParam as Stage } : {}),
         actor: actorOf(p),
       });
+      const result = { ...submitted, ...(await shown(targets)) };
       await audit.record({
         event_type: 'seg.map.accepted',
         actor: actorOf(p),
         client_ip: req.clientIp,
-        data: { service_id: result.service_id, revision: result.revision, stage: result.stage, targets: result.target_hosts },
+        data: { service_id: result.service_id, revision: result.revision, stage: result.stage, targets: result.target_machines, hosts: result.target_hosts },
       });
       return { status: 200, body: result };
     }, { maxBody: MAX_SNAPSHOT_BODY_BYTES });
     r.add('GET', base, async (req) => {
       const p = await authorize(d.apiKeys, req, 'seg:read');
-      const own = await tenancy.hostsOf(p);
+      const own = await tenancy.machinesOf(p);
       const current = (await orchestrator.current()).filter((c) => Tenancy.visible(own, c.target));
-      const hosts = (await agents.list()).filter((h) => Tenancy.visible(own, h.host));
+      const labels = await d.targets.labels(current.map((c) => c.target));
+      const hosts = await agents.list(own);
       return {
         status: 200,
         body: {
-          current,
-          hosts: hosts.map((h) => ({ host: h.host, last_seen_at: h.last_seen_at, applied: h.applied })),
+          current: current.map((c, i) => ({ ...c, host: labels[i] })),
+          hosts: hosts.map((h) => ({ machine_id: h.machine_id, host: h.host, last_seen_at: h.last_seen_at, applied: h.applied })),
         },
       };
     });
@@ -100,7 +109,7 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
       await assertService(p, service_id);
       const rev = await orchestrator.promote(service_id, revision);
       await audit.record({ event_type: 'seg.map.promoted', actor: actorOf(p), client_ip: req.clientIp, data: { service_id, revision: rev.revision } });
-      return { status: 200, body: { promoted: true, service_id, revision: rev.revision, stage: rev.stage, target_hosts: rev.targets } };
+      return { status: 200, body: { promoted: true, service_id, revision: rev.revision, stage: rev.stage, ...(await shown(rev.targets)) } };
     });
     r.add('POST', `${base}/rollback`, async (req) => {
       const p = await authorize(d.apiKeys, req, 'seg:write');
@@ -115,7 +124,7 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
       });
       return {
         status: 200,
-        body: { rolled_back: rev.rolled_back, restores_revision: rev.restores_revision, revision: rev.revision, stage: rev.stage, service_id, target_hosts: rev.targets },
+        body: { rolled_back: rev.rolled_back, restores_revision: rev.restores_revision, revision: rev.revision, stage: rev.stage, service_id, ...(await shown(rev.targets)) },
       };
     });
   }
@@ -132,7 +141,7 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
           const { from_agents: _f, flows: given, ...rest } = body;
           if (given !== undefined) throw new ValidationError([{ path: '/flows', message: 'give flows or from_agents, not both' }]);
           if (!Number.isInteger(rest.service_id)) throw new ValidationError([{ path: '/service_id', message: 'is required with from_agents' }]);
-          const flows = await agents.flows(rest.service_id as number, await tenancy.hostsOf(p));
+          const flows = await agents.flows(rest.service_id as number, await tenancy.machinesOf(p));
           return { status: 200, body: { ...propose({ ...rest, flows }), source: 'agents' } };
         }
         return { status: 200, body: propose(body) };
@@ -152,26 +161,32 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
 
   r.add('GET', '/api/v1/agents', async (req) => {
     const p = await authorize(d.apiKeys, req, 'seg:read');
-    const own = await tenancy.hostsOf(p);
-    return { status: 200, body: { items: (await agents.list()).filter((a) => Tenancy.visible(own, a.host)) } };
+    return { status: 200, body: { items: await agents.list(await tenancy.machinesOf(p)) } };
   });
-  r.add('GET', '/api/v1/agents/:host', async (req) => {
+  r.add('GET', '/api/v1/agents/:machine_id', async (req) => {
     const p = await authorize(d.apiKeys, req, 'seg:read');
-    const host = req.params.host!;
-    if (!Tenancy.visible(await tenancy.hostsOf(p), host)) throw new AegisError('NOT_FOUND', `no agent ${host} has reported`);
-    return { status: 200, body: await agents.get(host) };
+    const machineId = req.params.machine_id!;
+    if (!Tenancy.visible(await tenancy.machinesOf(p), machineId)) throw new AegisError('NOT_FOUND', `no agent of machine ${machineId} has reported`);
+    return { status: 200, body: await agents.get(machineId) };
+  });
+  /** Flows reported for a service, per reporting machine (what the segmenter's from_agents sums). */
+  r.add('GET', '/api/v1/seg/flows/:service_id', async (req) => {
+    const p = await authorize(d.apiKeys, req, 'seg:read');
+    const serviceId = serviceIdParam(req.params.service_id!);
+    return { status: 200, body: { service_id: serviceId, items: await agents.flowsByMachine(serviceId, await tenancy.machinesOf(p)) } };
   });
 
   /**
-   * The HTTP fallback: a host proves itself with its host key (header X-Aegis-Proof,
-   * audience aegis-snapshots) and gets the same signed messages NATS would deliver.
+   * The HTTP fallback: the machine proves itself with its host key (header X-Aegis-Proof,
+   * audience aegis-snapshots) and gets the same signed messages NATS would deliver to it.
+   * The path names the machine by id: a hostname names nothing a host cannot also claim.
    */
-  r.add('GET', '/api/v1/agents/:host/snapshots', async (req: Request) => {
-    const host = req.params.host!;
+  r.add('GET', '/api/v1/machines/:id/snapshots', async (req: Request) => {
+    const machineId = req.params.id!;
     const proof = req.headers['x-aegis-proof'];
     if (typeof proof !== 'string') throw new AegisError('UNAUTHORIZED', 'a host-key proof is required (X-Aegis-Proof)');
-    await d.lifecycle.authenticateSnapshotHost(host, proof);
-    const body: AgentSnapshotsResponse = { host, messages: await orchestrator.messagesFor(host) };
+    await d.lifecycle.authenticateSnapshotMachine(machineId, proof);
+    const body: AgentSnapshotsResponse = { machine_id: machineId, messages: await orchestrator.messagesFor(machineId) };
     return { status: 200, body };
   });
 }

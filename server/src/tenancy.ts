@@ -1,7 +1,7 @@
 /**
  * Tenancy: an admin API key may be limited to one customer. Such a key sees and targets
  * only that customer's customer row, licenses, machines, audit rows and segmentation
- * targets (the hostnames of its active machines). Every route asks this one class, so the
+ * targets (its machines, by id). Every route asks this one class, so the
  * rule lives in one place per resource:
  *
  * - a row of another customer is NOT_FOUND with the same message as an unknown id, never
@@ -12,7 +12,7 @@
  * An unrestricted key (customer_id null) passes every check unchanged.
  */
 import type { Kysely } from 'kysely';
-import { AegisError, ALL_HOSTS } from '../../protocol/src/index.js';
+import { AegisError } from '../../protocol/src/index.js';
 import type { ApiPrincipal } from './api_keys.js';
 import type { Database } from './db/schema.js';
 import { NOT_FOUND_MESSAGE } from './customers.js';
@@ -67,79 +67,44 @@ export class Tenancy {
   }
 
   /**
-   * The segmentation hosts p may see and target: the hostnames of its customer's active
-   * machines; null for an unrestricted key (every host). Hosts choose their hostname at
-   * activation, so a name an active machine of another customer also holds is left out:
-   * a snapshot sent to it would reach that customer's host too.
+   * The machines whose segmentation p may see: every machine of its customer (active or
+   * not, so history stays visible); null for an unrestricted key (every machine). Machine
+   * ids are unique, so unlike hostnames they never reach into another customer.
    */
-  async hostsOf(p: ApiPrincipal): Promise<Set<string> | null> {
-    const split = await this.splitHosts(p);
-    return split === null ? null : split.own;
-  }
-
-  private async splitHosts(p: ApiPrincipal): Promise<{ own: Set<string>; shared: Set<string> } | null> {
+  async machinesOf(p: ApiPrincipal): Promise<Set<string> | null> {
     if (p.customer_id === null) return null;
     const rows = await this.db
       .selectFrom('machines')
       .innerJoin('licenses', 'licenses.id', 'machines.license_id')
-      .select('machines.hostname')
+      .select('machines.id')
       .where('licenses.customer_id', '=', p.customer_id)
-      .where('machines.status', '=', 'active')
       .execute();
-    const names = [...new Set(rows.map((r) => r.hostname))];
-    const shared = new Set<string>();
-    if (names.length > 0) {
-      const others = await this.db
-        .selectFrom('machines')
-        .innerJoin('licenses', 'licenses.id', 'machines.license_id')
-        .select('machines.hostname')
-        .where('licenses.customer_id', '<>', p.customer_id)
-        .where('machines.status', '=', 'active')
-        .where('machines.hostname', 'in', names)
-        .execute();
-      for (const r of others) shared.add(r.hostname);
-    }
-    return { own: new Set(names.filter((n) => !shared.has(n))), shared };
+    return new Set(rows.map((r) => r.id));
   }
 
   /**
-   * Snapshot targets p may publish to: a restricted key names hosts explicitly (every
-   * host, `_all`, reaches other customers' machines) and each must be one of its own.
+   * A restricted key names its targets (target_host or target_machine, resolved among its
+   * customer's machines): every host, `_all`, reaches other customers' machines.
    */
-  async assertTargets(p: ApiPrincipal, targets: readonly string[]): Promise<void> {
-    const split = await this.splitHosts(p);
-    if (split === null) return;
-    const { own, shared } = split;
-    if (targets.includes(ALL_HOSTS)) {
-      throw new TenancyError('FORBIDDEN', 'this API key is limited to one customer: name its hosts with target_host (every host is not allowed)', {
+  assertMayTargetEveryHost(p: ApiPrincipal): void {
+    if (p.customer_id !== null) {
+      throw new TenancyError('FORBIDDEN', 'this API key is limited to one customer: name its hosts with target_host or target_machine (every host is not allowed)', {
         customer_id: p.customer_id,
       });
     }
-    const ambiguous = targets.filter((h) => shared.has(h));
-    if (ambiguous.length > 0) {
-      throw new TenancyError(
-        'FORBIDDEN',
-        `${ambiguous.join(', ')} is also the hostname of a machine outside this key's customer; only an unrestricted key may target it`,
-        { hosts: ambiguous },
-      );
-    }
-    const foreign = targets.filter((h) => !own.has(h));
-    if (foreign.length > 0) {
-      throw new TenancyError('NOT_FOUND', `no active machine of this key's customer is named ${foreign.join(', ')}`, { hosts: foreign });
-    }
   }
 
-  /** Whether `target` (a host, or `_all`) is visible to p given its hosts (null: all). */
+  /** Whether `target` (a machine id, or `_all`) is visible to p given its machines (null: all). */
   static visible(own: Set<string> | null, target: string): boolean {
     return own === null || own.has(target);
   }
 
   /**
    * A service p may read and change: every target it currently runs on is one of p's
-   * hosts. Otherwise the same 404 as a service with no snapshot.
+   * machines. Otherwise the same 404 as a service with no snapshot.
    */
   async assertService(p: ApiPrincipal, serviceId: number, currentTargets: readonly string[]): Promise<void> {
-    const own = await this.hostsOf(p);
+    const own = await this.machinesOf(p);
     if (own === null) return;
     if (currentTargets.length === 0 || !currentTargets.every((t) => own.has(t))) {
       throw new TenancyError('NOT_FOUND', `no snapshot for service ${serviceId}`);

@@ -1,15 +1,19 @@
 /**
- * The agent's side of NATS: its own and the fleet-wide (_all) snapshot subjects, live and
+ * The agent's side of NATS: its machine's and the fleet-wide (_all) snapshot subjects, live and
  * as last values read from the AEGIS_SEG_MAPS stream with Direct Get, the fleet's license
  * envelopes, and its reports. Subjects come from protocol's `subjects`, the connection
  * handling from runtime/src/nats_connection.ts (shared with ServerBus).
+ *
+ * The agent's subjects are named by its machine id (from activation), never its hostname.
+ * A host that has not activated has no identity on NATS: it reads only the fleet-wide
+ * snapshots and its fleet's license broadcasts, and reports nothing.
  *
  * NATS is only a delivery path. The bus hands over raw strings and verifies nothing;
  * the caller checks each snapshot's JWS and each envelope before acting on it, and keeps
  * enforcing from its cache while the bus is disconnected.
  */
 import { connect, Empty, type Msg, type NatsConnection, type Subscription } from 'nats';
-import { ALL_HOSTS, SEG_MAPS_STREAM, isAgentHostId, subjects } from '../../../protocol/src/index.js';
+import { ALL_HOSTS, SEG_MAPS_STREAM, isMachineId, subjects } from '../../../protocol/src/index.js';
 import {
   buildConnectOptions,
   classifyConnectError,
@@ -26,7 +30,15 @@ import {
 /** Structured log sink; a winston logger fits. */
 export type BusLogger = NatsLogger;
 
-export type AgentBusErrorCode = 'NATS_UNREACHABLE' | 'NATS_AUTH' | 'NATS_TLS' | 'NATS_DISCONNECTED' | 'NATS_CLOSED' | 'NATS_PUBLISH_FAILED' | 'NATS_BAD_ARGUMENT';
+export type AgentBusErrorCode =
+  | 'NATS_UNREACHABLE'
+  | 'NATS_AUTH'
+  | 'NATS_TLS'
+  | 'NATS_DISCONNECTED'
+  | 'NATS_CLOSED'
+  | 'NATS_PUBLISH_FAILED'
+  | 'NATS_BAD_ARGUMENT'
+  | 'NATS_NO_MACHINE';
 
 /** Every failure the bus raises on purpose; the nats.js error is kept in `cause`. */
 export class AgentBusError extends Error {
@@ -44,8 +56,8 @@ export interface AgentBusOptions extends NatsAuthOptions {
   url: string | string[];
   /** TLS to nats-server; required when nats-server has a tls block. */
   tls?: AgentBusTlsOptions;
-  /** This host's name: the <host> token of its subjects (not "_all"). */
-  host: string;
+  /** This host's machine id (the <machine> token of its subjects); null before activation. */
+  machine: string | null;
   log?: BusLogger;
   /** Wait between reconnect attempts, before jitter (default 1000 ms). Attempts never stop. */
   reconnectWaitMs?: number;
@@ -95,18 +107,18 @@ export class AgentBus {
   private constructor(
     private readonly nc: NatsConnection,
     private readonly watch: ConnectionWatch,
-    readonly host: string,
+    readonly machine: string | null,
     private readonly log: BusLogger,
     private readonly requestTimeoutMs: number,
   ) {}
 
   /**
-   * Connects as `host` and from then on reconnects forever. Inboxes are _INBOX.<host>.*,
-   * the only reply subjects an agent user may subscribe to (deploy/nats).
+   * Connects as machine `machine` and from then on reconnects forever. Inboxes are
+   * _INBOX.<machine>.*, the only reply subjects an agent user may subscribe to (deploy/nats).
    */
   static async connect(opts: AgentBusOptions): Promise<AgentBus> {
-    if (!isAgentHostId(opts.host)) {
-      throw new AgentBusError('NATS_BAD_ARGUMENT', `host ${JSON.stringify(opts.host)} cannot be a NATS subject token (A-Z a-z 0-9 _ -, not "_all")`);
+    if (opts.machine !== null && !isMachineId(opts.machine)) {
+      throw new AgentBusError('NATS_BAD_ARGUMENT', `machine ${JSON.stringify(opts.machine)} is not a machine id`);
     }
     const log = opts.log ?? NO_LOG;
     let nc: NatsConnection;
@@ -116,8 +128,8 @@ export class AgentBus {
           url: opts.url,
           auth: opts,
           ...(opts.tls ? { tls: opts.tls } : {}),
-          name: `aegis-agent ${opts.host}`,
-          inboxPrefix: subjects.inboxPrefix(opts.host),
+          name: `aegis-agent ${opts.machine ?? '(not activated)'}`,
+          ...(opts.machine !== null ? { inboxPrefix: subjects.inboxPrefix(opts.machine) } : {}),
           reconnectWaitMs: opts.reconnectWaitMs,
           waitOnFirstConnect: opts.waitOnFirstConnect ?? false,
         }),
@@ -131,8 +143,8 @@ export class AgentBus {
       throw new AgentBusError(e.code, e.message, { cause: e.cause });
     }
     const watch = new ConnectionWatch(nc, log, 'agent bus');
-    log.info('agent bus connected to nats-server', { server: nc.getServer(), host: opts.host });
-    const bus = new AgentBus(nc, watch, opts.host, log, opts.requestTimeoutMs ?? 5000);
+    log.info('agent bus connected to nats-server', { server: nc.getServer(), machine_id: opts.machine });
+    const bus = new AgentBus(nc, watch, opts.machine, log, opts.requestTimeoutMs ?? 5000);
     // Whatever was published while the agent was away is read again after a reconnect.
     watch.onReconnect = () => {
       if (bus.segHandler) void bus.refetch('reconnect');
@@ -146,7 +158,7 @@ export class AgentBus {
   }
 
   /**
-   * Delivers every message on aegis.seg.maps.<host>.> and aegis.seg.maps._all.>, and
+   * Delivers every message on aegis.seg.maps.<machine>.> and aegis.seg.maps._all.>, and
    * first the last stored value of both subjects of each service in `serviceIds` (read
    * again after every reconnect). The same message can arrive twice (live and stored);
    * an older one never follows a newer one on the same subject within a connection.
@@ -157,7 +169,7 @@ export class AgentBus {
     this.checkServiceIds(serviceIds);
     this.segHandler = onMessage;
     this.serviceIds = [...new Set(serviceIds)];
-    for (const subject of [subjects.segMapsOf(this.host), subjects.segMapsOf(ALL_HOSTS)]) {
+    for (const subject of [...(this.machine !== null ? [subjects.segMapsOf(this.machine)] : []), subjects.segMapsOf(ALL_HOSTS)]) {
       this.subs.push(
         this.nc.subscribe(subject, {
           callback: (err, msg) => {
@@ -205,7 +217,8 @@ export class AgentBus {
   }
 
   private async fetchLast(ids: number[]): Promise<FetchSummary> {
-    const wanted = ids.flatMap((id) => [subjects.segMap(this.host, id), subjects.segMapAll(id)]);
+    const machine = this.machine;
+    const wanted = ids.flatMap((id) => [...(machine !== null ? [subjects.segMap(machine, id)] : []), subjects.segMapAll(id)]);
     const summary: FetchSummary = { found: 0, missing: 0, failed: 0 };
     let next = 0;
     const worker = async () => {
@@ -280,8 +293,9 @@ export class AgentBus {
 
   /**
    * The first license envelope for `fleet` within `timeoutMs`, or null. Listens on
-   * aegis.license.<fleet> and also asks aegis-server directly (aegis.agent.<host>.license),
-   * so a start need not wait for the next periodic publish.
+   * aegis.license.<fleet> and also asks aegis-server directly (aegis.agent.<machine>.license;
+   * aegis-server answers a machine with its own fleet only), so a start need not wait for
+   * the next periodic publish. Without a machine, only the broadcast is waited for.
    */
   async waitForLicense(fleet: string, timeoutMs: number): Promise<string | null> {
     const subject = this.licenseSubject(fleet);
@@ -304,9 +318,9 @@ export class AgentBus {
           if (msg.data.length > 0) finish(decoder.decode(msg.data));
         },
       });
-      if (!this.isConnected()) return;
+      if (!this.isConnected() || this.machine === null) return;
       this.nc
-        .request(subjects.agentLicenseRequest(this.host), encoder.encode(JSON.stringify({ fleet })), { timeout: Math.max(1, timeoutMs) })
+        .request(subjects.agentLicenseRequest(this.machine), encoder.encode(JSON.stringify({ fleet })), { timeout: Math.max(1, timeoutMs) })
         .then((m) => {
           if (m.data.length > 0) finish(decoder.decode(m.data));
         })
@@ -324,19 +338,25 @@ export class AgentBus {
     }
   }
 
-  /** Publishes a status report (JSON) on aegis.agent.<host>.status. */
+  /** Publishes a status report (JSON) on aegis.agent.<machine>.status. */
   async publishStatus(report: object): Promise<void> {
-    this.publishJson(subjects.agentStatus(this.host), report);
+    this.publishJson(subjects.agentStatus(this.requireMachine('status')), report);
   }
 
-  /** Publishes an applied-revision ack (JSON) on aegis.agent.<host>.ack. */
+  /** Publishes an applied-revision ack (JSON) on aegis.agent.<machine>.ack. */
   async publishAck(ack: object): Promise<void> {
-    this.publishJson(subjects.agentAck(this.host), ack);
+    this.publishJson(subjects.agentAck(this.requireMachine('ack')), ack);
   }
 
-  /** Publishes observed flows (JSON) on aegis.agent.<host>.flows. */
+  /** Publishes observed flows (JSON) on aegis.agent.<machine>.flows. */
   async publishFlows(flows: object): Promise<void> {
-    this.publishJson(subjects.agentFlows(this.host), flows);
+    this.publishJson(subjects.agentFlows(this.requireMachine('flows')), flows);
+  }
+
+  /** Reports go under the machine id; a host that has not activated has none to report under. */
+  private requireMachine(what: string): string {
+    if (this.machine === null) throw new AgentBusError('NATS_NO_MACHINE', `cannot publish ${what}: this host has not activated, so it has no machine id to report under`);
+    return this.machine;
   }
 
   private publishJson(subject: string, obj: object): void {

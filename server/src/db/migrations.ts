@@ -186,6 +186,73 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('api_keys').dropColumn('customer_id').execute();
       },
     },
+    '0005_machine_identity': {
+      // Agent reports and flows were filed under the hostname a report named, which is no
+      // identity (any host may call itself anything), so they cannot be attributed to a
+      // machine safely: they are dropped, and agents report again within their status
+      // interval. Current snapshot targets that were hostnames become the machine ids of
+      // the one active machine of that name; a name with none or several is dropped from
+      // the current targets (its revisions stay in the history).
+      async up(db: Kysely<any>) {
+        await db.schema.dropTable('agent_flows').execute();
+        await db.schema.dropTable('agents').execute();
+        await db.schema
+          .createTable('agents')
+          .addColumn('machine_id', 'text', (c) => c.primaryKey())
+          .addColumn('hostname', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('applied', 'text', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('agent_flows')
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('service_id', 'integer', (c) => c.notNull())
+          .addColumn('dst', 'text', (c) => c.notNull())
+          .addColumn('proto', 'text', (c) => c.notNull())
+          .addColumn('port', 'integer', (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('agent_flows_pk', ['machine_id', 'service_id', 'dst', 'proto', 'port'])
+          .execute();
+        await db.schema.createIndex('agent_flows_service').on('agent_flows').column('service_id').execute();
+        const active = await db.selectFrom('machines').select(['id', 'hostname']).where('status', '=', 'active').execute();
+        const byName = new Map<string, string[]>();
+        for (const m of active as Array<{ id: string; hostname: string }>) byName.set(m.hostname, [...(byName.get(m.hostname) ?? []), m.id]);
+        const current = (await db.selectFrom('seg_current').selectAll().execute()) as Array<{ service_id: number; target: string }>;
+        for (const c of current) {
+          if (c.target === '_all') continue;
+          const ids = byName.get(c.target) ?? [];
+          await db.deleteFrom('seg_current').where('service_id', '=', c.service_id).where('target', '=', c.target).execute();
+          if (ids.length === 1) {
+            await db.deleteFrom('seg_current').where('service_id', '=', c.service_id).where('target', '=', ids[0]).execute();
+            await db.insertInto('seg_current').values({ ...c, target: ids[0] }).execute();
+          }
+        }
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('agent_flows').execute();
+        await db.schema.dropTable('agents').execute();
+        await db.schema
+          .createTable('agents')
+          .addColumn('host', 'text', (c) => c.primaryKey())
+          .addColumn('machine_id', 'text')
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('applied', 'text', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('agent_flows')
+          .addColumn('host', 'text', (c) => c.notNull())
+          .addColumn('service_id', 'integer', (c) => c.notNull())
+          .addColumn('dst', 'text', (c) => c.notNull())
+          .addColumn('proto', 'text', (c) => c.notNull())
+          .addColumn('port', 'integer', (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

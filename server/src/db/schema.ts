@@ -88,7 +88,7 @@ export interface SegRevisionsTable {
   revision: number;
   snapshot: string; // JSON MapSnapshot
   stage: string; // canary | enforce
-  targets: string; // JSON array of host names; ["_all"] for every host
+  targets: string; // JSON array of machine ids (hostnames before 0005); ["_all"] for every host
   created_at: string;
   created_by: string;
   promoted_at: string | null;
@@ -96,7 +96,7 @@ export interface SegRevisionsTable {
   restores_revision: number | null;
 }
 
-/** What each target (a host, or _all) should run now, per service. */
+/** What each target (a machine id, or _all) should run now, per service. */
 export interface SegCurrentTable {
   service_id: number;
   target: string;
@@ -105,18 +105,22 @@ export interface SegCurrentTable {
   published_at: string | null;
 }
 
-/** Last report of each agent (status, acks), from NATS or the HTTP fallback. */
+/**
+ * Last report of each machine's agent (status, acks), from NATS or the agent listener.
+ * Keyed by the machine the report's subject or credentials name; hostname is the label
+ * the machine activated with, copied for display.
+ */
 export interface AgentsTable {
-  host: string;
-  machine_id: string | null;
+  machine_id: string;
+  hostname: string;
   status: string; // JSON AgentStatusReport
   applied: string; // JSON { [service_id]: AgentAck }
   last_seen_at: string;
 }
 
-/** Flows agents reported as denied or would-be-denied, aggregated. */
+/** Flows agents reported as denied or would-be-denied, aggregated per reporting machine. */
 export interface AgentFlowsTable {
-  host: string;
+  machine_id: string;
   service_id: number;
   dst: string;
   proto: string;

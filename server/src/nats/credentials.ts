@@ -81,12 +81,12 @@ export interface IssuedCredentials {
 }
 
 export interface AgentCredentialsRequest {
-  /** The agent's host name: the <host> token of its subjects (not "_all"). */
-  host: string;
+  /** The activation's machine id: the <machine> token of its subjects, and what revokeAgent(machineId) finds. */
+  machineId: string;
   /** Its fleet: the license subject aegis.license.<fleet>. */
   fleet: string;
-  /** The activation's machine id, recorded so revokeAgent(machineId) finds its keys. */
-  machineId: string;
+  /** The machine's hostname, a label for the user JWT's name and the issued records. */
+  hostname?: string;
   /** Lifetime of the user JWT; omitted or 0: no expiry (revocation is what ends it). */
   ttlSeconds?: number;
 }
@@ -132,9 +132,9 @@ function nowSeconds(): number {
  * fleet-wide snapshots, its fleet's license, its own reports and replies on its own
  * inbox. A host or fleet that cannot be a subject token, or host "_all", is NATS_BAD_ARGUMENT.
  */
-export function agentPermissions(host: string, fleet: string): Permissions {
+export function agentPermissions(machineId: string, fleet: string): Permissions {
   try {
-    return agentNatsPermissions(host, fleet);
+    return agentNatsPermissions(machineId, fleet);
   } catch (cause) {
     throw new NatsAuthorityError('NATS_BAD_ARGUMENT', describe(cause), { cause });
   }
@@ -303,11 +303,24 @@ export class NatsAuthority {
    * and keep `userPublicKey` with the activation to revoke it later.
    */
   async issueAgentCredentials(req: AgentCredentialsRequest): Promise<IssuedCredentials> {
-    const perms = agentPermissions(req.host, req.fleet);
     if (typeof req.machineId !== 'string' || req.machineId.length === 0 || req.machineId.length > 256) {
       throw new NatsAuthorityError('NATS_BAD_ARGUMENT', 'machineId must be a non-empty string of at most 256 characters');
     }
-    return this.issue(`agent ${req.host}`, perms, req.ttlSeconds, { machineId: req.machineId, host: req.host });
+    const perms = agentPermissions(req.machineId, req.fleet);
+    const host = req.hostname ?? req.machineId;
+    return this.issue(`agent ${host} (${req.machineId})`, perms, req.ttlSeconds, { machineId: req.machineId, host });
+  }
+
+  /**
+   * Whether machine `machineId` should get fresh credentials: it holds none that are
+   * unrevoked and more than half their lifetime from expiry (renewing only then keeps a
+   * handful of live users per machine however often it refreshes).
+   */
+  needsRenewal(machineId: string): boolean {
+    const now = nowSeconds();
+    return !this.state.issued.some(
+      (r) => r.machineId === machineId && this.state.revoked[r.pub] === undefined && (r.exp === 0 || r.exp - now > (r.exp - r.iat) / 2),
+    );
   }
 
   private async issue(name: string, perms: Permissions, ttlSeconds: number | undefined, agent: { machineId: string; host: string } | null): Promise<IssuedCredentials> {

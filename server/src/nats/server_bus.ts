@@ -2,11 +2,11 @@
  * The server's side of NATS: snapshots go into the AEGIS_SEG_MAPS JetStream stream, which
  * keeps the last message per subject so a host that comes online reads the current state;
  * license envelopes are plain publishes (they repeat every few minutes); agent reports
- * come in on aegis.agent.<host>.*. Subjects come from protocol's `subjects`, the
+ * come in on aegis.agent.<machine>.*. Subjects come from protocol's `subjects`, the
  * connection handling from runtime/src/nats_connection.ts (shared with AgentBus).
  *
  * The bus moves opaque strings. Signing snapshots and sealing envelopes happen before
- * publish, and a report's content is the caller's to validate: only the host in the
+ * publish, and a report's content is the caller's to validate: only the machine in the
  * subject is vouched for, by nats-server's authorization (deploy/nats).
  */
 import {
@@ -26,8 +26,8 @@ import {
   ALL_HOSTS,
   SEG_MAPS_STREAM,
   SEG_MAPS_WILDCARD,
-  agentSubjectHost,
-  isAgentHostId,
+  agentSubjectMachine,
+  isMachineId,
   isSubjectToken,
   subjectWildcards,
   subjects,
@@ -90,7 +90,8 @@ export interface ServerBusOptions extends NatsAuthOptions {
 export type BusTlsOptions = NatsTlsOptions;
 
 export type { AgentReportKind };
-export type AgentReportHandler = (kind: AgentReportKind, host: string, data: unknown) => void | Promise<void>;
+/** One agent report; `machine` is the machine id its subject names (what nats-server let that user publish). */
+export type AgentReportHandler = (kind: AgentReportKind, machine: string, data: unknown) => void | Promise<void>;
 /** Answers an agent's request for the current envelope of its fleet; null when there is none. */
 export type LicenseProvider = (fleet: string, host: string) => string | null | Promise<string | null>;
 
@@ -280,7 +281,7 @@ export class ServerBus {
   }
 
   /**
-   * Calls `handler` for each report on aegis.agent.<host>.status|ack|flows with the host
+   * Calls `handler` for each report on aegis.agent.<machine>.status|ack|flows with the machine
    * from the subject (the part nats-server's authorization vouches for) and the parsed
    * JSON. Oversized, non-UTF-8 and non-JSON messages are dropped with a warning. Returns
    * a function that stops the subscriptions.
@@ -304,27 +305,27 @@ export class ServerBus {
   }
 
   private dispatchReport(kind: AgentReportKind, msg: Msg, handler: AgentReportHandler): void {
-    const host = agentSubjectHost(msg.subject);
-    if (!isAgentHostId(host)) {
-      this.log.warn(`dropped agent ${kind} report: bad host in subject`, { subject: msg.subject });
+    const machine = agentSubjectMachine(msg.subject);
+    if (!isMachineId(machine)) {
+      this.log.warn(`dropped agent ${kind} report: the subject names no machine id`, { subject: msg.subject });
       return;
     }
     if (msg.data.length > this.maxReportBytes) {
-      this.log.warn(`dropped agent ${kind} report from ${host}: ${msg.data.length} bytes, over ${this.maxReportBytes}`, { host, kind, bytes: msg.data.length });
+      this.log.warn(`dropped agent ${kind} report from ${machine}: ${msg.data.length} bytes, over ${this.maxReportBytes}`, { machine, kind, bytes: msg.data.length });
       return;
     }
     let data: unknown;
     try {
       data = JSON.parse(decoder.decode(msg.data));
     } catch (err) {
-      this.log.warn(`dropped agent ${kind} report from ${host}: not JSON`, { host, kind, error: describe(err) });
+      this.log.warn(`dropped agent ${kind} report from ${machine}: not JSON`, { machine, kind, error: describe(err) });
       return;
     }
     try {
-      const r = handler(kind, host, data);
-      if (r instanceof Promise) r.catch((err: unknown) => this.log.error(`agent ${kind} report handler failed`, { host, error: describe(err) }));
+      const r = handler(kind, machine, data);
+      if (r instanceof Promise) r.catch((err: unknown) => this.log.error(`agent ${kind} report handler failed`, { machine, error: describe(err) }));
     } catch (err) {
-      this.log.error(`agent ${kind} report handler failed`, { host, error: describe(err) });
+      this.log.error(`agent ${kind} report handler failed`, { machine, error: describe(err) });
     }
   }
 
@@ -348,7 +349,7 @@ export class ServerBus {
   }
 
   private async answerLicense(msg: Msg, provider: LicenseProvider): Promise<void> {
-    const host = agentSubjectHost(msg.subject) ?? '';
+    const host = agentSubjectMachine(msg.subject) ?? '';
     if (!msg.reply) return;
     let fleet: unknown;
     try {

@@ -1,22 +1,30 @@
 /**
- * What agents report (over NATS, aegis.agent.<host>.status|ack|flows): last status,
- * applied revision per service, and the flows their datapath denied or would deny, which
- * feed the segmenter. Reports are untrusted input: shapes are checked and sizes capped.
+ * What agents report (over NATS, aegis.agent.<machine>.status|ack|flows, or the agent
+ * listener): last status, applied revision per service, and the flows their datapath denied
+ * or would deny, which feed the segmenter. Every report is filed under the machine its
+ * subject or credentials name, never under a name taken from the payload, and only while
+ * that machine is active. Acks and flows count only for services targeted at the machine
+ * (or at every host), so no host can speak for a service it does not run. Reports are
+ * untrusted input: shapes are checked and sizes capped.
  */
 import type { Kysely } from 'kysely';
-import { AegisError, isHostId, type AgentAck, type AgentStatusReport } from '../../../protocol/src/index.js';
+import { AegisError, ALL_HOSTS, isMachineId, type AgentAck, type AgentStatusReport } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { iso, type Clock } from '../clock.js';
 
 const MAX_FLOWS_PER_REPORT = 10_000;
 
 export interface AgentView {
+  machine_id: string;
+  /** The hostname the machine activated with: a label, not an identity. */
   host: string;
-  machine_id: string | null;
   last_seen_at: string;
   status: AgentStatusReport | null;
   applied: Record<string, AgentAck>;
 }
+
+/** Why a report was not recorded (logged by the caller). */
+export type ReportRefusal = 'malformed' | 'unknown machine' | 'service not targeted at this machine';
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -28,50 +36,70 @@ export class AgentRegistry {
     private readonly clock: Clock,
   ) {}
 
-  private async upsert(host: string, patch: { machine_id?: string | null; status?: string; applied?: string }): Promise<void> {
+  private async upsert(machineId: string, hostname: string, patch: { status?: string; applied?: string }): Promise<void> {
     const now = iso(this.clock.now());
-    const row = await this.db.selectFrom('agents').selectAll().where('host', '=', host).executeTakeFirst();
+    const row = await this.db.selectFrom('agents').select('machine_id').where('machine_id', '=', machineId).executeTakeFirst();
     if (row) {
       await this.db
         .updateTable('agents')
-        .set({ ...patch, last_seen_at: now })
-        .where('host', '=', host)
+        .set({ ...patch, hostname, last_seen_at: now })
+        .where('machine_id', '=', machineId)
         .execute();
     } else {
       await this.db
         .insertInto('agents')
-        .values({ host, machine_id: patch.machine_id ?? null, status: patch.status ?? 'null', applied: patch.applied ?? '{}', last_seen_at: now })
+        .values({ machine_id: machineId, hostname, status: patch.status ?? 'null', applied: patch.applied ?? '{}', last_seen_at: now })
         .execute();
     }
   }
 
-  /** Dispatches one report; returns false for a report that is not well-formed. */
-  async record(kind: 'status' | 'ack' | 'flows', host: string, data: unknown): Promise<boolean> {
-    if (!isHostId(host) || !isObject(data) || data.host !== host) return false;
+  /** Whether service `serviceId` currently runs on `machineId` (its own target or every host's). */
+  private async targeted(machineId: string, serviceId: number): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('seg_current')
+      .select('target')
+      .where('service_id', '=', serviceId)
+      .where((eb) => eb.or([eb('target', '=', machineId), eb('target', '=', ALL_HOSTS)]))
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /**
+   * Files one report under `machineId`, the machine its subject or credentials name.
+   * Returns null when recorded, else why not. The payload's own `host` or `machine_id`
+   * fields identify nothing.
+   */
+  async record(kind: 'status' | 'ack' | 'flows', machineId: string, data: unknown): Promise<ReportRefusal | null> {
+    if (!isMachineId(machineId) || !isObject(data)) return 'malformed';
+    const machine = await this.db.selectFrom('machines').select(['hostname', 'status']).where('id', '=', machineId).executeTakeFirst();
+    if (!machine || machine.status !== 'active') return 'unknown machine';
+    const hostname = machine.hostname;
     if (kind === 'status') {
-      if (typeof data.edition !== 'string' || !Array.isArray(data.services)) return false;
-      await this.upsert(host, { status: JSON.stringify(data), machine_id: typeof data.machine_id === 'string' ? data.machine_id : null });
-      return true;
+      if (typeof data.edition !== 'string' || !Array.isArray(data.services)) return 'malformed';
+      await this.upsert(machineId, hostname, { status: JSON.stringify({ ...data, host: hostname, machine_id: machineId }) });
+      return null;
     }
     if (kind === 'ack') {
-      if (!Number.isInteger(data.service_id) || !Number.isInteger(data.revision)) return false;
-      const row = await this.db.selectFrom('agents').select('applied').where('host', '=', host).executeTakeFirst();
+      if (!Number.isInteger(data.service_id) || !Number.isInteger(data.revision)) return 'malformed';
+      if (!(await this.targeted(machineId, data.service_id as number))) return 'service not targeted at this machine';
+      const row = await this.db.selectFrom('agents').select('applied').where('machine_id', '=', machineId).executeTakeFirst();
       const applied = row ? (JSON.parse(row.applied) as Record<string, unknown>) : {};
-      applied[String(data.service_id)] = data;
-      await this.upsert(host, { applied: JSON.stringify(applied) });
-      return true;
+      applied[String(data.service_id)] = { ...data, host: hostname };
+      await this.upsert(machineId, hostname, { applied: JSON.stringify(applied) });
+      return null;
     }
     const flows = data.flows;
-    if (!Number.isInteger(data.service_id) || !Array.isArray(flows) || flows.length > MAX_FLOWS_PER_REPORT) return false;
+    if (!Number.isInteger(data.service_id) || !Array.isArray(flows) || flows.length > MAX_FLOWS_PER_REPORT) return 'malformed';
+    if (!(await this.targeted(machineId, data.service_id as number))) return 'service not targeted at this machine';
     const now = iso(this.clock.now());
     for (const f of flows) {
       if (!isObject(f) || typeof f.dst !== 'string' || f.dst.length > 64 || (f.proto !== 'tcp' && f.proto !== 'udp')) continue;
       if (!Number.isInteger(f.port) || (f.port as number) < 0 || (f.port as number) > 65535 || !Number.isInteger(f.count) || (f.count as number) < 1) continue;
-      const key = { host, service_id: data.service_id as number, dst: f.dst, proto: f.proto, port: f.port as number };
+      const key = { machine_id: machineId, service_id: data.service_id as number, dst: f.dst, proto: f.proto, port: f.port as number };
       const existing = await this.db
         .selectFrom('agent_flows')
         .select('count')
-        .where('host', '=', host)
+        .where('machine_id', '=', machineId)
         .where('service_id', '=', key.service_id)
         .where('dst', '=', key.dst)
         .where('proto', '=', key.proto)
@@ -81,7 +109,7 @@ export class AgentRegistry {
         await this.db
           .updateTable('agent_flows')
           .set({ count: Number(existing.count) + (f.count as number), last_seen_at: now })
-          .where('host', '=', host)
+          .where('machine_id', '=', machineId)
           .where('service_id', '=', key.service_id)
           .where('dst', '=', key.dst)
           .where('proto', '=', key.proto)
@@ -91,53 +119,65 @@ export class AgentRegistry {
         await this.db.insertInto('agent_flows').values({ ...key, count: f.count as number, last_seen_at: now }).execute();
       }
     }
-    return true;
+    await this.upsert(machineId, hostname, {});
+    return null;
   }
 
   private view(r: Database['agents']): AgentView {
     return {
-      host: r.host,
       machine_id: r.machine_id,
+      host: r.hostname,
       last_seen_at: r.last_seen_at,
       status: JSON.parse(r.status) as AgentStatusReport | null,
       applied: JSON.parse(r.applied) as Record<string, AgentAck>,
     };
   }
 
-  async list(): Promise<AgentView[]> {
-    return (await this.db.selectFrom('agents').selectAll().orderBy('host').execute()).map((r) => this.view(r));
+  /** Every machine's agent (or only `machines`, for an API key limited to one customer). */
+  async list(machines: ReadonlySet<string> | null = null): Promise<AgentView[]> {
+    if (machines !== null && machines.size === 0) return [];
+    let q = this.db.selectFrom('agents').selectAll();
+    if (machines !== null) q = q.where('machine_id', 'in', [...machines]);
+    return (await q.orderBy('hostname').orderBy('machine_id').execute()).map((r) => this.view(r));
   }
 
-  async get(host: string): Promise<AgentView> {
-    const r = await this.db.selectFrom('agents').selectAll().where('host', '=', host).executeTakeFirst();
-    if (!r) throw new AegisError('NOT_FOUND', `no agent ${host} has reported`);
+  async get(machineId: string): Promise<AgentView> {
+    const r = await this.db.selectFrom('agents').selectAll().where('machine_id', '=', machineId).executeTakeFirst();
+    if (!r) throw new AegisError('NOT_FOUND', `no agent of machine ${machineId} has reported`);
     return this.view(r);
   }
 
-  /**
-   * Drops the registry rows of hosts whose last status named one of these machines (the
-   * machines were deleted: their hosts no longer speak for any seat). Returns the hosts.
-   */
+  /** Drops the reports and flows of machines that were deleted. Returns the machines that had reported. */
   async forgetMachines(machineIds: readonly string[]): Promise<string[]> {
     if (machineIds.length === 0) return [];
-    const rows = await this.db.selectFrom('agents').select('host').where('machine_id', 'in', [...machineIds]).execute();
-    if (rows.length > 0) await this.db.deleteFrom('agents').where('machine_id', 'in', [...machineIds]).execute();
-    return rows.map((r) => r.host);
+    const rows = await this.db.selectFrom('agents').select('machine_id').where('machine_id', 'in', [...machineIds]).execute();
+    await this.db.deleteFrom('agents').where('machine_id', 'in', [...machineIds]).execute();
+    await this.db.deleteFrom('agent_flows').where('machine_id', 'in', [...machineIds]).execute();
+    return rows.map((r) => r.machine_id);
   }
 
   /**
-   * Flows reported for a service by all agents (or only by `hosts`, for an API key limited
-   * to one customer), summed per destination (segmenter input).
+   * Flows reported for a service by every machine (or only by `machines`, for an API key
+   * limited to one customer), summed per destination (segmenter input).
    */
-  async flows(serviceId: number, hosts: ReadonlySet<string> | null = null): Promise<Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>> {
-    if (hosts !== null && hosts.size === 0) return [];
+  async flows(serviceId: number, machines: ReadonlySet<string> | null = null): Promise<Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>> {
+    if (machines !== null && machines.size === 0) return [];
     let q = this.db.selectFrom('agent_flows');
-    if (hosts !== null) q = q.where('host', 'in', [...hosts]);
+    if (machines !== null) q = q.where('machine_id', 'in', [...machines]);
     const rows = await q
       .select(['dst', 'proto', 'port', (eb) => eb.fn.sum<number>('count').as('count')])
       .where('service_id', '=', serviceId)
       .groupBy(['dst', 'proto', 'port'])
       .execute();
     return rows.map((r) => ({ dst: r.dst, proto: r.proto as 'tcp' | 'udp', port: Number(r.port), count: Number(r.count) }));
+  }
+
+  /** Who reported flows for a service: per machine, its destinations (keeps which machine said what). */
+  async flowsByMachine(serviceId: number, machines: ReadonlySet<string> | null = null): Promise<Array<{ machine_id: string; dst: string; proto: string; port: number; count: number; last_seen_at: string }>> {
+    if (machines !== null && machines.size === 0) return [];
+    let q = this.db.selectFrom('agent_flows').selectAll().where('service_id', '=', serviceId);
+    if (machines !== null) q = q.where('machine_id', 'in', [...machines]);
+    const rows = await q.orderBy('machine_id').orderBy('dst').orderBy('port').execute();
+    return rows.map((r) => ({ machine_id: r.machine_id, dst: r.dst, proto: r.proto, port: Number(r.port), count: Number(r.count), last_seen_at: r.last_seen_at }));
   }
 }

@@ -71,8 +71,9 @@ export function startDistribution(
     } catch (e) {
       d.log.error('cannot set up the snapshot stream', { error: (e as Error).message });
     }
-    b.onAgentReport(async (kind, host, data) => {
-      if (!(await d.agents.record(kind, host, data))) d.log.warn('ignored a malformed agent report', { kind, host });
+    b.onAgentReport(async (kind, machine, data) => {
+      const refused = await d.agents.record(kind, machine, data);
+      if (refused) d.log.warn(`ignored an agent ${kind} report: ${refused}`, { kind, machine_id: machine });
     });
     if (d.fleet) {
       const fleet = d.fleet;

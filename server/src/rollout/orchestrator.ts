@@ -10,7 +10,7 @@ import {
   AegisError,
   ALL_HOSTS,
   AUD_SEG_MAP,
-  isAgentHostId,
+  isMachineId,
   TOKEN_ISSUER,
   ValidationError,
   type MapSnapshot,
@@ -34,6 +34,7 @@ export interface Revision {
   service_id: number;
   revision: number;
   stage: Stage;
+  /** Machine ids, or [ALL_HOSTS]; resolved from hostnames when the snapshot was posted. */
   targets: string[];
   snapshot: MapSnapshot;
   created_at: string;
@@ -45,19 +46,12 @@ export interface Revision {
 export interface SubmitResult {
   accepted: true;
   service_id: number;
-  target_hosts: string[];
+  /** The machine ids the snapshot is for ([ALL_HOSTS] for every host). */
+  targets: string[];
   timestamp: number;
   revision: number;
   stage: Stage;
   published: boolean;
-}
-
-export function parseTargets(text: string | null): string[] {
-  if (text === null || text.trim() === '') return [ALL_HOSTS];
-  const hosts = [...new Set(text.split(',').map((h) => h.trim()).filter(Boolean))];
-  const bad = hosts.filter((h) => !isAgentHostId(h));
-  if (bad.length > 0) throw new ValidationError(bad.map((h) => ({ path: 'target_host', message: `${JSON.stringify(h)} is not a host name (letters, digits, _ and -)` })));
-  return hosts.sort();
 }
 
 export class Orchestrator {
@@ -148,7 +142,7 @@ export class Orchestrator {
     return {
       accepted: true,
       service_id: rev.service_id,
-      target_hosts: rev.targets,
+      targets: rev.targets,
       timestamp: epochSeconds(now),
       revision: rev.revision,
       stage: rev.stage,
@@ -199,10 +193,14 @@ export class Orchestrator {
       .executeTakeFirst();
     if (!prevRow) throw new AegisError('CONFLICT', `service ${serviceId} has no earlier revision to roll back to`);
     const prev = this.toRevision(prevRow);
+    // Revisions stored before targets were machine ids name hostnames, which identify
+    // nothing: a rollback reaches only the machine ids (or every host) among them.
+    const targets = newest.targets.filter((t) => t === ALL_HOSTS || isMachineId(t));
+    if (targets.length === 0) throw new AegisError('CONFLICT', `revision ${newest.revision} of service ${serviceId} names no machine ids; post a new snapshot with target_host or target_machine`);
     const rev = await this.insertRevision({
       service_id: serviceId,
       stage: prev.stage,
-      targets: newest.targets,
+      targets,
       snapshot: prev.snapshot,
       created_at: iso(this.clock.now()),
       created_by: actor,
@@ -295,12 +293,12 @@ export class Orchestrator {
     return n;
   }
 
-  /** The signed messages a host should run now: per service, its own or _all, newest revision. */
-  async messagesFor(host: string): Promise<string[]> {
+  /** The signed messages a machine should run now: per service, its own or _all, newest revision. */
+  async messagesFor(machineId: string): Promise<string[]> {
     const rows = await this.db
       .selectFrom('seg_current')
       .selectAll()
-      .where((eb) => eb.or([eb('target', '=', host), eb('target', '=', ALL_HOSTS)]))
+      .where((eb) => eb.or([eb('target', '=', machineId), eb('target', '=', ALL_HOSTS)]))
       .execute();
     const best = new Map<number, { target: string; revision: number }>();
     for (const r of rows) {
