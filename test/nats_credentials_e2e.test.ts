@@ -17,6 +17,14 @@ import { startTestServer, TestHost } from './harness/server.js';
 import { agentDir, cleanupDir, startAgent } from './harness/agent.js';
 import { requireCapability, missingCommand } from './harness/capabilities.js';
 
+/** iat/exp of the user JWT in a .creds file. */
+function userJwtClaims(creds: string): { iat: number; exp: number } {
+  const jwt = /-----BEGIN NATS USER JWT-----\s+(\S+)\s+------END NATS USER JWT------/.exec(creds)?.[1];
+  if (!jwt) throw new Error('no user JWT in the .creds file');
+  const c = JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')) as { iat: number; exp?: number };
+  return { iat: c.iat, exp: c.exp ?? 0 };
+}
+
 t.test('per-host NATS credentials over TLS: issued at activation, used, revoked at deactivation', async (t) => {
   if (!requireCapability(t, missingCommand('nats-server'))) return;
   const keysDir = mkdtempSync(join(tmpdir(), 'aegis-natskeys-'));
@@ -50,6 +58,8 @@ t.test('per-host NATS credentials over TLS: issued at activation, used, revoked 
   const credsPath = join(agent.stateDir, 'nats.creds');
   await agent.waitFor(() => agent.logs.some((l) => l.includes('connected to NATS')), 15_000, 'NATS with issued credentials');
   t.equal(statSync(credsPath).mode & 0o777, 0o600, 'credentials kept 0600');
+  const jwtExp = userJwtClaims(readFileSync(credsPath, 'utf8'));
+  t.ok(jwtExp.exp > 0 && jwtExp.exp - jwtExp.iat <= 86_400, `the user JWT expires (default one day, perpetual license or not): ${jwtExp.exp - jwtExp.iat} s`);
 
   // The issued user may read its own subjects only.
   const sc = StringCodec();
@@ -60,13 +70,15 @@ t.test('per-host NATS credentials over TLS: issued at activation, used, revoked 
     (e: Error) => e.message,
   );
   t.not(plain, 'connected', `TLS required: a client without the CA is refused (${plain})`);
-  const nc = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), inboxPrefix: `_INBOX.${host}`, tls });
+  const machineId = (await agent.api('GET', '/v1/status')).body.machine_id as string;
+  const nc = await natsConnect({ servers: nats.url, authenticator: credsAuthenticator(creds), inboxPrefix: `_INBOX.${machineId}`, tls });
   const denied: string[] = [];
   (async () => {
     for await (const st of nc.status()) if (st.type === 'error' || String(st.data).includes('Permissions')) denied.push(String(st.data));
   })().catch(() => undefined);
   nc.publish('aegis.seg.maps._all.31', sc.encode('forged'));
-  nc.subscribe('aegis.seg.maps.other-host.>');
+  nc.subscribe('aegis.seg.maps.00000000-0000-4000-8000-000000000000.>');
+  nc.subscribe(`aegis.seg.maps.${host}.>`); // its hostname names no subjects of its own
   await nc.flush();
   await new Promise((r) => setTimeout(r, 500));
   t.ok(denied.length >= 1, `nats-server refused the issued user outside its subjects: ${denied.join(' | ')}`);
@@ -99,7 +111,8 @@ t.test("force-deleting a customer revokes its machines' NATS users; a subscripti
   const authority = await NatsAuthority.open({ dir: join(keysDir, 'nats') });
   const nats = await startNats({ operatorConfig: authority.renderServerConfig(), tls: leaf });
   t.teardown(() => nats.stop());
-  const s = await startTestServer({ keysDir, natsUrl: nats.url, natsOperatorConfig: nats.operatorConfigPath, natsCa: ca.caFile });
+  // Credentials longer-lived than the license: they are cut to the license's end.
+  const s = await startTestServer({ keysDir, natsUrl: nats.url, natsOperatorConfig: nats.operatorConfigPath, natsCa: ca.caFile, env: { AEGIS_NATS_CREDS_TTL: String(40 * 86400) } });
   t.teardown(() => s.close());
   const tls = { caFile: ca.caFile };
   const tryConnect = (creds: string) =>
@@ -131,4 +144,57 @@ t.test("force-deleting a customer revokes its machines' NATS users; a subscripti
   t.equal(log.body.items[0].event_data.nats_users_revoked, 2, 'the audit counts the revoked NATS users');
   const notPushed = await s.req('GET', '/api/v1/admin/audit-logs?event_type=nats.revocation_not_pushed');
   t.equal(notPushed.body.items.length, 0, 'the revocation reached nats-server');
+});
+
+t.test('NATS credentials are renewed on refresh before they expire, and the agent moves to the new ones', async (t) => {
+  if (!requireCapability(t, missingCommand('nats-server'))) return;
+  const keysDir = mkdtempSync(join(tmpdir(), 'aegis-natskeys-'));
+  t.teardown(() => rmSync(keysDir, { recursive: true, force: true }));
+  const authority = await NatsAuthority.open({ dir: join(keysDir, 'nats') });
+  const nats = await startNats({ operatorConfig: authority.renderServerConfig() });
+  t.teardown(() => nats.stop());
+  // One-minute credentials and kernel tokens: the agent refreshes every ~30 s, and a
+  // refresh past half the credentials' life renews them.
+  const s = await startTestServer({
+    keysDir,
+    natsUrl: nats.url,
+    natsOperatorConfig: nats.operatorConfigPath,
+    republishSeconds: 1,
+    env: { AEGIS_KERNEL_TOKEN_TTL: '60', AEGIS_NATS_CREDS_TTL: '60' },
+  });
+  t.teardown(() => s.close());
+  const host = `renew-${process.pid}`;
+  const dir = agentDir();
+  t.teardown(() => cleanupDir(dir));
+  const agent = await startAgent({
+    serverUrl: s.url,
+    dir,
+    services: { '32': '/nonexistent-cgroup-for-nats-test' },
+    hardwareFacts: { machine_id: host },
+    extraConfig: { hostname: host, nats_url: nats.url, fallback_interval_seconds: 3600 },
+  });
+  await agent.waitReady();
+  t.teardown(() => agent.stop());
+  const cust = await s.req('POST', '/api/v1/customers', { name: 'NATS renewal' });
+  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
+  t.equal((await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key })).status, 200);
+  const credsPath = join(agent.stateDir, 'nats.creds');
+  await agent.waitFor(() => existsSync(credsPath), 10_000, 'credentials issued');
+  const first = readFileSync(credsPath, 'utf8');
+  const c1 = userJwtClaims(first);
+  t.ok(c1.exp - c1.iat <= 60, `one-minute credentials: ${c1.exp - c1.iat} s`);
+  // A refresh early in their life does not mint another user.
+  t.equal((await agent.api('POST', '/v1/refresh')).status, 200);
+  t.equal(readFileSync(credsPath, 'utf8'), first, 'not renewed while more than half their life is left');
+
+  await agent.waitFor(() => readFileSync(credsPath, 'utf8') !== first, 50_000, 'credentials renewed by a refresh');
+  const c2 = userJwtClaims(readFileSync(credsPath, 'utf8'));
+  t.ok(c2.exp > c1.exp, `the new user JWT lasts longer (${c1.exp} -> ${c2.exp})`);
+  await agent.waitFor(() => agent.logs.some((l) => l.includes('reconnecting NATS') && l.includes('new NATS credentials')), 10_000, 'reconnected with them');
+  // Past the first credentials' expiry, the agent still gets snapshots over NATS.
+  await new Promise((r) => setTimeout(r, Math.max(0, (c1.exp + 2) * 1000 - Date.now())));
+  const posted = await s.req('POST', `/seg/maps?target_host=${host}`, { version: 1, service_id: 32, edges: [], ttl_seconds: 600 });
+  t.equal(posted.status, 200, JSON.stringify(posted.body));
+  await agent.waitFor(() => agent.logs.some((l) => l.includes('snapshot applied') && l.includes('"source":"nats"')), 15_000, 'snapshot over NATS after the first credentials expired');
+  t.equal((await agent.api('GET', '/v1/status')).body.nats.connected, true, 'on NATS with the renewed credentials');
 });

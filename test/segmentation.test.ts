@@ -70,7 +70,7 @@ t.test('segmentation end to end', async (t) => {
   });
   const host = `seg-host-${process.pid}`;
   const cust = await s.req('POST', '/api/v1/customers', { name: 'Seg E2E' });
-  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual', fleet: 'prod' });
+  const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual', fleet: 'prod', max_machines: 3 });
   const dir = agentDir();
   t.teardown(() => cleanupDir(dir));
   const agentOpts = {
@@ -84,6 +84,10 @@ t.test('segmentation end to end', async (t) => {
   let agent: TestAgent = await startAgent(agentOpts);
   await agent.waitReady();
   t.teardown(() => agent.stop());
+  // A machine of the fleet's license: snapshot targets, reports and its NATS subjects name
+  // the machine id it is given here.
+  t.equal((await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key })).status, 200, 'activated');
+  let machineId = (await agent.api('GET', '/v1/status')).body.machine_id as string;
 
   await t.test('fleet license arrives within 10 s of start and is saved 0600', async (t) => {
     const t0 = Date.now();
@@ -111,7 +115,7 @@ t.test('segmentation end to end', async (t) => {
     const v1 = (await agent.api('GET', '/v1/snapshots')).body.services[0];
     t.equal(v1.mode, 'observe');
     await eventually('would-drop counted', async () => (await agent.api('GET', '/v1/snapshots')).body.services[0].counters.would_drop >= 1);
-    await eventually('ack recorded by the server', async () => (await s.req('GET', `/api/v1/agents/${host}`)).body?.applied?.['101']?.revision === r1.revision);
+    await eventually('ack recorded by the server', async () => (await s.req('GET', `/api/v1/agents/${machineId}`)).body?.applied?.['101']?.revision === r1.revision);
 
     await s.req('POST', '/seg/maps/promote', { service_id: 101 });
     await eventually('promotion enforced', async () => same(await probe(cgroup, [pA, pB]), [true, false]));
@@ -127,7 +131,8 @@ t.test('segmentation end to end', async (t) => {
     await eventually('rollback enforced', async () => same(await probe(cgroup, [pA, pB]), [true, false]));
     t.pass('rollback restores the previous revision in the kernel');
     const agents = await s.req('GET', '/api/v1/agents');
-    const me = agents.body.items.find((x: { host: string }) => x.host === host);
+    const me = agents.body.items.find((x: { machine_id: string }) => x.machine_id === machineId);
+    t.equal(me.host, host, 'listed under its machine, with its hostname as the label');
     t.equal(me.status.edition, 'licensed', 'status reports reach the server');
     t.equal(me.status.services[0].mode, 'enforce');
   });
@@ -139,11 +144,11 @@ t.test('segmentation end to end', async (t) => {
     const kid = s.keys.activeKid();
     const head = Buffer.from(JSON.stringify({ alg: 'EdDSA', typ: 'JWT', kid })).toString('base64url');
     const body = Buffer.from(
-      JSON.stringify({ aud: AUD_SEG_MAP, iss: 'aegis-server', iat: Math.floor(Date.now() / 1000), target: host, service_id: 101, revision: 9999, stage: 'enforce', snapshot: { version: 1, service_id: 101, edges: [], ttl_seconds: 3600 } }),
+      JSON.stringify({ aud: AUD_SEG_MAP, iss: 'aegis-server', iat: Math.floor(Date.now() / 1000), target: machineId, service_id: 101, revision: 9999, stage: 'enforce', snapshot: { version: 1, service_id: 101, edges: [], ttl_seconds: 3600 } }),
     ).toString('base64url');
     const forged = `${head}.${body}.${sign(null, Buffer.from(`${head}.${body}`), evil).toString('base64url')}`;
-    nc.publish(`aegis.seg.maps.${host}.101`, sc.encode(forged));
-    nc.publish(`aegis.seg.maps.${host}.101`, sc.encode('not even a JWS'));
+    nc.publish(`aegis.seg.maps.${machineId}.101`, sc.encode(forged));
+    nc.publish(`aegis.seg.maps.${machineId}.101`, sc.encode('not even a JWS'));
     nc.publish('aegis.license.prod', sc.encode('{"v":1,"alg":"A256GCM","fleet":"prod","seq":99999999999999,"iv":"AAAAAAAAAAAAAAAA","ct":"AAAAAAAAAAAAAAAAAAAAAAAA"}'));
     await nc.flush();
     await agent.waitFor(() => agent.logs.filter((l) => l.includes('rejected a snapshot message')).length >= 2, 5000, 'rejections');
@@ -154,7 +159,7 @@ t.test('segmentation end to end', async (t) => {
     t.equal((await agent.api('GET', '/v1/status')).body.edition, 'licensed', 'license unchanged');
   });
 
-  await t.test('replayed fleet envelope rejected; revocation reaches the agent within one publish', async (t) => {
+  await t.test('replayed fleet envelope rejected; revocation reaches the agent within one publish (fleet) and one refresh (machine)', async (t) => {
     const nc = await natsConnect({ servers: nats.url });
     const captured: string[] = [];
     const sub = nc.subscribe('aegis.license.prod', { callback: (_e, m) => captured.push(sc.decode(m.data)) });
@@ -162,8 +167,11 @@ t.test('segmentation end to end', async (t) => {
     await s.app.fleet!.publishFleet('prod'); // a current envelope, captured by the "attacker"
     await eventually('captured', async () => captured.length > 0, 5000);
     await s.req('DELETE', `/api/v1/licenses/${lic.body.id}/revoke`, { reason: 'fleet revocation test' });
+    await eventually('fleet envelope revoked', async () => (await agent.api('GET', '/v1/status')).body.fleet_license.status === 'revoked', 5000);
+    // The host is also a machine of that license: its next refresh hears LICENSE_REVOKED.
+    await agent.api('POST', '/v1/refresh');
     await eventually('community after revocation', async () => (await agent.api('GET', '/v1/status')).body.edition === 'community', 5000);
-    t.pass('revoked: community edition after one publish');
+    t.pass('revoked: community edition after one publish and one refresh');
     t.equal((await agent.api('GET', '/v1/status')).body.fleet_license.status, 'revoked');
     nc.publish('aegis.license.prod', sc.encode(captured[0]!)); // replay the older, still-valid envelope
     await nc.flush();
@@ -174,6 +182,9 @@ t.test('segmentation end to end', async (t) => {
     // Back to licensed for what follows: a machine license of its own.
     const lic2 = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
     t.equal((await agent.api('POST', '/v1/activate', { license_key: lic2.body.license_key })).status, 200);
+    const renewed = (await agent.api('GET', '/v1/status')).body.machine_id as string;
+    t.not(renewed, machineId, 'a new machine');
+    machineId = renewed;
   });
 
   await t.test('nats-server killed mid-run: enforcement continues, the agent catches up', async (t) => {
@@ -187,6 +198,8 @@ t.test('segmentation end to end', async (t) => {
   });
 
   await t.test('an agent started after the snapshot was posted still gets it (JetStream last value)', async (t) => {
+    // For every host: the fresh agent below is not activated, so it has no machine of its own.
+    await post('?stage=enforce', snapshot(pB));
     await agent.stop();
     await purgePins(pinRoot);
     const agentDir2 = agentDir();

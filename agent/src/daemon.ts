@@ -253,6 +253,9 @@ export class AgentDaemon {
           if (env) await fleet.accept(env, 'nats');
         }
       }
+      // Superseded while waiting for the fleet license (activated, new credentials): the
+      // newer connection attaches itself.
+      if (gen !== this.natsGeneration) return;
       await this.seg.attachBus(bus);
       this.log.info('connected to NATS', { url: c.nats_url });
     } catch (e) {

@@ -143,7 +143,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
     ctx,
   });
-  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle, tenancy, targets: new TargetResolver(db) });
+  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle, tenancy, targets: new TargetResolver(db, clock) });
   addJwksRoutes(router, { keys: ctx.keys });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).

@@ -152,7 +152,7 @@ export interface CustomerDeletion extends Revoked {
   /** Licenses that were still usable (deleted under `force`). */
   revoked_license_ids: string[];
   machine_ids: string[];
-  /** Hosts whose agent registry rows named a deleted machine. */
+  /** Deleted machines whose agents had reported (their registry rows and flows are dropped). */
   agents_removed: string[];
 }
 

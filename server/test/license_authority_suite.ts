@@ -331,7 +331,7 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
     t.equal(tok.status, 200, JSON.stringify(tok.body));
     const st = await s.req('POST', AGENT_API.status, { edition: 'licensed', services: [] }, { key: null, headers: { authorization: `Bearer ${tok.body.access_token}` } });
     t.equal(st.status, 202);
-    t.equal((await s.req('GET', `/api/v1/agents/${h.name}`)).body.machine_id, id, 'registry row names the machine');
+    t.equal((await s.req('GET', `/api/v1/agents/${id}`)).body.host, h.name, 'registry row is the machine, labelled with its hostname');
     const unused = (await agentToken('snapshots:read')).body.access_token as string;
 
     t.equal((await s.req('DELETE', `/api/v1/customers/${cid}?force=true`)).status, 204);
@@ -341,7 +341,7 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
     t.equal(snap.status, 404, 'an access token issued before the deletion is refused');
     const v = await s.req('POST', '/api/v1/licenses/validate', { token: act.body.license_token }, { key: null });
     t.equal(v.body.code, 'REVOKED', 'its license token no longer validates');
-    t.equal((await s.req('GET', `/api/v1/agents/${h.name}`)).status, 404, 'registry row removed');
+    t.equal((await s.req('GET', `/api/v1/agents/${id}`)).status, 404, 'registry row removed');
 
     const log = await s.req('GET', `/api/v1/admin/audit-logs?event_type=customer.deleted&customer_id=${cid}`);
     t.equal(log.body.items.length, 1);
@@ -351,7 +351,7 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
       machines_removed: [id],
       certificates_revoked: 0,
       nats_users_revoked: 0,
-      agents_removed: [h.name],
+      agents_removed: [id],
     });
   });
 

@@ -1,8 +1,8 @@
 /** Orchestrator HTTP API, run on each storage backend. */
 import type { Test } from 'tap';
 import { createLocalJWKSet, jwtVerify } from 'jose';
-import { AUD_ACTIVATION_PROOF, AUD_SEG_MAP, AUD_SNAPSHOTS_PROOF } from '../../protocol/src/index.js';
-import { startTestServer, TestHost, type TestServer } from '../../test/harness/server.js';
+import { AUD_SEG_MAP, AUD_SNAPSHOTS_PROOF } from '../../protocol/src/index.js';
+import { activateTestHost, startTestServer, TestHost, type TestServer } from '../../test/harness/server.js';
 
 const snap = (service_id: number, edges: Array<[string, string, number]>, extra: Record<string, unknown> = {}) => ({
   version: 1,
@@ -22,22 +22,44 @@ export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>
   });
   t.teardown(() => s?.close());
 
-  t.test('POST /seg/maps: accepted with a revision, canary by default', async (t) => {
+  t.test('POST /seg/maps: accepted with a revision, canary by default; hostnames resolve to machines', async (t) => {
+    const web1 = await activateTestHost(s, 'web-1');
+    const web2 = await activateTestHost(s, 'web-2', { licenseKey: web1.licenseKey });
+    const ids = [web1.machineId, web2.machineId].sort();
     const r = await s.req('POST', '/seg/maps?target_host=web-1,web-2', snap(101, [['10.10.20.0/24', 'tcp', 5432]]));
     t.equal(r.status, 200, JSON.stringify(r.body));
-    t.match(r.body, { accepted: true, service_id: 101, target_hosts: ['web-1', 'web-2'], revision: 1, stage: 'canary' });
+    t.match(r.body, { accepted: true, service_id: 101, revision: 1, stage: 'canary' });
+    t.same(r.body.target_machines, ids, 'stored and published by machine id');
+    t.same(r.body.target_hosts, ids.map((id) => (id === web1.machineId ? 'web-1' : 'web-2')), 'hostnames shown as labels');
     t.type(r.body.timestamp, 'number');
     const r2 = await s.req('POST', '/api/v1/seg/maps', { ...snap(101, [['10.10.30.15/32', 'tcp', 443]]), stage: 'enforce' });
-    t.match(r2.body, { revision: 2, stage: 'enforce', target_hosts: ['_all'] });
+    t.match(r2.body, { revision: 2, stage: 'enforce', target_hosts: ['_all'], target_machines: ['_all'] });
     const list = await s.req('GET', '/seg/maps');
-    t.same(
-      list.body.current.filter((c: any) => c.service_id === 101).map((c: any) => [c.target, c.revision, c.stage]),
-      [
-        ['_all', 2, 'enforce'],
-        ['web-1', 1, 'canary'],
-        ['web-2', 1, 'canary'],
-      ],
-    );
+    const current = list.body.current.filter((c: any) => c.service_id === 101).map((c: any) => `${c.target} ${c.host} ${c.revision} ${c.stage}`).sort();
+    t.same(current, [`_all _all 2 enforce`, `${web1.machineId} web-1 1 canary`, `${web2.machineId} web-2 1 canary`].sort());
+    const byId = await s.req('POST', `/seg/maps?target_machine=${web2.machineId}`, snap(104, []));
+    t.equal(byId.status, 200, JSON.stringify(byId.body));
+    t.same(byId.body.target_machines, [web2.machineId], 'target_machine takes ids');
+    const both = await s.req('POST', `/seg/maps?target_host=web-1&target_machine=${web2.machineId}`, snap(105, []));
+    t.same(both.body.target_machines, ids, 'names and ids together');
+  });
+
+  t.test('targets: unknown names and ids are 404, ambiguous names 409 listing the machines', async (t) => {
+    const unknown = await s.req('POST', '/seg/maps?target_host=no-such-host', snap(110, []));
+    t.equal(unknown.status, 404, JSON.stringify(unknown.body));
+    t.match(unknown.body.error.message, /no active machine named no-such-host/);
+    const unknownId = await s.req('POST', '/seg/maps?target_machine=00000000-0000-4000-8000-000000000000', snap(110, []));
+    t.equal(unknownId.status, 404);
+    t.equal((await s.req('POST', '/seg/maps?target_machine=web-1', snap(110, []))).status, 400, 'target_machine takes only machine ids');
+    const a = await activateTestHost(s, 'twin');
+    const b = await activateTestHost(s, 'twin');
+    const amb = await s.req('POST', '/seg/maps?target_host=twin', snap(111, []));
+    t.equal(amb.status, 409, JSON.stringify(amb.body));
+    t.match(amb.body.error.message, /twin names 2 active machines/);
+    t.same(amb.body.error.details.ambiguous.twin.map((c: any) => c.machine_id).sort(), [a.machineId, b.machineId].sort(), 'the candidates are listed');
+    t.equal((await s.req('GET', '/seg/maps/111')).status, 404, 'nothing stored for a refused target');
+    const one = await s.req('POST', `/seg/maps?target_machine=${a.machineId}`, snap(111, []));
+    t.equal(one.status, 200, 'the ambiguity is resolved by id');
   });
 
   t.test('validation names each failing path', async (t) => {
@@ -91,34 +113,35 @@ export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>
     t.ok(audit.body.items.length >= 1, 'rollback audited');
   });
 
-  t.test('HTTP fallback serves signed messages to a host that proves itself', async (t) => {
-    const c = await s.req('POST', '/api/v1/customers', { name: 'Seg Co' });
-    const l = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual' });
-    const host = new TestHost('db-7');
-    const act = await s.req('POST', '/api/v1/activations', { ...host.activation(l.body.license_key), proof: host.proof(AUD_ACTIVATION_PROOF) }, { key: null });
-    t.equal(act.status, 201);
+  t.test('HTTP fallback serves signed messages to a machine that proves itself', async (t) => {
+    const { host, machineId } = await activateTestHost(s, 'db-7');
+    const other = await activateTestHost(s, 'other');
     await s.req('POST', '/seg/maps?target_host=db-7', snap(301, [['10.9.0.0/16', 'udp', 53]]));
     await s.req('POST', '/seg/maps', snap(302, [['10.8.0.0/16', 'tcp', 443]]));
-    await s.req('POST', '/seg/maps?target_host=other', snap(303, [['10.7.0.0/16', 'tcp', 443]]));
+    await s.req('POST', `/seg/maps?target_machine=${other.machineId}`, snap(303, [['10.7.0.0/16', 'tcp', 443]]));
     const proof = host.proof(AUD_SNAPSHOTS_PROOF);
-    const r = await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null, headers: { 'x-aegis-proof': proof } });
+    const path = `/api/v1/machines/${machineId}/snapshots`;
+    const r = await s.req('GET', path, undefined, { key: null, headers: { 'x-aegis-proof': proof } });
     t.equal(r.status, 200, JSON.stringify(r.body));
-    const jwks = createLocalJWKSet(act.body.jwks);
+    t.equal(r.body.machine_id, machineId);
+    const jwks = createLocalJWKSet((await s.req('GET', '/.well-known/jwks.json', undefined, { key: null })).body);
     const claims = [];
     for (const m of r.body.messages) claims.push((await jwtVerify(m, jwks, { audience: AUD_SEG_MAP, algorithms: ['EdDSA'] })).payload);
     const ids = claims.map((c: any) => c.service_id);
     t.ok(ids.includes(301) && ids.includes(302), `own and _all services: ${ids}`);
-    t.notOk(ids.includes(303), "another host's snapshot is not served");
-    t.equal(claims.find((c: any) => c.service_id === 301)!.target, 'db-7');
-    const replay = await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null, headers: { 'x-aegis-proof': proof } });
+    t.notOk(ids.includes(303), "another machine's snapshot is not served");
+    t.equal(claims.find((c: any) => c.service_id === 301)!.target, machineId, 'addressed to the machine id');
+    const replay = await s.req('GET', path, undefined, { key: null, headers: { 'x-aegis-proof': proof } });
     t.equal(replay.status, 401, 'a proof is good once');
-    const other = new TestHost('intruder');
-    const forged = await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, {
+    const intruder = new TestHost('intruder');
+    const forged = await s.req('GET', path, undefined, {
       key: null,
-      headers: { 'x-aegis-proof': other.proof(AUD_SNAPSHOTS_PROOF, { hwid: host.hardwareId }) },
+      headers: { 'x-aegis-proof': intruder.proof(AUD_SNAPSHOTS_PROOF, { hwid: host.hardwareId }) },
     });
     t.equal(forged.status, 401, 'a proof by another key is refused');
-    t.equal((await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null })).status, 401);
+    t.equal((await s.req('GET', path, undefined, { key: null })).status, 401);
+    t.equal((await s.req('GET', '/api/v1/machines/db-7/snapshots', undefined, { key: null, headers: { 'x-aegis-proof': host.proof(AUD_SNAPSHOTS_PROOF) } })).status, 404, 'a hostname names no machine');
+    t.equal((await s.req('GET', '/api/v1/agents/db-7/snapshots', undefined, { key: null, headers: { 'x-aegis-proof': host.proof(AUD_SNAPSHOTS_PROOF) } })).status, 404, 'the hostname route is gone');
   });
 
   t.test('segmenter: propose from flows or agent reports, plan into a postable MapSnapshot', async (t) => {
@@ -134,29 +157,45 @@ export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>
     t.equal(planned.body.service_id, 401);
     const posted = await s.req('POST', '/seg/maps', planned.body);
     t.equal(posted.status, 200, 'a plan is ready to POST');
-    await s.app.agents.record('flows', 'web-9', { host: 'web-9', service_id: 402, flows: [{ dst: '192.168.1.7', proto: 'tcp', port: 443, count: 4 }] });
+    const web9 = await activateTestHost(s, 'web-9');
+    t.equal(await s.app.agents.record('flows', web9.machineId, { service_id: 402, flows: [{ dst: '192.168.1.7', proto: 'tcp', port: 443, count: 4 }] }), 'service not targeted at this machine');
+    t.equal((await s.req('POST', `/seg/maps?target_machine=${web9.machineId}`, snap(402, []))).status, 200);
+    t.equal(await s.app.agents.record('flows', web9.machineId, { service_id: 402, flows: [{ dst: '192.168.1.7', proto: 'tcp', port: 443, count: 4 }] }), null);
     const fromAgents = await s.req('POST', '/segment/propose', { service_id: 402, from_agents: true });
     t.equal(fromAgents.status, 200);
     t.equal(fromAgents.body.source, 'agents');
     t.same(fromAgents.body.edges.map((e: any) => e.dst_cidr), ['192.168.1.7/32']);
   });
 
-  t.test('agents: reports recorded, visible, and flows feed the segmenter input', async (t) => {
+  t.test('agents: reports recorded under the machine, visible, and flows feed the segmenter input', async (t) => {
     const reg = s.app.agents;
-    t.equal(await reg.record('status', 'web-1', { host: 'web-2', edition: 'licensed', services: [] }), false, 'host mismatch refused');
-    t.equal(await reg.record('status', 'web-1', 'garbage'), false);
-    t.ok(await reg.record('status', 'web-1', { host: 'web-1', machine_id: 'm-1', edition: 'licensed', tier: 'server', services: [{ service_id: 101, revision: 1 }], datapath: { available: true, reason: null } }));
-    t.ok(await reg.record('ack', 'web-1', { host: 'web-1', service_id: 101, revision: 1, stage: 'canary', mode: 'observe', ok: true, error: null }));
-    t.ok(await reg.record('flows', 'web-1', { host: 'web-1', service_id: 101, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 3 }, { dst: 'x'.repeat(100), proto: 'tcp', port: 1, count: 1 }] }));
-    t.ok(await reg.record('flows', 'web-1', { host: 'web-1', service_id: 101, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 2 }] }));
+    const { machineId } = await activateTestHost(s, 'web-5');
+    t.equal((await s.req('POST', `/seg/maps?target_machine=${machineId}`, snap(501, []))).status, 200);
+    t.equal(await reg.record('status', 'web-5', { edition: 'licensed', services: [] }), 'malformed', 'a hostname is no machine id');
+    t.equal(await reg.record('status', '00000000-0000-4000-8000-000000000000', { edition: 'licensed', services: [] }), 'unknown machine');
+    t.equal(await reg.record('status', machineId, 'garbage'), 'malformed');
+    t.equal(
+      await reg.record('status', machineId, { host: 'liar', machine_id: 'another', edition: 'licensed', tier: 'server', services: [{ service_id: 501, revision: 1 }], datapath: { available: true, reason: null } }),
+      null,
+    );
+    t.equal(await reg.record('ack', machineId, { host: 'web-5', service_id: 501, revision: 1, stage: 'canary', mode: 'observe', ok: true, error: null }), null);
+    t.equal(await reg.record('ack', machineId, { host: 'web-5', service_id: 999, revision: 1, stage: 'canary', mode: 'observe', ok: true, error: null }), 'service not targeted at this machine');
+    t.equal(await reg.record('flows', machineId, { service_id: 501, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 3 }, { dst: 'x'.repeat(100), proto: 'tcp', port: 1, count: 1 }] }), null);
+    t.equal(await reg.record('flows', machineId, { service_id: 501, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 2 }] }), null);
     const list = await s.req('GET', '/api/v1/agents');
-    t.equal(list.body.items[0].host, 'web-1');
-    const one = await s.req('GET', '/api/v1/agents/web-1');
+    const item = list.body.items.find((i: any) => i.machine_id === machineId);
+    t.equal(item.host, 'web-5', 'the label is the hostname the machine activated with');
+    t.equal(item.status.host, 'web-5', "the payload's host names nothing");
+    t.equal(item.status.machine_id, machineId, "the payload's machine_id names nothing");
+    const one = await s.req('GET', `/api/v1/agents/${machineId}`);
     t.equal(one.body.status.edition, 'licensed');
-    t.equal(one.body.applied['101'].revision, 1);
-    t.same(await reg.flows(101), [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 5 }], 'flows summed, bad ones dropped');
-    t.equal((await s.req('GET', '/api/v1/agents/nobody')).status, 404);
+    t.equal(one.body.applied['501'].revision, 1);
+    t.notOk(one.body.applied['999'], 'an ack for a service not targeted here is not kept');
+    t.same(await reg.flows(501), [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 5 }], 'flows summed, bad ones dropped');
+    const per = await s.req('GET', '/api/v1/seg/flows/501');
+    t.same(per.body.items.map((f: any) => [f.machine_id, f.dst, f.count]), [[machineId, '10.0.0.5', 5]], 'which machine reported what');
+    t.equal((await s.req('GET', '/api/v1/agents/web-5')).status, 404);
     const maps = await s.req('GET', '/seg/maps');
-    t.equal(maps.body.hosts.find((h: any) => h.host === 'web-1').applied['101'].revision, 1, 'applied revision per host');
+    t.equal(maps.body.hosts.find((h: any) => h.machine_id === machineId).applied['501'].revision, 1, 'applied revision per machine');
   });
 }

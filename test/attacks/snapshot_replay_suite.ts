@@ -19,7 +19,7 @@ import { Middlebox, eventually } from '../harness/middlebox.js';
 export type DatabaseFactory = () => Promise<string | undefined>;
 
 const SERVICE = 101;
-const FALLBACK = /^\/api\/v1\/agents\/[^/]+\/snapshots$/;
+const FALLBACK = /^\/api\/v1\/machines\/[^/]+\/snapshots$/;
 
 interface Claims {
   revision: number;
@@ -120,7 +120,7 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     // A message signed while the server clock stood two hours back is past its exp.
     const r2 = await s.req('POST', `/seg/maps?target_host=${host}`, snapshot(8443));
     s.clock.offsetMs = -2 * 3600_000;
-    const stale = await s.app.orchestrator.messagesFor(host);
+    const stale = await s.app.orchestrator.messagesFor(r2.body.target_machines[0]);
     s.clock.offsetMs = 0;
     t.equal(claimsOf(stale[0]!).revision, r2.body.revision, 'a newer revision, but signed long ago');
     box.replay = stale;

@@ -68,7 +68,7 @@ export function tenancySuite(t: Test, newDatabase: DatabaseFactory): void {
     for (const [host, machine] of [[A.host, A.machineId], [B.host, B.machineId]] as const) {
       await s.app.ctx.db
         .insertInto('agents')
-        .values({ host, machine_id: machine, status: 'null', applied: '{}', last_seen_at: new Date().toISOString() })
+        .values({ machine_id: machine, hostname: host, status: 'null', applied: '{}', last_seen_at: new Date().toISOString() })
         .execute();
     }
     // B's segmentation service, put there by the unrestricted key.
@@ -113,13 +113,14 @@ export function tenancySuite(t: Test, newDatabase: DatabaseFactory): void {
     t.ok(all.body.machines.active >= 4, 'the unrestricted key counts every customer');
 
     const seg = await asA('GET', '/seg/maps');
-    t.ok(seg.body.current.every((c: { target: string }) => c.target !== B.host && c.target !== '_all'), "GET /seg/maps shows none of B's targets");
+    t.ok(seg.body.current.every((c: { target: string }) => c.target !== B.machineId && c.target !== '_all'), "GET /seg/maps shows none of B's targets");
     t.equal((await asA('GET', '/seg/maps/900')).status, 404, "B's service history is not found");
-    t.equal((await asA('GET', `/api/v1/agents/${B.host}`)).status, 404, "B's agent is not found");
+    t.equal((await asA('GET', `/api/v1/agents/${B.machineId}`)).status, 404, "B's agent is not found");
     const agents = await asA('GET', '/api/v1/agents');
     t.same(agents.body.items.map((a: { host: string }) => a.host), [A.host], "agent list holds only A's host");
     t.same(seg.body.hosts.map((h: { host: string }) => h.host), [A.host], "GET /seg/maps hosts hold only A's host");
-    t.equal((await asA('GET', `/api/v1/agents/${A.host}`)).status, 200, "A's agent");
+    t.equal((await asA('GET', `/api/v1/agents/${A.machineId}`)).status, 200, "A's agent");
+    t.equal((await asA('GET', `/api/v1/seg/flows/900`)).body.items.length, 0, "B's flows are not listed");
   });
 
   t.test("writes against B are refused and B's rows are unchanged", async (t) => {
@@ -139,11 +140,13 @@ export function tenancySuite(t: Test, newDatabase: DatabaseFactory): void {
     t.match(toB.body.error?.message ?? '', B.host, 'the refusal names the host');
     const mixed = await asA('POST', `/seg/maps?target_host=${A.host},${B.host}`, snap(902));
     t.equal(mixed.status, 404, "A's host and B's host together");
+    const byId = await asA('POST', `/seg/maps?target_machine=${B.machineId}`, snap(902));
+    t.equal(byId.status, 404, "B's machine by id");
     t.equal((await asA('POST', '/seg/maps', snap(903))).status, 403, 'no target (every host, _all) is refused');
     t.equal((await asA('POST', '/seg/maps?target_host=nobody-host', snap(904))).status, 404, 'a host of no machine');
     t.equal((await asA('POST', '/seg/maps/promote', { service_id: 900 })).status, 404, "promote B's service");
     t.equal((await asA('POST', '/seg/maps/rollback', { service_id: 900 })).status, 404, "roll back B's service");
-    for (const id of [901, 902, 903, 904, 906]) t.equal((await s.req('GET', `/seg/maps/${id}`)).status, 404, `nothing stored for service ${id}`);
+    for (const id of [901, 902, 903, 904]) t.equal((await s.req('GET', `/seg/maps/${id}`)).status, 404, `nothing stored for service ${id}`);
 
     // A service targeting _all (the unrestricted key's) is not A's to promote either.
     await s.req('POST', '/seg/maps', snap(905));
@@ -153,14 +156,19 @@ export function tenancySuite(t: Test, newDatabase: DatabaseFactory): void {
     const b = await s.req('GET', `/api/v1/licenses/${B.licenseId}/machines`);
     t.ok(b.body.items.every((m: { status: string }) => m.status === 'active'), "B's machines are still active");
 
-    // B activates a machine under A's hostname: a snapshot sent to that name would reach
-    // B's host too, so A may no longer target it.
+    // B activates a machine under A's hostname. A's key resolves the name among A's own
+    // machines, so its snapshot reaches A's machine only; the unrestricted key, which sees
+    // both, is told the name is ambiguous.
     const lB = await s.req('POST', '/api/v1/licenses', { customer_id: B.customerId, tier: 'server', license_type: 'perpetual' });
     const clash = await s.req('POST', '/api/v1/activations', new TestHost(A.host).activation(lB.body.license_key), { key: null });
     t.equal(clash.status, 201);
     const shared = await asA('POST', `/seg/maps?target_host=${A.host}`, snap(906));
-    t.equal(shared.status, 403, 'a hostname B also holds is refused');
-    t.equal((await asA('GET', `/api/v1/agents/${A.host}`)).status, 404, 'and is no longer visible');
+    t.equal(shared.status, 200, JSON.stringify(shared.body));
+    t.same(shared.body.target_machines, [A.machineId], "A's snapshot is for A's machine only, not B's namesake");
+    t.equal((await asA('GET', `/api/v1/agents/${A.machineId}`)).status, 200, "A's agent stays visible");
+    const ambiguous = await s.req('POST', `/seg/maps?target_host=${A.host}`, snap(907));
+    t.equal(ambiguous.status, 409, 'the unrestricted key must pick a machine');
+    t.same(ambiguous.body.error.details.ambiguous[A.host].map((c: { machine_id: string }) => c.machine_id).sort(), [A.machineId, clash.body.machine_id].sort());
     t.equal((await s.req('DELETE', `/api/v1/machines/${clash.body.machine_id}`)).status, 200);
     t.equal((await s.req('DELETE', `/api/v1/licenses/${lB.body.id}/revoke`, { reason: 'test' })).status, 200);
   });
@@ -194,13 +202,14 @@ export function tenancySuite(t: Test, newDatabase: DatabaseFactory): void {
     const sub = await asA('POST', `/seg/maps?target_host=${A.host}`, snap(910));
     t.equal(sub.status, 200, "a snapshot for A's host");
     t.same(sub.body.target_hosts, [A.host]);
+    t.same(sub.body.target_machines, [A.machineId]);
     t.equal((await asA('POST', `/seg/maps?target_host=tenant-a-spare`, snap(911))).status, 404, "A's deactivated machine is no target");
     t.equal((await asA('POST', `/seg/maps?target_host=${A.host}`, snap(910))).status, 200);
     t.equal((await asA('POST', '/seg/maps/promote', { service_id: 910 })).status, 200, "promote A's service");
     t.equal((await asA('POST', '/seg/maps/rollback', { service_id: 910 })).status, 200, "roll back A's service");
     t.equal((await asA('GET', '/seg/maps/910')).status, 200, "A's service history");
     const seg = await asA('GET', '/seg/maps');
-    t.ok(seg.body.current.some((c: { target: string; service_id: number }) => c.service_id === 910 && c.target === A.host), "A's target is listed");
+    t.ok(seg.body.current.some((c: { target: string; service_id: number }) => c.service_id === 910 && c.target === A.machineId), "A's target is listed");
 
     t.equal((await asA('DELETE', `/api/v1/customers/${A.customerId}?force=true`)).status, 204, 'A may delete itself');
     t.equal((await s.req('GET', `/api/v1/customers/${B.customerId}`)).status, 200, 'B is still there');

@@ -160,3 +160,29 @@ export class TestHost {
     };
   }
 }
+
+/** A host activated on a test server: its key, and the machine id it was given. */
+export interface ActivatedHost {
+  host: TestHost;
+  machineId: string;
+  licenseKey: string;
+  customerId: string;
+}
+
+/**
+ * Activates a host named `name` (a new customer and license unless `licenseKey` is given):
+ * snapshot targets and reports need a machine now that machines, not hostnames, are identity.
+ */
+export async function activateTestHost(s: TestServer, name: string, opts: { licenseKey?: string; customerId?: string; tier?: string } = {}): Promise<ActivatedHost> {
+  let { licenseKey, customerId } = opts;
+  if (!licenseKey) {
+    customerId ??= (await s.req('POST', '/api/v1/customers', { name: `Customer of ${name}` })).body.id as string;
+    const lic = await s.req('POST', '/api/v1/licenses', { customer_id: customerId, tier: opts.tier ?? 'server', license_type: 'perpetual', max_machines: 10 });
+    if (lic.status !== 201) throw new Error(`license for ${name}: ${JSON.stringify(lic.body)}`);
+    licenseKey = lic.body.license_key as string;
+  }
+  const host = new TestHost(name);
+  const act = await s.req('POST', '/api/v1/activations', host.activation(licenseKey), { key: null });
+  if (act.status !== 201 && act.status !== 200) throw new Error(`activating ${name}: ${act.status} ${JSON.stringify(act.body)}`);
+  return { host, machineId: act.body.machine_id as string, licenseKey, customerId: customerId ?? '' };
+}

@@ -71,8 +71,17 @@ export class AgentRegistry {
    */
   async record(kind: 'status' | 'ack' | 'flows', machineId: string, data: unknown): Promise<ReportRefusal | null> {
     if (!isMachineId(machineId) || !isObject(data)) return 'malformed';
-    const machine = await this.db.selectFrom('machines').select(['hostname', 'status']).where('id', '=', machineId).executeTakeFirst();
-    if (!machine || machine.status !== 'active') return 'unknown machine';
+    const machine = await this.db
+      .selectFrom('machines')
+      .innerJoin('licenses', 'licenses.id', 'machines.license_id')
+      .select(['machines.hostname as hostname', 'machines.status as status', 'licenses.status as license_status', 'licenses.expires_at as expires_at'])
+      .where('machines.id', '=', machineId)
+      .executeTakeFirst();
+    const now = iso(this.clock.now());
+    // A machine that was deactivated, or whose license was revoked or ran out, speaks for nothing.
+    if (!machine || machine.status !== 'active' || machine.license_status !== 'active' || (machine.expires_at !== null && machine.expires_at <= now)) {
+      return 'unknown machine';
+    }
     const hostname = machine.hostname;
     if (kind === 'status') {
       if (typeof data.edition !== 'string' || !Array.isArray(data.services)) return 'malformed';
@@ -91,7 +100,6 @@ export class AgentRegistry {
     const flows = data.flows;
     if (!Number.isInteger(data.service_id) || !Array.isArray(flows) || flows.length > MAX_FLOWS_PER_REPORT) return 'malformed';
     if (!(await this.targeted(machineId, data.service_id as number))) return 'service not targeted at this machine';
-    const now = iso(this.clock.now());
     for (const f of flows) {
       if (!isObject(f) || typeof f.dst !== 'string' || f.dst.length > 64 || (f.proto !== 'tcp' && f.proto !== 'udp')) continue;
       if (!Number.isInteger(f.port) || (f.port as number) < 0 || (f.port as number) > 65535 || !Number.isInteger(f.count) || (f.count as number) < 1) continue;

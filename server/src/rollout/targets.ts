@@ -10,6 +10,7 @@
 import type { Kysely } from 'kysely';
 import { AegisError, ALL_HOSTS, isAgentHostId, isMachineId, ValidationError } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
+import { iso, type Clock } from '../clock.js';
 
 /** What the query string asked for; null: every host (`_all`). */
 export interface TargetQuery {
@@ -43,9 +44,12 @@ export interface Candidate {
 }
 
 export class TargetResolver {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly clock: Clock,
+  ) {}
 
-  /** Active machines, optionally of one customer, whose hostname or id is listed. */
+  /** Active machines of usable licenses, optionally of one customer, whose hostname or id is listed. */
   private async active(customerId: string | null, by: 'hostname' | 'id', values: string[]): Promise<Candidate[]> {
     if (values.length === 0) return [];
     let q = this.db
@@ -53,6 +57,8 @@ export class TargetResolver {
       .innerJoin('licenses', 'licenses.id', 'machines.license_id')
       .select(['machines.id as machine_id', 'machines.hostname as hostname', 'machines.license_id as license_id', 'machines.last_seen_at as last_seen_at'])
       .where('machines.status', '=', 'active')
+      .where('licenses.status', '=', 'active')
+      .where((eb) => eb.or([eb('licenses.expires_at', 'is', null), eb('licenses.expires_at', '>', iso(this.clock.now()))]))
       .where(by === 'id' ? 'machines.id' : 'machines.hostname', 'in', values);
     if (customerId !== null) q = q.where('licenses.customer_id', '=', customerId);
     return (await q.orderBy('machines.id').execute()) as Candidate[];
