@@ -12,6 +12,7 @@
         'native/src/datapath_core.cc',
         'native/src/js_error.cc',
         'native/src/notify.cc',
+        'native/src/peer_credentials.cc',
         'native/src/status.cc',
         'native/src/token_file.cc',
       ],

@@ -25,6 +25,6 @@ t.test('node-gyp rebuild from binding.gyp produces a loadable addon', async (t) 
   const addon = join(dir, 'build/Release/aegis.node');
   t.ok(existsSync(addon), 'build/Release/aegis.node');
   const mod = createRequire(import.meta.url)(addon) as Record<string, unknown>;
-  for (const fn of ['writeFileAtomic', 'notify']) t.type(mod[fn], 'function', `exports ${fn}`);
+  for (const fn of ['writeFileAtomic', 'notify', 'peerCredentials']) t.type(mod[fn], 'function', `exports ${fn}`);
   t.ok(execFileSync('nm', ['-D', addon], { encoding: 'utf8' }).includes('bpf_'), 'linked against libbpf');
 });

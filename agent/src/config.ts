@@ -25,6 +25,8 @@ export interface AgentConfig {
   socket_path: string;
   /** Group given access to the control socket (mode 0660); empty: root's group. */
   socket_group: string;
+  /** Group whose members may change the agent through the socket (policy, license, reload); empty: root only. */
+  admin_group: string;
   expiry_behaviour: 'fail-open' | 'fail-closed';
   log_level: 'error' | 'warn' | 'info' | 'debug';
   log_format: 'json' | 'text';
@@ -67,6 +69,7 @@ export function defaults(): AgentConfig {
     state_dir: '/var/lib/aegis',
     socket_path: '/run/aegis/agent.sock',
     socket_group: '',
+    admin_group: '',
     expiry_behaviour: 'fail-open',
     log_level: 'info',
     log_format: 'json',
@@ -106,6 +109,7 @@ const SCHEMA = {
     state_dir: { type: 'string', pattern: '^/' },
     socket_path: { type: 'string', pattern: '^/', maxLength: 107 },
     socket_group: { type: 'string', maxLength: 64 },
+    admin_group: { type: 'string', maxLength: 64 },
     expiry_behaviour: { enum: ['fail-open', 'fail-closed'] },
     log_level: { enum: ['error', 'warn', 'info', 'debug'] },
     log_format: { enum: ['json', 'text'] },
@@ -141,6 +145,7 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_STATE_DIR: 'state_dir',
   AEGIS_SOCKET: 'socket_path',
   AEGIS_SOCKET_GROUP: 'socket_group',
+  AEGIS_ADMIN_GROUP: 'admin_group',
   AEGIS_EXPIRY_BEHAVIOUR: 'expiry_behaviour',
   AEGIS_LOG_LEVEL: 'log_level',
   AEGIS_LOG_FORMAT: 'log_format',

@@ -1,14 +1,15 @@
 /**
  * The local control API: HTTP over the Unix socket /run/aegis/agent.sock (mode 0660, no
  * TCP port). aegisctl is its client. Errors use the server's envelope
- * `{"error":{"code","message","details"}}`.
+ * `{"error":{"code","message","details"}}`. Every request is checked against the caller
+ * the kernel names (control_access.ts): socket_group reads, root and admin_group write.
  */
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { checkMapSnapshot, ValidationError, type MapSnapshot } from '../../protocol/src/index.js';
+import { ControlAccess, resolveGroup, type AccessGroups } from './control_access.js';
 import { AgentError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -53,11 +54,19 @@ export function checkSnapshot(body: unknown): MapSnapshot {
 export class ControlApi {
   private readonly routes: Route[] = [];
   private server: Server | null = null;
+  private readonly access: ControlAccess;
 
   constructor(
     private readonly log: Logger,
     private readonly limits: ControlApiLimits = DEFAULT_CONTROL_API_LIMITS,
-  ) {}
+  ) {
+    this.access = new ControlAccess(log);
+  }
+
+  /** Who may write (admin_group); applied to the next request, so a reload takes effect at once. */
+  configureAccess(groups: Partial<AccessGroups>): void {
+    this.access.configure(groups);
+  }
 
   on(method: string, path: string, handler: Handler): this {
     const keys: string[] = [];
@@ -81,6 +90,8 @@ export class ControlApi {
       const route = this.routes.find((r) => r.method === req.method && r.pattern.test(path));
       if (!route) throw new AgentError('NOT_FOUND', `no ${req.method} ${path}`, { status: 404 });
       const m = route.pattern.exec(path)!;
+      // Before the body is read: a refused caller's payload is never parsed.
+      this.access.check(req.socket, route.method, path);
       const params = Object.fromEntries(route.keys.map((k, i) => [k, decodeURIComponent(m[i + 1]!)]));
       const chunks: Buffer[] = [];
       let size = 0;
@@ -114,7 +125,8 @@ export class ControlApi {
    * Listens on `path`. A socket file left by a crashed run is replaced, but a live one
    * (another agent answering) is not: two agents must not share a host.
    */
-  async listen(path: string, group: string): Promise<void> {
+  async listen(path: string, group: string, adminGroup = ''): Promise<void> {
+    this.access.configure({ admin_group: adminGroup });
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     if (existsSync(path)) {
       if (!lstatSync(path).isSocket()) throw new AgentError('BAD_REQUEST', `${path} exists and is not a socket`);
@@ -151,10 +163,15 @@ export class ControlApi {
       process.umask(oldMask);
     }
     chmodSync(path, 0o660);
+    this.access.socketOwnedBy('', lstatSync(path).gid);
     if (group) {
-      const gid = Number(spawnSync('getent', ['group', group], { encoding: 'utf8' }).stdout.split(':')[2]);
-      if (Number.isInteger(gid)) chownSync(path, process.getuid?.() ?? 0, gid);
-      else this.log.warn('socket_group not found; socket stays root-only', { group });
+      const gid = resolveGroup(group);
+      if (gid !== null) {
+        chownSync(path, process.getuid?.() ?? 0, gid);
+        this.access.socketOwnedBy(group, gid);
+      } else {
+        this.log.warn('socket_group not found; socket stays root-only', { group });
+      }
     }
     this.server = server;
   }

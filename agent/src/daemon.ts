@@ -167,7 +167,7 @@ export class AgentDaemon {
     });
 
     this.routes();
-    await this.api.listen(c.socket_path, c.socket_group);
+    await this.api.listen(c.socket_path, c.socket_group, c.admin_group);
 
     await this.notify({ ready: true, status: this.statusLine() });
     const usec = Number(process.env.WATCHDOG_USEC);
@@ -381,6 +381,7 @@ export class AgentDaemon {
       const { config } = loadConfig(this.sources);
       this.config = config;
       this.log.level = config.log_level;
+      this.api.configureAccess({ admin_group: config.admin_group });
       await this.policy.reconfigure(config);
       await this.seg.servicesChanged();
       this.log.info('configuration reloaded');

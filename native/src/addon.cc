@@ -6,6 +6,7 @@
 #include "abi_constants.h"
 #include "datapath.h"
 #include "notify.h"
+#include "peer_credentials.h"
 #include "token_file.h"
 
 namespace {
@@ -17,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("purgePins", Napi::Function::New(env, aegis::PurgePinsJs, "purgePins"));
   exports.Set("writeFileAtomic", Napi::Function::New(env, aegis::WriteFileAtomicJs, "writeFileAtomic"));
   exports.Set("notify", Napi::Function::New(env, aegis::NotifyJs, "notify"));
+  exports.Set("peerCredentials", Napi::Function::New(env, aegis::PeerCredentialsJs, "peerCredentials"));
   exports.Set("layoutVersion", Napi::Number::New(env, AEGIS_LAYOUT_VERSION));
   exports.Set("maxRules", Napi::Number::New(env, AEGIS_MAX_RULES));
   exports.Set("maxServices", Napi::Number::New(env, AEGIS_MAX_SERVICES));

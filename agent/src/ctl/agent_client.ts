@@ -104,6 +104,10 @@ function agentHint(code: string): string | undefined {
       return 'too many attempts; retry in a minute';
     case 'NOT_ACTIVATED':
       return 'activate it first: aegisctl activate KEY';
+    case 'FORBIDDEN_CALLER':
+      return "reading the agent needs socket_group; changing it (policy, license, reload) needs root or the agent's admin_group: run with sudo, or ask for membership of admin_group (then log in again)";
+    case 'CALLER_UNKNOWN':
+      return 'aegis-agent cannot read the caller credentials of its socket (is its native addon built?); run this as root meanwhile, and see journalctl -u aegis-agent';
     case 'ALREADY_ACTIVATING':
       return 'an activation is already under way; check aegisctl license in a moment';
     default:

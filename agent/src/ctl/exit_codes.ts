@@ -57,7 +57,7 @@ const INVALID_REQUEST_CODES: ReadonlySet<string> = new Set([
  */
 export function exitCodeForApiError(code: string, status: number): ExitCode {
   if (LICENSING_REFUSAL_CODES.has(code)) return ExitCode.LICENSING_REFUSED;
-  if (code === 'UNAUTHORIZED' || code === 'FORBIDDEN') return ExitCode.UNAUTHORIZED;
+  if (code === 'UNAUTHORIZED' || code === 'FORBIDDEN' || code === 'FORBIDDEN_CALLER' || code === 'CALLER_UNKNOWN') return ExitCode.UNAUTHORIZED;
   if (code === 'NOT_FOUND') return ExitCode.NOT_FOUND;
   if (INVALID_REQUEST_CODES.has(code)) return ExitCode.USAGE;
   if (code === 'SERVER_UNREACHABLE') return ExitCode.UNREACHABLE;

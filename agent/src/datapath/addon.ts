@@ -67,6 +67,8 @@ export interface NativeAddon {
   purgePins(pinRoot: string): Promise<void>;
   writeFileAtomic(path: string, data: Buffer, mode: number): Promise<void>;
   notify(socketPath: string, state: string): Promise<boolean>;
+  /** SO_PEERCRED and SO_PEERGROUPS of a connected Unix socket; groups is null on kernels without SO_PEERGROUPS. */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number; groups: number[] | null };
   layoutVersion: number;
   maxRules: number;
   maxServices: number;

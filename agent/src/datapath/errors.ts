@@ -17,7 +17,8 @@ export type DatapathErrorCode =
   | 'DATAPATH_CLOSED'
   | 'KERNEL_ERROR'
   | 'TOKEN_WRITE_FAILED'
-  | 'NOTIFY_FAILED';
+  | 'NOTIFY_FAILED'
+  | 'PEER_CREDENTIALS_FAILED';
 
 /** What the addon attaches to the Errors it rejects with. */
 export interface NativeErrorFields {
@@ -161,6 +162,14 @@ export class NotifyError extends DatapathError {
   constructor(message: string, options: { cause?: unknown } = {}) {
     super('NOTIFY_FAILED', message, options);
     this.name = 'NotifyError';
+  }
+}
+
+/** The kernel would not say who is on the other end of a Unix socket (SO_PEERCRED). */
+export class PeerCredentialsError extends DatapathError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('PEER_CREDENTIALS_FAILED', message, options);
+    this.name = 'PeerCredentialsError';
   }
 }
 

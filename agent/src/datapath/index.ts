@@ -1,6 +1,7 @@
 /**
  * agent/src/datapath: the only entry to the native addon (eBPF datapath, atomic token
- * writer, sd_notify). Import from here, never from the addon or the files beside this one.
+ * writer, sd_notify, Unix socket peer credentials). Import from here, never from the
+ * addon or the files beside this one.
  */
 export { DEFAULT_PIN_ROOT, Datapath, checkPolicyRules, open, probe, purgePins } from './datapath.js';
 export { MAX_SERVICES } from './abi.js';
@@ -25,6 +26,8 @@ export type { PacketSpec } from './packet.js';
 export { cgroup2Mount, cgroupPathOfPid } from './cgroup.js';
 export { writeFileAtomic } from './token_file.js';
 export { sdNotify, formatNotifyState } from './notify.js';
+export { peerCredentials } from './peer_credentials.js';
+export type { PeerCredentials } from './peer_credentials.js';
 export type { NotifyState } from './notify.js';
 export {
   AddonUnavailableError,
@@ -39,6 +42,7 @@ export {
   InvalidPolicyError,
   KernelError,
   NotifyError,
+  PeerCredentialsError,
   SnapshotTooLargeError,
   TokenWriteError,
 } from './errors.js';
