@@ -186,7 +186,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('api_keys').dropColumn('customer_id').execute();
       },
     },
-    '0005_machine_identity': {
+    '0006_machine_identity': {
       // Agent reports and flows were filed under the hostname a report named, which is no
       // identity (any host may call itself anything), so they cannot be attributed to a
       // machine safely: they are dropped, and agents report again within their status

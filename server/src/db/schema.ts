@@ -88,7 +88,7 @@ export interface SegRevisionsTable {
   revision: number;
   snapshot: string; // JSON MapSnapshot
   stage: string; // canary | enforce
-  targets: string; // JSON array of machine ids (hostnames before 0005); ["_all"] for every host
+  targets: string; // JSON array of machine ids (hostnames before 0006); ["_all"] for every host
   created_at: string;
   created_by: string;
   promoted_at: string | null;
