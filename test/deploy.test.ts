@@ -57,6 +57,9 @@ t.test('install target stages the tree, commands, config and unit; systemd-analy
   const help = spawnSync(process.execPath, [join(lib, 'dist/agent/src/main.js'), '--help'], { encoding: 'utf8' });
   t.equal(help.status, 0, help.stderr);
   t.match(help.stdout, /aegis-agent/, 'aegis-agent --help runs from the installed tree');
+  const hw = spawnSync(process.execPath, [join(lib, 'dist/agent/src/main.js'), 'hwid'], { encoding: 'utf8' });
+  t.equal(hw.status, 0, hw.stderr);
+  t.match(hw.stdout, /^[0-9a-f]{64}\n$/, 'aegis-agent hwid prints the hardware id and exits');
   // verify resolves ExecStart on this filesystem, so point it at the staged command.
   const unitPath = join(dest, 'etc/systemd/system/aegis-agent.service');
   const unit = readFileSync(unitPath, 'utf8');
@@ -69,6 +72,29 @@ t.test('install target stages the tree, commands, config and unit; systemd-analy
   writeFileSync(join(dest, 'etc/aegis/agent.json'), '{"fleet":"mine"}');
   t.equal(spawnSync('bash', [join(ROOT, 'scripts/install-agent'), '--destdir', dest]).status, 0);
   t.equal(readFileSync(join(dest, 'etc/aegis/agent.json'), 'utf8'), '{"fleet":"mine"}', 'config kept');
+});
+
+t.test('with --kmod-pubkeys the module is staged with modprobe options binding it to the hardware id', async (t) => {
+  const dest = mkdtempSync(join(tmpdir(), 'aegis-install-kmod-'));
+  t.teardown(() => rmSync(dest, { recursive: true, force: true }));
+  // A stand-in for the built module: the install copies it, it is never loaded here.
+  const ko = join(dest, 'aegis.ko');
+  writeFileSync(ko, 'not a real module');
+  const install = (...extra: string[]) =>
+    spawnSync('bash', [join(ROOT, 'scripts/install-agent'), '--destdir', join(dest, 'root'), '--kmod-module', ko, '--kernel-version', '6.1.0-test', ...extra], { encoding: 'utf8' });
+  const hwid = 'AB'.repeat(32);
+  const noHwid = install('--kmod-pubkeys', 'aegis-2026-01=abc_DEF-123');
+  t.equal(noHwid.status, 2, 'a staged image needs --hwid: the build machine is not the one it runs on');
+  t.match(noHwid.stderr, /--hwid is required/);
+  t.equal(install('--kmod-pubkeys', 'k=x y', '--hwid', hwid).status, 2, 'pubkeys that could break the options line are refused');
+  t.equal(install('--kmod-pubkeys', 'k=x', '--hwid', 'abc').status, 2, 'a hwid that is no hardware id is refused');
+  const ok = install('--kmod-pubkeys', 'aegis-2026-01=abc_DEF-123', '--hwid', hwid);
+  t.equal(ok.status, 0, ok.stderr);
+  const root = join(dest, 'root');
+  t.equal(readFileSync(join(root, 'lib/modules/6.1.0-test/extra/aegis.ko'), 'utf8'), 'not a real module', 'module installed for its kernel');
+  const conf = readFileSync(join(root, 'etc/modprobe.d/aegis.conf'), 'utf8');
+  t.ok(conf.split('\n').includes(`options aegis hwid=${hwid.toLowerCase()} pubkeys=aegis-2026-01=abc_DEF-123`), conf);
+  t.equal(readFileSync(join(root, 'etc/modules-load.d/aegis.conf'), 'utf8'), 'aegis\n', 'loaded at boot');
 });
 
 t.test('READY, WATCHDOG, STATUS and SIGHUP reload as systemd sees them', async (t) => {

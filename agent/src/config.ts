@@ -34,6 +34,8 @@ export interface AgentConfig {
   hostname: string;
   /** Where the kernel module takes its reload trigger. */
   kmod_reload_path: string;
+  /** The kernel module's hwid parameter in sysfs: read back to check the module is bound to this machine. */
+  kmod_hwid_path: string;
   /** NATS credentials of this host (empty: none); a .creds file wins over user/password. */
   nats_user: string;
   nats_password: string;
@@ -76,6 +78,7 @@ export function defaults(): AgentConfig {
     pin_root: '/sys/fs/bpf/aegis',
     hostname: hostname(),
     kmod_reload_path: '/sys/kernel/aegis/reload',
+    kmod_hwid_path: '/sys/module/aegis/parameters/hwid',
     nats_user: '',
     nats_password: '',
     nats_creds_file: '',
@@ -116,6 +119,7 @@ const SCHEMA = {
     pin_root: { type: 'string', pattern: '^/' },
     hostname: { type: 'string', pattern: `^[A-Za-z0-9]${IDENTIFIER_CHARS}{0,${SUBJECT_TOKEN_MAX_LENGTH - 1}}$` },
     kmod_reload_path: { type: 'string', pattern: '^/' },
+    kmod_hwid_path: { type: 'string', pattern: '^/' },
     nats_user: { type: 'string', maxLength: 256 },
     nats_password: { type: 'string', maxLength: 1024 },
     nats_creds_file: { type: 'string', pattern: '^(/.*)?$' },
@@ -152,6 +156,7 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_PIN_ROOT: 'pin_root',
   AEGIS_HOSTNAME: 'hostname',
   AEGIS_KMOD_RELOAD_PATH: 'kmod_reload_path',
+  AEGIS_KMOD_HWID_PATH: 'kmod_hwid_path',
   AEGIS_NATS_USER: 'nats_user',
   AEGIS_NATS_PASSWORD: 'nats_password',
   AEGIS_NATS_CREDS: 'nats_creds_file',

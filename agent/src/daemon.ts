@@ -114,7 +114,16 @@ export class AgentDaemon {
     } else {
       this.log.info('server keys pinned: keys are adopted only when pinned or signed by a trusted key', { pinned: [...anchors.pinned()] });
     }
-    this.kernelToken = new KernelToken({ tokenPath: c.token_path, stateDir: this.store.dir, kmodReloadPath: c.kmod_reload_path, log: this.log });
+    this.kernelToken = new KernelToken({
+      tokenPath: c.token_path,
+      stateDir: this.store.dir,
+      kmodReloadPath: c.kmod_reload_path,
+      kmodHwidPath: c.kmod_hwid_path,
+      hardwareId: this.hw.hardware_id,
+      log: this.log,
+    });
+    const kmod = this.kernelToken.checkBinding();
+    if (kmod.state === 'bound') this.log.info('kernel module bound to this machine', { hardware_id: kmod.hardware_id });
     this.license = new LicenseManager({
       store: this.store,
       log: this.log,
@@ -304,6 +313,7 @@ export class AgentDaemon {
       datapath: { available: this.policy.datapathAvailable, reason: this.policy.datapathAvailable ? null : `datapath unavailable: ${this.policy.datapathReason}` },
       token_path: this.kernelToken.writtenTo ?? this.config.token_path,
       token_fallback: this.kernelToken.fallback,
+      kmod: { status: this.kernelToken.kmodStatus(), ...this.kernelToken.binding() },
       services: this.policy.serviceViews(),
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
     };
@@ -347,6 +357,7 @@ export class AgentDaemon {
           expires_at: Number.isFinite(exp) ? new Date(exp * 1000).toISOString() : null,
           seconds_left: Number.isFinite(exp) ? Math.round(exp - Date.now() / 1000) : null,
           kmod_status: this.kernelToken.kmodStatus(),
+          kmod_hwid: this.kernelToken.binding(),
         };
       })
       .on('POST', '/v1/activate', async (body) => {

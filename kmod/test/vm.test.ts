@@ -3,8 +3,10 @@
  * with tokens minted by aegis-server's signer into a busybox initramfs
  * (scripts/build-vm-image), boots Debian's kernel in qemu (TCG) and checks what the
  * VM's /init prints from /sys/kernel/aegis for each token: load with a valid token,
- * swap in tampered, expired, wrong-hwid and the other cases with a write to reload,
- * watch a short-lived token expire on the re-check timer, rmmod cleanly.
+ * refuse to load without hwid, swap in tampered, expired, wrong-hwid (a token of another
+ * machine, refused since the module is loaded with this one's hwid) and the other cases
+ * with a write to reload, watch a short-lived token expire on the re-check timer, rmmod
+ * cleanly.
  */
 import t from 'tap';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -93,6 +95,9 @@ t.test('aegis.ko in a Debian kernel under qemu', { timeout: 300_000 }, async (t)
   const get = (step: string, key: string): string | undefined => values.get(`${step} ${key}`);
   if (!values.has('insmod rc') || get('rmmod', 'rc') === undefined) t.comment(vm.output.slice(-6000));
 
+  t.not(get('insmod-nohwid', 'rc'), '0', 'insmod without hwid is refused (require_hwid defaults to Y)');
+  t.equal(get('insmod-nohwid', 'sysfs'), 'no', 'and leaves no /sys/kernel/aegis');
+  t.ok(get('insmod-badhwid', 'rc') !== undefined && get('insmod-badhwid', 'rc') !== '0', 'insmod with a hwid that is no hardware id is refused');
   t.equal(get('insmod', 'rc'), '0', 'insmod with the server public key and hwid');
   t.equal(get('load', 'status'), 'valid', 'valid token at load: status valid');
   t.equal(get('load', 'tier'), set.tier, 'tier');
@@ -126,6 +131,7 @@ t.test('aegis.ko in a Debian kernel under qemu', { timeout: 300_000 }, async (t)
   t.ok(vm.output.includes('AEGIS-VM: sysfs_left=no'), '/sys/kernel/aegis removed on unload');
   const trouble = dmesg.filter((l) => /BUG|WARNING:|Oops|Call Trace|general protection|KASAN|refcount_t/.test(l));
   t.same(trouble, [], 'no kernel warnings, BUGs or oopses in dmesg');
+  t.ok(dmesg.some((l) => /aegis: hwid is not set: .*refusing to load/.test(l)), 'the refused load without hwid says why');
   t.ok(dmesg.some((l) => /aegis: loaded: 1 key/.test(l)), 'module logged its load');
   t.ok(dmesg.some((l) => /aegis: unloaded/.test(l)), 'module logged its unload');
   t.ok(vm.output.includes('AEGIS-VM: done'), 'init ran to the end');

@@ -232,13 +232,27 @@ export class MachineLifecycle {
 
     const now = iso(this.clock.now());
     const { machine, created } = await this.db.transaction().execute(async (tx) => {
-      // Serialise activations of one license: the seat count read below must not change
-      // before our insert commits. PostgreSQL takes a row lock; SQLite serialises all
-      // transactions on its single connection.
+      // Serialise activations of one customer (the hardware id binding below is per
+      // customer) and of one license (the seat count read below must not change before
+      // our insert commits). PostgreSQL takes row locks, the license first and then the
+      // customer (the order a forced customer deletion takes them in); SQLite serialises
+      // all transactions on its single connection.
       if (this.d.dialect === 'postgres') {
         await tx.selectFrom('licenses').select('id').where('id', '=', lic.id).forUpdate().executeTakeFirstOrThrow();
+        await tx.selectFrom('customers').select('id').where('id', '=', lic.customer_id).forUpdate().executeTakeFirstOrThrow();
       }
-      const bound = await tx.selectFrom('machines').selectAll().where('hardware_id', '=', input.hardware_id).where('status', '=', 'active').execute();
+      // A hardware id is bound to one host key within a customer: knowing it never takes
+      // a seat there. Machines of other customers are not looked at, so a hardware id
+      // claimed first on another customer's license neither blocks this activation nor
+      // tells anything about that machine.
+      const bound = await tx
+        .selectFrom('machines')
+        .innerJoin('licenses', 'licenses.id', 'machines.license_id')
+        .selectAll('machines')
+        .where('machines.hardware_id', '=', input.hardware_id)
+        .where('machines.status', '=', 'active')
+        .where('licenses.customer_id', '=', lic.customer_id)
+        .execute();
       const other = bound.find((m) => m.host_key_thumbprint !== thumbprint);
       if (other) {
         throw new Refusal(

@@ -118,6 +118,7 @@ export async function startAgent(o: AgentOptions): Promise<TestAgent> {
       pin_root: o.pinRoot ?? join(dir, 'not-bpffs'),
       services: o.services ?? {},
       kmod_reload_path: join(dir, 'kmod-reload'),
+      kmod_hwid_path: join(dir, 'kmod-hwid'),
       // No NATS unless a test asks for it (then it passes nats_url in extraConfig).
       nats_url: '',
       log_level: 'debug',

@@ -20,8 +20,22 @@ export interface AgentStatus {
   datapath: { available: boolean; reason: string | null };
   token_path: string;
   token_fallback: boolean;
+  /** The kernel module's verdict and whether it was loaded with this machine's hwid (absent from older agents). */
+  kmod?: AgentKmod;
   services: Array<{ service_id: string | number; cgroup: string | null; bound: boolean; error: string | null }>;
   uptime_s: number;
+}
+
+/** How the loaded kernel module is bound to this machine (see agent/src/kernel_token.ts). */
+export interface AgentKmodHwid {
+  state: 'bound' | 'unbound' | 'mismatch' | 'unknown' | 'not_loaded';
+  module_hwid: string | null;
+  hardware_id: string;
+  warning: string | null;
+}
+
+export interface AgentKmod extends AgentKmodHwid {
+  status: string | null;
 }
 
 export interface AgentLicense {
@@ -72,6 +86,7 @@ export interface AgentToken {
   expires_at: string | null;
   seconds_left: number | null;
   kmod_status: string | null;
+  kmod_hwid?: AgentKmodHwid;
 }
 
 export interface Activated {

@@ -3,7 +3,7 @@
  */
 import { Command } from 'commander';
 import { LICENSE_KEY_ALPHABET, normalizeLicenseKey } from '../../../protocol/src/index.js';
-import type { AgentSnapshots, AgentStatus } from './agent_client.js';
+import type { AgentKmodHwid, AgentSnapshots, AgentStatus } from './agent_client.js';
 import { action } from './commands_admin.js';
 import type { Ctx, CtlIo } from './context.js';
 import { UsageError } from './errors.js';
@@ -40,6 +40,17 @@ async function readKeyFromStdin(io: CtlIo): Promise<string> {
   return first.trim();
 }
 
+/**
+ * The kernel module line: its verdict, and a WARNING when it was not loaded with this
+ * machine's hwid (it then accepts tokens copied from other machines, or refuses ours).
+ */
+export function kmodLine(status: string | null, hwid: AgentKmodHwid | undefined): string {
+  if (!hwid) return orDash(status);
+  if (hwid.state === 'not_loaded') return status ? status : 'not loaded';
+  if (hwid.state === 'bound') return `${orDash(status)} (hwid bound to this machine)`;
+  return `${orDash(status)} (WARNING: ${hwid.warning ?? hwid.state})`;
+}
+
 function showStatus(ctx: Ctx, s: AgentStatus): void {
   // The agent's reason may already say "datapath unavailable: …".
   const datapath = s.datapath.available ? 'available' : `unavailable: ${orDash(s.datapath.reason).replace(/^datapath unavailable:\s*/i, '')}`;
@@ -52,6 +63,7 @@ function showStatus(ctx: Ctx, s: AgentStatus): void {
     ['Agent version', s.version],
     ['Datapath', datapath],
     ['Kernel token', s.token_fallback ? `${s.token_path} (fallback: the configured path is not writable)` : s.token_path],
+    ['Kernel module', s.kmod ? kmodLine(s.kmod.status, s.kmod) : '-'],
     ['Uptime', formatDuration(s.uptime_s)],
   ]);
   ctx.out.line();
@@ -218,7 +230,7 @@ export function localCommands(io: CtlIo): Command[] {
             ctx.out.fields([
               ['Path', t.path],
               ['Present', 'no (the host is not activated, or the token was not written yet)'],
-              ['Kernel module', orDash(t.kmod_status)],
+              ['Kernel module', kmodLine(t.kmod_status, t.kmod_hwid)],
             ]);
             return;
           }
@@ -236,7 +248,7 @@ export function localCommands(io: CtlIo): Command[] {
             ['Feature mask', typeof c.fmask === 'number' ? `0x${c.fmask.toString(16)} (${c.fmask})` : '-'],
             ['Issued', formatEpoch(c.iat, ctx.now)],
             ['Expires', t.expires_at ? formatWhen(t.expires_at, ctx.now) : formatEpoch(c.exp, ctx.now)],
-            ['Kernel module', orDash(t.kmod_status)],
+            ['Kernel module', kmodLine(t.kmod_status, t.kmod_hwid)],
           ]);
         });
       }),

@@ -42,6 +42,13 @@ const ANSWERS: Record<string, unknown> = {
     datapath: { available: false, reason: 'datapath unavailable: BPF needs CAP_BPF' },
     token_path: '/var/lib/aegis/auth.token',
     token_fallback: true,
+    kmod: {
+      status: 'valid',
+      state: 'unbound',
+      module_hwid: '',
+      hardware_id: 'a'.repeat(64),
+      warning: 'the kernel module was loaded without hwid: it accepts a kernel token copied from any machine',
+    },
     services: [
       { service_id: 7, cgroup: '/sys/fs/cgroup/web.slice', bound: true, error: null },
       { service_id: 'db', cgroup: null, bound: false, error: 'cgroup not found' },
@@ -192,6 +199,7 @@ t.test('status, hwid, license, snapshots, token show: tables and --json', async 
   t.match(status.stdout, /Datapath:\s+unavailable: BPF needs CAP_BPF\n/);
   t.match(status.stdout, /Kernel token:\s+\/var\/lib\/aegis\/auth\.token \(fallback/);
   t.match(status.stdout, /Uptime:\s+1h 2m/);
+  t.match(status.stdout, /Kernel module:\s+valid \(WARNING: the kernel module was loaded without hwid: it accepts a kernel token copied from any machine\)/, 'an unbound module is shown loudly');
   t.match(status.stdout, /^SERVICE\s+CGROUP\s+BOUND\s+ERROR$/m);
   t.match(status.stdout, /^7\s+\/sys\/fs\/cgroup\/web\.slice\s+yes\s+-$/m);
   t.match(status.stdout, /^db\s+-\s+no\s+cgroup not found$/m);
@@ -224,6 +232,12 @@ t.test('status, hwid, license, snapshots, token show: tables and --json', async 
   t.match(tok.stdout, /Feature mask:\s+0x1001 \(4097\)/);
   t.match(tok.stdout, /Expires:\s+in 4\dm( \d+s)? \(/);
   t.match(tok.stdout, /Kernel module:\s+valid/);
+  const savedToken = ANSWERS['GET /v1/token'];
+  ANSWERS['GET /v1/token'] = { ...(savedToken as object), kmod_hwid: { state: 'mismatch', module_hwid: 'b'.repeat(64), hardware_id: 'a'.repeat(64), warning: 'loaded with another hwid' } };
+  t.match((await run(['token', 'show'])).stdout, /Kernel module:\s+valid \(WARNING: loaded with another hwid\)/, 'a mismatched module is shown loudly');
+  ANSWERS['GET /v1/token'] = { ...(savedToken as object), kmod_hwid: { state: 'bound', module_hwid: 'a'.repeat(64), hardware_id: 'a'.repeat(64), warning: null } };
+  t.match((await run(['token', 'show'])).stdout, /Kernel module:\s+valid \(hwid bound to this machine\)/);
+  ANSWERS['GET /v1/token'] = savedToken;
 
   for (const [args, path] of [
     [['status'], 'GET /v1/status'],
