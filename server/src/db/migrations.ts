@@ -186,6 +186,21 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('api_keys').dropColumn('customer_id').execute();
       },
     },
+    '0005_fleet_keys': {
+      // A fleet's current key generation; a fleet without a row is at generation 1. Rows
+      // are written only by `fleet-key rotate`, never by a license request.
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('fleet_keys')
+          .addColumn('fleet', 'text', (c) => c.primaryKey())
+          .addColumn('generation', 'integer', (c) => c.notNull())
+          .addColumn('rotated_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('fleet_keys').execute();
+      },
+    },
   };
 }
 
