@@ -190,6 +190,9 @@ function migrations(dialect: Dialect): Record<string, Migration> {
       // A fleet's current key generation; a fleet without a row is at generation 1. Rows
       // are written only by `fleet-key rotate`, never by a license request.
       async up(db: Kysely<any>) {
+        // Envelope sequence numbers are floored at Date.now() (milliseconds), beyond
+        // PostgreSQL's 32-bit integer; SQLite's integer is already 64-bit.
+        if (dialect === 'postgres') await db.schema.alterTable('fleet_sequence').alterColumn('seq', (c) => c.setDataType('bigint')).execute();
         await db.schema
           .createTable('fleet_keys')
           .addColumn('fleet', 'text', (c) => c.primaryKey())
@@ -199,6 +202,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
       },
       async down(db: Kysely<any>) {
         await db.schema.dropTable('fleet_keys').execute();
+        if (dialect === 'postgres') await db.schema.alterTable('fleet_sequence').alterColumn('seq', (c) => c.setDataType('integer')).execute();
       },
     },
   };
