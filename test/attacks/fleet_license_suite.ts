@@ -134,6 +134,15 @@ export function fleetLicenseSuite(t: Test, newDatabase: DatabaseFactory): void {
       t.equal(await db.selectFrom('fleet_keys').selectAll().where('fleet', '=', junk).executeTakeFirst(), undefined, 'no fleet_keys row');
     });
 
+    await t.test("another customer cannot issue a license naming fleet B (it would decide fleet B's envelope)", async (t) => {
+      const c = await s.req('POST', '/api/v1/customers', { name: `Squatter ${tag}` });
+      const r = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'basic', license_type: 'perpetual', fleet: fleetB });
+      t.equal(r.status, 409);
+      t.match(r.body, { error: { code: 'CONFLICT', message: /belongs to another customer/ } });
+      const rows = await db.selectFrom('licenses').select('customer_id').where('fleet', '=', fleetB).execute();
+      t.equal(rows.length, 1, "fleet B still has only its customer's license");
+    });
+
     await t.test('a deactivated machine is no requester', async (t) => {
       const h = new TestHost(`fleet-a-gone-${tag}`);
       const a = await s.req('POST', '/api/v1/activations', h.activation(licA.license_key), { key: null });
