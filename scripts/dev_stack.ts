@@ -180,6 +180,14 @@ async function main(): Promise<void> {
     mkdirSync(cg, { recursive: true });
     services[String(DEMO_SERVICE)] = cg;
   }
+  // The agent holds the dev fleet's own key (derived from the server's master fleet key at
+  // the fleet's current generation), as an operator would install it.
+  const shown = spawnSync(process.execPath, [join(ROOT, 'dist/server/src/cli.js'), 'fleet-key', 'show', FLEET], {
+    encoding: 'utf8',
+    env: { ...process.env, DATABASE_URL: `sqlite:${join(DIR, 'aegis.db')}`, AEGIS_KEYS_DIR: join(DIR, 'keys'), AEGIS_FLEET_KEY: st.fleet_key },
+  });
+  if (shown.status !== 0) throw new Error(`aegis-server fleet-key show ${FLEET}: ${shown.stderr}`);
+  const fleetKey = shown.stdout.trim();
   const socket = join(DIR, 'agent.sock');
   const agentConfig = join(DIR, 'agent.json');
   writeFileSync(
@@ -191,7 +199,7 @@ async function main(): Promise<void> {
         nats_user: `agent-${HOST}`,
         nats_password: st.nats_agent_pass,
         fleet: FLEET,
-        fleet_key: st.fleet_key,
+        fleet_key: fleetKey,
         hostname: HOST,
         services,
         state_dir: join(DIR, 'agent-state'),

@@ -1,5 +1,6 @@
 /**
- * A fleet's license on the host: it arrives sealed (AES-256-GCM, fleet key) on
+ * A fleet's license on the host: it arrives sealed (AES-256-GCM, this fleet's key, as
+ * `aegis-server fleet-key show <fleet>` prints it) on
  * aegis.license.<fleet>, is saved to $LICENSE_KEY_PATH (else <state>/license.key, 0600)
  * and verified locally; after that, validation never needs NATS. An envelope that does
  * not open, carries a bad signature, or is not newer than the one held (a replay or a
@@ -62,7 +63,7 @@ export class FleetLicense extends EventEmitter {
       this.d.log.warn('rejected a fleet license envelope', { source, fleet: this.d.fleet, reason });
       return false;
     };
-    let opened: { seq: number; plaintext: string };
+    let opened: { seq: number; gen: number; plaintext: string };
     try {
       opened = openEnvelope(this.d.key, this.d.fleet, data);
     } catch (e) {
@@ -85,7 +86,7 @@ export class FleetLicense extends EventEmitter {
     this.seq = opened.seq;
     this.lastRejection = null;
     this.armExpiry();
-    this.d.log.info('fleet license', { source, fleet: this.d.fleet, status: c.status, tier: c.tier, seq: opened.seq, active: this.active() });
+    this.d.log.info('fleet license', { source, fleet: this.d.fleet, status: c.status, tier: c.tier, seq: opened.seq, key_generation: opened.gen, active: this.active() });
     if (was !== this.active() || source !== 'cache') this.emit('change');
     return true;
   }

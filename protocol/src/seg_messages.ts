@@ -58,6 +58,32 @@ export interface FleetLicenseClaims {
   features: Feature[];
 }
 
+/**
+ * Why the server refused a license request on aegis.agent.<token>.license: the token names
+ * no active machine (REQUESTER_UNKNOWN), the fleet asked for is not the fleet of that
+ * machine's license (FLEET_MISMATCH), or no license names the fleet (FLEET_UNKNOWN).
+ */
+export const LICENSE_REQUEST_REFUSALS = ['REQUESTER_UNKNOWN', 'FLEET_MISMATCH', 'FLEET_UNKNOWN'] as const;
+export type LicenseRequestRefusalCode = (typeof LICENSE_REQUEST_REFUSALS)[number];
+
+/** The reply to a refused license request, instead of an envelope. */
+export interface LicenseRequestRefusal {
+  error: { code: LicenseRequestRefusalCode; message: string };
+}
+
+/** The refusal in a license request's reply, or null when the reply is something else (an envelope, empty). */
+export function licenseRequestRefusalOf(reply: string): LicenseRequestRefusal['error'] | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(reply);
+  } catch {
+    return null;
+  }
+  const e = (v as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  if (!e || typeof e !== 'object' || !(LICENSE_REQUEST_REFUSALS as readonly unknown[]).includes(e.code)) return null;
+  return { code: e.code as LicenseRequestRefusalCode, message: typeof e.message === 'string' ? e.message : '' };
+}
+
 /** aegis.agent.<host>.status, every 30 s. */
 export interface AgentStatusReport {
   host: string;

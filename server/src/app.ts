@@ -32,6 +32,7 @@ import { AgentRegistry } from './rollout/agents.js';
 import { Orchestrator } from './rollout/orchestrator.js';
 import { startDistribution, type Distribution } from './rollout/distribution.js';
 import { FleetLicensePublisher } from './rollout/fleet_publisher.js';
+import { FleetKeys } from './rollout/fleet_keys.js';
 import { NatsAuthority } from './nats/credentials.js';
 import { join } from 'node:path';
 import { TokenService } from './tokens.js';
@@ -167,7 +168,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   if (config.natsUrl) {
     const key = config.fleetKey;
     if (key) {
-      fleet = new FleetLicensePublisher(db, clock, tokens, key, (f, sealed) => distribution!.bus()!.publishLicense(f, sealed), (m, meta) => log.warn(m, meta));
+      fleet = new FleetLicensePublisher(db, clock, tokens, new FleetKeys(db, key, clock), (f, sealed) => distribution!.bus()!.publishLicense(f, sealed), (m, meta) => log.warn(m, meta));
     }
     distribution = startDistribution(
       {

@@ -12,6 +12,7 @@ import { loadConfig, type ConfigFlags, type ServerConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
 import { KeyStore } from './keys/keystore.js';
+import { FleetKeys, fleetExists, type FleetKey } from './rollout/fleet_keys.js';
 import { DEFAULT_TRUST_DOMAIN, initPki } from './pki/authority.js';
 
 function configOf(cmd: Command): ServerConfig {
@@ -26,6 +27,29 @@ async function withDatabase<T>(config: ServerConfig, fn: (keys: ApiKeys) => Prom
   } finally {
     await db.destroy();
   }
+}
+
+async function withFleetKeys<T>(config: ServerConfig, fn: (keys: FleetKeys, db: ReturnType<typeof openDatabase>['db']) => Promise<T>): Promise<T> {
+  const master = config.fleetKey;
+  if (!master) throw new AegisError('BAD_REQUEST', 'no master fleet key: set AEGIS_FLEET_KEY or AEGIS_FLEET_KEY_FILE as the server has it');
+  const { db, dialect } = openDatabase(config.databaseUrl);
+  try {
+    await migrateToLatest(db, dialect);
+    return await fn(new FleetKeys(db, master, systemClock), db);
+  } finally {
+    await db.destroy();
+  }
+}
+
+/** The fleet key alone on stdout (for a 0600 file), what it is on stderr; or JSON. */
+function printFleetKey(k: FleetKey, json: boolean, note: string): void {
+  const key = k.key.toString('base64');
+  if (json) {
+    process.stdout.write(JSON.stringify({ fleet: k.fleet, generation: k.generation, key }) + '\n');
+    return;
+  }
+  process.stdout.write(key + '\n');
+  process.stderr.write(`fleet ${k.fleet}, key generation ${k.generation}: install it as fleet_key_file (0600) on this fleet's hosts only. ${note}\n`);
 }
 
 function printAdminKey(k: { name: string; scopes: string[]; customer_id?: string | null; key: string }): void {
@@ -164,6 +188,24 @@ pki
         '',
       ].join('\n'),
     );
+  });
+
+const fleetKey = program.command('fleet-key').description("per-fleet license envelope keys (derived from AEGIS_FLEET_KEY)");
+fleetKey
+  .command('show <fleet>')
+  .description("print the fleet's current key (base64), for fleet_key / fleet_key_file on its hosts")
+  .option('--json', 'print {fleet, generation, key}')
+  .action(async (fleet: string, o: { json?: boolean }, cmd: Command) => {
+    const [k, known] = await withFleetKeys(configOf(cmd), async (keys, db) => [await keys.current(fleet), await fleetExists(db, fleet)] as const);
+    printFleetKey(k, o.json ?? false, known ? '' : 'No license names this fleet yet.');
+  });
+fleetKey
+  .command('rotate <fleet>')
+  .description('move the fleet to a new key generation; envelopes sealed from now on open only with the new key')
+  .option('--json', 'print {fleet, generation, key}')
+  .action(async (fleet: string, o: { json?: boolean }, cmd: Command) => {
+    const k = await withFleetKeys(configOf(cmd), (keys) => keys.rotate(fleet));
+    printFleetKey(k, o.json ?? false, "The server seals with it from its next envelope (a license change, a host's request, or the 5-minute publish); hosts keep their held license until they get the new key.");
   });
 
 const admin = program.command('admin').description('manage admin API keys');

@@ -28,7 +28,11 @@ export interface ServerConfig {
   natsUrl: string;
   natsUser: string;
   natsPassword: string;
-  /** The fleet key that seals license envelopes (AEGIS_FLEET_KEY, or AEGIS_FLEET_KEY_FILE, 0600); null: no license envelopes. */
+  /**
+   * The master fleet key (AEGIS_FLEET_KEY, or AEGIS_FLEET_KEY_FILE, 0600): each fleet's
+   * envelope key is derived from it (`aegis-server fleet-key show <fleet>`); it opens no
+   * envelope itself and never goes to hosts. null: no license envelopes.
+   */
   fleetKey: Buffer | null;
   /**
    * NATS operator mode: the config fragment nats-server includes. When set, the

@@ -137,6 +137,16 @@ export class Licenses {
     if (Number(customer.is_active) !== 1) {
       throw new AegisError('CONFLICT', 'customer is inactive; reactivate it before issuing licenses');
     }
+    if (input.fleet) {
+      // A fleet is one customer's: its newest license decides what every host of the fleet
+      // runs, so a license of another customer naming it would re-license (or revoke) them.
+      const other = await this.db.selectFrom('licenses').select('id').where('fleet', '=', input.fleet).where('customer_id', '<>', input.customer_id).limit(1).executeTakeFirst();
+      if (other) {
+        throw new AegisError('CONFLICT', `fleet ${input.fleet} belongs to another customer; choose another fleet name`, {
+          details: [{ path: '/fleet', message: 'taken by another customer' }],
+        });
+      }
+    }
     const key = generateLicenseKey();
     const row: Selectable<LicensesTable> = {
       id: randomUUID(),

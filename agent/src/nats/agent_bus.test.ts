@@ -204,6 +204,15 @@ t.test('AgentBus', async (t) => {
     t.equal(await a.waitForLicense('fleet-1', 5000), 'env-3-for-lic-1');
     t.ok(Date.now() - t0 < 1000, 'no wait for the next periodic publish');
     t.equal(await a.waitForLicense('fleet-9', 300), null, 'an empty answer is not an envelope');
+    stopServe();
+
+    // A refusal is not an envelope: the agent says why and keeps listening.
+    const stopRefuse = server.serveLicense(() => {
+      throw Object.assign(new Error('not your fleet'), { code: 'FLEET_MISMATCH' });
+    });
+    t.teardown(stopRefuse);
+    await sleep(50);
+    t.equal(await a.waitForLicense('fleet-1', 300), null, 'a refusal is not an envelope');
   });
 
   t.test('reports reach the server bus', async (t) => {

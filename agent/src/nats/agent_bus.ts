@@ -13,7 +13,7 @@
  * enforcing from its cache while the bus is disconnected.
  */
 import { connect, Empty, type Msg, type NatsConnection, type Subscription } from 'nats';
-import { ALL_HOSTS, SEG_MAPS_STREAM, isMachineId, subjects } from '../../../protocol/src/index.js';
+import { ALL_HOSTS, SEG_MAPS_STREAM, isMachineId, licenseRequestRefusalOf, subjects } from '../../../protocol/src/index.js';
 import {
   buildConnectOptions,
   classifyConnectError,
@@ -322,7 +322,13 @@ export class AgentBus {
       this.nc
         .request(subjects.agentLicenseRequest(this.machine), encoder.encode(JSON.stringify({ fleet })), { timeout: Math.max(1, timeoutMs) })
         .then((m) => {
-          if (m.data.length > 0) finish(decoder.decode(m.data));
+          if (m.data.length === 0) return;
+          const text = decoder.decode(m.data);
+          const refusal = licenseRequestRefusalOf(text);
+          // Refused (not this host's fleet, no such fleet, not an active machine): say why
+          // and keep listening, the fleet's publish may still come.
+          if (refusal) this.log.warn('aegis-server refused the fleet license request', { fleet, code: refusal.code, reason: refusal.message });
+          else finish(text);
         })
         .catch(() => {
           /* no server answering (503) or no answer in time: the subscription may still deliver */

@@ -186,6 +186,25 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('api_keys').dropColumn('customer_id').execute();
       },
     },
+    '0005_fleet_keys': {
+      // A fleet's current key generation; a fleet without a row is at generation 1. Rows
+      // are written only by `fleet-key rotate`, never by a license request.
+      async up(db: Kysely<any>) {
+        // Envelope sequence numbers are floored at Date.now() (milliseconds), beyond
+        // PostgreSQL's 32-bit integer; SQLite's integer is already 64-bit.
+        if (dialect === 'postgres') await db.schema.alterTable('fleet_sequence').alterColumn('seq', (c) => c.setDataType('bigint')).execute();
+        await db.schema
+          .createTable('fleet_keys')
+          .addColumn('fleet', 'text', (c) => c.primaryKey())
+          .addColumn('generation', 'integer', (c) => c.notNull())
+          .addColumn('rotated_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('fleet_keys').execute();
+        if (dialect === 'postgres') await db.schema.alterTable('fleet_sequence').alterColumn('seq', (c) => c.setDataType('integer')).execute();
+      },
+    },
     '0006_machine_identity': {
       // Agent reports and flows were filed under the hostname a report named, which is no
       // identity (any host may call itself anything), so they cannot be attributed to a

@@ -135,6 +135,13 @@ export interface FleetSequenceTable {
   seq: number;
 }
 
+/** A fleet's current key generation (fleet keys derive from the master key); no row: generation 1. */
+export interface FleetKeysTable {
+  fleet: string;
+  generation: number;
+  rotated_at: string;
+}
+
 /** Client certificates issued to machines: checked by serial on every mTLS request. */
 export interface MachineCertificatesTable {
   serial: string; // upper-case hex, as TLS reports it
@@ -153,6 +160,7 @@ export interface Database {
   agents: AgentsTable;
   agent_flows: AgentFlowsTable;
   fleet_sequence: FleetSequenceTable;
+  fleet_keys: FleetKeysTable;
   customers: CustomersTable;
   licenses: LicensesTable;
   machines: MachinesTable;

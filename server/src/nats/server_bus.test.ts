@@ -183,6 +183,19 @@ t.test('ServerBus', async (t) => {
     t.equal(r2.data.length, 0, 'empty reply when there is no envelope');
   });
 
+  t.test('serveLicense answers a refusal with its code and no envelope', async (t) => {
+    const bus = await ServerBus.connect({ url: nats.url, log: memoryLog() });
+    t.teardown(() => bus.close());
+    bus.serveLicense(() => {
+      throw Object.assign(new Error('machine m-1 belongs to fleet fleet-1, not fleet-2'), { code: 'FLEET_MISMATCH' });
+    });
+    const nc = await connect({ servers: nats.url });
+    t.teardown(() => nc.close());
+    await new Promise((r) => setTimeout(r, 50));
+    const r = await nc.request('aegis.agent.m-1.license', new TextEncoder().encode('{"fleet":"fleet-2"}'), { timeout: 2000 });
+    t.same(JSON.parse(td.decode(r.data)), { error: { code: 'FLEET_MISMATCH', message: 'machine m-1 belongs to fleet fleet-1, not fleet-2' } });
+  });
+
   t.test('first connect failures are named', async (t) => {
     const port = await freePort();
     await rejectsWith(t, ServerBus.connect({ url: `nats://127.0.0.1:${port}` }), 'NATS_UNREACHABLE', new RegExp(`127.0.0.1:${port}`));

@@ -24,6 +24,7 @@ import {
 import {
   AGENT_REPORT_KINDS,
   ALL_HOSTS,
+  LICENSE_REQUEST_REFUSALS,
   SEG_MAPS_STREAM,
   SEG_MAPS_WILDCARD,
   agentSubjectMachine,
@@ -32,6 +33,8 @@ import {
   subjectWildcards,
   subjects,
   type AgentReportKind,
+  type LicenseRequestRefusal,
+  type LicenseRequestRefusalCode,
 } from '../../../protocol/src/index.js';
 import {
   buildConnectOptions,
@@ -92,8 +95,13 @@ export type BusTlsOptions = NatsTlsOptions;
 export type { AgentReportKind };
 /** One agent report; `machine` is the machine id its subject names (what nats-server let that user publish). */
 export type AgentReportHandler = (kind: AgentReportKind, machine: string, data: unknown) => void | Promise<void>;
-/** Answers an agent's request for the current envelope of its fleet; null when there is none. */
-export type LicenseProvider = (fleet: string, host: string) => string | null | Promise<string | null>;
+/**
+ * Answers an agent's request for the current envelope of its fleet; null when there is
+ * none. `token` is the requester's token from the subject (what nats-server vouches for).
+ * Throwing an error whose `code` is one of LICENSE_REQUEST_REFUSALS refuses the request:
+ * the reply is {"error":{"code","message"}} and carries no envelope.
+ */
+export type LicenseProvider = (fleet: string, token: string) => string | null | Promise<string | null>;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -330,9 +338,10 @@ export class ServerBus {
   }
 
   /**
-   * Answers requests on aegis.agent.<host>.license (payload {"fleet": "..."}) with the
-   * fleet's current envelope, so a starting agent need not wait for the next periodic
-   * publish. An empty reply means "none". Returns a function that stops answering.
+   * Answers requests on aegis.agent.<token>.license (payload {"fleet": "..."}) with what
+   * the provider gives, so a starting agent need not wait for the next periodic publish.
+   * An empty reply means "none"; a refusal is answered with {"error":{"code","message"}}.
+   * Returns a function that stops answering.
    */
   serveLicense(provider: LicenseProvider): () => void {
     const sub = this.nc.subscribe(subjectWildcards.agentLicenseRequests, {
@@ -365,6 +374,13 @@ export class ServerBus {
       const sealed = await provider(fleet, host);
       msg.respond(sealed ? encoder.encode(sealed) : new Uint8Array(0));
     } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code;
+      if ((LICENSE_REQUEST_REFUSALS as readonly unknown[]).includes(code)) {
+        this.log.warn(`refused a license request from ${host}`, { host, fleet, code, error: describe(err) });
+        const refusal: LicenseRequestRefusal = { error: { code: code as LicenseRequestRefusalCode, message: (err as Error).message } };
+        msg.respond(encoder.encode(JSON.stringify(refusal)));
+        return;
+      }
       this.log.error('license provider failed', { host, fleet, error: describe(err) });
     }
   }

@@ -77,7 +77,7 @@ export function startDistribution(
     });
     if (d.fleet) {
       const fleet = d.fleet;
-      b.serveLicense((name) => fleet.envelope(name));
+      b.serveLicense((name, token) => fleet.requestedEnvelope(token, name));
       d.ctx.events.on('license.changed', onLicenseChanged);
       fleet.start();
       await fleet.publishAll();

@@ -1,9 +1,12 @@
 /**
  * Fleet license distribution: for every fleet, the server signs the fleet's license
- * (its newest license that names the fleet) and publishes it sealed with the fleet key
- * on aegis.license.<fleet>, every 5 minutes and at once when a license changes. Each
+ * (its newest license that names the fleet) and publishes it sealed with that fleet's own
+ * key (FleetKeys: derived from the master key, at the fleet's current generation) on
+ * aegis.license.<fleet>, every 5 minutes and at once when a license changes. Each
  * envelope carries the next value of a persisted per-fleet sequence, so agents can
- * refuse anything not newer than what they hold (a replay or rollback).
+ * refuse anything not newer than what they hold (a replay or rollback). A license request
+ * is answered only for the requesting machine's own fleet (requestedEnvelope), and a fleet
+ * no license names gets no envelope and no sequence row.
  */
 import type { Kysely } from 'kysely';
 import {
@@ -19,6 +22,7 @@ import type { Database } from '../db/schema.js';
 import { epochSeconds, type Clock } from '../clock.js';
 import { statusOf } from '../licenses.js';
 import type { TokenService } from '../tokens.js';
+import { FleetLicenseRefusal, fleetExists, requesterFleet, type FleetKeys } from './fleet_keys.js';
 
 export const FLEET_PUBLISH_INTERVAL_MS = 5 * 60_000;
 
@@ -31,7 +35,7 @@ export class FleetLicensePublisher {
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
     private readonly tokens: TokenService,
-    private readonly fleetKey: Buffer,
+    private readonly keys: FleetKeys,
     private readonly publish: LicensePublish,
     private readonly onError: (message: string, meta: object) => void,
   ) {}
@@ -68,11 +72,27 @@ export class FleetLicensePublisher {
     return { ...base, status: last ? 'revoked' : 'none', license_id: last?.id ?? null, tier: null, features: [] };
   }
 
-  /** A fresh sealed envelope for a fleet (next sequence number). */
+  /**
+   * A fresh sealed envelope for a fleet (next sequence number), under the fleet's current
+   * key. Refused (FLEET_UNKNOWN) before any write when no license names the fleet.
+   */
   async envelope(fleet: string): Promise<string> {
+    if (!(await fleetExists(this.db, fleet))) throw new FleetLicenseRefusal('FLEET_UNKNOWN', `no license names fleet ${fleet}`);
+    const { key, generation } = await this.keys.current(fleet);
     const seq = await this.nextSeq(fleet);
     const claims = await this.claimsFor(fleet, seq);
-    return sealEnvelope(this.fleetKey, fleet, seq, await this.tokens.signMessage({ ...claims }));
+    return sealEnvelope(key, fleet, generation, seq, await this.tokens.signMessage({ ...claims }));
+  }
+
+  /**
+   * The answer to a license request on aegis.agent.<token>.license asking for `fleet`: an
+   * envelope only when the token names an active machine whose license names that fleet;
+   * otherwise FleetLicenseRefusal, with nothing written.
+   */
+  async requestedEnvelope(token: string, fleet: string): Promise<string> {
+    const own = await requesterFleet(this.db, token);
+    if (own !== fleet) throw new FleetLicenseRefusal('FLEET_MISMATCH', `machine ${token} belongs to fleet ${own}, not ${fleet}`);
+    return this.envelope(fleet);
   }
 
   async publishFleet(fleet: string): Promise<void> {
