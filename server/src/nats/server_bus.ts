@@ -92,8 +92,8 @@ export type BusTlsOptions = NatsTlsOptions;
 export type { AgentReportKind };
 /** One agent report; `machine` is the machine id its subject names (what nats-server let that user publish). */
 export type AgentReportHandler = (kind: AgentReportKind, machine: string, data: unknown) => void | Promise<void>;
-/** Answers an agent's request for the current envelope of its fleet; null when there is none. */
-export type LicenseProvider = (fleet: string, host: string) => string | null | Promise<string | null>;
+/** Answers an agent's request for the current envelope of its fleet; null when there is none. `machine` is the machine id its subject names. */
+export type LicenseProvider = (fleet: string, machine: string) => string | null | Promise<string | null>;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -224,9 +224,14 @@ export class ServerBus {
 
   /**
    * Stores a signed snapshot message (compact JWS) as the last value of
-   * aegis.seg.maps.<target>.<serviceId> and resolves once JetStream acked it.
+   * aegis.seg.maps.<target>.<serviceId> and resolves once JetStream acked it. `target` is a
+   * machine id or ALL_HOSTS; anything else (a hostname) is NATS_BAD_ARGUMENT, since no
+   * agent may read that subject and the snapshot would silently reach nobody.
    */
   async publishSegMap(target: string, serviceId: number, jws: string): Promise<{ seq: number }> {
+    if (target !== ALL_HOSTS && !isMachineId(target)) {
+      throw new BusError('NATS_BAD_ARGUMENT', `snapshot target ${JSON.stringify(target)} is neither a machine id nor "${ALL_HOSTS}"`);
+    }
     let subject: string;
     try {
       subject = target === ALL_HOSTS ? subjects.segMapAll(serviceId) : subjects.segMap(target, serviceId);
@@ -330,7 +335,7 @@ export class ServerBus {
   }
 
   /**
-   * Answers requests on aegis.agent.<host>.license (payload {"fleet": "..."}) with the
+   * Answers requests on aegis.agent.<machine>.license (payload {"fleet": "..."}) with the
    * fleet's current envelope, so a starting agent need not wait for the next periodic
    * publish. An empty reply means "none". Returns a function that stops answering.
    */
@@ -349,8 +354,12 @@ export class ServerBus {
   }
 
   private async answerLicense(msg: Msg, provider: LicenseProvider): Promise<void> {
-    const host = agentSubjectMachine(msg.subject) ?? '';
     if (!msg.reply) return;
+    const machine = agentSubjectMachine(msg.subject);
+    if (!isMachineId(machine)) {
+      this.log.warn('ignored license request: the subject names no machine id', { subject: msg.subject });
+      return;
+    }
     let fleet: unknown;
     try {
       fleet = msg.data.length <= 1024 ? (JSON.parse(decoder.decode(msg.data)) as { fleet?: unknown }).fleet : undefined;
@@ -358,14 +367,14 @@ export class ServerBus {
       fleet = undefined;
     }
     if (!isSubjectToken(fleet)) {
-      this.log.warn(`ignored license request from ${host}: no valid fleet`, { host });
+      this.log.warn(`ignored license request from ${machine}: no valid fleet`, { machine });
       return;
     }
     try {
-      const sealed = await provider(fleet, host);
+      const sealed = await provider(fleet, machine);
       msg.respond(sealed ? encoder.encode(sealed) : new Uint8Array(0));
     } catch (err) {
-      this.log.error('license provider failed', { host, fleet, error: describe(err) });
+      this.log.error('license provider failed', { machine, fleet, error: describe(err) });
     }
   }
 
