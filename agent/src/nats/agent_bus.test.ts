@@ -81,8 +81,8 @@ t.test('AgentBus', async (t) => {
     const rb = recorder();
     await a.watchSegMaps([20], ra.onMessage);
     await b.watchSegMaps([20], rb.onMessage);
-    t.same([...ra.got].sort(), [['aegis.seg.maps._all.20', 'all/20'], [`aegis.seg.maps.${isoA}.20`, 'iso-a/20']]);
-    t.same([...rb.got].sort(), [['aegis.seg.maps._all.20', 'all/20'], [`aegis.seg.maps.${isoB}.20`, 'iso-b/20']]);
+    t.same([...ra.got].sort(), [['aegis.seg.maps._all.20', 'all/20'], [`aegis.seg.maps.${isoA}.20`, 'iso-a/20']].sort());
+    t.same([...rb.got].sort(), [['aegis.seg.maps._all.20', 'all/20'], [`aegis.seg.maps.${isoB}.20`, 'iso-b/20']].sort());
     ra.got.length = 0;
     rb.got.length = 0;
     await server.publishSegMap(isoB, 20, 'iso-b/20/r2');
@@ -158,7 +158,7 @@ t.test('AgentBus', async (t) => {
     await srv.publishSegMap('_all', 41, 'all/41/r1');
     await waitFor(() => agent.isConnected(), 'agent reconnects', 15_000);
     await waitFor(() => r.got.length === 3, 'the re-read');
-    t.same([...r.got.slice(1)].sort(), [['aegis.seg.maps._all.41', 'all/41/r1'], [`aegis.seg.maps.${rc1}.40`, 'rc-1/40/r3']], 'only the newest of what was missed');
+    t.same([...r.got.slice(1)].sort(), [['aegis.seg.maps._all.41', 'all/41/r1'], [`aegis.seg.maps.${rc1}.40`, 'rc-1/40/r3']].sort(), 'only the newest of what was missed');
     t.ok(log.lines.some((l) => /read last snapshot values \(reconnect\)/.test(l.msg)));
     await srv.publishSegMap(rc1, 40, 'rc-1/40/r4');
     await waitFor(() => r.got.length === 4, 'live after reconnect');

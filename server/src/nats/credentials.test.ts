@@ -231,7 +231,7 @@ t.test('nats-server in operator mode with TLS', async (t) => {
     t.teardown(() => a.close());
     const got: Array<[string, string]> = [];
     await a.watchSegMaps([7], (s, d) => void got.push([s, d]));
-    t.same([...got].sort(), [['aegis.seg.maps._all.7', 'legit-all-7'], [`aegis.seg.maps.${MACHINE_A}.7`, 'legit-a-7']], 'last values by Direct Get');
+    t.same([...got].sort(), [['aegis.seg.maps._all.7', 'legit-all-7'], [`aegis.seg.maps.${MACHINE_A}.7`, 'legit-a-7']].sort(), 'last values by Direct Get');
     const reports: Array<[string, string]> = [];
     const stop = server.onAgentReport((kind, machine) => void reports.push([kind, machine]));
     t.teardown(stop);
