@@ -53,7 +53,8 @@ const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static 
 Passwords: at least 12 characters of A-Z a-z 0-9 . _ ~ + / = - (openssl rand -base64 24
 gives one). They are written in plain text: keep the output mode 0600.
 Machines: the machine id aegis-server assigned at activation (a lowercase UUID; aegisctl
-status and GET /api/v1/licenses/ID/machines show it), not a hostname: agent subjects are named by it.
+status and GET /api/v1/licenses/ID/machines show it), not a hostname: agent subjects
+are named by it.
 Prefer --machines-file or the environment to command-line passwords (visible in ps).`;
 
 const PASS_RE = /^[A-Za-z0-9._~+/=-]{12,256}$/;
