@@ -1,8 +1,13 @@
 /**
  * `npm start`: the whole of Aegis on this machine — nats-server (the deploy/ permission
- * model, data in ./var), aegis-server on SQLite, and an aegis-agent for this host. The
- * first run creates a demo customer, a fleet license, activates this host and posts a
- * canary snapshot. Ctrl-C stops everything.
+ * model in operator mode, data in ./var), aegis-server on SQLite, and an aegis-agent for
+ * this host. The first run creates a demo customer, a fleet license, activates this host
+ * and posts a canary snapshot. Ctrl-C stops everything.
+ *
+ * NATS runs in operator mode because agent users are named by machine id, which exists
+ * only once the host has activated: aegis-server signs each machine its credentials at
+ * activation (kept by the agent as <state>/nats.creds), so nothing here needs to know the
+ * machine id beforehand, and the agent reconnects with them as soon as it has them.
  *
  * Settings: AEGIS_DEV_DIR (default ./var), AEGIS_LISTEN (127.0.0.1:8000),
  * AEGIS_DEV_NATS_PORT (4222).
@@ -15,6 +20,7 @@ import { connect as tcpConnect } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NatsAuthority } from '../server/src/nats/credentials.js';
 
 const ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)));
 const DIR = resolve(process.env.AEGIS_DEV_DIR ?? join(ROOT, 'var'));
@@ -26,12 +32,13 @@ const HOST = (process.env.AEGIS_HOSTNAME ?? hostname()).replace(/[^A-Za-z0-9_-]/
 const FLEET = 'dev';
 const DEMO_SERVICE = 100;
 const STATE = join(DIR, 'dev-stack.json');
+const KEYS_DIR = join(DIR, 'keys');
+/** The operator-mode fragment aegis-server writes and nats.conf includes (same directory: includes resolve there). */
+const OPERATOR_CONF = 'aegis-operator.conf';
 
 interface DevState {
   admin_key?: string;
   fleet_key: string;
-  nats_server_pass: string;
-  nats_agent_pass: string;
   customer_id?: string;
   license_id?: string;
   license_key?: string;
@@ -42,8 +49,7 @@ const say = (s: string) => process.stdout.write(`${s}\n`);
 
 function loadState(): DevState {
   if (existsSync(STATE)) return JSON.parse(readFileSync(STATE, 'utf8')) as DevState;
-  const pass = () => randomBytes(18).toString('base64url');
-  return { fleet_key: randomBytes(32).toString('base64'), nats_server_pass: pass(), nats_agent_pass: pass() };
+  return { fleet_key: randomBytes(32).toString('base64') };
 }
 
 function saveState(s: DevState): void {
@@ -129,12 +135,17 @@ async function main(): Promise<void> {
   const firstRun = st.license_key === undefined;
   saveState(st);
 
-  // nats-server with the deploy/ permission model, rendered for this host.
+  // nats-server in operator mode (deploy/nats): the operator and account JWTs come from the
+  // fragment aegis-server's NATS authority writes; opening it here, with the keys aegis-server
+  // will use, writes the fragment before nats-server needs it. aegis-server then owns it
+  // (revocations are pushed to nats-server and written there).
+  const operatorConf = join(DIR, OPERATOR_CONF);
+  await NatsAuthority.open({ dir: join(KEYS_DIR, 'nats'), configPath: operatorConf });
   const conf = join(DIR, 'nats.conf');
   const r = spawnSync(
     process.execPath,
-    [join(ROOT, 'scripts/nats-config.mjs'), '--fleet', FLEET, '--host', `${HOST}:${st.nats_agent_pass}`, '--store-dir', join(DIR, 'nats'), '--listen', `127.0.0.1:${NATS_PORT}`, '--http', 'off', '-o', conf],
-    { encoding: 'utf8', env: { ...process.env, AEGIS_NATS_SERVER_PASS: st.nats_server_pass } },
+    [join(ROOT, 'scripts/nats-config.mjs'), '--operator', OPERATOR_CONF, '--store-dir', join(DIR, 'nats'), '--listen', `127.0.0.1:${NATS_PORT}`, '--http', 'off', '-o', conf],
+    { encoding: 'utf8' },
   );
   if (r.status !== 0) throw new Error(`nats-config failed: ${r.stderr}`);
   start('nats-server', 'nats-server', ['-c', conf], {}, 'nats.log');
@@ -146,10 +157,11 @@ async function main(): Promise<void> {
     [join(ROOT, 'dist/server/src/cli.js'), '--listen', LISTEN],
     {
       DATABASE_URL: `sqlite:${join(DIR, 'aegis.db')}`,
-      AEGIS_KEYS_DIR: join(DIR, 'keys'),
+      AEGIS_KEYS_DIR: KEYS_DIR,
       NATS_URL,
-      AEGIS_NATS_USER: 'aegis-server',
-      AEGIS_NATS_PASSWORD: st.nats_server_pass,
+      // Operator mode: aegis-server connects with credentials it issues itself and gives each
+      // machine its own at activation.
+      AEGIS_NATS_OPERATOR_CONFIG: operatorConf,
       AEGIS_FLEET_KEY: st.fleet_key,
       LOG_FORMAT: 'text',
     },
@@ -195,9 +207,8 @@ async function main(): Promise<void> {
     JSON.stringify(
       {
         server_url: SERVER_URL,
+        // No NATS user: the credentials come with activation (<state>/nats.creds).
         nats_url: NATS_URL,
-        nats_user: `agent-${HOST}`,
-        nats_password: st.nats_agent_pass,
         fleet: FLEET,
         fleet_key: fleetKey,
         hostname: HOST,
@@ -218,11 +229,13 @@ async function main(): Promise<void> {
 
   const status = await agentApi(socket, 'GET', '/v1/status');
   if (firstRun || status.machine_id === null) {
-    await agentApi(socket, 'POST', '/v1/activate', { license_key: st.license_key });
+    const activated = await agentApi(socket, 'POST', '/v1/activate', { license_key: st.license_key });
+    if (typeof activated?.machine_id !== 'string') throw new Error(`activation failed: ${JSON.stringify(activated)}`);
     if (services[String(DEMO_SERVICE)]) {
+      // Addressed to this machine by id: hostnames are labels several machines may share.
       await api(
         'POST',
-        `/seg/maps?target_host=${HOST}`,
+        `/seg/maps?target_machine=${activated.machine_id}`,
         {
           version: 1,
           service_id: DEMO_SERVICE,
@@ -237,13 +250,30 @@ async function main(): Promise<void> {
       );
     }
   }
+  // The agent reconnects NATS with the credentials activation gave it; the demo snapshot
+  // reaches it that way (or by the HTTP fallback). Wait a little for both, then say what is.
+  const demoApplied = async () =>
+    ((await agentApi(socket, 'GET', '/v1/snapshots')) as { services: Array<{ service_id: number; revision: number | null }> }).services.some(
+      (v) => v.service_id === DEMO_SERVICE && v.revision !== null,
+    );
+  await waitFor('NATS', async () => (await agentApi(socket, 'GET', '/v1/status')).nats.connected === true, 15_000).catch(() => undefined);
+  if (services[String(DEMO_SERVICE)]) await waitFor('the demo snapshot', demoApplied, 30_000).catch(() => undefined);
   const now = await agentApi(socket, 'GET', '/v1/status');
+  const demo = ((await agentApi(socket, 'GET', '/v1/snapshots')) as { services: Array<{ service_id: number; revision: number | null; stage: string | null; mode: string | null }> }).services.find(
+    (v) => v.service_id === DEMO_SERVICE,
+  );
   const ctl = `node ${join(ROOT, 'dist/agent/src/ctl/main.js')}`;
   say('');
   say('Aegis is running:');
-  say(`  nats-server   ${NATS_URL}  (JetStream; data ${join(DIR, 'nats')})`);
+  say(`  nats-server   ${NATS_URL}  (JetStream, operator mode; data ${join(DIR, 'nats')})`);
   say(`  aegis-server  ${SERVER_URL}  (SQLite ${join(DIR, 'aegis.db')}; log ${join(DIR, 'server.log')})`);
-  say(`  aegis-agent   host ${HOST}, socket ${socket}: ${now.edition}${now.tier ? ` (${now.tier})` : ''}; ${now.datapath.available ? 'eBPF datapath on' : now.datapath.reason}`);
+  say(`  aegis-agent   host ${HOST}, machine ${now.machine_id ?? '(not activated)'}, socket ${socket}: ${now.edition}${now.tier ? ` (${now.tier})` : ''}; ${now.datapath.available ? 'eBPF datapath on' : now.datapath.reason}`);
+  say(`                NATS ${now.nats.connected ? 'connected with its issued credentials' : 'not connected (HTTP fallback)'}; log ${join(DIR, 'agent.log')}`);
+  if (demo?.revision != null) {
+    say(`  snapshot      service ${DEMO_SERVICE} revision ${demo.revision}, stage ${demo.stage}, ${demo.mode} mode (via ${now.snapshot_source ?? 'unknown'})`);
+  } else if (services[String(DEMO_SERVICE)]) {
+    say(`  snapshot      service ${DEMO_SERVICE}: none applied yet`);
+  }
   say(`  admin API key ${st.admin_key}  (kept in ${STATE})`);
   say('');
   say('Try:');

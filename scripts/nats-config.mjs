@@ -1,13 +1,13 @@
 // Renders a nats-server config for Aegis: JetStream on, and an authorization block in which
 // the aegis-server user alone publishes snapshots and license envelopes, and each agent
-// user reads only its own host's subjects (plus _all and its fleet's license) and publishes
-// only its own reports. nats-server's static config cannot template per host, hence this
-// script. With --operator it renders operator mode instead: no passwords, the permissions
+// user (one per machine id, the id aegis-server assigned at activation) reads only its own
+// machine's subjects (plus _all and its fleet's license) and publishes only its own
+// reports. nats-server's static config cannot template per machine, hence this script. With --operator it renders operator mode instead: no passwords, the permissions
 // come from user JWTs that aegis-server signs (server/src/nats/credentials.ts) and the
 // operator/account JWTs from the fragment aegis-server writes. --tls-* add a tls block.
 // See deploy/nats/README.md.
 //
-// Subjects, permission lists and the host-name rule come from the compiled protocol
+// Subjects, permission lists and the machine-id rule come from the compiled protocol
 // (dist/protocol, `npm run build`): the same code that builds the permissions of the JWTs
 // aegis-server signs, so static users and JWT users are allowed exactly the same.
 import { parseArgs } from 'node:util';
@@ -22,7 +22,7 @@ try {
   process.stderr.write(`nats-config: cannot load the compiled protocol ${fileURLToPath(PROTOCOL)} (${err.message}); run npm run build first\n`);
   process.exit(2);
 }
-const { ALL_HOSTS, SEG_MAPS_STREAM, agentNatsPermissions, isHostId, isSubjectToken, serverNatsPermissions, subjects } = protocol;
+const { ALL_HOSTS, SEG_MAPS_STREAM, agentNatsPermissions, isMachineId, isSubjectToken, serverNatsPermissions, subjects } = protocol;
 
 const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static users and passwords)
        scripts/nats-config --operator FILE [options]     (operator mode: JWTs from aegis-server)
@@ -30,8 +30,9 @@ const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static 
   --fleet NAME          fleet name (license subject ${subjects.license('NAME')})
   --server-pass PASS    password of the aegis-server user (or env AEGIS_NATS_SERVER_PASS)
   --server-user NAME    server user name (default aegis-server)
-  --host HOST:PASS      an agent host and its password; repeatable (user agent-HOST)
-  --hosts-file FILE     more HOST:PASS lines ('#' comments and blank lines ignored)
+  --machine ID:PASS     an activated machine's id and its agent's password; repeatable
+                        (user agent-ID)
+  --machines-file FILE  more ID:PASS lines ('#' comments and blank lines ignored)
   --store-dir DIR       JetStream store (default /var/lib/aegis-nats)
   --listen ADDR         client listener (default 0.0.0.0:4222)
   --http ADDR           monitoring listener (default 127.0.0.1:8222; "off" for none)
@@ -40,7 +41,7 @@ const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static 
   --operator FILE       operator mode: include FILE, the fragment aegis-server writes
                         (operator JWT, system account, account JWTs with revocations);
                         relative to the config file's directory; no --fleet, passwords
-                        or hosts
+                        or machines
   --tls-cert FILE       nats-server's certificate (PEM); with --tls-key turns TLS on,
                         required for every client
   --tls-key FILE        its private key (PEM, readable by nats-server only)
@@ -51,8 +52,10 @@ const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static 
 
 Passwords: at least 12 characters of A-Z a-z 0-9 . _ ~ + / = - (openssl rand -base64 24
 gives one). They are written in plain text: keep the output mode 0600.
-Hosts: A-Z a-z 0-9 _ -, not "${ALL_HOSTS}".
-Prefer --hosts-file or the environment to command-line passwords (visible in ps).`;
+Machines: the machine id aegis-server assigned at activation (a lowercase UUID; aegisctl
+status and GET /api/v1/licenses/ID/machines show it), not a hostname: agent subjects
+are named by it.
+Prefer --machines-file or the environment to command-line passwords (visible in ps).`;
 
 const PASS_RE = /^[A-Za-z0-9._~+/=-]{12,256}$/;
 const ADDR_RE = /^[A-Za-z0-9.:[\]-]+:\d{1,5}$/;
@@ -69,24 +72,29 @@ function checkPass(who, pass) {
   return pass;
 }
 
-function checkHost(host, where) {
-  if (!isHostId(host)) fail(`host ${JSON.stringify(host)} (${where}) may only contain A-Z a-z 0-9 _ - (1-128 characters)`);
-  if (host === ALL_HOSTS) fail(`"${ALL_HOSTS}" is reserved for snapshots addressed to every host (${where})`);
-  return host;
+function checkMachine(machine, where) {
+  if (machine === ALL_HOSTS) fail(`"${ALL_HOSTS}" is reserved for snapshots addressed to every host, it names no machine (${where})`);
+  if (!isMachineId(machine)) {
+    fail(
+      `${JSON.stringify(machine)} (${where}) is not a machine id: agent users are per machine, named by the lowercase UUID ` +
+        `aegis-server assigned at activation (aegisctl status, GET /api/v1/licenses/ID/machines), not by hostname`,
+    );
+  }
+  return machine;
 }
 
-function parseHostPass(spec, where) {
+function parseMachinePass(spec, where) {
   const i = spec.indexOf(':');
-  if (i <= 0) fail(`expected HOST:PASS, got ${JSON.stringify(spec.length > 40 ? spec.slice(0, 40) + '...' : spec)} (${where})`);
-  const host = checkHost(spec.slice(0, i), where);
-  return { host, pass: checkPass(`host ${host}`, spec.slice(i + 1)) };
+  if (i <= 0) fail(`expected MACHINE_ID:PASS, got ${JSON.stringify(spec.length > 40 ? spec.slice(0, 40) + '...' : spec)} (${where})`);
+  const machine = checkMachine(spec.slice(0, i), where);
+  return { machine, pass: checkPass(`machine ${machine}`, spec.slice(i + 1)) };
 }
 
 const q = (s) => JSON.stringify(s);
 const list = (items, indent) => `[\n${items.map((s) => `${indent}  ${q(s)}`).join(',\n')}\n${indent}]`;
 
-/** The authorization block: protocol's permission lists, one user per host plus the server's. */
-function renderAuthorization({ fleet, serverUser, serverPass, hosts }) {
+/** The authorization block: protocol's permission lists, one user per machine plus the server's. */
+function renderAuthorization({ fleet, serverUser, serverPass, machines }) {
   const lines = ['authorization {', '  users = ['];
   const server = serverNatsPermissions();
   lines.push(
@@ -100,13 +108,13 @@ function renderAuthorization({ fleet, serverUser, serverPass, hosts }) {
     `      }`,
     `    }`,
   );
-  for (const { host, pass } of hosts) {
-    const agent = agentNatsPermissions(host, fleet);
+  for (const { machine, pass } of machines) {
+    const agent = agentNatsPermissions(machine, fleet);
     lines.push(
-      `    # Agent on ${host}: reads its own and ${ALL_HOSTS} snapshots (live and last value by Direct Get)`,
-      `    # and its fleet's license; writes only its own reports. Replies come to ${subjects.inboxOf(host)}.`,
+      `    # Agent of machine ${machine}: reads its own and ${ALL_HOSTS} snapshots (live and last value by`,
+      `    # Direct Get) and its fleet's license; writes only its own reports. Replies come to ${subjects.inboxOf(machine)}.`,
       `    {`,
-      `      user: ${q(`agent-${host}`)}`,
+      `      user: ${q(`agent-${machine}`)}`,
       `      password: ${q(pass)}`,
       `      permissions: {`,
       `        publish: { allow: ${list(agent.pub.allow, '        ')} }`,
@@ -161,6 +169,9 @@ function main() {
         fleet: { type: 'string' },
         'server-pass': { type: 'string' },
         'server-user': { type: 'string', default: 'aegis-server' },
+        machine: { type: 'string', multiple: true, default: [] },
+        'machines-file': { type: 'string' },
+        // The per-host options of old: refused with a message, not as unknown options.
         host: { type: 'string', multiple: true, default: [] },
         'hosts-file': { type: 'string' },
         'store-dir': { type: 'string', default: '/var/lib/aegis-nats' },
@@ -184,6 +195,9 @@ function main() {
     process.stdout.write(USAGE + '\n');
     return;
   }
+  if (args.host.length > 0 || args['hosts-file'] !== undefined) {
+    fail('--host and --hosts-file are gone: agent users are per machine now (--machine MACHINE_ID:PASS, --machines-file), named by the machine id aegis-server assigns at activation');
+  }
   const operator = args.operator;
   if (operator !== undefined) {
     // nats-server resolves an include relative to the including file's directory, even a
@@ -191,14 +205,14 @@ function main() {
     if (!/^[A-Za-z0-9_][A-Za-z0-9._/-]*$/.test(operator) || operator.split('/').includes('..')) {
       fail(`--operator must be a path relative to the config file's directory (nats-server resolves includes there), e.g. aegis-operator.conf; got ${JSON.stringify(operator)}`);
     }
-    for (const o of ['fleet', 'server-pass', 'hosts-file']) {
+    for (const o of ['fleet', 'server-pass', 'machines-file']) {
       if (args[o] !== undefined && args[o] !== false) fail(`--${o} does not apply to --operator (users come from JWTs aegis-server issues)`);
     }
-    if (args.host.length > 0) fail('--host does not apply to --operator (users come from JWTs aegis-server issues)');
+    if (args.machine.length > 0) fail('--machine does not apply to --operator (users come from JWTs aegis-server issues)');
   }
   const tls = tlsOptions(args);
 
-  let hosts = [];
+  let machines = [];
   let fleet = '';
   let serverUser = '';
   let serverPass = '';
@@ -211,24 +225,24 @@ function main() {
     if (serverUser.startsWith('agent-')) fail('--server-user must not start with "agent-" (reserved for agent users)');
     serverPass = checkPass('the server user', args['server-pass'] ?? process.env.AEGIS_NATS_SERVER_PASS ?? fail('--server-pass or AEGIS_NATS_SERVER_PASS is required'));
 
-    hosts = args.host.map((h, i) => parseHostPass(h, `--host #${i + 1}`));
-    if (args['hosts-file']) {
+    machines = args.machine.map((m, i) => parseMachinePass(m, `--machine #${i + 1}`));
+    if (args['machines-file']) {
       let text;
       try {
-        text = readFileSync(args['hosts-file'], 'utf8');
+        text = readFileSync(args['machines-file'], 'utf8');
       } catch (err) {
-        fail(`cannot read --hosts-file ${args['hosts-file']}: ${err.code ?? err.message}`);
+        fail(`cannot read --machines-file ${args['machines-file']}: ${err.code ?? err.message}`);
       }
       text.split('\n').forEach((line, n) => {
         const t = line.trim();
         if (t === '' || t.startsWith('#')) return;
-        hosts.push(parseHostPass(t, `${args['hosts-file']}:${n + 1}`));
+        machines.push(parseMachinePass(t, `${args['machines-file']}:${n + 1}`));
       });
     }
     const seen = new Set();
-    for (const { host } of hosts) {
-      if (seen.has(host)) fail(`host ${host} is listed twice`);
-      seen.add(host);
+    for (const { machine } of machines) {
+      if (seen.has(machine)) fail(`machine ${machine} is listed twice`);
+      seen.add(machine);
     }
   }
 
@@ -239,10 +253,10 @@ function main() {
     if (!args['store-dir'].startsWith('/') && !args['store-dir'].startsWith('.')) fail('--store-dir must be a path');
     out += [
       operator === undefined
-        ? `# Aegis nats-server config, rendered by scripts/nats-config (fleet ${fleet}, ${hosts.length} host(s)).`
+        ? `# Aegis nats-server config, rendered by scripts/nats-config (fleet ${fleet}, ${machines.length} machine(s)).`
         : `# Aegis nats-server config in operator mode, rendered by scripts/nats-config.`,
       operator === undefined
-        ? `# Re-render and reload (nats-server --signal reload) when hosts change. Contains passwords: mode 0600.`
+        ? `# Re-render and reload (nats-server --signal reload) when machines change. Contains passwords: mode 0600.`
         : `# Users are JWTs signed by aegis-server; ${operator} next to this file (written by aegis-server)\n# holds the operator and account JWTs. Reload (nats-server --signal reload) after it changes.`,
       `server_name: "aegis-nats"`,
       `listen: ${q(args.listen)}`,
@@ -259,14 +273,14 @@ function main() {
       .join('\n');
   }
   if (tls) out += renderTls(tls) + '\n\n';
-  out += operator === undefined ? renderAuthorization({ fleet, serverUser, serverPass, hosts }) : `include ${q(operator)}\n`;
+  out += operator === undefined ? renderAuthorization({ fleet, serverUser, serverPass, machines }) : `include ${q(operator)}\n`;
 
   if (args.output) {
     writeFileSync(args.output, out, { mode: 0o600 });
     chmodSync(args.output, 0o600);
     process.stderr.write(
       operator === undefined
-        ? `nats-config: wrote ${args.output} (server user ${serverUser}, ${hosts.length} agent user(s), fleet ${fleet}${tls ? ', TLS' : ''})\n`
+        ? `nats-config: wrote ${args.output} (server user ${serverUser}, ${machines.length} agent user(s), fleet ${fleet}${tls ? ', TLS' : ''})\n`
         : `nats-config: wrote ${args.output} (operator mode, including ${operator}${tls ? ', TLS' : ''})\n`,
     );
   } else {

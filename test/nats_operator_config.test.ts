@@ -5,6 +5,7 @@
  * credentials, and drops a revoked agent on reload.
  */
 import t from 'tap';
+import { randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +23,9 @@ const SCRIPT = join(ROOT, 'scripts/nats-config');
 const DEPLOY_CONF = join(ROOT, 'deploy/nats/nats-server.operator.conf');
 /** The arguments deploy/nats/nats-server.operator.conf was rendered with (deploy/nats/README.md). */
 const EXAMPLE_ARGS = ['--operator', 'aegis-operator.conf', '--tls-cert', '/etc/nats/tls/server.pem', '--tls-key', '/etc/nats/tls/server.key'];
+/** Machine ids: what agent credentials and subjects are named by. */
+const MACHINE_WEB = randomUUID();
+const MACHINE_DB = randomUUID();
 
 function render(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const env = { ...process.env };
@@ -45,7 +49,8 @@ t.test('scripts/nats-config --operator and --tls-*', async (t) => {
       [['--operator', '/etc/nats/x.conf'], /relative to the config file's directory/],
       [['--operator', '../x.conf'], /relative to the config file's directory/],
       [['--operator', 'x.conf', '--fleet', 'f'], /--fleet does not apply to --operator/],
-      [['--operator', 'x.conf', '--host', 'a:host-password-1'], /--host does not apply/],
+      [['--operator', 'x.conf', '--machine', `${MACHINE_WEB}:host-password-1`], /--machine does not apply/],
+      [['--operator', 'x.conf', '--machines-file', '/m'], /--machines-file does not apply/],
       [['--operator', 'x.conf', '--tls-cert', '/c.pem'], /--tls-cert and --tls-key go together/],
       [['--operator', 'x.conf', '--tls-ca', '/ca.pem'], /need --tls-cert and --tls-key/],
       [['--operator', 'x.conf', '--tls-cert', '/c.pem', '--tls-key', '/k.pem', '--tls-verify'], /--tls-verify needs --tls-ca/],
@@ -60,10 +65,10 @@ t.test('scripts/nats-config --operator and --tls-*', async (t) => {
   });
 
   t.test('password mode with TLS keeps its users and adds the tls block', async (t) => {
-    const r = render(['--fleet', 'f', '--server-pass', 'server-password-1', '--host', 'a:host-password-1', '--tls-cert', '/c.pem', '--tls-key', '/k.pem', '--tls-ca', '/ca.pem', '--tls-verify']);
+    const r = render(['--fleet', 'f', '--server-pass', 'server-password-1', '--machine', `${MACHINE_WEB}:host-password-1`, '--tls-cert', '/c.pem', '--tls-key', '/k.pem', '--tls-ca', '/ca.pem', '--tls-verify']);
     t.equal(r.status, 0, r.stderr);
     t.match(r.stdout, /tls \{\n  cert_file: "\/c.pem"\n  key_file: "\/k.pem"\n  ca_file: "\/ca.pem"\n  verify: true/);
-    t.match(r.stdout, 'user: "agent-a"');
+    t.match(r.stdout, `user: "agent-${MACHINE_WEB}"`);
   });
 });
 
@@ -99,24 +104,24 @@ t.test('a nats-server run from the rendered operator-mode config', async (t) => 
     const server = await ServerBus.connect({ url: nats.url, creds: (await authority.issueServerCredentials()).creds, tls, log: slog });
     t.teardown(() => server.close());
     await server.ensureStream();
-    await server.publishSegMap('web-1', 3, 'stored-before-connect');
+    await server.publishSegMap(MACHINE_WEB, 3, 'stored-before-connect');
 
-    const issued = await authority.issueAgentCredentials({ host: 'web-1', fleet: 'default', machineId: 'machine-web-1' });
+    const issued = await authority.issueAgentCredentials({ machineId: MACHINE_WEB, fleet: 'default', hostname: 'web-1' });
     const credsFile = join(work, 'web-1.creds');
     writeFileSync(credsFile, issued.creds, { mode: 0o600 });
-    const agent = await AgentBus.connect({ url: nats.url, host: 'web-1', credsFile, tls, reconnectWaitMs: 100 });
+    const agent = await AgentBus.connect({ url: nats.url, machine: MACHINE_WEB, credsFile, tls, reconnectWaitMs: 100 });
     t.teardown(() => agent.close());
     const got: string[] = [];
     await agent.watchSegMaps([3], (_s, d) => void got.push(d));
     t.same(got, ['stored-before-connect'], 'last value by Direct Get');
-    await server.publishSegMap('web-1', 3, 'live');
+    await server.publishSegMap(MACHINE_WEB, 3, 'live');
     await waitFor(() => got.includes('live'), 'live snapshot');
 
-    const res = await authority.revokeAgent('machine-web-1');
+    const res = await authority.revokeAgent(MACHINE_WEB);
     t.same(res, { revoked: [issued.userPublicKey], pushed: true });
     await waitFor(() => !agent.isConnected(), 'the revoked agent is disconnected');
     try {
-      await AgentBus.connect({ url: nats.url, host: 'web-1', credsFile, tls });
+      await AgentBus.connect({ url: nats.url, machine: MACHINE_WEB, credsFile, tls });
       t.fail('a revoked agent connected');
     } catch (err) {
       t.equal((err as { code?: string }).code, 'NATS_AUTH', (err as Error).message);
@@ -130,15 +135,15 @@ t.test('a nats-server run from the rendered operator-mode config', async (t) => 
     t.equal(r.status, 0, r.stderr);
     const nats = await startNats({ config: r.stdout, files });
     t.teardown(() => nats.stop());
-    const creds = (await authority.issueAgentCredentials({ host: 'db-1', fleet: 'default', machineId: 'machine-db-1' })).creds;
+    const creds = (await authority.issueAgentCredentials({ machineId: MACHINE_DB, fleet: 'default', hostname: 'db-1' })).creds;
     try {
-      await AgentBus.connect({ url: nats.url, host: 'db-1', creds, tls: { caFile: ca.caFile } });
+      await AgentBus.connect({ url: nats.url, machine: MACHINE_DB, creds, tls: { caFile: ca.caFile } });
       t.fail('connected without a client certificate');
     } catch (err) {
       t.ok(['NATS_TLS', 'NATS_UNREACHABLE'].includes((err as { code?: string }).code ?? ''), (err as Error).message);
     }
-    const client = await ca.issue({ cn: 'machine-db-1', client: true });
-    const agent = await AgentBus.connect({ url: nats.url, host: 'db-1', creds, tls: { caFile: ca.caFile, ...client } });
+    const client = await ca.issue({ cn: MACHINE_DB, client: true });
+    const agent = await AgentBus.connect({ url: nats.url, machine: MACHINE_DB, creds, tls: { caFile: ca.caFile, ...client } });
     t.ok(agent.isConnected(), 'with a client certificate');
     await agent.close();
   });

@@ -4,6 +4,7 @@
  * and exactly what scripts/nats-config renders for static users (password mode).
  */
 import t from 'tap';
+import { randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +15,8 @@ import { agentNatsPermissions, serverNatsPermissions, type NatsPermissions } fro
 import { NatsAuthority } from '../server/src/nats/credentials.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HOSTS = ['web-1', 'db-1', 'x'.repeat(128)];
+/** Machine ids: what agent users and their permissions are named by. */
+const MACHINES = [randomUUID(), randomUUID(), randomUUID()];
 const FLEET = 'fleet-7';
 
 /** The user JWT's permissions of a .creds file. */
@@ -42,9 +44,9 @@ t.test('NatsAuthority signs protocol permissions into the user JWTs', async (t) 
   const dir = mkdtempSync(join(tmpdir(), 'aegis-nats-perms-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const authority = await NatsAuthority.open({ dir: join(dir, 'nats') });
-  for (const host of HOSTS) {
-    const issued = await authority.issueAgentCredentials({ host, fleet: FLEET, machineId: `m-${host}` });
-    t.same(jwtPermissions(issued.creds), agentNatsPermissions(host, FLEET), `agent ${host.slice(0, 20)}`);
+  for (const machineId of MACHINES) {
+    const issued = await authority.issueAgentCredentials({ machineId, fleet: FLEET, hostname: 'web-1' });
+    t.same(jwtPermissions(issued.creds), agentNatsPermissions(machineId, FLEET), `agent ${machineId}`);
   }
   t.same(jwtPermissions((await authority.issueServerCredentials()).creds), serverNatsPermissions(), 'aegis-server');
 });
@@ -52,11 +54,11 @@ t.test('NatsAuthority signs protocol permissions into the user JWTs', async (t) 
 t.test('scripts/nats-config renders protocol permissions for static users', async (t) => {
   const env: NodeJS.ProcessEnv = { ...process.env, AEGIS_NATS_SERVER_PASS: 'server-password-0001' };
   delete env.NODE_OPTIONS;
-  const args = ['--fleet', FLEET, '--auth-only', ...HOSTS.flatMap((h) => ['--host', `${h}:${h.slice(0, 8)}-password-01`])];
+  const args = ['--fleet', FLEET, '--auth-only', ...MACHINES.flatMap((m) => ['--machine', `${m}:${m.slice(0, 8)}-password-01`])];
   const r = spawnSync('bash', [join(ROOT, 'scripts/nats-config'), ...args], { encoding: 'utf8', env });
   t.equal(r.status, 0, r.stderr);
-  for (const host of HOSTS) {
-    t.same(renderedPermissions(r.stdout, `agent-${host}`), agentNatsPermissions(host, FLEET), `agent ${host.slice(0, 20)}`);
+  for (const machine of MACHINES) {
+    t.same(renderedPermissions(r.stdout, `agent-${machine}`), agentNatsPermissions(machine, FLEET), `agent ${machine}`);
   }
   t.same(renderedPermissions(r.stdout, 'aegis-server'), serverNatsPermissions(), 'aegis-server');
 });

@@ -268,7 +268,10 @@ export class AgentDaemon {
       await this.seg.attachBus(bus);
       this.log.info('connected to NATS', { url: c.nats_url });
     } catch (e) {
-      this.log.error('NATS unavailable; using the HTTP fallback', { error: (e as Error).message });
+      // An attempt superseded by a reconnect (activation, new credentials) may still end in
+      // an error; the newer attempt decides whether NATS is there.
+      if (gen !== this.natsGeneration) this.log.info('an earlier NATS connection attempt ended; a newer one replaced it', { error: (e as Error).message });
+      else this.log.error('NATS unavailable; using the HTTP fallback', { error: (e as Error).message });
     } finally {
       if (fleetTimer && this.fleet?.claims) clearTimeout(fleetTimer);
     }

@@ -12,7 +12,7 @@
  * An agent's subjects are named by its machine id (subjects.ts), so its permissions are too.
  */
 import { ValidationError } from './errors.js';
-import { ALL_HOSTS } from './identifiers.js';
+import { ALL_HOSTS, isMachineId } from './identifiers.js';
 import { subjects, subjectWildcards } from './subjects.js';
 
 /** Allow lists in the shape of a NATS user JWT's `pub`/`sub` (nats-server's publish/subscribe). */
@@ -23,11 +23,15 @@ export interface NatsPermissions {
 
 /**
  * The permissions of the agent of machine `machine` in `fleet`. Throws ValidationError when
- * either cannot be a subject token, or when machine is ALL_HOSTS (reserved for fleet-wide
- * snapshots).
+ * machine is not a machine id (a hostname, or ALL_HOSTS, which is reserved for fleet-wide
+ * snapshots: granting either would hand one host the subjects of another or of all), or
+ * when fleet cannot be a subject token.
  */
 export function agentNatsPermissions(machine: string, fleet: string): NatsPermissions {
   if (machine === ALL_HOSTS) throw new ValidationError([{ path: 'machine', message: `"${ALL_HOSTS}" is reserved for snapshots addressed to every host` }]);
+  if (!isMachineId(machine)) {
+    throw new ValidationError([{ path: 'machine', message: `${JSON.stringify(machine)} is not a machine id (a lowercase UUID assigned at activation)` }]);
+  }
   const own = subjects.segMapsOf(machine);
   const all = subjects.segMapsOf(ALL_HOSTS);
   return {

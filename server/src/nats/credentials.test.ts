@@ -5,6 +5,7 @@
  * config reload/restart).
  */
 import t, { type Test } from 'tap';
+import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,11 @@ import { agentPermissions, NatsAuthority, NatsAuthorityError } from './credentia
 import { ServerBus } from './server_bus.js';
 
 const FLEET = 'fleet-1';
+/** Machine ids (what an agent's subjects and credentials are named by), one per simulated host. */
+const MACHINE_A = randomUUID();
+const MACHINE_B = randomUUID();
+const MACHINE_C = randomUUID();
+const MACHINE_D = randomUUID();
 const te = new TextEncoder();
 const td = new TextDecoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -87,34 +93,41 @@ t.test('NatsAuthority keys and credentials (no server)', async (t) => {
   t.match(conf, 'resolver: MEMORY');
   t.match(conf, `${a.accountPublicKey}: eyJ`);
 
-  const c = await a.issueAgentCredentials({ host: 'web-1', fleet: FLEET, machineId: 'm-1', ttlSeconds: 3600 });
+  const m1 = randomUUID();
+  const c = await a.issueAgentCredentials({ machineId: m1, fleet: FLEET, hostname: 'web-1', ttlSeconds: 3600 });
   t.match(c.creds, /-----BEGIN NATS USER JWT-----\neyJ[^\n]+\n------END NATS USER JWT------/);
   t.match(c.creds, /-----BEGIN USER NKEY SEED-----\nSU[A-Z2-7]+\n------END USER NKEY SEED------/);
   t.match(c.userPublicKey, /^U[A-Z2-7]{55}$/);
   t.ok(c.expiresAt && Math.abs(c.expiresAt.getTime() - Date.now() - 3600_000) < 5000, 'expiry from ttlSeconds');
-  const claims = JSON.parse(Buffer.from(c.creds.split('\n')[1]!.split('.')[1]!, 'base64url').toString()) as { iss: string; sub: string; nats: Record<string, unknown> };
+  const claims = JSON.parse(Buffer.from(c.creds.split('\n')[1]!.split('.')[1]!, 'base64url').toString()) as { iss: string; sub: string; name: string; nats: Record<string, unknown> };
   t.equal(claims.iss, a.accountPublicKey, 'signed by the account');
   t.equal(claims.sub, c.userPublicKey);
-  t.same(claims.nats.pub, agentPermissions('web-1', FLEET).pub);
-  t.same(claims.nats.sub, agentPermissions('web-1', FLEET).sub);
+  t.equal(claims.name, `agent web-1 (${m1})`, 'the hostname is only a label in the name');
+  t.same(claims.nats.pub, agentPermissions(m1, FLEET).pub);
+  t.same(claims.nats.sub, agentPermissions(m1, FLEET).sub);
   t.equal(claims.nats.bearer_token, false, 'the seed must sign the server nonce');
 
+  // Only a machine id names an agent user's subjects: not a hostname (even a valid subject
+  // token), not _all, not subject syntax, not an uppercase UUID.
   for (const bad of [
-    { host: '_all', fleet: FLEET, machineId: 'm' },
-    { host: 'a.b', fleet: FLEET, machineId: 'm' },
-    { host: 'a', fleet: 'f>', machineId: 'm' },
-    { host: 'a', fleet: FLEET, machineId: '' },
+    { machineId: '_all', fleet: FLEET },
+    { machineId: 'a.b', fleet: FLEET },
+    { machineId: 'web-1', fleet: FLEET, hostname: 'web-1' },
+    { machineId: m1.toUpperCase(), fleet: FLEET },
+    { machineId: `${m1}.>`, fleet: FLEET },
+    { machineId: randomUUID(), fleet: 'f>' },
+    { machineId: '', fleet: FLEET },
   ]) {
     await rejectsWithCode(t, a.issueAgentCredentials(bad), 'NATS_BAD_ARGUMENT', JSON.stringify(bad));
   }
 
-  const r = await a.revokeAgent('m-1');
+  const r = await a.revokeAgent(m1);
   t.same(r.revoked, [c.userPublicKey]);
   t.equal(r.pushed, false);
   t.match(r.pushError, /push option not set/);
   t.same(Object.keys(a.revocations()), [c.userPublicKey]);
-  t.same((await a.revokeAgent('m-1')).revoked, [], 'revoking twice is a no-op');
-  t.same((await a.revokeAgent('never-activated')).revoked, [], 'an unknown machine has nothing to revoke');
+  t.same((await a.revokeAgent(m1)).revoked, [], 'revoking twice is a no-op');
+  t.same((await a.revokeAgent(randomUUID())).revoked, [], 'an unknown machine has nothing to revoke');
   const reopened = await NatsAuthority.open({ dir });
   t.same(Object.keys(reopened.revocations()), [c.userPublicKey], 'revocations survive a restart');
   t.equal(reopened.renderServerConfig(), a.renderServerConfig(), 'the same config after a restart (nats-server cannot reload a changed operator JWT)');
@@ -138,8 +151,8 @@ t.test('nats-server in operator mode with TLS', async (t) => {
   let authority: NatsAuthority;
   let server: ServerBus;
   let tls: { caFile: string };
-  const credsA = { file: join(work, 'host-a.creds'), pub: '' };
-  const credsB = { file: join(work, 'host-b.creds'), pub: '' };
+  const credsA = { file: join(work, `${MACHINE_A}.creds`), pub: '' };
+  const credsB = { file: join(work, `${MACHINE_B}.creds`), pub: '' };
   const serverLog = memoryLog();
 
   t.before(async () => {
@@ -153,13 +166,13 @@ t.test('nats-server in operator mode with TLS', async (t) => {
     const sc = await authority.issueServerCredentials();
     server = await ServerBus.connect({ url: nats.url, creds: sc.creds, tls, log: serverLog });
     await server.ensureStream();
-    for (const [host, c] of [['host-a', credsA], ['host-b', credsB]] as const) {
-      const issued = await authority.issueAgentCredentials({ host, fleet: FLEET, machineId: `machine-${host}`, ttlSeconds: 3600 });
+    for (const [machineId, c] of [[MACHINE_A, credsA], [MACHINE_B, credsB]] as const) {
+      const issued = await authority.issueAgentCredentials({ machineId, fleet: FLEET, hostname: `host-of-${machineId}`, ttlSeconds: 3600 });
       writeFileSync(c.file, issued.creds, { mode: 0o600 });
       c.pub = issued.userPublicKey;
     }
-    await server.publishSegMap('host-a', 7, 'legit-a-7');
-    await server.publishSegMap('host-b', 7, 'legit-b-7');
+    await server.publishSegMap(MACHINE_A, 7, 'legit-a-7');
+    await server.publishSegMap(MACHINE_B, 7, 'legit-b-7');
     await server.publishSegMap('_all', 7, 'legit-all-7');
   });
   t.teardown(async () => {
@@ -169,13 +182,13 @@ t.test('nats-server in operator mode with TLS', async (t) => {
     otherCa?.cleanup();
   });
 
-  const userNc = async (t: Test, credsFile: string, inboxHost?: string): Promise<NatsConnection> => {
+  const userNc = async (t: Test, credsFile: string, inboxMachine?: string): Promise<NatsConnection> => {
     const nc = await connect({
       servers: nats.url,
       tls,
       authenticator: credsAuthenticator(readFileSync(credsFile)),
       maxReconnectAttempts: 0,
-      ...(inboxHost ? { inboxPrefix: `_INBOX.${inboxHost}` } : {}),
+      ...(inboxMachine ? { inboxPrefix: `_INBOX.${inboxMachine}` } : {}),
     });
     t.teardown(() => nc.close());
     return nc;
@@ -194,58 +207,58 @@ t.test('nats-server in operator mode with TLS', async (t) => {
     t.match(text, /"tls_required":true/);
     t.notMatch(text, /PONG/, 'no protocol over plain TCP');
 
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', credsFile: credsA.file, tls: { caFile: otherCa.caFile } }), 'NATS_TLS', 'agent trusting another CA');
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', credsFile: credsA.file }), 'NATS_TLS', 'agent trusting only the system CAs');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, credsFile: credsA.file, tls: { caFile: otherCa.caFile } }), 'NATS_TLS', 'agent trusting another CA');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, credsFile: credsA.file }), 'NATS_TLS', 'agent trusting only the system CAs');
     await rejectsWithCode(t, ServerBus.connect({ url: nats.url, creds: readFileSync(credsA.file, 'utf8'), tls: { caFile: otherCa.caFile } }), 'NATS_TLS', 'server trusting another CA');
 
-    const ok = await AgentBus.connect({ url: nats.url, host: 'host-a', credsFile: credsA.file, tls });
+    const ok = await AgentBus.connect({ url: nats.url, machine: MACHINE_A, credsFile: credsA.file, tls });
     t.ok(ok.isConnected(), 'with the right CA');
     await ok.close();
   });
 
   t.test('credentials are required and must be signed by the account', async (t) => {
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', tls }), 'NATS_AUTH', 'no credentials');
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', tls, user: 'agent-host-a', pass: 'some-password-1' }), 'NATS_AUTH', 'a password');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, tls }), 'NATS_AUTH', 'no credentials');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, tls, user: `agent-${MACHINE_A}`, pass: 'some-password-1' }), 'NATS_AUTH', 'a password');
     const foreign = await NatsAuthority.open({ dir: join(work, 'foreign') });
-    const fc = await foreign.issueAgentCredentials({ host: 'host-a', fleet: FLEET, machineId: 'x' });
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', tls, creds: fc.creds }), 'NATS_AUTH', 'credentials of another operator');
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', tls, credsFile: join(work, 'missing.creds') }), 'NATS_AUTH', 'a missing creds file');
+    const fc = await foreign.issueAgentCredentials({ machineId: MACHINE_A, fleet: FLEET });
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, tls, creds: fc.creds }), 'NATS_AUTH', 'credentials of another operator');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, tls, credsFile: join(work, 'missing.creds') }), 'NATS_AUTH', 'a missing creds file');
   });
 
   t.test('ServerBus and AgentBus end to end over TLS with JWT credentials', async (t) => {
     const log = memoryLog();
-    const a = await AgentBus.connect({ url: nats.url, host: 'host-a', credsFile: credsA.file, tls, log });
+    const a = await AgentBus.connect({ url: nats.url, machine: MACHINE_A, credsFile: credsA.file, tls, log });
     t.teardown(() => a.close());
     const got: Array<[string, string]> = [];
     await a.watchSegMaps([7], (s, d) => void got.push([s, d]));
-    t.same([...got].sort(), [['aegis.seg.maps._all.7', 'legit-all-7'], ['aegis.seg.maps.host-a.7', 'legit-a-7']], 'last values by Direct Get');
+    t.same([...got].sort(), [['aegis.seg.maps._all.7', 'legit-all-7'], [`aegis.seg.maps.${MACHINE_A}.7`, 'legit-a-7']].sort(), 'last values by Direct Get');
     const reports: Array<[string, string]> = [];
-    const stop = server.onAgentReport((kind, host) => void reports.push([kind, host]));
+    const stop = server.onAgentReport((kind, machine) => void reports.push([kind, machine]));
     t.teardown(stop);
     const stopLicense = server.serveLicense((fleet) => `envelope-of-${fleet}`);
     t.teardown(stopLicense);
-    await server.publishSegMap('host-a', 7, 'legit-a-7-r2');
-    await server.publishSegMap('host-b', 7, 'legit-b-7-r2');
+    await server.publishSegMap(MACHINE_A, 7, 'legit-a-7-r2');
+    await server.publishSegMap(MACHINE_B, 7, 'legit-b-7-r2');
     await waitFor(() => got.length === 3, 'live snapshot');
-    t.same(got[2], ['aegis.seg.maps.host-a.7', 'legit-a-7-r2']);
+    t.same(got[2], [`aegis.seg.maps.${MACHINE_A}.7`, 'legit-a-7-r2']);
     t.equal(await a.waitForLicense(FLEET, 3000), `envelope-of-${FLEET}`, 'license request answered');
     await a.publishStatus({ ok: true });
-    await waitFor(() => reports.some(([k, h]) => k === 'status' && h === 'host-a'), 'status report');
+    await waitFor(() => reports.some(([k, h]) => k === 'status' && h === MACHINE_A), 'status report');
     await sleep(100);
-    t.equal(got.length, 3, "host-b's snapshot never arrives");
+    t.equal(got.length, 3, "machine B's snapshot never arrives");
     t.same(log.lines.filter((l) => l.level === 'error'), []);
     t.same(serverLog.lines.filter((l) => l.level === 'error'), []);
   });
 
   t.test("an agent's credentials allow only its own subjects", async (t) => {
-    const nc = await userNc(t, credsB.file, 'host-b');
+    const nc = await userNc(t, credsB.file, MACHINE_B);
     const denied = denials(nc);
     const forged = [
-      'aegis.seg.maps.host-a.7',
-      'aegis.seg.maps.host-b.7',
+      `aegis.seg.maps.${MACHINE_A}.7`,
+      `aegis.seg.maps.${MACHINE_B}.7`,
       'aegis.seg.maps._all.7',
       `aegis.license.${FLEET}`,
-      'aegis.agent.host-a.status',
+      `aegis.agent.${MACHINE_A}.status`,
       '$JS.API.STREAM.PURGE.AEGIS_SEG_MAPS',
       '$JS.API.STREAM.DELETE.AEGIS_SEG_MAPS',
     ];
@@ -254,31 +267,31 @@ t.test('nats-server in operator mode with TLS', async (t) => {
     await waitFor(() => denied.length >= forged.length, 'a violation per forged publish', 5000);
     t.same([...denied].sort(), forged.map((s) => `publish ${s}`).sort(), 'nats-server refused each publish');
 
-    for (const s of ['aegis.seg.maps.host-a.>', 'aegis.seg.maps.>', 'aegis.license.other', 'aegis.agent.>', '_INBOX.>', '_INBOX.host-a.>', '>']) {
+    for (const s of [`aegis.seg.maps.${MACHINE_A}.>`, 'aegis.seg.maps.>', 'aegis.license.other', 'aegis.agent.>', '_INBOX.>', `_INBOX.${MACHINE_A}.>`, '>']) {
       t.equal(await trySubscribe(nc, s), 'PERMISSIONS_VIOLATION', `subscribe ${s}`);
     }
-    for (const s of ['aegis.seg.maps.host-b.>', 'aegis.seg.maps._all.>', `aegis.license.${FLEET}`]) {
+    for (const s of [`aegis.seg.maps.${MACHINE_B}.>`, 'aegis.seg.maps._all.>', `aegis.license.${FLEET}`]) {
       t.equal(await trySubscribe(nc, s), null, `subscribe ${s} is allowed`);
     }
-    const own = await tryRequest(nc, '$JS.API.DIRECT.GET.AEGIS_SEG_MAPS.aegis.seg.maps.host-b.7');
+    const own = await tryRequest(nc, `$JS.API.DIRECT.GET.AEGIS_SEG_MAPS.aegis.seg.maps.${MACHINE_B}.7`);
     t.equal(own.ok, true, 'Direct Get of its own last value');
     t.match(own.data, /^legit-b-7/);
     for (const [subject, body] of [
-      ['$JS.API.DIRECT.GET.AEGIS_SEG_MAPS.aegis.seg.maps.host-a.7', Empty],
-      ['$JS.API.DIRECT.GET.AEGIS_SEG_MAPS', te.encode('{"last_by_subj":"aegis.seg.maps.host-a.7"}')],
-      ['$JS.API.STREAM.MSG.GET.AEGIS_SEG_MAPS', te.encode('{"last_by_subj":"aegis.seg.maps.host-a.7"}')],
+      [`$JS.API.DIRECT.GET.AEGIS_SEG_MAPS.aegis.seg.maps.${MACHINE_A}.7`, Empty],
+      ['$JS.API.DIRECT.GET.AEGIS_SEG_MAPS', te.encode(`{"last_by_subj":"aegis.seg.maps.${MACHINE_A}.7"}`)],
+      ['$JS.API.STREAM.MSG.GET.AEGIS_SEG_MAPS', te.encode(`{"last_by_subj":"aegis.seg.maps.${MACHINE_A}.7"}`)],
       ['$JS.API.STREAM.INFO.AEGIS_SEG_MAPS', Empty],
     ] as Array<[string, Uint8Array]>) {
       t.same(await tryRequest(nc, subject, body), { ok: false, code: 'PERMISSIONS_VIOLATION' }, `request ${subject} ${td.decode(body)}`);
     }
     // Its own report goes through.
     const reports: string[] = [];
-    const stop = server.onAgentReport((_k, host) => void reports.push(host));
+    const stop = server.onAgentReport((_k, machine) => void reports.push(machine));
     t.teardown(stop);
     // The server's subscription is on another connection: repeat until it is in place.
-    const timer = setInterval(() => nc.publish('aegis.agent.host-b.status', te.encode('{}')), 100);
+    const timer = setInterval(() => nc.publish(`aegis.agent.${MACHINE_B}.status`, te.encode('{}')), 100);
     t.teardown(() => clearInterval(timer));
-    await waitFor(() => reports.includes('host-b'), 'own report');
+    await waitFor(() => reports.includes(MACHINE_B), 'own report');
     clearInterval(timer);
   });
 
@@ -287,43 +300,43 @@ t.test('nats-server in operator mode with TLS', async (t) => {
     const nc = await connect({ servers: nats.url, tls, authenticator: credsAuthenticator(te.encode(sc.creds)) });
     t.teardown(() => nc.close());
     const denied = denials(nc);
-    nc.publish('aegis.agent.host-a.status', te.encode('{}'));
+    nc.publish(`aegis.agent.${MACHINE_A}.status`, te.encode('{}'));
     await nc.flush();
     await waitFor(() => denied.length === 1, 'violation');
-    t.same(denied, ['publish aegis.agent.host-a.status']);
+    t.same(denied, [`publish aegis.agent.${MACHINE_A}.status`]);
   });
 
   t.test('revokeAgent pushes the revocation: the live connection is closed and reconnects are refused', async (t) => {
     const log = memoryLog();
-    const a = await AgentBus.connect({ url: nats.url, host: 'host-a', credsFile: credsA.file, tls, log, reconnectWaitMs: 100 });
+    const a = await AgentBus.connect({ url: nats.url, machine: MACHINE_A, credsFile: credsA.file, tls, log, reconnectWaitMs: 100 });
     t.teardown(() => a.close());
     const logB = memoryLog();
-    const b = await AgentBus.connect({ url: nats.url, host: 'host-b', credsFile: credsB.file, tls, log: logB });
+    const b = await AgentBus.connect({ url: nats.url, machine: MACHINE_B, credsFile: credsB.file, tls, log: logB });
     t.teardown(() => b.close());
-    const raw = await userNc(t, credsA.file, 'host-a');
+    const raw = await userNc(t, credsA.file, MACHINE_A);
     const gotB: string[] = [];
     await b.watchSegMaps([7], (_s, d) => void gotB.push(d));
 
-    const r = await authority.revokeAgent('machine-host-a');
+    const r = await authority.revokeAgent(MACHINE_A);
     t.same(r, { revoked: [credsA.pub], pushed: true });
     const closed = await Promise.race([raw.closed().then((err) => (err as { code?: string } | undefined)?.code ?? 'closed'), sleep(5000).then(() => 'still open')]);
     t.not(closed, 'still open', `nats-server closed the revoked user's connection (${closed})`);
     await waitFor(() => !a.isConnected(), 'the revoked AgentBus is disconnected');
     await sleep(500);
     t.notOk(a.isConnected(), 'and its reconnects are refused');
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', credsFile: credsA.file, tls }), 'NATS_AUTH', 'a new connection');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, credsFile: credsA.file, tls }), 'NATS_AUTH', 'a new connection');
 
-    t.ok(b.isConnected(), 'host-b is unaffected');
-    t.same(logB.lines.filter((l) => /disconnected/.test(l.msg)), [], 'host-b was never disconnected (a pushed update touches only the revoked user)');
-    await server.publishSegMap('host-b', 7, 'after-revocation');
-    await waitFor(() => gotB.includes('after-revocation'), 'host-b still receives');
+    t.ok(b.isConnected(), 'machine B is unaffected');
+    t.same(logB.lines.filter((l) => /disconnected/.test(l.msg)), [], 'machine B was never disconnected (a pushed update touches only the revoked user)');
+    await server.publishSegMap(MACHINE_B, 7, 'after-revocation');
+    await waitFor(() => gotB.includes('after-revocation'), 'machine B still receives');
     t.match(readFileSync(nats.operatorConfigPath, 'utf8'), authority.currentAccountJwt, 'the config fragment carries the new account JWT');
 
     // A nats-server restarted from the config fragment still refuses the revoked user.
     await nats.restart();
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-a', credsFile: credsA.file, tls }), 'NATS_AUTH', 'after a nats-server restart');
-    const b2 = await AgentBus.connect({ url: nats.url, host: 'host-b', credsFile: credsB.file, tls });
-    t.ok(b2.isConnected(), 'host-b connects after the restart');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_A, credsFile: credsA.file, tls }), 'NATS_AUTH', 'after a nats-server restart');
+    const b2 = await AgentBus.connect({ url: nats.url, machine: MACHINE_B, credsFile: credsB.file, tls });
+    t.ok(b2.isConnected(), 'machine B connects after the restart');
     await b2.close();
     await waitFor(() => server.isConnected(), 'the server bus reconnected');
   });
@@ -332,10 +345,10 @@ t.test('nats-server in operator mode with TLS', async (t) => {
   // reload (they reconnect), so a push is the way to revoke on a running server.
   t.test('without a push, a config reload (SIGHUP) applies the revocation', async (t) => {
     const offline = await NatsAuthority.open({ dir: keysDir, configPath: nats.operatorConfigPath });
-    const issued = await offline.issueAgentCredentials({ host: 'host-c', fleet: FLEET, machineId: 'machine-host-c' });
-    const file = join(work, 'host-c.creds');
+    const issued = await offline.issueAgentCredentials({ machineId: MACHINE_C, fleet: FLEET, hostname: 'host-c' });
+    const file = join(work, `${MACHINE_C}.creds`);
     writeFileSync(file, issued.creds, { mode: 0o600 });
-    const nc = await userNc(t, file, 'host-c');
+    const nc = await userNc(t, file, MACHINE_C);
     const r = await offline.revokeAgent(issued.userPublicKey);
     t.same(r.revoked, [issued.userPublicKey]);
     t.equal(r.pushed, false);
@@ -344,14 +357,14 @@ t.test('nats-server in operator mode with TLS', async (t) => {
     await nats.reload();
     const closed = await Promise.race([nc.closed().then(() => 'closed'), sleep(5000).then(() => 'still open')]);
     t.equal(closed, 'closed', 'the reload closed the revoked connection');
-    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, host: 'host-c', credsFile: file, tls }), 'NATS_AUTH', 'reconnect after the reload');
+    await rejectsWithCode(t, AgentBus.connect({ url: nats.url, machine: MACHINE_C, credsFile: file, tls }), 'NATS_AUTH', 'reconnect after the reload');
   });
 
   t.test('expired credentials are refused', async (t) => {
-    const issued = await authority.issueAgentCredentials({ host: 'host-d', fleet: FLEET, machineId: 'machine-host-d', ttlSeconds: 1 });
+    const issued = await authority.issueAgentCredentials({ machineId: MACHINE_D, fleet: FLEET, hostname: 'host-d', ttlSeconds: 1 });
     await sleep(2100);
     try {
-      await AgentBus.connect({ url: nats.url, host: 'host-d', creds: issued.creds, tls });
+      await AgentBus.connect({ url: nats.url, machine: MACHINE_D, creds: issued.creds, tls });
       t.fail('connected with expired credentials');
     } catch (err) {
       t.type(err, AgentBusError);

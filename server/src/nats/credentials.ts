@@ -36,7 +36,7 @@ import {
   type Permissions,
 } from '@nats-io/jwt';
 import { connect, type NatsConnection } from 'nats';
-import { accountPushNatsPermissions, agentNatsPermissions, serverNatsPermissions, subjects } from '../../../protocol/src/index.js';
+import { accountPushNatsPermissions, agentNatsPermissions, isMachineId, serverNatsPermissions, subjects } from '../../../protocol/src/index.js';
 import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
 import { authConnectOptions, describeError as describe, type NatsTlsOptions } from '../../../runtime/src/nats_connection.js';
 
@@ -130,7 +130,8 @@ function nowSeconds(): number {
 /**
  * The permissions of an agent user (protocol's agentNatsPermissions): its own and the
  * fleet-wide snapshots, its fleet's license, its own reports and replies on its own
- * inbox. A host or fleet that cannot be a subject token, or host "_all", is NATS_BAD_ARGUMENT.
+ * inbox. A machine that is not a machine id (a hostname, "_all") or a fleet that cannot be a
+ * subject token is NATS_BAD_ARGUMENT.
  */
 export function agentPermissions(machineId: string, fleet: string): Permissions {
   try {
@@ -303,8 +304,8 @@ export class NatsAuthority {
    * and keep `userPublicKey` with the activation to revoke it later.
    */
   async issueAgentCredentials(req: AgentCredentialsRequest): Promise<IssuedCredentials> {
-    if (typeof req.machineId !== 'string' || req.machineId.length === 0 || req.machineId.length > 256) {
-      throw new NatsAuthorityError('NATS_BAD_ARGUMENT', 'machineId must be a non-empty string of at most 256 characters');
+    if (!isMachineId(req.machineId)) {
+      throw new NatsAuthorityError('NATS_BAD_ARGUMENT', `machineId ${JSON.stringify(req.machineId)} is not a machine id (a lowercase UUID): it names the user's subjects`);
     }
     const perms = agentPermissions(req.machineId, req.fleet);
     const host = req.hostname ?? req.machineId;

@@ -1,5 +1,6 @@
 /** ServerBus against a real nats-server with JetStream. */
 import t, { type Test } from 'tap';
+import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { connect, Empty, type NatsConnection } from 'nats';
 import { missingCommand, requireCapability } from '../../../test/harness/capabilities.js';
@@ -8,6 +9,9 @@ import { freePort } from '../../../test/harness/postgres.js';
 import { BusError, SEG_MAPS_STREAM_CONFIG, ServerBus, type AgentReportKind } from './server_bus.js';
 
 const td = new TextDecoder();
+/** Machine ids: the <machine> token of agent and snapshot subjects. */
+const MACHINE_A = randomUUID();
+const MACHINE_B = randomUUID();
 
 async function lastValue(nc: NatsConnection, subject: string): Promise<{ data: string; seq: number } | null> {
   const m = await nc.request(`$JS.API.DIRECT.GET.AEGIS_SEG_MAPS.${subject}`, Empty, { timeout: 2000 });
@@ -66,17 +70,17 @@ t.test('ServerBus', async (t) => {
     t.teardown(() => bus.close());
     await bus.ensureStream();
     const seqs: number[] = [];
-    for (const rev of [1, 2, 3]) seqs.push((await bus.publishSegMap('host-a', 7, `jws-host-a-7-r${rev}`)).seq);
+    for (const rev of [1, 2, 3]) seqs.push((await bus.publishSegMap(MACHINE_A, 7, `jws-host-a-7-r${rev}`)).seq);
     t.ok(seqs[0]! < seqs[1]! && seqs[1]! < seqs[2]!, 'sequences increase');
     await bus.publishSegMap('_all', 7, 'jws-all-7');
-    await bus.publishSegMap('host-b', 7, 'jws-host-b-7');
+    await bus.publishSegMap(MACHINE_B, 7, 'jws-host-b-7');
 
     const nc = await connect({ servers: nats.url });
     t.teardown(() => nc.close());
-    t.same(await lastValue(nc, 'aegis.seg.maps.host-a.7'), { data: 'jws-host-a-7-r3', seq: seqs[2] });
+    t.same(await lastValue(nc, `aegis.seg.maps.${MACHINE_A}.7`), { data: 'jws-host-a-7-r3', seq: seqs[2] });
     t.equal((await lastValue(nc, 'aegis.seg.maps._all.7'))?.data, 'jws-all-7');
-    t.equal((await lastValue(nc, 'aegis.seg.maps.host-b.7'))?.data, 'jws-host-b-7');
-    t.equal(await lastValue(nc, 'aegis.seg.maps.host-a.8'), null);
+    t.equal((await lastValue(nc, `aegis.seg.maps.${MACHINE_B}.7`))?.data, 'jws-host-b-7');
+    t.equal(await lastValue(nc, `aegis.seg.maps.${MACHINE_A}.8`), null);
     const jsm = await nc.jetstreamManager();
     const state = (await jsm.streams.info('AEGIS_SEG_MAPS')).state;
     t.equal(state.messages, 3, 'one message per subject is stored');
@@ -85,10 +89,14 @@ t.test('ServerBus', async (t) => {
   t.test('publishSegMap refuses bad arguments before touching NATS', async (t) => {
     const bus = await ServerBus.connect({ url: nats.url });
     t.teardown(() => bus.close());
-    await rejectsWith(t, bus.publishSegMap('a.b', 1, 'x'), 'NATS_BAD_ARGUMENT', /host/);
-    await rejectsWith(t, bus.publishSegMap('host-a', -1, 'x'), 'NATS_BAD_ARGUMENT');
-    await rejectsWith(t, bus.publishSegMap('host-a', 1.5, 'x'), 'NATS_BAD_ARGUMENT');
-    await rejectsWith(t, bus.publishSegMap('host-a', 1, ''), 'NATS_BAD_ARGUMENT', /empty/);
+    // A snapshot goes to a machine id or _all; a hostname (even a valid subject token) names
+    // a subject no agent may read, and subject syntax would change the subject.
+    for (const target of ['a.b', 'web-1', MACHINE_A.toUpperCase(), `${MACHINE_A}.>`, '']) {
+      await rejectsWith(t, bus.publishSegMap(target, 1, 'x'), 'NATS_BAD_ARGUMENT', /machine id/);
+    }
+    await rejectsWith(t, bus.publishSegMap(MACHINE_A, -1, 'x'), 'NATS_BAD_ARGUMENT');
+    await rejectsWith(t, bus.publishSegMap(MACHINE_A, 1.5, 'x'), 'NATS_BAD_ARGUMENT');
+    await rejectsWith(t, bus.publishSegMap(MACHINE_A, 1, ''), 'NATS_BAD_ARGUMENT', /empty/);
     await rejectsWith(t, bus.publishLicense('f.1', 'x'), 'NATS_BAD_ARGUMENT');
   });
 
@@ -97,7 +105,7 @@ t.test('ServerBus', async (t) => {
     t.teardown(() => bare.stop());
     const bus = await ServerBus.connect({ url: bare.url, publishTimeoutMs: 2000 });
     t.teardown(() => bus.close());
-    await rejectsWith(t, bus.publishSegMap('host-a', 1, 'x'), 'NATS_STREAM', /ensureStream/);
+    await rejectsWith(t, bus.publishSegMap(MACHINE_A, 1, 'x'), 'NATS_STREAM', /ensureStream/);
   });
 
   t.test('ensureStream without JetStream fails clearly', async (t) => {
@@ -126,61 +134,75 @@ t.test('ServerBus', async (t) => {
     t.equal((await jsm.streams.find('aegis.license.fleet-1').catch(() => null)) ?? null, null, 'no stream stores licenses');
   });
 
-  t.test('agent reports: parsed, host from the subject, garbage and oversize dropped', async (t) => {
+  t.test('agent reports: parsed, machine from the subject, garbage, oversize and non-machine-ids dropped', async (t) => {
     const log = memoryLog();
     const bus = await ServerBus.connect({ url: nats.url, log, maxReportBytes: 1024 });
     t.teardown(() => bus.close());
     const got: Array<[AgentReportKind, string, unknown]> = [];
     let throwOnce = true;
-    const stop = bus.onAgentReport((kind, host, data) => {
+    const stop = bus.onAgentReport((kind, machine, data) => {
       if (throwOnce && kind === 'flows') {
         throwOnce = false;
         throw new Error('handler bug');
       }
-      got.push([kind, host, data]);
+      got.push([kind, machine, data]);
     });
     const nc = await connect({ servers: nats.url });
     t.teardown(() => nc.close());
     await nc.flush();
     const te = new TextEncoder();
-    nc.publish('aegis.agent.host-a.status', te.encode('{"host":"spoofed","ok":true}'));
-    nc.publish('aegis.agent.host-a.ack', te.encode('not json'));
-    nc.publish('aegis.agent.host-a.ack', new Uint8Array([0xff, 0xfe, 0x7b, 0x7d]));
-    nc.publish('aegis.agent.host-b.flows', te.encode(JSON.stringify({ pad: 'x'.repeat(2000) })));
-    nc.publish('aegis.agent.host-b.flows', te.encode('{"n":1}'));
-    nc.publish('aegis.agent.host-b.flows', te.encode('{"n":2}'));
-    nc.publish('aegis.agent.host-b.ack', te.encode('{"revision":3}'));
-    nc.publish('aegis.agent.host-b.other', te.encode('{}'));
+    nc.publish(`aegis.agent.${MACHINE_A}.status`, te.encode('{"host":"spoofed","ok":true}'));
+    nc.publish(`aegis.agent.${MACHINE_A}.ack`, te.encode('not json'));
+    nc.publish(`aegis.agent.${MACHINE_A}.ack`, new Uint8Array([0xff, 0xfe, 0x7b, 0x7d]));
+    nc.publish(`aegis.agent.${MACHINE_B}.flows`, te.encode(JSON.stringify({ pad: 'x'.repeat(2000) })));
+    nc.publish(`aegis.agent.${MACHINE_B}.flows`, te.encode('{"n":1}'));
+    nc.publish(`aegis.agent.${MACHINE_B}.flows`, te.encode('{"n":2}'));
+    nc.publish(`aegis.agent.${MACHINE_B}.ack`, te.encode('{"revision":3}'));
+    nc.publish(`aegis.agent.${MACHINE_B}.other`, te.encode('{}'));
+    // A hostname or _all in the machine position is no machine's report.
+    nc.publish('aegis.agent.web-1.status', te.encode('{"ok":true}'));
+    nc.publish('aegis.agent._all.ack', te.encode('{"revision":4}'));
+    nc.publish(`aegis.agent.${MACHINE_A.toUpperCase()}.flows`, te.encode('{"n":3}'));
     await nc.flush();
     await waitFor(() => got.length === 3, 'three reports');
     t.same(got, [
-      ['status', 'host-a', { host: 'spoofed', ok: true }],
-      ['flows', 'host-b', { n: 2 }],
-      ['ack', 'host-b', { revision: 3 }],
+      ['status', MACHINE_A, { host: 'spoofed', ok: true }],
+      ['flows', MACHINE_B, { n: 2 }],
+      ['ack', MACHINE_B, { revision: 3 }],
     ]);
     t.equal(log.lines.filter((l) => l.level === 'warn' && /not JSON/.test(l.msg)).length, 2, 'non-JSON and non-UTF-8 dropped');
+    t.equal(log.lines.filter((l) => l.level === 'warn' && /names no machine id/.test(l.msg)).length, 3, 'reports from non-machine-ids dropped');
     t.ok(log.lines.some((l) => l.level === 'warn' && /over 1024/.test(l.msg)), 'oversized dropped');
     t.ok(log.lines.some((l) => l.level === 'error' && /handler failed/.test(l.msg)), 'a throwing handler is logged, the subscription lives on');
     stop();
     await nc.flush();
-    nc.publish('aegis.agent.host-a.status', te.encode('{}'));
+    nc.publish(`aegis.agent.${MACHINE_A}.status`, te.encode('{}'));
     await nc.flush();
     await new Promise((r) => setTimeout(r, 100));
     t.equal(got.length, 3, 'nothing after stop()');
   });
 
   t.test('serveLicense answers agent requests', async (t) => {
-    const bus = await ServerBus.connect({ url: nats.url });
+    const log = memoryLog();
+    const bus = await ServerBus.connect({ url: nats.url, log });
     t.teardown(() => bus.close());
-    bus.serveLicense((fleet, host) => (fleet === 'fleet-1' ? `env-for-${host}` : null));
+    bus.serveLicense((fleet, machine) => (fleet === 'fleet-1' ? `env-for-${machine}` : null));
     const nc = await connect({ servers: nats.url });
     t.teardown(() => nc.close());
     await new Promise((r) => setTimeout(r, 50));
     const te = new TextEncoder();
-    const r1 = await nc.request('aegis.agent.host-a.license', te.encode('{"fleet":"fleet-1"}'), { timeout: 2000 });
-    t.equal(td.decode(r1.data), 'env-for-host-a');
-    const r2 = await nc.request('aegis.agent.host-a.license', te.encode('{"fleet":"other"}'), { timeout: 2000 });
+    const r1 = await nc.request(`aegis.agent.${MACHINE_A}.license`, te.encode('{"fleet":"fleet-1"}'), { timeout: 2000 });
+    t.equal(td.decode(r1.data), `env-for-${MACHINE_A}`);
+    const r2 = await nc.request(`aegis.agent.${MACHINE_A}.license`, te.encode('{"fleet":"other"}'), { timeout: 2000 });
     t.equal(r2.data.length, 0, 'empty reply when there is no envelope');
+    // A request whose subject names no machine id gets no answer.
+    try {
+      await nc.request('aegis.agent.web-1.license', te.encode('{"fleet":"fleet-1"}'), { timeout: 500 });
+      t.fail('a hostname got an answer');
+    } catch (err) {
+      t.match((err as { code?: string }).code, /TIMEOUT|503/, (err as Error).message);
+    }
+    t.ok(log.lines.some((l) => l.level === 'warn' && /names no machine id/.test(l.msg)), JSON.stringify(log.lines));
   });
 
   t.test('serveLicense answers a refusal with its code and no envelope', async (t) => {
@@ -208,20 +230,20 @@ t.test('ServerBus', async (t) => {
     const bus = await ServerBus.connect({ url: own.url, log, reconnectWaitMs: 100, publishTimeoutMs: 2000 });
     t.teardown(() => bus.close());
     await bus.ensureStream();
-    await bus.publishSegMap('host-a', 1, 'before');
+    await bus.publishSegMap(MACHINE_A, 1, 'before');
     t.ok(bus.isConnected());
     await own.kill();
     await waitFor(() => !bus.isConnected(), 'disconnect noticed');
-    await rejectsWith(t, bus.publishSegMap('host-a', 1, 'during'), 'NATS_DISCONNECTED', /reconnecting/);
+    await rejectsWith(t, bus.publishSegMap(MACHINE_A, 1, 'during'), 'NATS_DISCONNECTED', /reconnecting/);
     await rejectsWith(t, bus.publishLicense('fleet-1', 'during'), 'NATS_DISCONNECTED');
     await new Promise((r) => setTimeout(r, 500));
     await own.restart();
     await waitFor(() => bus.isConnected(), 'reconnect');
-    const { seq } = await bus.publishSegMap('host-a', 1, 'after');
+    const { seq } = await bus.publishSegMap(MACHINE_A, 1, 'after');
     t.ok(seq >= 2, 'stream survived the kill (file storage)');
     const nc = await connect({ servers: own.url });
     t.teardown(() => nc.close());
-    t.equal((await lastValue(nc, 'aegis.seg.maps.host-a.1'))?.data, 'after');
+    t.equal((await lastValue(nc, `aegis.seg.maps.${MACHINE_A}.1`))?.data, 'after');
     t.ok(log.lines.some((l) => l.level === 'warn' && /disconnected/.test(l.msg)));
     t.ok(log.lines.some((l) => l.level === 'info' && /reconnected/.test(l.msg)));
 
@@ -231,7 +253,7 @@ t.test('ServerBus', async (t) => {
     await own.restart();
     await waitFor(() => bus.isConnected(), 'reconnect to the wiped server');
     await waitFor(() => log.lines.filter((l) => l.msg.startsWith('created JetStream stream')).length === 2, 'stream re-created');
-    t.same(await bus.publishSegMap('host-a', 1, 'on-new-store'), { seq: 1 });
+    t.same(await bus.publishSegMap(MACHINE_A, 1, 'on-new-store'), { seq: 1 });
 
     await bus.close();
     t.notOk(bus.isConnected());

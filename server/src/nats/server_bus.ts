@@ -97,11 +97,11 @@ export type { AgentReportKind };
 export type AgentReportHandler = (kind: AgentReportKind, machine: string, data: unknown) => void | Promise<void>;
 /**
  * Answers an agent's request for the current envelope of its fleet; null when there is
- * none. `token` is the requester's token from the subject (what nats-server vouches for).
+ * none. `machine` is the machine id the request's subject names (what nats-server vouches for).
  * Throwing an error whose `code` is one of LICENSE_REQUEST_REFUSALS refuses the request:
  * the reply is {"error":{"code","message"}} and carries no envelope.
  */
-export type LicenseProvider = (fleet: string, token: string) => string | null | Promise<string | null>;
+export type LicenseProvider = (fleet: string, machine: string) => string | null | Promise<string | null>;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -232,9 +232,14 @@ export class ServerBus {
 
   /**
    * Stores a signed snapshot message (compact JWS) as the last value of
-   * aegis.seg.maps.<target>.<serviceId> and resolves once JetStream acked it.
+   * aegis.seg.maps.<target>.<serviceId> and resolves once JetStream acked it. `target` is a
+   * machine id or ALL_HOSTS; anything else (a hostname) is NATS_BAD_ARGUMENT, since no
+   * agent may read that subject and the snapshot would silently reach nobody.
    */
   async publishSegMap(target: string, serviceId: number, jws: string): Promise<{ seq: number }> {
+    if (target !== ALL_HOSTS && !isMachineId(target)) {
+      throw new BusError('NATS_BAD_ARGUMENT', `snapshot target ${JSON.stringify(target)} is neither a machine id nor "${ALL_HOSTS}"`);
+    }
     let subject: string;
     try {
       subject = target === ALL_HOSTS ? subjects.segMapAll(serviceId) : subjects.segMap(target, serviceId);
@@ -338,7 +343,7 @@ export class ServerBus {
   }
 
   /**
-   * Answers requests on aegis.agent.<token>.license (payload {"fleet": "..."}) with what
+   * Answers requests on aegis.agent.<machine>.license (payload {"fleet": "..."}) with what
    * the provider gives, so a starting agent need not wait for the next periodic publish.
    * An empty reply means "none"; a refusal is answered with {"error":{"code","message"}}.
    * Returns a function that stops answering.
@@ -358,8 +363,11 @@ export class ServerBus {
   }
 
   private async answerLicense(msg: Msg, provider: LicenseProvider): Promise<void> {
-    const host = agentSubjectMachine(msg.subject) ?? '';
     if (!msg.reply) return;
+    // A token that is no machine id is the provider's to refuse (REQUESTER_UNKNOWN), so the
+    // requester hears why instead of timing out.
+    const machine = agentSubjectMachine(msg.subject);
+    if (machine === null) return;
     let fleet: unknown;
     try {
       fleet = msg.data.length <= 1024 ? (JSON.parse(decoder.decode(msg.data)) as { fleet?: unknown }).fleet : undefined;
@@ -367,21 +375,21 @@ export class ServerBus {
       fleet = undefined;
     }
     if (!isSubjectToken(fleet)) {
-      this.log.warn(`ignored license request from ${host}: no valid fleet`, { host });
+      this.log.warn(`ignored license request from ${machine}: no valid fleet`, { machine });
       return;
     }
     try {
-      const sealed = await provider(fleet, host);
+      const sealed = await provider(fleet, machine);
       msg.respond(sealed ? encoder.encode(sealed) : new Uint8Array(0));
     } catch (err) {
       const code = (err as { code?: unknown } | null)?.code;
       if ((LICENSE_REQUEST_REFUSALS as readonly unknown[]).includes(code)) {
-        this.log.warn(`refused a license request from ${host}`, { host, fleet, code, error: describe(err) });
+        this.log.warn(`refused a license request from ${machine}`, { machine, fleet, code, error: describe(err) });
         const refusal: LicenseRequestRefusal = { error: { code: code as LicenseRequestRefusalCode, message: (err as Error).message } };
         msg.respond(encoder.encode(JSON.stringify(refusal)));
         return;
       }
-      this.log.error('license provider failed', { host, fleet, error: describe(err) });
+      this.log.error('license provider failed', { machine, fleet, error: describe(err) });
     }
   }
 
