@@ -163,6 +163,18 @@ t.test('segmentation end to end', async (t) => {
     t.equal((await agent.api('GET', '/v1/status')).body.edition, 'licensed', 'license unchanged');
   });
 
+  await t.test('an envelope signed long ago is refused even with a newer sequence number', async (t) => {
+    const before = (await agent.api('GET', '/v1/status')).body.fleet_license.seq as number;
+    s.clock.offsetMs = -20 * 60_000; // sealed now, signed as of 20 minutes ago: a recording's age
+    try {
+      await s.app.fleet!.publishFleet('prod');
+    } finally {
+      s.clock.offsetMs = 0;
+    }
+    await agent.waitFor(() => agent.logs.some((l) => l.includes('rejected a fleet license envelope') && l.includes('replay refused')), 5000, 'old envelope rejected');
+    t.equal((await agent.api('GET', '/v1/status')).body.fleet_license.seq, before, 'the held envelope is kept');
+  });
+
   await t.test('replayed fleet envelope rejected; revocation reaches the agent within one publish (fleet) and one refresh (machine)', async (t) => {
     const nc = await natsConnect({ servers: nats.url });
     const captured: string[] = [];

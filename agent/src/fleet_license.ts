@@ -10,6 +10,8 @@ import { EventEmitter } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import {
   AUD_FLEET_LICENSE,
+  FLEET_ENVELOPE_MAX_AGE_SECONDS,
+  SEG_EXP_LEEWAY_SECONDS,
   openEnvelope,
   type Feature,
   type FleetLicenseClaims,
@@ -79,6 +81,15 @@ export class FleetLicense extends EventEmitter {
       return reject(`bad signature: ${(e as Error).message}`);
     }
     if (c.aud !== AUD_FLEET_LICENSE || c.fleet !== this.d.fleet || c.seq !== opened.seq) return reject('claims do not match the envelope');
+    // The server seals a fresh envelope every few minutes: an old one arriving now is a
+    // recording (what a host without a saved envelope would otherwise take). Its own saved
+    // envelope, restored at start, may be of any age.
+    if (source !== 'cache') {
+      const age = Math.floor(Date.now() / 1000) - Number(c.iat);
+      if (!Number.isFinite(age) || age > FLEET_ENVELOPE_MAX_AGE_SECONDS + SEG_EXP_LEEWAY_SECONDS) {
+        return reject(`signed ${Number.isFinite(age) ? `${age} s ago` : 'at no valid time'}, more than ${FLEET_ENVELOPE_MAX_AGE_SECONDS} s: replay refused`);
+      }
+    }
     if (c.status !== 'active' && c.status !== 'revoked' && c.status !== 'none') return reject('bad status');
     if (source !== 'cache') await writeFileAtomicAsync(this.d.path, data, 0o600);
     const was = this.active();

@@ -58,7 +58,7 @@ export { signHostProof } from './host_proof.js';
 export { ENVELOPE_VERSION, FLEET_KEY_BYTES, MAX_ENVELOPE_BYTES, EnvelopeError, parseFleetKey, deriveFleetKey, sealEnvelope, openEnvelope } from './envelope.js';
 export type { SealedEnvelope } from './envelope.js';
 export { AUD_SEG_MAP, AUD_FLEET_LICENSE } from './seg_messages.js';
-export { SEG_WITHDRAWAL_EXP_SECONDS, SEG_EXP_LEEWAY_SECONDS, segMessageExp } from './seg_messages.js';
+export { SEG_MESSAGE_MIN_LIFETIME_SECONDS, SEG_EXP_LEEWAY_SECONDS, FLEET_ENVELOPE_MAX_AGE_SECONDS, segMessageExp } from './seg_messages.js';
 export { LICENSE_REQUEST_REFUSALS, licenseRequestRefusalOf } from './seg_messages.js';
 export type { LicenseRequestRefusal, LicenseRequestRefusalCode } from './seg_messages.js';
 export type { SegMapClaims, FleetLicenseClaims, AgentStatusReport, AgentAck, AgentFlowsReport } from './seg_messages.js';

@@ -11,21 +11,31 @@ export const AUD_SEG_MAP = 'aegis-seg-map';
 export const AUD_FLEET_LICENSE = 'aegis-fleet-license';
 
 /**
- * How long a signed withdrawal (snapshot null) stays acceptable: it has no TTL of its own,
- * and an hour is ample for delivery while bounding how long a recorded one can be replayed.
+ * The shortest acceptance window of a signed snapshot message (seconds after its iat). The
+ * server re-signs what is current on every republication (every AEGIS_SEG_REPUBLISH_SECONDS)
+ * and on every fallback answer, so a host only ever needs a recent message; a short window
+ * bounds how old a recorded message a replay can use, even against a host with no saved
+ * floor yet. The server uses max(this, 3 × its republish interval).
  */
-export const SEG_WITHDRAWAL_EXP_SECONDS = 3600;
+export const SEG_MESSAGE_MIN_LIFETIME_SECONDS = 900;
 /** Clock skew tolerated between server and host when checking a snapshot message's exp. */
 export const SEG_EXP_LEEWAY_SECONDS = 60;
 
 /**
- * The exp of a snapshot message: iat + the snapshot's ttl_seconds (a message is no use after
- * the policy it carries would have run out anyway), or iat + SEG_WITHDRAWAL_EXP_SECONDS for a
- * withdrawal. Republication re-signs, so exp moves forward with every renewal.
+ * The exp of a snapshot message: iat + the message lifetime, and never later than the
+ * snapshot's own ttl_seconds (a message is no use after the policy it carries would have run
+ * out). How long the policy then runs is the snapshot's TTL from receipt, not this.
  */
-export function segMessageExp(iat: number, snapshot: MapSnapshot | null): number {
-  return iat + (snapshot === null ? SEG_WITHDRAWAL_EXP_SECONDS : snapshot.ttl_seconds);
+export function segMessageExp(iat: number, snapshot: MapSnapshot | null, lifetimeSeconds = SEG_MESSAGE_MIN_LIFETIME_SECONDS): number {
+  return iat + (snapshot === null ? lifetimeSeconds : Math.min(snapshot.ttl_seconds, lifetimeSeconds));
 }
+
+/**
+ * How old (seconds since its iat) a fleet license envelope may be when it arrives: the
+ * server seals a fresh one every 5 minutes and on every change and request, so an older one
+ * is a recording. Bounds what a host with no saved envelope accepts.
+ */
+export const FLEET_ENVELOPE_MAX_AGE_SECONDS = 900;
 
 /** Payload of a snapshot message on aegis.seg.maps.<host|_all>.<service_id>. */
 export interface SegMapClaims {
@@ -34,7 +44,7 @@ export interface SegMapClaims {
   iat: number;
   /** After this (epoch seconds, with SEG_EXP_LEEWAY_SECONDS) hosts refuse the message. */
   exp: number;
-  /** A host name, or "_all". */
+  /** A machine id, or "_all". */
   target: string;
   service_id: number;
   revision: number;

@@ -3,7 +3,7 @@
  * router. Used by the CLI and by tests (which start it on port 0).
  */
 import { readFileSync, statSync } from 'node:fs';
-import { AegisError } from '../../protocol/src/index.js';
+import { AegisError, SEG_MESSAGE_MIN_LIFETIME_SECONDS } from '../../protocol/src/index.js';
 import { ApiKeys } from './api_keys.js';
 import { AuditLog } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
@@ -89,7 +89,10 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
   const audit = new AuditLog(db, clock, opts.auditRefusalsPerMinute);
-  const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta));
+  // A message must outlive a few republications, so a host that misses one or two still
+  // takes the next; and no longer, so a recorded one soon stops being worth replaying.
+  const messageLifetime = Math.max(SEG_MESSAGE_MIN_LIFETIME_SECONDS, 3 * config.segRepublishSeconds);
+  const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta), messageLifetime);
   const agents = new AgentRegistry(db, clock);
   const certs = new MachineCertificates(db, clock);
   let issuer: CertificateIssuer | null = null;

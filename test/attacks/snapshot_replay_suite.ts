@@ -41,7 +41,7 @@ class Recorder {
     r.box = await Middlebox.start(upstream, {
       answer: ({ method, path }) =>
         method === 'GET' && FALLBACK.test(path) && r.replay
-          ? { status: 200, contentType: 'application/json', body: JSON.stringify({ host: decodeURIComponent(path.split('/')[4]!), messages: r.replay }) }
+          ? { status: 200, contentType: 'application/json', body: JSON.stringify({ machine_id: decodeURIComponent(path.split('/')[4]!), messages: r.replay }) }
           : null,
       rewrite: ({ method, path, status, body }) => {
         if (method !== 'GET' || !FALLBACK.test(path) || status !== 200) return undefined;
@@ -147,5 +147,46 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     await agent.waitReady();
     await eventually('server revision applied after local snapshots', async () => (await view(agent)).revision === r2.body.revision);
     t.same(await view(agent), { revision: r2.body.revision, stage: 'canary' }, 'a fresh server message is obeyed; local snapshots did not poison the floor');
+  });
+
+  t.test('a host with no floor yet refuses a recorded message older than the message lifetime, whatever its TTL', async (t) => {
+    const url = await newDatabase();
+    const s: TestServer = await startTestServer(url === undefined ? {} : { databaseUrl: url });
+    t.teardown(() => s.close());
+    const box = await Recorder.start(s.url);
+    t.teardown(() => box.close());
+    const host = `fresh-host-${process.pid}-${Math.random().toString(36).slice(2, 6)}`;
+    const dir = agentDir();
+    t.teardown(() => cleanupDir(dir));
+    const agent = await startAgent({
+      serverUrl: box.url,
+      dir,
+      services: { [String(SERVICE)]: join(dir, 'no-cgroup') },
+      hardwareFacts: { machine_id: host, macs: ['52:54:00:aa:dd:02'] },
+      extraConfig: { hostname: host, fallback_interval_seconds: 1 },
+    });
+    t.teardown(() => agent.stop());
+    await agent.waitReady();
+    const c = await s.req('POST', '/api/v1/customers', { name: 'Fresh' });
+    const l = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual' });
+    // The recording is made before the host exists: the middlebox serves it as the host's
+    // very first fallback answer, so no floor can stop it.
+    box.replay = [];
+    t.equal((await agent.api('POST', '/v1/activate', { license_key: l.body.license_key })).status, 200, 'activated');
+    const machineId = (await agent.api('GET', '/v1/status')).body.machine_id as string;
+    const day = { version: 1, service_id: SERVICE, edges: [{ dst_cidr: '10.0.0.0/8', proto: 'tcp', port: 443 }], ttl_seconds: 86_400 };
+    const posted = await s.req('POST', `/seg/maps?target_machine=${machineId}`, day);
+    t.equal(posted.status, 200, JSON.stringify(posted.body));
+    s.clock.offsetMs = -20 * 60_000;
+    const recorded = await s.app.orchestrator.messagesFor(machineId);
+    s.clock.offsetMs = 0;
+    const rc = claimsOf(recorded[0]!);
+    t.equal(rc.exp - rc.iat, 900, 'exp is iat + the message lifetime, not the 24 h TTL');
+    box.replay = recorded;
+    await eventually('a 20-minute-old message refused', () => agent.logs.some((x) => x.includes('rejected a snapshot message') && x.includes('expired at')));
+    t.same(await view(agent), { revision: null, stage: null }, 'the recorded message is not obeyed, floor or no floor');
+    box.replay = null;
+    await eventually('the fresh message is obeyed', async () => (await view(agent)).revision === posted.body.revision);
+    t.pass('a freshly signed message of the same revision is accepted');
   });
 }

@@ -18,6 +18,7 @@ import {
   type Stage,
   checkMapSnapshot,
   segMessageExp,
+  SEG_MESSAGE_MIN_LIFETIME_SECONDS,
 } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { epochSeconds, iso, type Clock } from '../clock.js';
@@ -61,6 +62,8 @@ export class Orchestrator {
     private readonly tokens: TokenService,
     private publisher: SegPublisher | null,
     private readonly onError: (message: string, meta: object) => void,
+    /** How long a signed message stays acceptable (segMessageExp); at least 3 republish intervals. */
+    private readonly messageLifetimeSeconds = SEG_MESSAGE_MIN_LIFETIME_SECONDS,
   ) {}
 
   setPublisher(p: SegPublisher | null): void {
@@ -237,7 +240,7 @@ export class Orchestrator {
 
   /**
    * The signed message hosts act on. Signed afresh on every publication and fallback answer,
-   * so its exp (iat + ttl_seconds) moves forward with each renewal.
+   * so its exp (iat + the message lifetime, at most ttl_seconds) moves forward with each renewal.
    */
   async sign(rev: Revision, target: string): Promise<string> {
     const iat = epochSeconds(this.clock.now());
@@ -245,7 +248,7 @@ export class Orchestrator {
       aud: AUD_SEG_MAP,
       iss: TOKEN_ISSUER,
       iat,
-      exp: segMessageExp(iat, rev.snapshot),
+      exp: segMessageExp(iat, rev.snapshot, this.messageLifetimeSeconds),
       target,
       service_id: rev.service_id,
       revision: rev.revision,
