@@ -31,14 +31,14 @@ async function sign(payload: unknown, key: KeyObject, kid: string, typ?: string)
     .sign(key);
 }
 
-function segMessage(host: string, revision: number): Record<string, unknown> {
+function segMessage(machineId: string, revision: number): Record<string, unknown> {
   const iat = Math.floor(Date.now() / 1000);
   return {
     aud: AUD_SEG_MAP,
     iss: 'aegis-server',
     iat,
     exp: iat + 600,
-    target: host,
+    target: machineId,
     service_id: SERVICE,
     revision,
     stage: 'canary',
@@ -76,8 +76,8 @@ class Mitm {
       const jwks = { keys: [this.jwk] };
       return json({ jwks, signatures: [await sign(canonicalJson(jwks), this.privateKey, MITM_KID, JWKS_SIGNATURE_TYP)] });
     }
-    if (this.snapshots && method === 'GET' && /^\/api\/v1\/agents\/[^/]+\/snapshots$/.test(path)) {
-      return json({ host: decodeURIComponent(path.split('/')[4]!), messages: this.snapshots });
+    if (this.snapshots && method === 'GET' && /^\/api\/v1\/machines\/[^/]+\/snapshots$/.test(path)) {
+      return json({ machine_id: decodeURIComponent(path.split('/')[4]!), messages: this.snapshots });
     }
     return null;
   }
@@ -153,12 +153,13 @@ export function agentTrustSuite(t: Test, newDatabase: DatabaseFactory): void {
 
     const a = await agent.api('POST', '/v1/activate', { license_key: l.body.license_key });
     t.equal(a.status, 200, `activation with the real key still works: ${JSON.stringify(a.body)}`);
+    const machineId = (await agent.api('GET', '/v1/status')).body.machine_id as string;
     t.same(kidsIn(agent), [real.kid], 'only the pinned key is kept from the activation answer');
     t.ok(agent.logs.some((x) => x.includes('refused server keys that no trust anchor vouches for') && x.includes(MITM_KID)), 'the injected key is refused, and said so');
 
     // The forged snapshot names the forged kid: the agent fetches jwks.json (rewritten)
     // and jwks.signed (forged), and must adopt neither.
-    box.snapshots = [await sign(segMessage(host, 5), box.privateKey, MITM_KID)];
+    box.snapshots = [await sign(segMessage(machineId, 5), box.privateKey, MITM_KID)];
     await eventually('forged snapshot rejected', () => agent.logs.some((x) => x.includes('rejected a snapshot message: signature')));
     await eventually('forged jwks.json refused', () => agent.logs.some((x) => x.includes('/.well-known/jwks.json') && x.includes('refused server keys')));
     t.ok(agent.logs.some((x) => x.includes('the signed server JWKS carries no valid signature by a trusted key')), 'the forged signed key set vouches for nothing');
@@ -179,7 +180,7 @@ export function agentTrustSuite(t: Test, newDatabase: DatabaseFactory): void {
     const tok = (await agent.api('GET', '/v1/token')).body;
     t.equal(tok.header?.kid ?? decodeProtectedHeader(readFileSync(agent.tokenPath, 'utf8').trim()).kid, rotated.kid, 'the kernel token in place is signed by the new key');
     const sk = s.keys.signingKey();
-    box.snapshots = [await sign(segMessage(host, 7), sk.privateKey, sk.kid)];
+    box.snapshots = [await sign(segMessage(machineId, 7), sk.privateKey, sk.kid)];
     await eventually('snapshot signed by the rotated key applied', async () => {
       const v = (await agent.api('GET', '/v1/snapshots')).body.services as Array<{ service_id: number; revision: number | null }>;
       return v.find((x) => x.service_id === SERVICE)?.revision === 7;
