@@ -195,7 +195,7 @@ export function agentTrustSuite(t: Test, newDatabase: DatabaseFactory): void {
     // an old one (genuinely signed by the pinned key) and offers the retired key again.
     const recorded: string[] = [];
     let replay: string | null = null;
-    let offer: Record<string, unknown> | null = null;
+    let offer: object | null = null;
     let snapshots: string[] | null = null;
     const box = await Middlebox.start(s.url, {
       answer: ({ method, path }) => {
