@@ -34,14 +34,15 @@ async function sign(payload: unknown, key: KeyObject, kid: string, typ?: string)
     .sign(key);
 }
 
-function segMessage(host: string, revision: number): Record<string, unknown> {
+/** A snapshot message addressed to a machine (snapshots name the machine id, not the hostname). */
+function segMessage(machineId: string, revision: number): Record<string, unknown> {
   const iat = Math.floor(Date.now() / 1000);
   return {
     aud: AUD_SEG_MAP,
     iss: 'aegis-server',
     iat,
     exp: iat + 600,
-    target: host,
+    target: machineId,
     service_id: SERVICE,
     revision,
     stage: 'canary',
@@ -161,7 +162,7 @@ export function agentTrustSuite(t: Test, newDatabase: DatabaseFactory): void {
 
     // The forged snapshot names the forged kid: the agent fetches jwks.json (rewritten)
     // and jwks.signed (forged), and must adopt neither.
-    box.snapshots = [await sign(segMessage(host, 5), box.privateKey, MITM_KID)];
+    box.snapshots = [await sign(segMessage(a.body.machine_id as string, 5), box.privateKey, MITM_KID)];
     await eventually('forged snapshot rejected', () => agent.logs.some((x) => x.includes('rejected a snapshot message: signature')));
     await eventually('forged jwks.json refused', () => agent.logs.some((x) => x.includes('/.well-known/jwks.json') && x.includes('refused server keys')));
     t.ok(agent.logs.some((x) => x.includes('the signed server JWKS carries no valid signature by a trusted key')), 'the forged signed key set vouches for nothing');
@@ -182,7 +183,7 @@ export function agentTrustSuite(t: Test, newDatabase: DatabaseFactory): void {
     const tok = (await agent.api('GET', '/v1/token')).body;
     t.equal(tok.header?.kid ?? decodeProtectedHeader(readFileSync(agent.tokenPath, 'utf8').trim()).kid, rotated.kid, 'the kernel token in place is signed by the new key');
     const sk = s.keys.signingKey();
-    box.snapshots = [await sign(segMessage(host, 7), sk.privateKey, sk.kid)];
+    box.snapshots = [await sign(segMessage(a.body.machine_id as string, 7), sk.privateKey, sk.kid)];
     await eventually('snapshot signed by the rotated key applied', async () => {
       const v = (await agent.api('GET', '/v1/snapshots')).body.services as Array<{ service_id: number; revision: number | null }>;
       return v.find((x) => x.service_id === SERVICE)?.revision === 7;
@@ -236,7 +237,8 @@ export function agentTrustSuite(t: Test, newDatabase: DatabaseFactory): void {
     await agent.waitReady();
     const c = await s.req('POST', '/api/v1/customers', { name: 'Replayed key set' });
     const l = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual' });
-    t.equal((await agent.api('POST', '/v1/activate', { license_key: l.body.license_key })).status, 200, 'activated');
+    const act = await agent.api('POST', '/v1/activate', { license_key: l.body.license_key });
+    t.equal(act.status, 200, 'activated');
     const learned = (): string[] => JSON.parse(readFileSync(join(agent.stateDir, 'trust_learned.json'), 'utf8')).thumbprints as string[];
 
     // Rotate twice: the second key (to be retired) and the third are learned through signed sets.
@@ -265,7 +267,7 @@ export function agentTrustSuite(t: Test, newDatabase: DatabaseFactory): void {
     // retired key offered in jwks.json and refresh answers, and a snapshot it signed.
     replay = old!;
     offer = secondJwk;
-    snapshots = [await sign(segMessage(host, 9), secondKey.privateKey, secondKey.kid)];
+    snapshots = [await sign(segMessage(act.body.machine_id as string, 9), secondKey.privateKey, secondKey.kid)];
     await eventually('snapshot signed by the retired key rejected', () => agent.logs.some((x) => x.includes('rejected a snapshot message: signature')));
     await eventually('the replayed set refused', () => agent.logs.some((x) => x.includes('refused a signed server key set older than the one accepted')));
     t.equal((await agent.api('POST', '/v1/refresh')).body.state, 'licensed', 'a refresh offering the retired key still licenses with the current one');
