@@ -89,6 +89,10 @@ export const VALIDATION_CODES = [
   'MACHINE_DEACTIVATED',
   /** The machine the token names is not registered under the token's license (deleted, or never issued). */
   'MACHINE_UNKNOWN',
+  /** A module license token presented with another `module_name` than the one it licenses. */
+  'MODULE_MISMATCH',
+  /** `odoo_version`'s major version is not among the module license's allowed major versions. */
+  'VERSION_NOT_ALLOWED',
 ] as const;
 export type ValidationCode = (typeof VALIDATION_CODES)[number];
 

@@ -129,3 +129,13 @@ export {
   certificateThumbprint,
 } from './jwks_signature.js';
 export type { SignedJwksDocument, SignedJwksPayload } from './jwks_signature.js';
+export {
+  AUD_MODULE_LICENSE,
+  DEFAULT_MODULE_LICENSE_TIER,
+  MODULE_NAME_PATTERN,
+  HOST_VERSION_PATTERN,
+  hostMajorOf,
+  EXTERNAL_ID_PATTERN,
+  isExternalId,
+} from './module_license.js';
+export type { ModuleLicenseClaims } from './module_license.js';

@@ -22,6 +22,8 @@ export interface Paged<T> {
 
 export interface Customer {
   id: string;
+  /** The customer's own reference (such as `CUST-001`), unique; accepted wherever a customer id is. */
+  external_id: string | null;
   name: string;
   email: string | null;
   company: string | null;
@@ -30,9 +32,10 @@ export interface Customer {
   updated_at: string;
 }
 
-/** `POST /api/v1/customers` (name required) and `PATCH` (any subset). */
+/** `POST /api/v1/customers` (name required) and `PATCH` (any subset; `external_id` only at creation). */
 export interface CustomerInput {
   name: string;
+  external_id?: string;
   email?: string | null;
   company?: string | null;
   is_active?: boolean;
@@ -47,6 +50,8 @@ export interface License {
   tier: Tier;
   license_type: LicenseType;
   status: LicenseStatus;
+  /** The product module this license is for (its technical name); null for an aegis-agent license. */
+  module_name: string | null;
   key_suffix: string;
   max_machines: number;
   allowed_major_versions: string[];
@@ -58,12 +63,21 @@ export interface License {
   revoke_reason: string | null;
   created_at: string;
   updated_at: string;
+  /**
+   * The signed license token of a module license (EdDSA JWS, `aud: aegis-module-license`),
+   * in the answer to issuing and to `GET /api/v1/licenses/{id}`; null for an aegis-agent
+   * license, whose tokens are machine-bound and come with activation.
+   */
+  token?: string | null;
 }
 
 /** `POST /api/v1/licenses`. */
 export interface IssueLicenseRequest {
+  /** The customer's id or its external reference. */
   customer_id: string;
-  tier: LicensedTier;
+  /** Required without `module_name`; a module license defaults to DEFAULT_MODULE_LICENSE_TIER. */
+  tier?: LicensedTier;
+  module_name?: string;
   license_type: LicenseType;
   expires_at?: string;
   duration_days?: number;
@@ -111,6 +125,10 @@ export interface ValidateRequest {
   product?: string;
   version?: string;
   hardware_id?: string;
+  /** The module the caller runs; refused with MODULE_MISMATCH when the token licenses another. */
+  module_name?: string;
+  /** The host product's version (HOST_VERSION_PATTERN); its major must be allowed, else VERSION_NOT_ALLOWED. */
+  odoo_version?: string;
 }
 
 export interface ValidateResult {

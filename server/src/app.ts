@@ -116,7 +116,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
         })
       : null;
   const customers = new Customers(db, clock);
-  const licenses = new Licenses(db, clock);
+  const licenses = new Licenses(db, clock, tokens);
   const lifecycle = new MachineLifecycle({
     db,
     dialect,

@@ -1,7 +1,7 @@
 /** Customers: the accounts licenses are issued to. */
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
-import { AegisError, type Customer, type CustomerInput, type Paged } from '../../protocol/src/index.js';
+import { AegisError, ValidationError, isExternalId, type Customer, type CustomerInput, type Paged } from '../../protocol/src/index.js';
 import type { CustomersTable, Database } from './db/schema.js';
 import { iso, type Clock } from './clock.js';
 import type { Page } from './pagination.js';
@@ -9,6 +9,7 @@ import type { Page } from './pagination.js';
 export interface CustomerFilters {
   is_active?: boolean;
   email?: string;
+  external_id?: string;
   q?: string;
   /** Only this customer (an API key limited to one customer; see tenancy.ts). */
   tenant?: string | null;
@@ -28,8 +29,13 @@ export class Customers {
 
   async create(input: CustomerInput): Promise<Customer> {
     const now = iso(this.clock.now());
+    const external_id = input.external_id ?? null;
+    if (external_id !== null && !isExternalId(external_id)) {
+      throw new ValidationError([{ path: '/external_id', message: 'must be 1-64 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and not the form of an id' }]);
+    }
     const row = {
       id: randomUUID(),
+      external_id,
       name: input.name,
       email: input.email ?? null,
       company: input.company ?? null,
@@ -37,9 +43,34 @@ export class Customers {
       created_at: now,
       updated_at: now,
     };
-    await this.db.insertInto('customers').values(row).execute();
+    const taken = () => new AegisError('CONFLICT', `external_id ${external_id} is already another customer's`, { details: [{ path: '/external_id', message: 'already in use' }] });
+    if (external_id !== null && (await this.idOfExternal(external_id)) !== null) throw taken();
+    try {
+      await this.db.insertInto('customers').values(row).execute();
+    } catch (e) {
+      // Two creations racing for one reference: the unique index lets one in.
+      if (external_id !== null && (await this.idOfExternal(external_id)) !== null) throw taken();
+      throw e;
+    }
     return toCustomer(row);
   }
+
+  private async idOfExternal(externalId: string): Promise<string | null> {
+    const r = await this.db.selectFrom('customers').select('id').where('external_id', '=', externalId).executeTakeFirst();
+    return r?.id ?? null;
+  }
+
+  /**
+   * The Aegis id of the customer a reference names: its id, else its external reference
+   * (ids the API assigns are UUIDs, a form no external reference may take, so the two
+   * cannot collide). Null when it names no customer.
+   */
+  async resolve(ref: string): Promise<string | null> {
+    const byId = await this.db.selectFrom('customers').select('id').where('id', '=', ref).executeTakeFirst();
+    if (byId) return byId.id;
+    return isExternalId(ref) ? this.idOfExternal(ref) : null;
+  }
+
 
   async get(id: string): Promise<Customer> {
     const row = await this.db.selectFrom('customers').selectAll().where('id', '=', id).executeTakeFirst();
@@ -52,6 +83,7 @@ export class Customers {
     if (f.tenant) q = q.where('id', '=', f.tenant);
     if (f.is_active !== undefined) q = q.where('is_active', '=', f.is_active ? 1 : 0);
     if (f.email) q = q.where('email', '=', f.email);
+    if (f.external_id) q = q.where('external_id', '=', f.external_id);
     if (f.q) {
       // LIKE is case-sensitive on PostgreSQL and not on SQLite; lower() both sides so the
       // two backends answer the same.

@@ -1,13 +1,18 @@
 /**
- * POST /api/v1/licenses/validate: the online check of a license token. Offline checks
- * (signature, time, product, version, hardware) plus what only the server knows: whether
- * the seat the token names may still be used (license revoked, expired or deleted; the
- * machine deactivated or unknown since the token was signed).
+ * POST /api/v1/licenses/validate: the online check of a license token. Two kinds verify
+ * here, told apart by audience: a machine-bound license token (`aegis-license`, from
+ * activation) and a module license token (`aegis-module-license`, from issuing a module
+ * license). Offline checks (signature, time, product or module, version, hardware) plus
+ * what only the server knows: whether the license (and, for a machine-bound token, the
+ * seat it names) may still be used: revoked, expired or deleted; the machine deactivated
+ * or unknown since the token was signed.
  */
 import {
   AegisError,
   AUD_LICENSE,
+  AUD_MODULE_LICENSE,
   PRODUCT_NAME,
+  hostMajorOf,
   type ValidateRequest,
   type ValidateResult,
   type ValidationCode,
@@ -27,6 +32,14 @@ const LEEWAY_SECONDS = 30;
  */
 export type SeatRefusalLookup = (licenseId: string, machineId: string) => Promise<AegisError | null>;
 
+/** Why a license cannot be used now (LICENSE_REVOKED, also for a deleted one; LICENSE_EXPIRED), or null. */
+export type LicenseRefusalLookup = (licenseId: string) => Promise<AegisError | null>;
+
+export interface ValidationLookups {
+  seat: SeatRefusalLookup;
+  license: LicenseRefusalLookup;
+}
+
 /** Server answers to the validation verdicts they mean. */
 const SEAT_VERDICTS: Record<string, ValidationCode> = {
   LICENSE_REVOKED: 'REVOKED',
@@ -34,6 +47,28 @@ const SEAT_VERDICTS: Record<string, ValidationCode> = {
   MACHINE_DEACTIVATED: 'MACHINE_DEACTIVATED',
   NOT_FOUND: 'MACHINE_UNKNOWN',
 };
+
+/**
+ * What the caller asked about the product against what the token licenses. Today's
+ * fields (`product`, `version`) answer today's codes (PRODUCT_MISMATCH, VERSION_MISMATCH);
+ * the module fields (`module_name`, `odoo_version`) answer MODULE_MISMATCH and
+ * VERSION_NOT_ALLOWED. Versions match on their major ("17.0" and "17" both match "17");
+ * no allowed versions means any.
+ */
+function productRefusal(input: ValidateRequest, name: string, allowed: readonly string[]): { code: ValidationCode; message: string } | null {
+  if (input.product !== undefined && input.product !== name) return { code: 'PRODUCT_MISMATCH', message: `license is for ${name}, not ${input.product}` };
+  if (input.module_name !== undefined && input.module_name !== name) return { code: 'MODULE_MISMATCH', message: `license is for module ${name}, not ${input.module_name}` };
+  const majors = allowed.length > 0 ? ` (allowed majors: ${allowed.join(', ')})` : '';
+  if (input.version !== undefined && allowed.length > 0) {
+    const major = majorOf(input.version);
+    if (major === null || !allowed.includes(major)) return { code: 'VERSION_MISMATCH', message: `version ${input.version} is not allowed${majors}` };
+  }
+  if (input.odoo_version !== undefined && allowed.length > 0) {
+    const major = hostMajorOf(input.odoo_version);
+    if (major === null || !allowed.includes(major)) return { code: 'VERSION_NOT_ALLOWED', message: `version ${input.odoo_version} is not allowed${majors}` };
+  }
+  return null;
+}
 
 /**
  * `onVerified` runs once the signature has verified and the claims name a license, and
@@ -44,16 +79,21 @@ export async function validateLicenseToken(
   clock: Clock,
   tokens: TokenService,
   input: ValidateRequest,
-  refusalOf: SeatRefusalLookup,
+  lookups: ValidationLookups,
   onVerified: (licenseId: string) => void = () => {},
 ): Promise<ValidateResult> {
   const v = await tokens.verify(input.token);
   if (!v.ok) return { valid: false, code: v.code, message: v.message };
   const c = v.payload;
   const fail = (code: ValidationCode, message: string): ValidateResult => ({ valid: false, code, message, claims: c });
-  if (c.aud !== AUD_LICENSE) return fail('WRONG_AUDIENCE', `token audience is ${JSON.stringify(c.aud)}, not ${AUD_LICENSE}`);
-  if (typeof c.license_id !== 'string' || typeof c.sub !== 'string' || typeof c.iat !== 'number') {
-    return fail('MALFORMED', 'license claims are incomplete (license_id, sub and iat are required)');
+  const moduleToken = c.aud === AUD_MODULE_LICENSE;
+  if (c.aud !== AUD_LICENSE && !moduleToken) {
+    return fail('WRONG_AUDIENCE', `token audience is ${JSON.stringify(c.aud)}, not ${AUD_LICENSE} or ${AUD_MODULE_LICENSE}`);
+  }
+  const module = c.module as { technical_name?: unknown; allowed_major_versions?: unknown } | undefined;
+  if (typeof c.license_id !== 'string' || typeof c.iat !== 'number') return fail('MALFORMED', 'license claims are incomplete (license_id and iat are required)');
+  if (moduleToken ? typeof module?.technical_name !== 'string' : typeof c.sub !== 'string') {
+    return fail('MALFORMED', moduleToken ? 'module license claims name no module' : 'license claims are incomplete (sub is required)');
   }
   onVerified(c.license_id);
   const now = Math.floor(clock.now().getTime() / 1000);
@@ -61,25 +101,26 @@ export async function validateLicenseToken(
     return fail('NOT_YET_VALID', 'token is not valid yet');
   }
   if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) {
-    return fail('EXPIRED', `license token expired${typeof c.exp === 'number' ? ` at ${new Date(c.exp * 1000).toISOString()}` : ''}; a machine that still holds its seat refreshes it`);
+    const refresh = moduleToken ? '' : '; a machine that still holds its seat refreshes it';
+    return fail('EXPIRED', `license token expired${typeof c.exp === 'number' ? ` at ${new Date(c.exp * 1000).toISOString()}` : ''}${refresh}`);
   }
-  const refusal = await refusalOf(c.license_id, c.sub);
+  const refusal = moduleToken ? await lookups.license(c.license_id) : await lookups.seat(c.license_id, c.sub as string);
   if (refusal) {
     const code = SEAT_VERDICTS[refusal.code];
     if (code === 'MACHINE_UNKNOWN') return fail(code, 'the machine this token names is not registered under its license');
     return fail(code ?? 'REVOKED', refusal.message);
   }
-  const product = c.product as { name?: unknown; allowed_major_versions?: unknown } | undefined;
-  if (input.product !== undefined && input.product !== (product?.name ?? PRODUCT_NAME)) {
-    return fail('PRODUCT_MISMATCH', `license is for ${String(product?.name)}, not ${input.product}`);
+  const strings = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : []);
+  let mismatch;
+  if (moduleToken) {
+    mismatch = productRefusal(input, module!.technical_name as string, strings(module!.allowed_major_versions));
+  } else {
+    const product = c.product as { name?: unknown; allowed_major_versions?: unknown } | undefined;
+    mismatch = productRefusal(input, typeof product?.name === 'string' ? product.name : PRODUCT_NAME, strings(product?.allowed_major_versions));
   }
-  if (input.version !== undefined) {
-    const allowed = Array.isArray(product?.allowed_major_versions) ? (product.allowed_major_versions as unknown[]).map(String) : [];
-    const major = majorOf(input.version);
-    if (allowed.length > 0 && (major === null || !allowed.includes(major))) {
-      return fail('VERSION_MISMATCH', `version ${input.version} is not allowed (allowed majors: ${allowed.join(', ')})`);
-    }
+  if (mismatch) return fail(mismatch.code, mismatch.message);
+  if (input.hardware_id !== undefined && input.hardware_id !== c.hwid) {
+    return fail('HWID_MISMATCH', moduleToken ? 'a module license is bound to no hardware' : 'license is bound to other hardware');
   }
-  if (input.hardware_id !== undefined && input.hardware_id !== c.hwid) return fail('HWID_MISMATCH', 'license is bound to other hardware');
   return { valid: true, code: 'VALID', message: 'license is valid', claims: c };
 }

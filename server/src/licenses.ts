@@ -1,11 +1,17 @@
 /**
  * Licenses: issue, look up, list, revoke. The key is generated here, returned once, and
- * stored only as a hash plus its last five characters.
+ * stored only as a hash plus its last five characters. A module license (one naming
+ * `module_name`) is also issued with a signed license token, bound to no machine, which
+ * its customer's product verifies offline.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import {
   AegisError,
+  AUD_MODULE_LICENSE,
+  DEFAULT_MODULE_LICENSE_TIER,
+  TOKEN_ISSUER,
+  ValidationError,
   effectiveFeatures,
   generateLicenseKey,
   licenseKeySuffix,
@@ -13,7 +19,9 @@ import {
   type Feature,
   type IssueLicenseRequest,
   type License,
+  type LicensedTier,
   type LicenseStatus,
+  type ModuleLicenseClaims,
   type LicenseType,
   type Machine,
   type Paged,
@@ -23,11 +31,13 @@ import type { Database, LicensesTable, MachinesTable } from './db/schema.js';
 import { iso, type Clock } from './clock.js';
 import type { Page } from './pagination.js';
 import { NOT_FOUND_MESSAGE } from './customers.js';
+import type { TokenService } from './tokens.js';
 
 export const DEMO_DEFAULT_DAYS = 14;
 export const DEMO_MAX_DAYS = 30;
 
 export interface LicenseFilters {
+  /** A customer's id or external reference. */
   customer_id?: string;
   status?: LicenseStatus;
   tier?: string;
@@ -60,6 +70,7 @@ export function toLicense(r: Selectable<LicensesTable>, now: Date): License {
     tier: r.tier as Tier,
     license_type: r.license_type as LicenseType,
     status: statusOf(r, now),
+    module_name: r.module_name,
     key_suffix: r.key_suffix,
     max_machines: Number(r.max_machines),
     allowed_major_versions: JSON.parse(r.allowed_major_versions) as string[],
@@ -79,11 +90,21 @@ export function toMachine(r: Selectable<MachinesTable>): Machine {
   return rest;
 }
 
+const epochSeconds = (d: Date): number => Math.floor(d.getTime() / 1000);
+
 export class Licenses {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
+    private readonly tokens: TokenService,
   ) {}
+
+  /** The tier a request asks for: named, or the module default; an agent license must name one. */
+  private tierOf(input: IssueLicenseRequest): LicensedTier {
+    if (input.tier !== undefined) return input.tier;
+    if (input.module_name !== undefined) return DEFAULT_MODULE_LICENSE_TIER;
+    throw new ValidationError([{ path: '/tier', message: 'is required for a license without module_name' }]);
+  }
 
   /** Resolves the expiry from the license type and the request, or says what is wrong. */
   private expiryOf(input: IssueLicenseRequest, now: Date): string | null {
@@ -127,10 +148,16 @@ export class Licenses {
     return iso(exp);
   }
 
+  /** Issues a license to customer `input.customer_id` (an Aegis id: the caller resolved any external reference). */
   async issue(input: IssueLicenseRequest): Promise<{ license: License; license_key: string }> {
     const now = this.clock.now();
+    const tier = this.tierOf(input);
+    if (input.module_name !== undefined && input.fleet !== undefined) {
+      // A fleet's license re-licenses aegis-agent hosts; a module license licenses a product module.
+      throw new ValidationError([{ path: '/fleet', message: 'not allowed for a module license' }]);
+    }
     const expires_at = this.expiryOf(input, now);
-    const customer = await this.db.selectFrom('customers').select(['id', 'is_active']).where('id', '=', input.customer_id).executeTakeFirst();
+    const customer = await this.db.selectFrom('customers').select(['id', 'is_active', 'name', 'external_id']).where('id', '=', input.customer_id).executeTakeFirst();
     if (!customer) {
       throw new AegisError('VALIDATION_FAILED', 'customer not found', { details: [{ path: '/customer_id', message: 'no such customer' }] });
     }
@@ -148,26 +175,66 @@ export class Licenses {
       }
     }
     const key = generateLicenseKey();
+    const id = randomUUID();
+    const allowed = [...new Set(input.allowed_major_versions ?? [])];
+    const extra = [...new Set(input.features ?? [])];
+    let token: { token: string; kid: string } | null = null;
+    let claims: ModuleLicenseClaims | null = null;
+    if (input.module_name !== undefined) {
+      claims = {
+        jti: randomUUID(),
+        iss: TOKEN_ISSUER,
+        aud: AUD_MODULE_LICENSE,
+        sub: id,
+        iat: epochSeconds(now),
+        ...(expires_at === null ? {} : { exp: epochSeconds(new Date(expires_at)) }),
+        customer: { id: customer.external_id ?? customer.id, name: customer.name },
+        module: { technical_name: input.module_name, allowed_major_versions: allowed },
+        license_type: input.license_type,
+        license_id: id,
+        tier,
+        features: effectiveFeatures(tier, extra),
+      } as ModuleLicenseClaims;
+      token = await this.tokens.signModuleLicense(claims, null);
+    }
     const row: Selectable<LicensesTable> = {
-      id: randomUUID(),
+      id,
       customer_id: input.customer_id,
-      tier: input.tier,
+      tier,
       license_type: input.license_type,
       status: 'active',
       key_hash: hashLicenseKey(key),
       key_suffix: licenseKeySuffix(key),
       max_machines: input.max_machines ?? 1,
-      allowed_major_versions: JSON.stringify([...new Set(input.allowed_major_versions ?? [])]),
-      features: JSON.stringify([...new Set(input.features ?? [])]),
+      allowed_major_versions: JSON.stringify(allowed),
+      features: JSON.stringify(extra),
       fleet: input.fleet ?? null,
       expires_at,
       revoked_at: null,
       revoke_reason: null,
       created_at: iso(now),
       updated_at: iso(now),
+      module_name: input.module_name ?? null,
+      token_claims: claims === null ? null : JSON.stringify(claims),
+      token_kid: token?.kid ?? null,
     };
     await this.db.insertInto('licenses').values(row).execute();
-    return { license: toLicense(row, now), license_key: key };
+    return { license: { ...toLicense(row, now), token: token?.token ?? null }, license_key: key };
+  }
+
+  /**
+   * A license with its token (null for an aegis-agent license): the claims signed at
+   * issue, signed again by the same key, which gives the same token. When that key has
+   * been retired its tokens no longer verify, so the active key signs the claims and is
+   * recorded; from then on that token is the license's.
+   */
+  async getWithToken(id: string): Promise<License> {
+    const row = await this.row(id);
+    const license = toLicense(row, this.clock.now());
+    if (row.token_claims === null) return { ...license, token: null };
+    const signed = await this.tokens.signModuleLicense(JSON.parse(row.token_claims) as ModuleLicenseClaims, row.token_kid);
+    if (signed.kid !== row.token_kid) await this.db.updateTable('licenses').set({ token_kid: signed.kid }).where('id', '=', id).execute();
+    return { ...license, token: signed.token };
   }
 
   async row(id: string): Promise<Selectable<LicensesTable>> {
@@ -194,7 +261,10 @@ export class Licenses {
     const nowIso = iso(now);
     let q = this.db.selectFrom('licenses');
     if (f.tenant) q = q.where('customer_id', '=', f.tenant);
-    if (f.customer_id) q = q.where('customer_id', '=', f.customer_id);
+    if (f.customer_id) {
+      const ref = f.customer_id;
+      q = q.where('customer_id', 'in', (eb) => eb.selectFrom('customers').select('id').where((w) => w.or([w('id', '=', ref), w('external_id', '=', ref)])));
+    }
     if (f.tier) q = q.where('tier', '=', f.tier);
     if (f.license_type) q = q.where('license_type', '=', f.license_type);
     if (f.status === 'revoked') q = q.where('status', '=', 'revoked');

@@ -87,7 +87,7 @@ export async function auditRefusal(audit: AuditLog, err: unknown, entry: Omit<Au
 }
 
 /** The license columns the "may it be used now" decision reads. */
-export type LicenseUsabilityFields = Pick<LicensesTable, 'status' | 'expires_at' | 'revoke_reason' | 'allowed_major_versions'>;
+export type LicenseUsabilityFields = Pick<LicensesTable, 'status' | 'expires_at' | 'revoke_reason' | 'allowed_major_versions'> & Partial<Pick<LicensesTable, 'module_name'>>;
 
 /**
  * Why a license cannot be used at `now` (LICENSE_REVOKED, LICENSE_EXPIRED, and with an
@@ -100,6 +100,9 @@ export function licenseRefusal(lic: LicenseUsabilityFields, now: Date, agentVers
   if (status === 'revoked') return new AegisError('LICENSE_REVOKED', `license revoked${lic.revoke_reason ? `: ${lic.revoke_reason}` : ''}`);
   if (status === 'expired') return new AegisError('LICENSE_EXPIRED', `license expired at ${lic.expires_at}`);
   if (agentVersion !== null) {
+    // A module license licenses a product module (its versions are that product's host
+    // versions), never an aegis-agent host: activating or refreshing with it is refused.
+    if (lic.module_name != null) return new AegisError('PRODUCT_MISMATCH', `this license is for module ${lic.module_name}, not for aegis-agent hosts`);
     const allowed = JSON.parse(lic.allowed_major_versions) as string[];
     const major = majorOf(agentVersion);
     if (allowed.length > 0 && (major === null || !allowed.includes(major))) {
@@ -482,24 +485,30 @@ export class MachineLifecycle {
    * signature has verified (the HTTP layer's per-license budget).
    */
   validate(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
+    const licenseRefusalOf = async (licenseId: string): Promise<AegisError | null> => {
+      const row = await this.db
+        .selectFrom('licenses')
+        .select(['status', 'expires_at', 'revoke_reason', 'allowed_major_versions'])
+        .where('id', '=', licenseId)
+        .executeTakeFirst();
+      // A deleted license reads as revoked: its tokens must stop validating too.
+      if (!row) return new AegisError('LICENSE_REVOKED', 'license revoked');
+      return licenseRefusal(row, this.clock.now(), null);
+    };
     return validateLicenseToken(
       this.clock,
       this.d.tokens,
       input,
-      async (licenseId, machineId) => {
-        const row = await this.db
-          .selectFrom('licenses')
-          .select(['status', 'expires_at', 'revoke_reason', 'allowed_major_versions'])
-          .where('id', '=', licenseId)
-          .executeTakeFirst();
-        // A deleted license reads as revoked: its tokens must stop validating too.
-        if (!row) return new AegisError('LICENSE_REVOKED', 'license revoked');
-        const refusal = licenseRefusal(row, this.clock.now(), null);
-        if (refusal) return refusal;
-        const machine = await this.db.selectFrom('machines').select(['status', 'license_id']).where('id', '=', machineId).executeTakeFirst();
-        if (!machine || machine.license_id !== licenseId) return new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
-        if (machine.status !== 'active') return new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; its license token no longer validates');
-        return null;
+      {
+        license: licenseRefusalOf,
+        seat: async (licenseId, machineId) => {
+          const refusal = await licenseRefusalOf(licenseId);
+          if (refusal) return refusal;
+          const machine = await this.db.selectFrom('machines').select(['status', 'license_id']).where('id', '=', machineId).executeTakeFirst();
+          if (!machine || machine.license_id !== licenseId) return new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+          if (machine.status !== 'active') return new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; its license token no longer validates');
+          return null;
+        },
       },
       onVerified,
     );

@@ -5,9 +5,13 @@
  */
 import {
   AegisError,
+  AUD_LICENSE,
   FEATURES,
   FLEET_NAME_PATTERN,
+  EXTERNAL_ID_PATTERN,
   HARDWARE_ID_PATTERN,
+  HOST_VERSION_PATTERN,
+  MODULE_NAME_PATTERN,
   LICENSE_TYPES,
   LICENSED_TIERS,
   ValidationError,
@@ -29,7 +33,7 @@ import {
 } from '../../protocol/src/index.js';
 import type { ApiKeys, ApiPrincipal, Scope } from './api_keys.js';
 import type { AuditLog } from './audit.js';
-import type { Customers } from './customers.js';
+import { NOT_FOUND_MESSAGE, type Customers } from './customers.js';
 import type { Licenses } from './licenses.js';
 import { auditRefusal, type DeactivationAuth, type MachineLifecycle, type RefreshAuth } from './machine_lifecycle.js';
 import { parsePage } from './pagination.js';
@@ -47,7 +51,13 @@ const customerCreate = validator<CustomerInput>({
   type: 'object',
   additionalProperties: false,
   required: ['name'],
-  properties: { name: str(200), email: nullableStr(320), company: nullableStr(200), is_active: { type: 'boolean' } },
+  properties: {
+    name: str(200),
+    external_id: { type: 'string', pattern: EXTERNAL_ID_PATTERN.source },
+    email: nullableStr(320),
+    company: nullableStr(200),
+    is_active: { type: 'boolean' },
+  },
 });
 const customerPatch = validator<Partial<CustomerInput>>({
   type: 'object',
@@ -58,10 +68,11 @@ const customerPatch = validator<Partial<CustomerInput>>({
 const licenseIssue = validator<IssueLicenseRequest>({
   type: 'object',
   additionalProperties: false,
-  required: ['customer_id', 'tier', 'license_type'],
+  required: ['customer_id', 'license_type'],
   properties: {
     customer_id: str(64),
     tier: { type: 'string', enum: [...LICENSED_TIERS] },
+    module_name: { type: 'string', pattern: MODULE_NAME_PATTERN.source },
     license_type: { type: 'string', enum: [...LICENSE_TYPES] },
     expires_at: { type: 'string', minLength: 10, maxLength: 40 },
     duration_days: { type: 'integer', minimum: 1, maximum: 36500 },
@@ -81,7 +92,14 @@ const validateBody = validator<ValidateRequest>({
   type: 'object',
   additionalProperties: false,
   required: ['token'],
-  properties: { token: { type: 'string', maxLength: 16384 }, product: str(100), version: str(64), hardware_id: str(128) },
+  properties: {
+    token: { type: 'string', maxLength: 16384 },
+    product: str(100),
+    version: str(64),
+    hardware_id: str(128),
+    module_name: { type: 'string', pattern: MODULE_NAME_PATTERN.source },
+    odoo_version: { type: 'string', pattern: HOST_VERSION_PATTERN.source },
+  },
 });
 const activationBody = validator<ActivationRequest>({
   type: 'object',
@@ -177,6 +195,20 @@ export function buildRouter(d: RouteDeps): Router {
 
   const refused = (err: unknown, e: Parameters<typeof auditRefusal>[2]): Promise<never> => auditRefusal(d.audit, err, e);
 
+  /**
+   * The Aegis id of the customer a path or body names by id or external reference,
+   * visible to `p`: another customer's and an unknown one are the same 404.
+   */
+  const customerOf = async (p: ApiPrincipal, ref: string): Promise<string> => {
+    const id = await d.customers.resolve(ref);
+    tenancy.assertCustomer(p, id ?? ref);
+    if (id === null) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+    return id;
+  };
+
+  /** A `customer_id` filter by id or external reference (an unknown one matches nothing). */
+  const customerFilter = async (ref: string | null): Promise<string | undefined> => (ref === null ? undefined : ((await d.customers.resolve(ref)) ?? ref));
+
   // --- system -------------------------------------------------------------------
   r.add('GET', '/health', async () => {
     const checks: Record<string, string> = {};
@@ -223,28 +255,26 @@ export function buildRouter(d: RouteDeps): Router {
       tenant: scopeOf(p),
       is_active: boolParam(req.query, 'is_active'),
       email: req.query.get('email') ?? undefined,
+      external_id: req.query.get('external_id') ?? undefined,
       q: req.query.get('q') ?? undefined,
     };
     return ok<Paged<Customer>>(await d.customers.list(filters, page));
   });
   r.add('GET', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:read');
-    tenancy.assertCustomer(p, req.params.id!);
-    return ok<Customer>(await d.customers.get(req.params.id!));
+    return ok<Customer>(await d.customers.get(await customerOf(p, req.params.id!)));
   });
   r.add('PATCH', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:write');
-    tenancy.assertCustomer(p, req.params.id!);
     const patch = customerPatch(req.body);
-    const c = await d.customers.update(req.params.id!, patch);
+    const c = await d.customers.update(await customerOf(p, req.params.id!), patch);
     await d.audit.record({ event_type: 'customer.updated', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { fields: Object.keys(patch) } });
     return ok<Customer>(c);
   });
   r.add('DELETE', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:write');
     const force = boolParam(req.query, 'force') ?? false;
-    const id = req.params.id!;
-    tenancy.assertCustomer(p, id);
+    const id = await customerOf(p, req.params.id!);
     let result;
     try {
       result = await d.lifecycle.deleteCustomer(id, force);
@@ -275,15 +305,18 @@ export function buildRouter(d: RouteDeps): Router {
   r.add('POST', '/api/v1/licenses', async (req) => {
     const p = await authorize(req, 'licenses:write');
     const input = licenseIssue(req.body);
-    tenancy.assertCustomer(p, input.customer_id);
-    const { license, license_key } = await d.licenses.issue(input);
+    // customer_id may be the customer's external reference; the key's limit applies to
+    // the customer it resolves to (an unknown reference is a restricted key's 404 too).
+    const customerId = await d.customers.resolve(input.customer_id);
+    tenancy.assertCustomer(p, customerId ?? input.customer_id);
+    const { license, license_key } = await d.licenses.issue({ ...input, customer_id: customerId ?? input.customer_id });
     await d.audit.record({
       event_type: 'license.issued',
       actor: actorOf(p),
       license_id: license.id,
       customer_id: license.customer_id,
       client_ip: req.clientIp,
-      data: { tier: license.tier, license_type: license.license_type, max_machines: license.max_machines, expires_at: license.expires_at },
+      data: { tier: license.tier, license_type: license.license_type, module_name: license.module_name, max_machines: license.max_machines, expires_at: license.expires_at },
     });
     ctx.events.emit('license.changed', license.id);
     return ok<IssuedLicense>({ ...license, license_key }, 201);
@@ -303,7 +336,7 @@ export function buildRouter(d: RouteDeps): Router {
   r.add('GET', '/api/v1/licenses/:id', async (req) => {
     const p = await authorize(req, 'licenses:read');
     await tenancy.assertLicense(p, req.params.id!);
-    return ok<License>(await d.licenses.get(req.params.id!));
+    return ok<License>(await d.licenses.getWithToken(req.params.id!));
   });
   r.add('GET', '/api/v1/licenses/:id/machines', async (req) => {
     const p = await authorize(req, 'licenses:read');
@@ -347,7 +380,8 @@ export function buildRouter(d: RouteDeps): Router {
         event_type: 'license.validate',
         actor: 'anonymous',
         license_id: typeof c.license_id === 'string' ? c.license_id : null,
-        machine_id: typeof c.sub === 'string' ? c.sub : null,
+        // A module license token's sub is its license, not a machine.
+        machine_id: c.aud === AUD_LICENSE && typeof c.sub === 'string' ? c.sub : null,
         client_ip: req.clientIp,
         reason: `${result.code}: ${result.message}`,
       });
@@ -446,7 +480,7 @@ export function buildRouter(d: RouteDeps): Router {
       tenant: scopeOf(p),
       event_type: req.query.get('event_type') ?? undefined,
       license_id: req.query.get('license_id') ?? undefined,
-      customer_id: req.query.get('customer_id') ?? undefined,
+      customer_id: await customerFilter(req.query.get('customer_id')),
       since: since === undefined ? undefined : new Date(since).toISOString(),
       ...page,
     });

@@ -19,6 +19,7 @@ import {
   type Feature,
   type KernelClaims,
   type LicenseClaims,
+  type ModuleLicenseClaims,
   type Tier,
   type ValidationCode,
 } from '../../protocol/src/index.js';
@@ -103,6 +104,17 @@ export class TokenService {
     const payload: Record<string, unknown> = { iss: TOKEN_ISSUER, aud: AUD_LICENSE, jti: claims.jti ?? randomUUID(), ...claims };
     if (payload.exp === undefined || payload.exp === null) delete payload.exp;
     return this.sign(payload);
+  }
+
+  /**
+   * Signs a module license's token with key `kid` when that key may still sign (not
+   * retired), else with the active key; answers the token and the kid that signed it.
+   * Ed25519 signatures are deterministic, so the same claims and key give the same token.
+   */
+  async signModuleLicense(claims: ModuleLicenseClaims, kid: string | null): Promise<{ token: string; kid: string }> {
+    const key = (kid !== null ? this.keys.verifyingSigningKeys().find((k) => k.kid === kid) : undefined) ?? this.keys.signingKey();
+    const token = await new SignJWT({ ...claims }).setProtectedHeader({ alg: TOKEN_ALG, typ: 'JWT', kid: key.kid }).sign(key.privateKey);
+    return { token, kid: key.kid };
   }
 
   /** The kernel entitlement token: flat claims, read by kmod/'s bounded parser. */

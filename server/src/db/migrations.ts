@@ -272,6 +272,24 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0008_license_compat': {
+      // Module licenses (a product module and its allowed host major versions, with a
+      // license token signed at issue) and customers' external references.
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('customers').addColumn('external_id', 'text').execute();
+        await db.schema.createIndex('customers_external_id').unique().on('customers').column('external_id').execute();
+        await db.schema.alterTable('licenses').addColumn('module_name', 'text').execute();
+        await db.schema.alterTable('licenses').addColumn('token_claims', 'text').execute();
+        await db.schema.alterTable('licenses').addColumn('token_kid', 'text').execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.alterTable('licenses').dropColumn('token_kid').execute();
+        await db.schema.alterTable('licenses').dropColumn('token_claims').execute();
+        await db.schema.alterTable('licenses').dropColumn('module_name').execute();
+        await db.schema.dropIndex('customers_external_id').execute();
+        await db.schema.alterTable('customers').dropColumn('external_id').execute();
+      },
+    },
   };
 }
 

@@ -7,6 +7,8 @@ import type { Generated } from 'kysely';
 
 export interface CustomersTable {
   id: string;
+  /** The customer's own reference (unique, set at creation), or null. */
+  external_id: string | null;
   name: string;
   email: string | null;
   company: string | null;
@@ -33,6 +35,15 @@ export interface LicensesTable {
   revoke_reason: string | null;
   created_at: string;
   updated_at: string;
+  /** The product module a module license is for; null for an aegis-agent license. */
+  module_name: string | null;
+  /**
+   * The claims (JSON) and signing kid of a module license's token. The token itself is
+   * not stored: Ed25519 is deterministic, so signing these claims with that key again
+   * gives the same token, and the database holds no bearer token.
+   */
+  token_claims: string | null;
+  token_kid: string | null;
 }
 
 export interface MachinesTable {
