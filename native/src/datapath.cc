@@ -31,6 +31,8 @@ Napi::Object CountersToJs(Napi::Env env, const aegis_counters& c) {
   o.Set("wouldDrop", U64(env, c.would_drop));
   o.Set("bypassed", U64(env, c.bypassed));
   o.Set("replies", U64(env, c.replies));
+  o.Set("cut", U64(env, c.cut));
+  o.Set("unparsed", U64(env, c.unparsed));
   o.Set("expired", U64(env, c.expired));
   o.Set("eventsLost", U64(env, c.events_lost));
   o.Set("events", U64(env, c.events));

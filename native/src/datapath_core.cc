@@ -366,7 +366,7 @@ Status DatapathCore::Open(const OpenOptions& opts) {
 
 Status DatapathCore::EnsureCounters(uint32_t svc) {
   std::vector<uint8_t> zero(sizeof(aegis_counters) * PossibleCpus(), 0);
-  int fd = bpf_map__fd(skel_->maps.aegis_v1_cnt);
+  int fd = bpf_map__fd(skel_->maps.aegis_v2_cnt);
   if (bpf_map_update_elem(fd, &svc, zero.data(), BPF_NOEXIST) != 0 && errno != EEXIST) {
     return Status::Errno(errno, "bpf_map_update_elem", "cannot create counters of service " +
                                                            std::to_string(svc));
@@ -440,7 +440,7 @@ Status DatapathCore::Bind(uint32_t svc, const std::string& path, BindResult* out
   if (!s.ok()) return s;
   out->cgroup_id = cgid;
 
-  int cgrp_fd = bpf_map__fd(skel_->maps.aegis_v1_cgrp);
+  int cgrp_fd = bpf_map__fd(skel_->maps.aegis_v2_cgrp);
   uint32_t bound = 0;
   bool fresh = true;
   if (bpf_map_lookup_elem(cgrp_fd, &cgid, &bound) == 0) {
@@ -541,7 +541,7 @@ Status DatapathCore::Apply(uint32_t svc, const std::vector<uint8_t>& rules, cons
   s = EnsureCounters(svc);
   if (!s.ok()) return s;
   uint64_t t1 = MonotonicNs();
-  int outer = bpf_map__fd(skel_->maps.aegis_v1_pol);
+  int outer = bpf_map__fd(skel_->maps.aegis_v2_pol);
   int ifd = inner.get();
   // The swap: one update; packets see the old trie or the new one, never a mix.
   if (bpf_map_update_elem(outer, &svc, &ifd, BPF_ANY) != 0) {
@@ -559,7 +559,7 @@ Status DatapathCore::Withdraw(uint32_t svc, bool* existed) {
   std::lock_guard<std::mutex> lock(mu_);
   Status s = RequireOpen("withdraw");
   if (!s.ok()) return s;
-  int outer = bpf_map__fd(skel_->maps.aegis_v1_pol);
+  int outer = bpf_map__fd(skel_->maps.aegis_v2_pol);
   *existed = true;
   if (bpf_map_delete_elem(outer, &svc) != 0) {
     if (errno != ENOENT) {
@@ -582,7 +582,7 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
     res.back().service_id = svc;
     return res.back();
   };
-  int cgrp = bpf_map__fd(skel_->maps.aegis_v1_cgrp);
+  int cgrp = bpf_map__fd(skel_->maps.aegis_v2_cgrp);
   uint64_t cg = 0, next_cg = 0;
   void* prev = nullptr;
   while (bpf_map_get_next_key(cgrp, prev, &next_cg) == 0) {
@@ -591,7 +591,7 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
     cg = next_cg;
     prev = &cg;
   }
-  int outer = bpf_map__fd(skel_->maps.aegis_v1_pol);
+  int outer = bpf_map__fd(skel_->maps.aegis_v2_pol);
   uint32_t key = 0, next = 0;
   prev = nullptr;
   while (bpf_map_get_next_key(outer, prev, &next) == 0) {
@@ -611,7 +611,7 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
     key = next;
     prev = &key;
   }
-  int cnt = bpf_map__fd(skel_->maps.aegis_v1_cnt);
+  int cnt = bpf_map__fd(skel_->maps.aegis_v2_cnt);
   int ncpu = PossibleCpus();
   std::vector<aegis_counters> per(static_cast<size_t>(ncpu));
   prev = nullptr;
@@ -626,6 +626,8 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
         sum.would_drop += c.would_drop;
         sum.bypassed += c.bypassed;
         sum.replies += c.replies;
+        sum.cut += c.cut;
+        sum.unparsed += c.unparsed;
         sum.expired += c.expired;
         sum.events_lost += c.events_lost;
         sum.events += c.events;
@@ -695,7 +697,7 @@ Status DatapathCore::Purge() {
 int DatapathCore::EventsFd() {
   std::lock_guard<std::mutex> lock(mu_);
   if (skel_ == nullptr) return -1;
-  return bpf_map__fd(skel_->maps.aegis_v1_evt);
+  return bpf_map__fd(skel_->maps.aegis_v2_evt);
 }
 
 }  // namespace aegis

@@ -48,7 +48,7 @@ export {
   licenseKeySuffix,
 } from './license_key.js';
 export { subjects, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD } from './subjects.js';
-export { PROTOS, MAX_RULES_PER_SERVICE, MAP_SNAPSHOT_SCHEMA } from './snapshot.js';
+export { PROTOS, MAX_RULES_PER_SERVICE, MAP_SNAPSHOT_SCHEMA, rulesForEntry } from './snapshot.js';
 export type { Proto, Edge, AllowCidr, MapSnapshot, Stage, DatapathMode } from './snapshot.js';
 export { parseCidr, formatAddr, CidrError } from './cidr.js';
 export type { ParsedCidr } from './cidr.js';

@@ -181,7 +181,7 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     const recorded = await s.app.orchestrator.messagesFor(machineId);
     s.clock.offsetMs = 0;
     const rc = claimsOf(recorded[0]!);
-    t.equal(rc.exp - rc.iat, 900, 'exp is iat + the message lifetime, not the 24 h TTL');
+    t.equal((rc.exp ?? 0) - rc.iat, 900, 'exp is iat + the message lifetime, not the 24 h TTL');
     box.replay = recorded;
     await eventually('a 20-minute-old message refused', () => agent.logs.some((x) => x.includes('rejected a snapshot message') && x.includes('expired at')));
     t.same(await view(agent), { revision: null, stage: null }, 'the recorded message is not obeyed, floor or no floor');

@@ -17,6 +17,8 @@ export interface NativeCounters {
   expired: bigint;
   eventsLost: bigint;
   events: bigint;
+  cut: bigint;
+  unparsed: bigint;
 }
 
 export interface NativeServiceStats {
@@ -81,8 +83,8 @@ export interface NativeAbiConstants {
   defines: Record<string, number | string>;
   /** sizeof / offsetof of RuleRecord. */
   ruleRecord: { bytes: number; fields: Record<string, { offset: number; size: number }> };
-  /** IPPROTO_TCP / IPPROTO_UDP of <netinet/in.h>. */
-  ipproto: { tcp: number; udp: number };
+  /** IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP / IPPROTO_ICMPV6 of <netinet/in.h>. */
+  ipproto: { tcp: number; udp: number; icmp: number; icmpv6: number };
 }
 
 let cached: NativeAddon | undefined;

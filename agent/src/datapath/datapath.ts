@@ -80,6 +80,10 @@ export interface ServiceCounters {
   expired: number;
   events: number;
   eventsLost: number;
+  /** Tracked flows a policy of another generation no longer allowed (enforce: dropped). */
+  cut: number;
+  /** Packets whose headers could not be walked (also counted in dropped / wouldDrop). */
+  unparsed: number;
 }
 
 export interface ServicePolicyState {
@@ -374,6 +378,8 @@ export class Datapath {
               expired: Number(c.expired),
               events: Number(c.events),
               eventsLost: Number(c.eventsLost),
+              cut: Number(c.cut),
+              unparsed: Number(c.unparsed),
             },
     };
   }
