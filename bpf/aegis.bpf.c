@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Aegis segmentation datapath: cgroup_skb egress and ingress programs.
+ * Aegis segmentation datapath: cgroup_skb egress and ingress programs, and the
+ * connect/sendmsg hooks that refuse a denied destination at the syscall (end of file).
  *
  * A bound service is a cgroup; the programs are attached (through pinned bpf_links) to
  * each bound cgroup, and aegis_v2_cgrp maps the socket's cgroup id (or the nearest bound
@@ -656,6 +657,140 @@ SEC("cgroup_skb/ingress")
 int aegis_ingress(struct __sk_buff *skb)
 {
 	return decide(skb, AEGIS_DIR_INGRESS);
+}
+
+/*
+ * Connect-time verdicts: cgroup/connect4, connect6 (TCP connect, connected UDP) and
+ * sendmsg4, sendmsg6 (UDP sendto with an address). They judge the destination with the
+ * egress rules of the same trie, before any packet exists, so a denied destination fails
+ * the syscall with EPERM at once instead of a SYN that is dropped and retried until the
+ * caller's timeout. The cgroup_skb programs stay the backstop and keep all the counting of
+ * what they see: these hooks count (dropped, expired) and report only what they refuse,
+ * since a refused connect never produces a packet. What they let through (allowed,
+ * observe-mode would-drop, expired fail-open) reaches the egress program, which counts it
+ * and emits its flow event exactly as without these hooks.
+ */
+
+/* The service of the calling task's cgroup, or of its deepest bound ancestor; -1 when none.
+ * The task that calls connect()/sendmsg() is in the socket's cgroup in every case the
+ * hooks can refuse; a socket used from another cgroup still meets the egress program. */
+static __always_inline __s64 resolve_task_service(void)
+{
+	__s64 found = -1;
+	__u64 id = bpf_get_current_cgroup_id();
+	__u32 *s = bpf_map_lookup_elem(&aegis_v2_cgrp, &id);
+
+	if (s)
+		return *s;
+	for (int lvl = 0; lvl < 16; lvl++) {
+		__u64 aid = bpf_get_current_ancestor_cgroup_id(lvl);
+
+		if (!aid || aid == id)
+			break;
+		s = bpf_map_lookup_elem(&aegis_v2_cgrp, &aid);
+		if (s)
+			found = *s;
+	}
+	return found;
+}
+
+/* 1 to let the connect/sendmsg go on, 0 to fail it with EPERM. */
+static __always_inline int decide_addr(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct aegis_lpm_key k = {};
+	struct aegis_lpm_value *cfg, *rule;
+	struct aegis_counters *c;
+	struct pkt p = {};
+	void *rules;
+	__u64 now;
+	__s64 found;
+	__u32 svc, proto;
+
+	proto = ctx->protocol;
+	/* Other protocols (ICMP ping sockets, ...) are the egress program's business. */
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 1;
+	found = resolve_task_service();
+	if (found < 0)
+		return 1;
+	svc = (__u32)found;
+	rules = bpf_map_lookup_elem(&aegis_v2_pol, &svc);
+	if (!rules)
+		return 1;
+	k.prefixlen = AEGIS_KEY_MAX_PREFIX;
+	k.dir = AEGIS_DIR_CONFIG;
+	cfg = bpf_map_lookup_elem(rules, &k);
+	if (!cfg || cfg->mode != AEGIS_MODE_ENFORCE)
+		return 1;
+
+	p.family = family;
+	p.proto = proto;
+	p.dport = (__be16)ctx->user_port;
+	if (family == 4) {
+		map_v4(p.daddr, ctx->user_ip4);
+	} else {
+		__u32 a[4];
+
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		__builtin_memcpy(p.daddr, a, 16);
+		/* A dual-stack socket connecting to ::ffff:a.b.c.d sends IPv4: report it as such. */
+		if (!a[0] && !a[1] && a[2] == bpf_htonl(0xffff))
+			p.family = 4;
+	}
+
+	c = bpf_map_lookup_elem(&aegis_v2_cnt, &svc);
+	now = bpf_ktime_get_ns();
+	if (cfg->expires_ns && now >= cfg->expires_ns) {
+		/* Fail-open passes (the egress program counts the packet as expired). */
+		if (!(cfg->flags & AEGIS_CFG_FAIL_CLOSED))
+			return 1;
+		if (c) {
+			c->expired++;
+			c->dropped++;
+		}
+		emit(c, &p, svc, AEGIS_DIR_EGRESS, AEGIS_EV_EXPIRED_DROPPED, cfg->generation, now);
+		return 0;
+	}
+
+	k.dir = AEGIS_DIR_EGRESS;
+	k.proto = p.proto;
+	k.port = p.dport;
+	__builtin_memcpy(k.addr, p.daddr, 16);
+	/* The egress lookup: exact port, any port of the protocol, every protocol (any/0). */
+	rule = match(rules, &k);
+	if (rule)
+		return 1;
+	if (c)
+		c->dropped++;
+	emit(c, &p, svc, AEGIS_DIR_EGRESS, AEGIS_EV_DROPPED, cfg->generation, now);
+	return 0;
+}
+
+SEC("cgroup/connect4")
+int aegis_connect4(struct bpf_sock_addr *ctx)
+{
+	return decide_addr(ctx, 4);
+}
+
+SEC("cgroup/connect6")
+int aegis_connect6(struct bpf_sock_addr *ctx)
+{
+	return decide_addr(ctx, 6);
+}
+
+SEC("cgroup/sendmsg4")
+int aegis_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return decide_addr(ctx, 4);
+}
+
+SEC("cgroup/sendmsg6")
+int aegis_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return decide_addr(ctx, 6);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,12 +1,14 @@
 /** The systemd unit, the install target, and the daemon's systemd conversation. */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireCapability, missingCommand } from './harness/capabilities.js';
 import { startAgent, agentDir, cleanupDir } from './harness/agent.js';
+import { makeTestCa } from './harness/tls.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const UNIT = join(ROOT, 'deploy/systemd/aegis-agent.service');
@@ -95,6 +97,33 @@ t.test('with --kmod-pubkeys the module is staged with modprobe options binding i
   const conf = readFileSync(join(root, 'etc/modprobe.d/aegis.conf'), 'utf8');
   t.ok(conf.split('\n').includes(`options aegis hwid=${hwid.toLowerCase()} pubkeys=aegis-2026-01=abc_DEF-123`), conf);
   t.equal(readFileSync(join(root, 'etc/modules-load.d/aegis.conf'), 'utf8'), 'aegis\n', 'loaded at boot');
+});
+
+t.test('--trusted-jwks and --ca-cert pin the trust anchors at install', async (t) => {
+  const dest = mkdtempSync(join(tmpdir(), 'aegis-install-pins-'));
+  t.teardown(() => rmSync(dest, { recursive: true, force: true }));
+  const ca = await makeTestCa();
+  t.teardown(() => ca.cleanup());
+  const { publicKey } = generateKeyPairSync('ed25519');
+  const jwksFile = join(dest, 'jwks.json');
+  writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'aegis-2026-01', alg: 'EdDSA', use: 'sig' }] }));
+  const junk = join(dest, 'junk.json');
+  writeFileSync(junk, '{"keys":[]}');
+  const install = (...extra: string[]) => spawnSync('bash', [join(ROOT, 'scripts/install-agent'), '--destdir', join(dest, 'root'), ...extra], { encoding: 'utf8' });
+  const bad = install('--trusted-jwks', junk);
+  t.equal(bad.status, 2, 'a key set without Ed25519 keys is refused before anything is installed');
+  t.match(bad.stderr, /not a JWKS with Ed25519 keys/);
+  t.equal(install('--ca-cert', jwksFile).status, 2, 'a CA that is no certificate is refused');
+  t.notOk(existsSync(join(dest, 'root/etc/aegis/agent.json')), 'nothing installed by a refused run');
+  const ok = install('--trusted-jwks', jwksFile, '--ca-cert', ca.caFile);
+  t.equal(ok.status, 0, ok.stderr);
+  const etc = join(dest, 'root/etc/aegis');
+  const cfg = JSON.parse(readFileSync(join(etc, 'agent.json'), 'utf8'));
+  t.equal(cfg.trusted_jwks_path, '/etc/aegis/trusted_jwks.json');
+  t.equal(cfg.ca_cert_path, '/etc/aegis/ca.crt');
+  t.equal(readFileSync(join(etc, 'trusted_jwks.json'), 'utf8'), readFileSync(jwksFile, 'utf8'), 'the key set is installed as given');
+  t.equal(readFileSync(join(etc, 'ca.crt'), 'utf8'), readFileSync(ca.caFile, 'utf8'), 'the CA is installed as given');
+  t.equal(cfg.server_url, JSON.parse(readFileSync(join(ROOT, 'deploy/agent.json'), 'utf8')).server_url, 'other settings kept');
 });
 
 t.test('READY, WATCHDOG, STATUS and SIGHUP reload as systemd sees them', async (t) => {

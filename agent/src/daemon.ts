@@ -99,10 +99,10 @@ export class AgentDaemon {
         throw new AgentError('CONFIG_INVALID', `ca_cert_path: ${c.ca_cert_path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { status: 400 });
       }
     }
-    this.certificate = new ClientCertificate({ store: this.store, log: this.log, identity: this.identity, hostname: c.hostname, link: this.link, pinnedCa });
     const anchors = this.anchors;
     this.jwks = new JwksCache(this.store, this.link, this.log, anchors);
     await this.jwks.open();
+    this.certificate = new ClientCertificate({ store: this.store, log: this.log, identity: this.identity, hostname: c.hostname, link: this.link, pinnedCa, jwks: this.jwks });
     if (!this.jwks.pinned) {
       const insecure = insecureServerUrl(c.server_url);
       if (insecure) {

@@ -6,11 +6,14 @@
  *
  * With trust anchors (trust_anchors.ts) every key set from the network goes through
  * admit(): a key is kept only when it is pinned, or when /.well-known/jwks.signed carries
- * it under a signature by a key already trusted. Without anchors the server's word is
- * taken as it comes (trust on first use).
+ * it under a signature by a key already trusted, and that set is no older than the newest
+ * signed set accepted before (so a replayed set cannot bring back a retired key). Each
+ * admit() consults the signed set, which is how retirements reach the host: a learned key
+ * the newest set no longer lists is forgotten. Without anchors the server's word is taken
+ * as it comes (trust on first use).
  */
 import { compactVerify, createLocalJWKSet, decodeProtectedHeader, importJWK, type JSONWebKeySet, type JWK } from 'jose';
-import { JWKS_SIGNATURE_TYP, TOKEN_ALG, canonicalJson, isEd25519PublicJwk, jwkThumbprint } from '../../protocol/src/index.js';
+import { JWKS_SIGNATURE_TYP, TOKEN_ALG, isEd25519PublicJwk, jwkThumbprint, parseSignedJwksPayload, type SignedJwksPayload } from '../../protocol/src/index.js';
 import type { Logger } from './logger.js';
 import type { ServerLink } from './server_link.js';
 import type { StateStore } from './state_store.js';
@@ -78,12 +81,13 @@ export class JwksCache {
    */
   async admit(offered: JSONWebKeySet, source: string): Promise<JSONWebKeySet> {
     if (!this.pinned) return offered;
+    // The signed set first: a newer one may have retired a learned key the answer still offers.
+    const vouched = await this.signedSet(this.anchors!.trusted());
     const trusted = this.anchors!.trusted();
     const keep: JWK[] = [];
     const unknown: JWK[] = [];
     for (const k of offered.keys) (trusted.has(thumbprintOf(k) ?? '') ? keep : unknown).push(k);
     if (unknown.length > 0) {
-      const vouched = await this.signedSet(trusted);
       const refused: Array<{ kid: unknown; thumbprint: string | null }> = [];
       const learned: JWK[] = [];
       for (const k of unknown) {
@@ -108,17 +112,53 @@ export class JwksCache {
 
   /**
    * Thumbprints in /.well-known/jwks.signed when at least one of its signatures verifies
-   * with a key in `trusted` over exactly that key set; empty otherwise.
+   * with a key in `trusted` and the set it signs is not older than the newest accepted
+   * (TrustAnchors.acceptSignedSet); empty otherwise. A newer set is remembered, and the
+   * learned keys it no longer lists are forgotten (and dropped from jwks.json).
    */
   private async signedSet(trusted: Set<string>): Promise<Set<string>> {
+    const set = await this.verifiedSignedSet(trusted);
+    if (!set) return new Set();
+    const keys = set.jwks.keys
+      .map((k) => ({ thumbprint: thumbprintOf(k as JWK), kid: typeof k.kid === 'string' ? k.kid : null }))
+      .filter((k): k is { thumbprint: string; kid: string | null } => k.thumbprint !== null);
+    let accepted;
+    try {
+      accepted = this.anchors!.acceptSignedSet({ seq: set.seq, iat: set.iat, keys });
+    } catch (e) {
+      this.log.warn((e as Error).message, { code: (e as { code?: string }).code, seq: set.seq, iat: set.iat, kids: keys.map((k) => k.kid) });
+      return new Set();
+    }
+    if (accepted.newer) {
+      this.log.info('accepted a newer signed server key set', { seq: set.seq, iat: set.iat, kids: keys.map((k) => k.kid) });
+      if (accepted.forgotten.length > 0) {
+        this.log.warn('forgot learned server keys the newest signed key set no longer lists (retired by the server)', { thumbprints: accepted.forgotten });
+        const cached = this.store.read<JSONWebKeySet>(JWKS_FILE, checkJwks);
+        if (cached) {
+          const gone = new Set(accepted.forgotten);
+          const kept = cached.keys.filter((k) => !gone.has(thumbprintOf(k) ?? ''));
+          if (kept.length === 0) this.store.remove(JWKS_FILE);
+          else if (kept.length !== cached.keys.length) await this.store.write(JWKS_FILE, { keys: kept });
+        }
+      }
+      for (const tp of accepted.retiredPins) {
+        this.log.warn('a pinned server key is no longer in the server\'s signed key set (retired there); it stays trusted because the operator pinned it: unpin it with aegisctl trust remove, or remove it from trusted_keys / trusted_jwks_path', {
+          thumbprint: tp,
+        });
+      }
+    }
+    return new Set(keys.map((k) => k.thumbprint));
+  }
+
+  /** The payload of /.well-known/jwks.signed when a signature by a key in `trusted` verifies; null otherwise (logged). */
+  private async verifiedSignedSet(trusted: Set<string>): Promise<SignedJwksPayload | null> {
     let doc;
     try {
       doc = await this.link.signedJwks();
     } catch (e) {
       this.log.warn('cannot fetch the signed server JWKS', { error: (e as Error).message });
-      return new Set();
+      return null;
     }
-    const expected = canonicalJson(doc.jwks);
     for (const sig of doc.signatures) {
       try {
         if (typeof sig !== 'string') continue;
@@ -127,14 +167,19 @@ export class JwksCache {
         const signer = doc.jwks.keys.find((k) => k.kid === header.kid && trusted.has(thumbprintOf(k as JWK) ?? ''));
         if (!signer) continue;
         const { payload } = await compactVerify(sig, await importJWK({ ...(signer as JWK), alg: TOKEN_ALG }, TOKEN_ALG), { algorithms: [TOKEN_ALG] });
-        if (Buffer.from(payload).toString('utf8') !== expected) continue;
-        return new Set(doc.jwks.keys.map((k) => thumbprintOf(k as JWK)).filter((t): t is string => t !== null));
+        // What is signed is used, never the document's unsigned copy.
+        const set = parseSignedJwksPayload(Buffer.from(payload).toString('utf8'));
+        if (typeof set === 'string') {
+          this.log.warn('a signed server key set verified but is not an ordered key set; refused', { reason: set, kid: header.kid });
+          continue;
+        }
+        return set;
       } catch {
         // a signature that does not verify vouches for nothing; try the next
       }
     }
     this.log.warn('the signed server JWKS carries no valid signature by a trusted key', { signatures: doc.signatures.length });
-    return new Set();
+    return null;
   }
 
   private async fetch(): Promise<JSONWebKeySet | null> {

@@ -161,7 +161,7 @@ export class LicenseManager extends EventEmitter {
     this.machine = store.read<MachineRecord>(MACHINE_FILE, checkMachine);
     this.tokens = store.read<TokenRecord>(LICENSE_FILE, checkTokens);
     this.jwks = store.read<JSONWebKeySet>(JWKS_FILE, checkJwks);
-    this.d.certificate.restore(this.machine !== null);
+    await this.d.certificate.restore(this.machine !== null);
     if (!this.machine) {
       this.tokens = null;
       this.set('community', 'no license activated');

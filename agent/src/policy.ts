@@ -79,6 +79,8 @@ export class PolicyManager {
       try {
         this.datapath = await open({ pinRoot: this.config.pin_root });
         this.datapathReason = null;
+        // Still enforcing, only a denied connect times out instead of failing with EPERM.
+        if (!this.datapath.connectHooks) this.log.warn(`datapath is skb-only: ${this.datapath.connectHooksReason}`);
       } catch (e) {
         this.datapathReason = (e as Error).message;
         this.log.error(`datapath unavailable: ${this.datapathReason}`);

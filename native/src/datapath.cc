@@ -82,17 +82,26 @@ Datapath::~Datapath() {
   StopEventsNow();
 }
 
-// open(pinRoot, eventRate: bigint, eventBurst: bigint, udpFlowTimeoutNs: bigint)
+// open(pinRoot, eventRate: bigint, eventBurst: bigint, udpFlowTimeoutNs: bigint,
+//      connectHooks: boolean) -> { connectHooks, connectHooksReason }
 Napi::Value Datapath::Open(const Napi::CallbackInfo& info) {
   auto opts = std::make_shared<OpenOptions>();
   opts->pin_root = info[0].As<Napi::String>().Utf8Value();
   opts->event_rate = BigU64(info[1]);
   opts->event_burst = BigU64(info[2]);
   opts->udp_flow_timeout_ns = BigU64(info[3]);
+  opts->connect_hooks = info[4].As<Napi::Boolean>().Value();
+  auto res = std::make_shared<OpenResult>();
   auto core = core_;
   return PromiseWorker::Start(
-      info.Env(), [core, opts] { return core->Open(*opts); },
-      [](Napi::Env env) { return env.Undefined(); }, Value());
+      info.Env(), [core, opts, res] { return core->Open(*opts, res.get()); },
+      [res](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("connectHooks", Napi::Boolean::New(env, res->connect_hooks));
+        o.Set("connectHooksReason", Napi::String::New(env, res->connect_hooks_reason));
+        return o;
+      },
+      Value());
 }
 
 // bind(serviceId, cgroupPath) -> { cgroupId: bigint, relinked, rebound }
@@ -308,6 +317,7 @@ Napi::Value ProbeJs(const Napi::CallbackInfo& info) {
         o.Set("mapLpmTrie", Napi::Boolean::New(env, res->map_lpm_trie));
         o.Set("mapHashOfMaps", Napi::Boolean::New(env, res->map_hash_of_maps));
         o.Set("mapRingbuf", Napi::Boolean::New(env, res->map_ringbuf));
+        o.Set("progCgroupSockAddr", Napi::Boolean::New(env, res->prog_cgroup_sock_addr));
         o.Set("errno", Napi::Number::New(env, res->bpf_errno));
         return o;
       });

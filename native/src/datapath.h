@@ -49,7 +49,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   bool stop_pending_ = false;
 };
 
-// probe(): Promise<{ progCgroupSkb, mapLpmTrie, mapHashOfMaps, mapRingbuf, errno }>
+// probe(): Promise<{ progCgroupSkb, mapLpmTrie, mapHashOfMaps, mapRingbuf, progCgroupSockAddr, errno }>
 Napi::Value ProbeJs(const Napi::CallbackInfo& info);
 // monotonicNs(): bigint, CLOCK_MONOTONIC (the clock of bpf_ktime_get_ns).
 Napi::Value MonotonicNsJs(const Napi::CallbackInfo& info);

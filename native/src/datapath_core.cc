@@ -81,8 +81,38 @@ class Fd {
   int fd_;
 };
 
-std::string LinkPin(const std::string& root, uint32_t svc, bool egress) {
-  return root + "/" AEGIS_PIN_PREFIX "link_" + (egress ? "eg_" : "in_") + std::to_string(svc);
+// Every program a bound service's cgroup gets, with the tag of its pinned link
+// (aegis_v2_link_<tag><svc>). The first two are the packet programs; the rest are the
+// connect-time hooks, attached only when the kernel has them.
+struct Hook {
+  const char* tag;
+  bpf_attach_type type;
+  const char* what;
+  bool connect_hook;
+};
+const Hook kHooks[] = {
+    {"eg_", BPF_CGROUP_INET_EGRESS, "egress", false},
+    {"in_", BPF_CGROUP_INET_INGRESS, "ingress", false},
+    {"c4_", BPF_CGROUP_INET4_CONNECT, "connect4", true},
+    {"c6_", BPF_CGROUP_INET6_CONNECT, "connect6", true},
+    {"s4_", BPF_CGROUP_UDP4_SENDMSG, "sendmsg4", true},
+    {"s6_", BPF_CGROUP_UDP6_SENDMSG, "sendmsg6", true},
+};
+constexpr size_t kHookCount = sizeof(kHooks) / sizeof(kHooks[0]);
+
+bpf_program* HookProgram(aegis_bpf* skel, size_t hook) {
+  switch (hook) {
+    case 0: return skel->progs.aegis_egress;
+    case 1: return skel->progs.aegis_ingress;
+    case 2: return skel->progs.aegis_connect4;
+    case 3: return skel->progs.aegis_connect6;
+    case 4: return skel->progs.aegis_sendmsg4;
+    default: return skel->progs.aegis_sendmsg6;
+  }
+}
+
+std::string LinkPin(const std::string& root, uint32_t svc, size_t hook) {
+  return root + "/" AEGIS_PIN_PREFIX "link_" + kHooks[hook].tag + std::to_string(svc);
 }
 
 Status MkdirP(const std::string& path) {
@@ -192,7 +222,7 @@ Status WriteMarker(const std::string& root) {
   return Status::Ok();
 }
 
-Status LoadSkeleton(const OpenOptions& o, bool test_mode, aegis_bpf** out) {
+Status LoadSkeleton(const OpenOptions& o, bool test_mode, bool connect_hooks, aegis_bpf** out) {
   Capture cap;
   LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = o.pin_root.c_str());
   aegis_bpf* skel = aegis_bpf__open_opts(&oo);
@@ -205,6 +235,9 @@ Status LoadSkeleton(const OpenOptions& o, bool test_mode, aegis_bpf** out) {
   skel->rodata->event_rate = o.event_rate;
   skel->rodata->event_burst = o.event_burst;
   skel->rodata->udp_flow_timeout_ns = o.udp_flow_timeout_ns;
+  for (size_t h = 0; h < kHookCount; h++) {
+    if (kHooks[h].connect_hook) bpf_program__set_autoload(HookProgram(skel, h), connect_hooks);
+  }
   int err = aegis_bpf__load(skel);
   if (err != 0) {
     int e = errno != 0 ? errno : -err;
@@ -267,6 +300,8 @@ Status Probe(ProbeResult* out) {
   r = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, nullptr);
   if (r < 0 && out->bpf_errno == 0) out->bpf_errno = -r;
   out->map_ringbuf = r == 1;
+  r = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, nullptr);
+  out->prog_cgroup_sock_addr = r == 1;
   return Status::Ok();
 }
 
@@ -332,7 +367,7 @@ Status DatapathCore::RequireOpen(const char* op) {
   return Status::Coded("ECLOSED", EBADF, op, "the datapath is not open");
 }
 
-Status DatapathCore::Open(const OpenOptions& opts) {
+Status DatapathCore::Open(const OpenOptions& opts, OpenResult* res) {
   std::lock_guard<std::mutex> lock(mu_);
   if (skel_ != nullptr) return Status::Coded("EALREADY", EALREADY, "open", "the datapath is already open");
   Status s = MkdirP(opts.pin_root);
@@ -349,8 +384,29 @@ Status DatapathCore::Open(const OpenOptions& opts) {
   bool marker = false;
   s = CheckLayout(opts.pin_root, &marker);
   if (!s.ok()) return s;
+  // The connect/sendmsg hooks are an addition: without them (old kernel, or a verifier
+  // that refuses them) the packet programs still enforce, only a denied connect waits for
+  // its timeout instead of failing at once. Open says which it got and why.
+  bool hooks = opts.connect_hooks;
+  if (!hooks) {
+    res->connect_hooks_reason = "connect-time hooks disabled by the connectHooks option";
+  } else if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, nullptr) != 1) {
+    hooks = false;
+    res->connect_hooks_reason =
+        "the kernel lacks cgroup sock_addr programs (connect4/6, sendmsg4/6): denied "
+        "connects are dropped at the packet level and wait for the caller's timeout";
+  }
   aegis_bpf* skel = nullptr;
-  s = LoadSkeleton(opts, false, &skel);
+  s = LoadSkeleton(opts, false, hooks, &skel);
+  if (!s.ok() && hooks && s.code == "EBPF_LOAD") {
+    Status retry = LoadSkeleton(opts, false, false, &skel);
+    if (retry.ok()) {
+      hooks = false;
+      res->connect_hooks_reason = "the kernel refused the connect/sendmsg programs (" + s.message +
+                                  "): denied connects are dropped at the packet level";
+      s = retry;
+    }
+  }
   if (!s.ok()) return s;
   if (!marker) {
     s = WriteMarker(opts.pin_root);
@@ -361,6 +417,8 @@ Status DatapathCore::Open(const OpenOptions& opts) {
   }
   skel_ = skel;
   opts_ = opts;
+  connect_hooks_ = hooks;
+  res->connect_hooks = hooks;
   return Status::Ok();
 }
 
@@ -374,10 +432,10 @@ Status DatapathCore::EnsureCounters(uint32_t svc) {
   return Status::Ok();
 }
 
-Status DatapathCore::LinkOne(uint32_t svc, int cgroup_fd, uint64_t cgroup_id, bool egress,
+Status DatapathCore::LinkOne(uint32_t svc, int cgroup_fd, uint64_t cgroup_id, size_t hook,
                              BindResult* out, uint64_t* old_cgroup_id) {
-  std::string pin = LinkPin(opts_.pin_root, svc, egress);
-  int prog_fd = bpf_program__fd(egress ? skel_->progs.aegis_egress : skel_->progs.aegis_ingress);
+  std::string pin = LinkPin(opts_.pin_root, svc, hook);
+  int prog_fd = bpf_program__fd(HookProgram(skel_, hook));
   Fd old(bpf_obj_get(pin.c_str()));
   if (old.get() >= 0) {
     bpf_link_info info{};
@@ -398,11 +456,10 @@ Status DatapathCore::LinkOne(uint32_t svc, int cgroup_fd, uint64_t cgroup_id, bo
   } else if (errno != ENOENT) {
     return Status::Errno(errno, "bpf_obj_get", "cannot open pinned link " + pin);
   }
-  Fd link(bpf_link_create(prog_fd, cgroup_fd,
-                          egress ? BPF_CGROUP_INET_EGRESS : BPF_CGROUP_INET_INGRESS, nullptr));
+  Fd link(bpf_link_create(prog_fd, cgroup_fd, kHooks[hook].type, nullptr));
   if (link.get() < 0) {
     return Status::Errno(errno, "bpf_link_create",
-                         std::string("cannot attach the ") + (egress ? "egress" : "ingress") +
+                         std::string("cannot attach the ") + kHooks[hook].what +
                              " program to the cgroup of service " + std::to_string(svc));
   }
   // Pin under a temporary name and rename over the old pin, so the pin path always names
@@ -421,6 +478,22 @@ Status DatapathCore::LinkOne(uint32_t svc, int cgroup_fd, uint64_t cgroup_id, bo
     bpf_link_detach(old.get());
     out->rebound = true;
   }
+  return Status::Ok();
+}
+
+// Detaches and unpins one link of a service (a connect hook left by an earlier run that
+// had them, when this one runs skb-only).
+Status DatapathCore::UnlinkOne(uint32_t svc, size_t hook) {
+  std::string pin = LinkPin(opts_.pin_root, svc, hook);
+  Fd old(bpf_obj_get(pin.c_str()));
+  if (old.get() < 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return Status::Errno(errno, "bpf_obj_get", "cannot open pinned link " + pin);
+  }
+  if (bpf_link_detach(old.get()) != 0 && errno != EINVAL && errno != ENOLINK) {
+    return Status::Errno(errno, "bpf_link_detach", "cannot detach " + pin);
+  }
+  unlink(pin.c_str());
   return Status::Ok();
 }
 
@@ -457,14 +530,20 @@ Status DatapathCore::Bind(uint32_t svc, const std::string& path, BindResult* out
   }
   s = EnsureCounters(svc);
   if (!s.ok()) return s;
-  uint64_t old_eg = 0, old_in = 0;
-  s = LinkOne(svc, cg.get(), cgid, true, out, &old_eg);
-  if (s.ok()) s = LinkOne(svc, cg.get(), cgid, false, out, &old_in);
+  // Packet programs first, then the connect hooks, all on the same cgroup.
+  uint64_t old_cg[kHookCount] = {};
+  for (size_t h = 0; h < kHookCount && s.ok(); h++) {
+    if (!kHooks[h].connect_hook || connect_hooks_) {
+      s = LinkOne(svc, cg.get(), cgid, h, out, &old_cg[h]);
+    } else {
+      s = UnlinkOne(svc, h);
+    }
+  }
   if (!s.ok()) {
     if (fresh) bpf_map_delete_elem(cgrp_fd, &cgid);
     return s;
   }
-  for (uint64_t old : {old_eg, old_in}) {
+  for (uint64_t old : old_cg) {
     if (old == 0 || old == cgid) continue;
     uint32_t was = 0;
     if (bpf_map_lookup_elem(cgrp_fd, &old, &was) == 0 && was == svc) bpf_map_delete_elem(cgrp_fd, &old);
@@ -643,7 +722,8 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
 
 Status DatapathCore::LoadTestInstance() {
   if (test_skel_ != nullptr) return Status::Ok();
-  return LoadSkeleton(opts_, true, &test_skel_);
+  // BPF_PROG_TEST_RUN only drives the packet programs; the hooks stay unloaded here.
+  return LoadSkeleton(opts_, true, false, &test_skel_);
 }
 
 Status DatapathCore::TestRun(uint8_t dir, int64_t svc, const std::vector<uint8_t>& packet,

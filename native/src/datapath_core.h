@@ -42,6 +42,15 @@ struct OpenOptions {
   uint64_t event_rate = 200;
   uint64_t event_burst = 400;
   uint64_t udp_flow_timeout_ns = 120ULL * 1000000000ULL;
+  // Load and attach the connect/sendmsg programs when the kernel has them; false keeps
+  // the datapath skb-only (and detaches such links left by an earlier run at bind).
+  bool connect_hooks = true;
+};
+
+// What Open settled on for the connect/sendmsg programs.
+struct OpenResult {
+  bool connect_hooks = false;
+  std::string connect_hooks_reason;  // why they are off (empty when on)
 };
 
 struct ServiceConfig {
@@ -83,6 +92,7 @@ struct ProbeResult {
   bool map_lpm_trie = false;
   bool map_hash_of_maps = false;
   bool map_ringbuf = false;
+  bool prog_cgroup_sock_addr = false;  // connect/sendmsg hooks (optional: skb-only without)
   int bpf_errno = 0;   // errno of a failed probe (EPERM: not privileged)
 };
 
@@ -100,7 +110,7 @@ class DatapathCore {
   DatapathCore(const DatapathCore&) = delete;
   DatapathCore& operator=(const DatapathCore&) = delete;
 
-  Status Open(const OpenOptions& opts);
+  Status Open(const OpenOptions& opts, OpenResult* out);
   Status Bind(uint32_t service_id, const std::string& cgroup_path, BindResult* out);
   Status Apply(uint32_t service_id, const std::vector<uint8_t>& rules, const ServiceConfig& cfg,
                ApplyResult* out);
@@ -118,14 +128,16 @@ class DatapathCore {
   Status RequireOpen(const char* op);
   Status EnsureCounters(uint32_t service_id);
   Status LoadTestInstance();
-  Status LinkOne(uint32_t service_id, int cgroup_fd, uint64_t cgroup_id, bool egress,
+  Status LinkOne(uint32_t service_id, int cgroup_fd, uint64_t cgroup_id, size_t hook,
                  BindResult* out, uint64_t* old_cgroup_id);
+  Status UnlinkOne(uint32_t service_id, size_t hook);
   void CloseLocked();
 
   std::mutex mu_;
   OpenOptions opts_;
   aegis_bpf* skel_ = nullptr;
   aegis_bpf* test_skel_ = nullptr;
+  bool connect_hooks_ = false;  // the production instance loaded the connect/sendmsg programs
 };
 
 }  // namespace aegis

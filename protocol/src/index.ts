@@ -82,6 +82,7 @@ export type {
   ActivationRequest,
   RefreshRequest,
   CertificateFields,
+  CaCertificateClaims,
   NatsCredentialsField,
   IssuedTokens,
   TokenBundle,
@@ -118,5 +119,13 @@ export { subjectWildcards, agentSubjectMachine, AGENT_REPORT_KINDS } from './sub
 export type { AgentReportKind } from './subjects.js';
 export { agentNatsPermissions, serverNatsPermissions, accountPushNatsPermissions } from './nats_permissions.js';
 export type { NatsPermissions } from './nats_permissions.js';
-export { JWKS_SIGNATURE_TYP, canonicalJson } from './jwks_signature.js';
-export type { SignedJwksDocument } from './jwks_signature.js';
+export {
+  JWKS_SIGNATURE_TYP,
+  CA_SIGNATURE_TYP,
+  AUD_CA_CERTIFICATE,
+  canonicalJson,
+  signedJwksPayload,
+  parseSignedJwksPayload,
+  certificateThumbprint,
+} from './jwks_signature.js';
+export type { SignedJwksDocument, SignedJwksPayload } from './jwks_signature.js';

@@ -143,11 +143,27 @@ export interface RefreshRequest {
 /** Added to activation and refresh answers when the server runs a CA. */
 export interface CertificateFields {
   ca_certificate: string;
+  /**
+   * Compact JWS (EdDSA, typ `aegis-ca+jws`, kid of the server signing key) over
+   * CaCertificateClaims for ca_certificate: an agent with pinned keys adopts the CA only
+   * when this verifies against a key it trusts.
+   */
+  ca_certificate_signature?: string;
   trust_domain: string;
   client_certificate?: string;
   client_certificate_serial?: string;
   client_certificate_expires_at?: string;
   spiffe_id?: string;
+}
+
+/** The payload of ca_certificate_signature. */
+export interface CaCertificateClaims {
+  aud: 'aegis-ca';
+  iss: string;
+  iat: number;
+  /** base64url SHA-256 of the CA certificate's DER. */
+  'x5t#S256': string;
+  trust_domain: string;
 }
 
 /** Per-host NATS credentials, when the server runs NATS in operator mode. */

@@ -99,7 +99,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   let agentTls: { cert: string; key: string; clientCa: string } | null = null;
   try {
     const ca = await CertificateAuthority.open(config.pkiDir);
-    if (ca) issuer = new CertificateIssuer(ca, certs, clock, config.clientCertTtlSeconds);
+    if (ca) issuer = new CertificateIssuer(ca, certs, clock, config.clientCertTtlSeconds, tokens);
     if (config.mtls) agentTls = readMtlsFiles(config.mtls);
   } catch (err) {
     await db.destroy();

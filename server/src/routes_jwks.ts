@@ -1,22 +1,32 @@
 /**
- * `GET /.well-known/jwks.signed`: the JWKS with a signature by every key in it. An agent
- * that pins the server's key(s) adopts a rotated key only from this document, after
- * checking a signature by a key it already trusts. Public, like /.well-known/jwks.json.
+ * `GET /.well-known/jwks.signed`: the JWKS with a signature by every key in it, over the
+ * set, the signing time and the keyring generation. An agent that pins the server's key(s)
+ * adopts a rotated key only from this document, after checking a signature by a key it
+ * already trusts, and refuses a set older than the newest it accepted. Public, like
+ * /.well-known/jwks.json.
  */
 import { CompactSign } from 'jose';
-import { JWKS_SIGNATURE_TYP, TOKEN_ALG, canonicalJson, type SignedJwksDocument } from '../../protocol/src/index.js';
+import { JWKS_SIGNATURE_TYP, TOKEN_ALG, signedJwksPayload, type SignedJwksDocument } from '../../protocol/src/index.js';
 import type { Router } from './http/router.js';
 import type { KeyStore } from './keys/keystore.js';
 
-/** The key set and one compact JWS over its canonical JSON per verifying key. */
-export async function signedJwks(keys: KeyStore): Promise<SignedJwksDocument> {
-  const jwks = keys.jwks();
-  const payload = new TextEncoder().encode(canonicalJson(jwks));
+/** The key set and one compact JWS per verifying key over `{ iat, jwks, seq }`. */
+export async function signedJwks(keys: KeyStore, now: Date = new Date()): Promise<SignedJwksDocument> {
+  // The generation before and after reading the set: a rotation in between would pair
+  // a set with the wrong generation, so read again until both agree.
+  let seq = keys.generation();
+  let jwks = keys.jwks();
+  for (let i = 0; i < 3 && keys.generation() !== seq; i++) {
+    seq = keys.generation();
+    jwks = keys.jwks();
+  }
+  const iat = Math.floor(now.getTime() / 1000);
+  const payload = new TextEncoder().encode(signedJwksPayload({ iat, jwks, seq }));
   const signatures: string[] = [];
   for (const k of keys.verifyingSigningKeys()) {
     signatures.push(await new CompactSign(payload).setProtectedHeader({ alg: TOKEN_ALG, typ: JWKS_SIGNATURE_TYP, kid: k.kid }).sign(k.privateKey));
   }
-  return { jwks, signatures };
+  return { jwks, iat, seq, signatures };
 }
 
 export function addJwksRoutes(router: Router, deps: { keys: KeyStore }): void {

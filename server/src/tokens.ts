@@ -7,7 +7,11 @@
 import { randomUUID } from 'node:crypto';
 import { SignJWT, compactVerify } from 'jose';
 import {
+  AUD_CA_CERTIFICATE,
   AUD_KERNEL,
+  CA_SIGNATURE_TYP,
+  certificateThumbprint,
+  type CaCertificateClaims,
   AUD_LICENSE,
   TOKEN_ALG,
   TOKEN_ISSUER,
@@ -71,6 +75,23 @@ export class TokenService {
   private async sign(payload: Record<string, unknown>): Promise<string> {
     const { kid, privateKey } = this.keys.signingKey();
     return new SignJWT(payload).setProtectedHeader({ alg: TOKEN_ALG, typ: 'JWT', kid }).sign(privateKey);
+  }
+
+  /**
+   * Signs the CA certificate handed out with client certificates: its SHA-256 thumbprint
+   * under audience `aegis-ca`, so an agent that pins the server's keys can tell the
+   * server's CA from one a middlebox put in the answer.
+   */
+  async signCaCertificate(caPem: string, trustDomain: string): Promise<string> {
+    const { kid, privateKey } = this.keys.signingKey();
+    const claims: CaCertificateClaims = {
+      aud: AUD_CA_CERTIFICATE,
+      iss: TOKEN_ISSUER,
+      iat: Math.floor(Date.now() / 1000),
+      'x5t#S256': certificateThumbprint(caPem),
+      trust_domain: trustDomain,
+    };
+    return new SignJWT({ ...claims }).setProtectedHeader({ alg: TOKEN_ALG, typ: CA_SIGNATURE_TYP, kid }).sign(privateKey);
   }
 
   /** Signs a message for hosts (snapshot messages, fleet licenses) with the active key. */

@@ -43,7 +43,13 @@ export interface NativeFlowEvent {
 }
 
 export interface NativeDatapath {
-  open(pinRoot: string, eventRate: bigint, eventBurst: bigint, udpFlowTimeoutNs: bigint): Promise<void>;
+  open(
+    pinRoot: string,
+    eventRate: bigint,
+    eventBurst: bigint,
+    udpFlowTimeoutNs: bigint,
+    connectHooks: boolean,
+  ): Promise<{ connectHooks: boolean; connectHooksReason: string }>;
   bind(serviceId: number, cgroupPath: string): Promise<{ cgroupId: bigint; relinked: boolean; rebound: boolean }>;
   apply(
     serviceId: number,
@@ -64,7 +70,14 @@ export interface NativeDatapath {
 
 export interface NativeAddon {
   Datapath: new () => NativeDatapath;
-  probe(): Promise<{ progCgroupSkb: boolean; mapLpmTrie: boolean; mapHashOfMaps: boolean; mapRingbuf: boolean; errno: number }>;
+  probe(): Promise<{
+    progCgroupSkb: boolean;
+    mapLpmTrie: boolean;
+    mapHashOfMaps: boolean;
+    mapRingbuf: boolean;
+    progCgroupSockAddr: boolean;
+    errno: number;
+  }>;
   monotonicNs(): bigint;
   purgePins(pinRoot: string): Promise<void>;
   writeFileAtomic(path: string, data: Buffer, mode: number): Promise<void>;

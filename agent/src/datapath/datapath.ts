@@ -50,6 +50,9 @@ export interface OpenOptions {
   flowEventBurst?: number;
   /** How long an allowed UDP flow keeps its return path open after its last packet. */
   udpFlowTimeoutSeconds?: number;
+  /** Attach the connect4/6 and sendmsg4/6 programs that fail a denied connect or sendto
+   * with EPERM at once (default true; used when the kernel has them). false: skb-only. */
+  connectHooks?: boolean;
 }
 
 export interface ApplyOptions {
@@ -131,8 +134,16 @@ export interface ProbeResult {
   kernel: string;
   cgroup2Mount: string | null;
   bpffs: boolean;
-  features: { cgroupSkb: boolean; lpmTrie: boolean; hashOfMaps: boolean; ringbuf: boolean } | null;
+  features: { cgroupSkb: boolean; lpmTrie: boolean; hashOfMaps: boolean; ringbuf: boolean; sockAddr: boolean } | null;
+  /** What works in a reduced form (enforcement still holds): e.g. no connect-time hooks,
+   * so a denied connect is dropped at the packet level and waits for its timeout. */
+  degraded: string[];
 }
+
+/** Why the datapath runs without connect-time hooks on a kernel lacking cgroup sock_addr programs. */
+export const NO_CONNECT_HOOKS_REASON =
+  'kernel lacks cgroup sock_addr programs (connect4/6, sendmsg4/6): enforcement is skb-only, ' +
+  'a denied connect is dropped at the packet level and waits for its timeout instead of failing with EPERM';
 
 /**
  * Checks the rule lists of a policy with protocol's MapSnapshot checker (the one the
@@ -178,6 +189,7 @@ export async function probe(opts: { pinRoot?: string } = {}): Promise<ProbeResul
   const pinParent = existingAncestor(opts.pinRoot ?? DEFAULT_PIN_ROOT);
   const bpffs = isOnFs(pinParent, BPF_FS_MAGIC);
   if (!bpffs) reasons.push(`${pinParent} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)`);
+  const degraded: string[] = [];
   let features: ProbeResult['features'] = null;
   let addon: NativeAddon | undefined;
   try {
@@ -187,7 +199,13 @@ export async function probe(opts: { pinRoot?: string } = {}): Promise<ProbeResul
   }
   if (addon) {
     const f = await addon.probe();
-    features = { cgroupSkb: f.progCgroupSkb, lpmTrie: f.mapLpmTrie, hashOfMaps: f.mapHashOfMaps, ringbuf: f.mapRingbuf };
+    features = {
+      cgroupSkb: f.progCgroupSkb,
+      lpmTrie: f.mapLpmTrie,
+      hashOfMaps: f.mapHashOfMaps,
+      ringbuf: f.mapRingbuf,
+      sockAddr: f.progCgroupSockAddr,
+    };
     if (f.errno === 1 || f.errno === 13) {
       features = null;
       reasons.push('not allowed to use bpf(): run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)');
@@ -195,13 +213,15 @@ export async function probe(opts: { pinRoot?: string } = {}): Promise<ProbeResul
       features = null;
       reasons.push(`bpf() failed with errno ${f.errno}: is BPF enabled in this kernel (${release()})?`);
     } else {
+      // sockAddr is optional: without it the packet programs alone enforce.
       const missing = Object.entries(features)
-        .filter(([, v]) => !v)
+        .filter(([k, v]) => !v && k !== 'sockAddr')
         .map(([k]) => k);
       if (missing.length > 0) reasons.push(`kernel ${release()} lacks BPF features: ${missing.join(', ')}`);
+      if (!features.sockAddr) degraded.push(`${NO_CONNECT_HOOKS_REASON} (kernel ${release()})`);
     }
   }
-  return { ok: reasons.length === 0, reasons, kernel: release(), cgroup2Mount: mount, bpffs, features };
+  return { ok: reasons.length === 0, reasons, kernel: release(), cgroup2Mount: mount, bpffs, features, degraded };
 }
 
 function toMonotonicNs(addon: NativeAddon, expiresAt: Date | number | null): bigint {
@@ -266,16 +286,22 @@ function ipText(family: number, addr: Buffer): string {
 /** An open datapath: one per pin root. Obtain with open(). */
 export class Datapath {
   readonly pinRoot: string;
+  /** Whether bound cgroups get the connect/sendmsg hooks (denied connects fail with EPERM). */
+  readonly connectHooks: boolean;
+  /** Why they are off; empty when connectHooks is true. */
+  readonly connectHooksReason: string;
   #addon: NativeAddon;
   #native: NativeDatapath | null;
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<(e: FlowEvent) => void>();
 
   /** @internal use open() */
-  constructor(addon: NativeAddon, native: NativeDatapath, pinRoot: string) {
+  constructor(addon: NativeAddon, native: NativeDatapath, pinRoot: string, hooks: { connectHooks: boolean; connectHooksReason: string }) {
     this.#addon = addon;
     this.#native = native;
     this.pinRoot = pinRoot;
+    this.connectHooks = hooks.connectHooks;
+    this.connectHooksReason = hooks.connectHooksReason;
   }
 
   /** Runs `fn` after every earlier operation, so calls take effect in call order. */
@@ -295,8 +321,9 @@ export class Datapath {
   }
 
   /**
-   * Binds a service to its cgroup: the egress and ingress programs are attached to the
-   * cgroup through pinned links. Idempotent; binding a service to a new cgroup moves it.
+   * Binds a service to its cgroup: the egress and ingress programs (and, with
+   * connectHooks, the connect4/6 and sendmsg4/6 programs) are attached to the cgroup
+   * through pinned links. Idempotent; binding a service to a new cgroup moves it.
    */
   async bindService(serviceId: number, cgroupPath: string): Promise<{ cgroupId: bigint }> {
     const id = checkServiceId(serviceId);
@@ -500,13 +527,17 @@ export async function open(opts: OpenOptions = {}): Promise<Datapath> {
     if (e instanceof AddonUnavailableError) throw e;
     throw new AddonUnavailableError((e as Error).message, { cause: e });
   }
+  if (opts.connectHooks !== undefined && typeof opts.connectHooks !== 'boolean') {
+    throw new InvalidArgumentError(`connectHooks must be a boolean, got ${JSON.stringify(opts.connectHooks)}`);
+  }
   const native = new addon.Datapath();
+  let hooks: { connectHooks: boolean; connectHooksReason: string };
   try {
-    await native.open(pinRoot, BigInt(rate), BigInt(burst), BigInt(udpTimeout) * 1_000_000_000n);
+    hooks = await native.open(pinRoot, BigInt(rate), BigInt(burst), BigInt(udpTimeout) * 1_000_000_000n, opts.connectHooks ?? true);
   } catch (e) {
     throw fromNative(e, `open datapath at ${pinRoot}`);
   }
-  return new Datapath(addon, native, pinRoot);
+  return new Datapath(addon, native, pinRoot, hooks);
 }
 
 /** Removes the pins of this layout under `pinRoot` without opening it (operator clean-up). */

@@ -16,11 +16,15 @@ interface Target {
   host: string;
   port: number;
   timeoutMs?: number;
+  /** UDP only: connect() the socket first, then send without an address. */
+  connected?: boolean;
 }
 
 interface Outcome {
   ok: boolean;
   error?: string;
+  /** Time from the call to its outcome (connected, error, reply), in milliseconds. */
+  ms?: number;
 }
 
 function tcp(t: Target): Promise<Outcome> {
@@ -47,7 +51,11 @@ function tcp(t: Target): Promise<Outcome> {
 function udp(t: Target): Promise<Outcome> {
   return new Promise((resolve) => {
     const s = createSocket(t.host.includes(':') ? 'udp6' : 'udp4');
+    let finished = false;
     const done = (o: Outcome): void => {
+      // A refused send can surface both as an 'error' and in the send callback.
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       s.close();
       resolve(o);
@@ -55,13 +63,21 @@ function udp(t: Target): Promise<Outcome> {
     const timer = setTimeout(() => done({ ok: false, error: 'timeout' }), t.timeoutMs ?? 400);
     s.once('message', () => done({ ok: true }));
     s.once('error', (e: NodeJS.ErrnoException) => done({ ok: false, error: e.code ?? e.message }));
-    s.send(Buffer.from('ping'), t.port, t.host, (e) => {
+    const sent = (e: Error | null): void => {
       if (e) done({ ok: false, error: (e as NodeJS.ErrnoException).code ?? e.message });
-    });
+    };
+    // A refused connect() reaches this callback with the error (and no connection).
+    if (t.connected) s.connect(t.port, t.host, (e?: Error) => (e ? sent(e) : s.send(Buffer.from('ping'), sent)));
+    else s.send(Buffer.from('ping'), t.port, t.host, sent);
   });
 }
 
-const attempt = (t: Target): Promise<Outcome> => (t.proto === 'tcp' ? tcp(t) : udp(t));
+/** A send error (sendto refused) is reported before any reply wait: udp() resolves then. */
+async function attempt(t: Target): Promise<Outcome> {
+  const start = process.hrtime.bigint();
+  const o = await (t.proto === 'tcp' ? tcp(t) : udp(t));
+  return { ...o, ms: Number(process.hrtime.bigint() - start) / 1e6 };
+}
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? '{}') as {

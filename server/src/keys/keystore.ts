@@ -3,6 +3,8 @@
  * (`<kid>.private.pem` 0600, `<kid>.public.pem`), plus `keyring.json` naming the active
  * kid and the retired ones. The active key signs; every non-retired key verifies and is
  * published in the JWKS, so tokens of a rotated-out key stay valid until retired.
+ * `generation` in keyring.json counts changes to the key set (generate, rotate, retire):
+ * it orders the signed key sets, and replicas sharing the directory agree on it.
  */
 import { generateKeyPairSync, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -15,6 +17,8 @@ export const KID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 interface KeyringFile {
   active: string | null;
   retired: Record<string, string>; // kid -> ISO time of retirement
+  /** Bumped on every change to the key set; absent in keyrings written before it existed. */
+  generation?: number;
 }
 
 export interface KeyInfo {
@@ -35,7 +39,11 @@ function readRing(ringPath: string): KeyringFile {
   if (!existsSync(ringPath)) return { active: null, retired: {} };
   try {
     const parsed = JSON.parse(readFileSync(ringPath, 'utf8')) as Partial<KeyringFile>;
-    return { active: typeof parsed.active === 'string' ? parsed.active : null, retired: parsed.retired ?? {} };
+    return {
+      active: typeof parsed.active === 'string' ? parsed.active : null,
+      retired: parsed.retired ?? {},
+      ...(Number.isSafeInteger(parsed.generation) ? { generation: parsed.generation } : {}),
+    };
   } catch (cause) {
     throw new AegisError('SIGNING_KEY_UNAVAILABLE', `keyring ${ringPath} is not valid JSON; fix or remove it`, { cause });
   }
@@ -86,10 +94,27 @@ export class KeyStore {
       const candidates = store.kids().filter((k) => !(k in store.ring.retired));
       if (candidates.length > 0) {
         store.ring.active = candidates[candidates.length - 1]!;
-        store.saveRing();
+        store.saveChangedRing();
       }
     }
     return store;
+  }
+
+  /**
+   * The key set's generation: the stored counter, or for a keyring from before it, the
+   * number of keys plus the number retired (what the changes so far would have counted).
+   */
+  generation(): number {
+    this.reloadIfChanged();
+    if (this.ring.generation !== undefined) return this.ring.generation;
+    const retired = Object.keys(this.ring.retired);
+    return new Set([...this.kids(), ...retired]).size + retired.length;
+  }
+
+  /** Saves a change to the key set: a new generation, so newer signed sets order after older ones. */
+  private saveChangedRing(): void {
+    this.ring.generation = this.generation() + 1;
+    this.saveRing();
   }
 
   private saveRing(): void {
@@ -137,10 +162,8 @@ export class KeyStore {
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');
     writeFileAtomic(this.privatePath(id), privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
     writeFileAtomic(this.publicPath(id), publicKey.export({ type: 'spki', format: 'pem' }) as string, 0o644);
-    if (this.ring.active === null) {
-      this.ring.active = id;
-      this.saveRing();
-    }
+    if (this.ring.active === null) this.ring.active = id;
+    this.saveChangedRing(); // a new key is published: a new generation
     return this.info(id);
   }
 
@@ -148,7 +171,7 @@ export class KeyStore {
   rotate(kid?: string): KeyInfo {
     const info = this.generate(kid);
     this.ring.active = info.kid;
-    this.saveRing();
+    this.saveChangedRing();
     return this.info(info.kid);
   }
 
@@ -160,7 +183,7 @@ export class KeyStore {
     }
     if (!(kid in this.ring.retired)) {
       this.ring.retired[kid] = new Date().toISOString();
-      this.saveRing();
+      this.saveChangedRing();
     }
     this.publicKeys.delete(kid);
     return this.info(kid);
