@@ -189,6 +189,9 @@ t.test('segmentation end to end', async (t) => {
     await eventually('community after revocation', async () => (await agent.api('GET', '/v1/status')).body.edition === 'community', 5000);
     t.pass('revoked: community edition after one publish and one refresh');
     t.equal((await agent.api('GET', '/v1/status')).body.fleet_license.status, 'revoked');
+    // The machine ended with its license, so the agent reconnects NATS without one; the
+    // replay below must reach that connection to be refused by it.
+    await eventually('back on NATS without a machine', async () => (await agent.api('GET', '/v1/status')).body.nats.connected === true, 10_000);
     nc.publish('aegis.license.prod', sc.encode(captured[0]!)); // replay the older, still-valid envelope
     await nc.flush();
     await agent.waitFor(() => agent.logs.some((l) => l.includes('replay or rollback')), 5000, 'replay rejected');

@@ -16,6 +16,7 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { requireCapability } from '../harness/capabilities.js';
 import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from '../harness/datapath.js';
+import { BPF_ABI } from '../../protocol/src/index.js';
 import { open } from '../../agent/src/datapath/index.js';
 import type { FlowEvent } from '../../agent/src/datapath/index.js';
 
@@ -78,7 +79,7 @@ t.test('a denied destination fails at connect()/sendto() with EPERM', { timeout:
   await dp.bindService(svc, cg);
   const pins = readdirSync(pinRoot);
   for (const tag of ['eg', 'in', 'c4', 'c6', 's4', 's6']) {
-    t.ok(pins.includes(`aegis_v1_link_${tag}_${svc}`), `pinned link ${tag} attached to the service cgroup`);
+    t.ok(pins.includes(`${BPF_ABI.AEGIS_PIN_PREFIX}link_${tag}_${svc}`), `pinned link ${tag} attached to the service cgroup`);
   }
 
   const a4 = await tcpListener('127.0.0.1');
@@ -203,14 +204,14 @@ t.test('a denied destination fails at connect()/sendto() with EPERM', { timeout:
     t.equal(skbOnly.connectHooks, false);
     t.match(skbOnly.connectHooksReason, /disabled/);
     await skbOnly.bindService(svc, cg);
-    t.notOk(readdirSync(pinRoot).some((n) => n === `aegis_v1_link_c4_${svc}`), 'connect links detached');
+    t.notOk(readdirSync(pinRoot).some((n) => n === `${BPF_ABI.AEGIS_PIN_PREFIX}link_c4_${svc}`), 'connect links detached');
     await skbOnly.apply(svc, policy, { mode: 'enforce', expiresAt: future, generation: 8 });
     const r = await run(cg, [targets[0]!, { ...targets[1]!, timeoutMs: 300 }]);
     t.equal(r[0]!.ok, true, 'allowed edge connects');
     t.equal(r[1]!.error, 'timeout', 'denied connect hangs until the caller gives up (the behaviour the hooks fix)');
     await skbOnly.close();
     await dp.bindService(svc, cg);
-    t.ok(readdirSync(pinRoot).includes(`aegis_v1_link_c4_${svc}`), 'rebinding with hooks attaches them again');
+    t.ok(readdirSync(pinRoot).includes(`${BPF_ABI.AEGIS_PIN_PREFIX}link_c4_${svc}`), 'rebinding with hooks attaches them again');
     t.equal((await run(cg, [targets[1]!]))[0]!.error, 'EPERM');
   });
 
