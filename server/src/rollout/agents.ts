@@ -11,6 +11,7 @@ import type { Kysely } from 'kysely';
 import { AegisError, ALL_HOSTS, isMachineId, type AgentAck, type AgentStatusReport } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { iso, type Clock } from '../clock.js';
+import { statusOf } from '../licenses.js';
 
 const MAX_FLOWS_PER_REPORT = 10_000;
 
@@ -77,11 +78,11 @@ export class AgentRegistry {
       .select(['machines.hostname as hostname', 'machines.status as status', 'licenses.status as license_status', 'licenses.expires_at as expires_at'])
       .where('machines.id', '=', machineId)
       .executeTakeFirst();
-    const now = iso(this.clock.now());
     // A machine that was deactivated, or whose license was revoked or ran out, speaks for nothing.
-    if (!machine || machine.status !== 'active' || machine.license_status !== 'active' || (machine.expires_at !== null && machine.expires_at <= now)) {
+    if (!machine || machine.status !== 'active' || statusOf({ status: machine.license_status, expires_at: machine.expires_at }, this.clock.now()) !== 'active') {
       return 'unknown machine';
     }
+    const now = iso(this.clock.now());
     const hostname = machine.hostname;
     if (kind === 'status') {
       if (typeof data.edition !== 'string' || !Array.isArray(data.services)) return 'malformed';
