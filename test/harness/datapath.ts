@@ -5,6 +5,8 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../../agent/src/datapath/addon.js';
@@ -109,4 +111,24 @@ export function runNodeInCgroup(cgroupPath: string | null, script: string, args:
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+export interface Listener {
+  port: number;
+  /** Connections accepted (TCP) or datagrams received (UDP). */
+  seen: number;
+  close(): Promise<void>;
+}
+
+/** A TCP listener that counts and closes every connection. */
+export async function tcpListener(host: string): Promise<Listener> {
+  const l: Listener = { port: 0, seen: 0, close: async () => {} };
+  const srv = createServer((c) => {
+    l.seen++;
+    c.end();
+  });
+  await new Promise<void>((r) => srv.listen(0, host, () => r()));
+  l.port = (srv.address() as AddressInfo).port;
+  l.close = () => new Promise<void>((r) => srv.close(() => r()));
+  return l;
 }

@@ -49,7 +49,7 @@ export interface NativeDatapath {
     eventBurst: bigint,
     udpFlowTimeoutNs: bigint,
     connectHooks: boolean,
-  ): Promise<{ connectHooks: boolean; connectHooksReason: string }>;
+  ): Promise<{ connectHooks: boolean; connectHooksReason: string; olderLayout: number }>;
   bind(serviceId: number, cgroupPath: string): Promise<{ cgroupId: bigint; relinked: boolean; rebound: boolean }>;
   apply(
     serviceId: number,
@@ -66,6 +66,8 @@ export interface NativeDatapath {
   stopEvents(): void;
   close(): Promise<void>;
   purge(): Promise<void>;
+  /** Detaches and unpins an older layout's pins under the root; resolves to the links detached. */
+  retireOlderLayout(): Promise<number>;
 }
 
 export interface NativeAddon {

@@ -147,14 +147,15 @@ t.test('pins of an incompatible layout are refused and left alone', { timeout: 6
   await t.rejects(open({ pinRoot: v99 }), IncompatiblePinError, 'layout marker of version 99 refused');
   t.same(readdirSync(v99), ['aegis_layout'], 'nothing was added next to the foreign marker');
 
-  // A foreign versioned pin without a marker (the previous layout's name).
-  const v1 = testPinRoot('validation-v1');
-  mkdirSync(v1, { recursive: true });
-  t.teardown(() => rmSync(v1, { recursive: true, force: true }));
-  run('bpftool', ['map', 'create', `${v1}/aegis_v1_pol`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '1', 'name', 'aegis_v1_pol']);
-  const e = await open({ pinRoot: v1 }).catch((x: unknown) => x);
-  t.ok(e instanceof IncompatiblePinError, 'aegis_v1_* pin refused');
-  t.match((e as Error).message, /aegis_v1_pol/, 'the error names the offending pin');
+  // A versioned pin of a newer layout without a marker (an older layout's pins are an
+  // upgrade instead: upgrade.test.ts).
+  const v9 = testPinRoot('validation-v9');
+  mkdirSync(v9, { recursive: true });
+  t.teardown(() => rmSync(v9, { recursive: true, force: true }));
+  run('bpftool', ['map', 'create', `${v9}/aegis_v9_pol`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '1', 'name', 'aegis_v9_pol']);
+  const e = await open({ pinRoot: v9 }).catch((x: unknown) => x);
+  t.ok(e instanceof IncompatiblePinError, 'aegis_v9_* pin refused');
+  t.match((e as Error).message, /aegis_v9_pol/, 'the error names the offending pin');
 
   // A v2 name whose map does not match this build's layout (libbpf's reuse check).
   const bad = testPinRoot('validation-badmap');
