@@ -4,7 +4,7 @@
  * parallel, and a child-process runner that places the child in a cgroup before it runs.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../../agent/src/datapath/addon.js';
 import { BPF_FS_MAGIC } from '../../agent/src/datapath/cgroup.js';
 import { cgroup2Mount, probe } from '../../agent/src/datapath/index.js';
+import { BPF_ABI } from '../../protocol/src/index.js';
 import { missingRoot, run } from './capabilities.js';
 
 const BPFFS = '/sys/fs/bpf';
@@ -131,4 +132,27 @@ export async function tcpListener(host: string): Promise<Listener> {
   l.port = (srv.address() as AddressInfo).port;
   l.close = () => new Promise<void>((r) => srv.close(() => r()));
   return l;
+}
+
+/** Rewrites the layout marker (magic, version, created_ns) with bpftool, as another build would have written it. */
+export function writeLayoutMarker(pinRoot: string, version: number): void {
+  const bytes = Buffer.alloc(16);
+  bytes.writeUInt32LE(BPF_ABI.AEGIS_LAYOUT_MAGIC, 0);
+  bytes.writeUInt32LE(version, 4);
+  run('bpftool', ['map', 'update', 'pinned', join(pinRoot, BPF_ABI.AEGIS_LAYOUT_PIN), 'key', '0', '0', '0', '0', 'value', ...[...bytes].map(String)]);
+}
+
+/**
+ * Turns this build's pins under `pinRoot` into what the previous layout would have left:
+ * its maps and links renamed to that layout's prefix (the programs keep running with the
+ * policy in those maps) and the marker naming it, or no marker with `marker: false`.
+ */
+export function ageLayout(pinRoot: string, o: { marker?: boolean } = {}): void {
+  const prefix = BPF_ABI.AEGIS_PIN_PREFIX;
+  const older = `aegis_v${BPF_ABI.AEGIS_LAYOUT_VERSION - 1}_`;
+  for (const n of readdirSync(pinRoot)) {
+    if (n.startsWith(prefix)) renameSync(join(pinRoot, n), join(pinRoot, older + n.slice(prefix.length)));
+  }
+  if (o.marker === false) rmSync(join(pinRoot, BPF_ABI.AEGIS_LAYOUT_PIN), { force: true });
+  else writeLayoutMarker(pinRoot, BPF_ABI.AEGIS_LAYOUT_VERSION - 1);
 }

@@ -13,34 +13,15 @@
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { requireCapability } from '../../../test/harness/capabilities.js';
-import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, tcpListener, testPinRoot } from '../../../test/harness/datapath.js';
+import { ageLayout, helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, tcpListener, testPinRoot, writeLayoutMarker } from '../../../test/harness/datapath.js';
 import { BPF_ABI } from '../../../protocol/src/index.js';
 import { open, purgePins } from './index.js';
 import { DatapathError } from './errors.js';
 
 const CURRENT = BPF_ABI.AEGIS_LAYOUT_VERSION;
-const PREFIX = BPF_ABI.AEGIS_PIN_PREFIX;
 const OLDER_PREFIX = `aegis_v${CURRENT - 1}_`;
-
-/** Rewrites the layout marker (magic, version, created_ns) with bpftool, as another build would have written it. */
-function writeMarker(pinRoot: string, version: number): void {
-  const bytes = Buffer.alloc(16);
-  bytes.writeUInt32LE(BPF_ABI.AEGIS_LAYOUT_MAGIC, 0);
-  bytes.writeUInt32LE(version, 4);
-  const hex = [...bytes].map((b) => String(b));
-  execFileSync('bpftool', ['map', 'update', 'pinned', join(pinRoot, BPF_ABI.AEGIS_LAYOUT_PIN), 'key', '0', '0', '0', '0', 'value', ...hex]);
-}
-
-/** Turns this build's pins into what the previous layout would have left. */
-function ageLayout(pinRoot: string): void {
-  for (const n of readdirSync(pinRoot)) {
-    if (n.startsWith(PREFIX)) renameSync(join(pinRoot, n), join(pinRoot, OLDER_PREFIX + n.slice(PREFIX.length)));
-  }
-  writeMarker(pinRoot, CURRENT - 1);
-}
 
 t.test('an older layout is upgraded in place without a gap', { timeout: 120_000 }, async (t) => {
   if (!requireCapability(t, await missingDatapath())) return;
@@ -62,7 +43,7 @@ t.test('an older layout is upgraded in place without a gap', { timeout: 120_000 
   t.teardown(async () => {
     // A failed step may leave the marker naming a newer layout, which purge refuses.
     try {
-      writeMarker(pinRoot, CURRENT);
+      writeLayoutMarker(pinRoot, CURRENT);
     } catch {
       /* no marker: nothing to mend */
     }
@@ -108,10 +89,7 @@ t.test('an older layout is upgraded in place without a gap', { timeout: 120_000 
   await again.close();
 
   await t.test('old pins without a marker are an upgrade too', async (t) => {
-    for (const n of readdirSync(pinRoot)) {
-      if (n.startsWith(PREFIX)) renameSync(join(pinRoot, n), join(pinRoot, OLDER_PREFIX + n.slice(PREFIX.length)));
-    }
-    execFileSync('rm', ['-f', join(pinRoot, BPF_ABI.AEGIS_LAYOUT_PIN)]);
+    ageLayout(pinRoot, { marker: false });
     const d = await open({ pinRoot });
     t.equal(d.olderLayout, CURRENT - 1, 'found by the versioned names');
     await d.bindService(svc, cg);
@@ -122,13 +100,13 @@ t.test('an older layout is upgraded in place without a gap', { timeout: 120_000 
   });
 
   await t.test('a newer layout is refused, and purge leaves it alone', async (t) => {
-    writeMarker(pinRoot, CURRENT + 1);
+    writeLayoutMarker(pinRoot, CURRENT + 1);
     const opened = await open({ pinRoot }).then(() => null, (e: unknown) => e);
     t.ok(opened instanceof DatapathError && opened.code === 'INCOMPATIBLE_PIN', `open refuses to guess at a newer layout: ${String(opened)}`);
     t.match((opened as Error).message, /newer layout is not downgraded/, 'and says why');
     const purged = await purgePins(pinRoot).then(() => null, (e: unknown) => e);
     t.ok(purged instanceof DatapathError && purged.code === 'INCOMPATIBLE_PIN', `purge refuses it too: ${String(purged)}`);
     t.same(await probe(), [true, false, false], 'and the pins that enforce were not touched');
-    writeMarker(pinRoot, CURRENT);
+    writeLayoutMarker(pinRoot, CURRENT);
   });
 });
