@@ -750,6 +750,16 @@ int main(int argc, char **argv)
 		result("load-all", 1, "2 cgroup_skb + 4 cgroup_sock_addr programs, %s", obj_path);
 	}
 	dump_log(20); /* warnings of a successful load, if any */
+	/* How much verifier work each program took in this kernel (the limit is 1M). */
+	for (size_t i = 0; i < NHOOKS; i++) {
+		struct bpf_program *p = bpf_object__find_program_by_name(obj, hooks[i].name);
+		struct bpf_prog_info pi = {};
+		__u32 pl = sizeof(pi);
+
+		if (bpf_program__fd(p) >= 0 && !bpf_obj_get_info_by_fd(bpf_program__fd(p), &pi, &pl))
+			info("prog_%s=verified_insns:%u,xlated_bytes:%u,jited_bytes:%u", hooks[i].name + 6,
+			     pi.verified_insns, pi.xlated_prog_len, pi.jited_prog_len);
+	}
 
 	outer_fd = bpf_object__find_map_fd_by_name(obj, AEGIS_PIN_PREFIX "pol");
 	cgrp_fd = bpf_object__find_map_fd_by_name(obj, AEGIS_PIN_PREFIX "cgrp");
