@@ -144,6 +144,18 @@ static void dump_log(int lines)
 	logbuf[0] = 0;
 }
 
+/* An errno name, or libbpf's text for its own codes (LIBBPF_ERRNO__*). */
+static const char *err_name(int e)
+{
+	static char buf[128];
+	const char *n = strerrorname_np(e);
+
+	if (n)
+		return n;
+	libbpf_strerror(e, buf, sizeof(buf));
+	return buf;
+}
+
 static int write_file(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -735,12 +747,12 @@ int main(int argc, char **argv)
 
 	obj = load(obj_path, pin_root, 1, &err);
 	if (!obj) {
-		result("load-all", 0, "%s (verifier/libbpf log follows)", strerrorname_np(err));
+		result("load-all", 0, "%s (verifier/libbpf log follows)", err_name(err));
 		dump_log(120);
 		with_hooks = 0;
 		obj = load(obj_path, pin_root, 0, &err);
 		if (!obj) {
-			result("load-packet-programs", 0, "%s", strerrorname_np(err));
+			result("load-packet-programs", 0, "%s", err_name(err));
 			dump_log(120);
 			unpin(pin_root);
 			return 1;
