@@ -99,15 +99,17 @@ export class AgentRegistry {
       await this.upsert(machineId, hostname, { applied: JSON.stringify(applied) });
       return null;
     }
+    // One moment of receipt: what old-format lines' intervals are, and what orders the log.
+    const receivedAt = this.clock.now();
     let report;
     try {
-      report = parseFlowReport(data, this.clock.now().getTime());
+      report = parseFlowReport(data, receivedAt.getTime());
     } catch (e) {
       if (e instanceof FlowReportError) return `malformed: ${e.message}`;
       throw e;
     }
     if (!(await this.targeted(machineId, report.service_id))) return 'service not targeted at this machine';
-    await this.flowLog.append(machineId, report.rows);
+    await this.flowLog.append(machineId, report.rows, receivedAt);
     await this.upsert(machineId, hostname, {});
     return null;
   }

@@ -96,10 +96,10 @@ export class FlowLog {
     readonly retention: FlowRetention = { days: DEFAULT_FLOW_RETENTION_DAYS, maxRows: DEFAULT_FLOW_MAX_ROWS },
   ) {}
 
-  /** Files a report's rows under `machineId`, all or none (one transaction). */
-  async append(machineId: string, rows: readonly FlowRow[]): Promise<void> {
+  /** Files a report's rows under `machineId`, received at `receivedAt`, all or none (one transaction). */
+  async append(machineId: string, rows: readonly FlowRow[], receivedAt: Date): Promise<void> {
     if (rows.length === 0) return;
-    const received_at = iso(this.clock.now());
+    const received_at = iso(receivedAt);
     await this.db.transaction().execute(async (trx) => {
       for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
         await trx
