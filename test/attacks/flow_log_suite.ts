@@ -13,10 +13,13 @@ import type { Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sql, type Kysely } from 'kysely';
 import { connect as natsConnect, credsAuthenticator, StringCodec, type NatsConnection } from 'nats';
 import { MAX_RULES_PER_SERVICE, subjects } from '../../protocol/src/index.js';
 import { SCOPES } from '../../server/src/api_keys.js';
 import { loadConfig } from '../../server/src/config.js';
+import { openDatabase } from '../../server/src/db/database.js';
+import { migratorFor } from '../../server/src/db/migrations.js';
 import { NatsAuthority } from '../../server/src/nats/credentials.js';
 import { missingCommand, requireCapability } from '../harness/capabilities.js';
 import { eventually } from '../harness/middlebox.js';
@@ -29,6 +32,41 @@ const sc = StringCodec();
 const snap = (service_id: number) => ({ version: 1, service_id, edges: [{ dst_cidr: '10.9.0.0/24', proto: 'tcp', port: 443 }], ttl_seconds: 900 });
 
 export function flowLogSuite(t: Test, newDatabase: DatabaseFactory): void {
+  t.test('0007_flow_log moves agent_flows into the flow log, and back on the way down', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-flowmig-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const { db, dialect } = openDatabase((await newDatabase()) ?? `sqlite:${join(dir, 'aegis.db')}`);
+    t.teardown(() => db.destroy());
+    const raw = db as unknown as Kysely<any>;
+    const m = migratorFor(db, dialect);
+    t.notOk((await m.migrateTo('0006_machine_identity')).error);
+    const seen = '2026-11-30T10:00:00.000Z';
+    await raw
+      .insertInto('agent_flows')
+      .values([
+        { machine_id: 'm-1', service_id: 5, dst: '10.0.0.1', proto: 'tcp', port: 443, count: 12, last_seen_at: seen },
+        { machine_id: 'm-2', service_id: 5, dst: '10.0.0.2', proto: 'udp', port: 53, count: 3, last_seen_at: seen },
+      ])
+      .execute();
+    t.notOk((await m.migrateToLatest()).error);
+    const rows = (await raw.selectFrom('flow_log').selectAll().orderBy('machine_id').execute()).map((r: any) => ({ ...r, id: undefined, port: Number(r.port), count: Number(r.count), service_id: Number(r.service_id) }));
+    t.same(
+      rows.map((r: any) => [r.machine_id, r.service_id, r.direction, r.verdict, r.proto, r.remote, r.port, r.count, r.rule, r.reason, r.revision, r.interval_start, r.interval_end, r.received_at]),
+      [
+        ['m-1', 5, 'egress', 'dropped', 'tcp', '10.0.0.1', 443, 12, null, null, null, seen, seen, seen],
+        ['m-2', 5, 'egress', 'dropped', 'udp', '10.0.0.2', 53, 3, null, null, null, seen, seen, seen],
+      ],
+      'each running total became one dropped egress row received at its last_seen_at',
+    );
+    const tables = dialect === 'postgres' ? sql`select table_name as name from information_schema.tables where table_name = 'agent_flows'` : sql`select name from sqlite_master where name = 'agent_flows'`;
+    t.same((await tables.execute(db)).rows, [], 'agent_flows is gone: one home for flows');
+    await raw.insertInto('flow_log').values({ machine_id: 'm-1', service_id: 5, revision: 3, direction: 'egress', verdict: 'would-drop', proto: 'tcp', remote: '10.0.0.1', port: 443, rule: null, reason: 'policy', count: 8, interval_start: seen, interval_end: seen, received_at: '2026-11-30T11:00:00.000Z' }).execute();
+    await raw.insertInto('flow_log').values({ machine_id: 'm-1', service_id: 5, revision: 3, direction: 'egress', verdict: 'allowed', proto: 'tcp', remote: '10.0.0.9', port: 443, rule: 0, reason: 'policy', count: 8, interval_start: seen, interval_end: seen, received_at: seen }).execute();
+    t.notOk((await m.migrateTo('0006_machine_identity')).error);
+    const back = (await raw.selectFrom('agent_flows').selectAll().orderBy('machine_id').execute()).map((r: any) => [r.machine_id, r.dst, r.proto, Number(r.port), Number(r.count), r.last_seen_at]);
+    t.same(back, [['m-1', '10.0.0.1', 'tcp', 443, 20, '2026-11-30T11:00:00.000Z'], ['m-2', '10.0.0.2', 'udp', 53, 3, seen]], 'down: denied egress summed back into running totals');
+  });
+
   t.test('flow log: ingest, hostile reports, queries, tenancy, segmenter input, retention', async (t) => {
     const url = await newDatabase();
     const s: TestServer = await startTestServer({

@@ -339,10 +339,13 @@ export interface MigrationOutcome {
   applied: string[];
 }
 
+/** The migrator over this server's migrations (written against an untyped schema: they create the types' tables). */
+export function migratorFor(db: Kysely<Database>, dialect: Dialect): Migrator {
+  return new Migrator({ db: db as Kysely<any>, provider: new StaticProvider(dialect) });
+}
+
 export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<MigrationOutcome> {
-  // Migrations are written against an untyped schema: they create the types' tables.
-  const migrator = new Migrator({ db: db as Kysely<any>, provider: new StaticProvider(dialect) });
-  const { error, results } = await migrator.migrateToLatest();
+  const { error, results } = await migratorFor(db, dialect).migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };
 }
