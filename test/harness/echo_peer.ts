@@ -6,6 +6,8 @@
  *   serve:    TCP echo listeners on `ports` (0: any free port) of `host`; writes the bound
  *             ports as JSON to readyFile; runs until stopFile appears; reports accepts per port.
  *   exchange: per target, connect, send `bytes` bytes, wait for all of them back, close.
+ *   loop:     exchange with every target in turn until stopFile appears (readyFile after the
+ *             first round); reports per target how many succeeded and failed, by error.
  *   hold:     one connection per target kept open; sends `chunk` bytes and waits for the echo
  *             again and again until stopFile appears. An exchange with no full echo within
  *             stallMs is a stall. `okAfterMark` counts exchanges whose request was sent after
@@ -40,7 +42,7 @@ export interface HoldOutcome {
 }
 
 interface Spec {
-  op: 'serve' | 'exchange' | 'hold';
+  op: 'serve' | 'exchange' | 'loop' | 'hold';
   host?: string;
   ports?: number[];
   targets?: EchoTarget[];
@@ -103,13 +105,14 @@ async function hold(spec: Spec, t: EchoTarget, deadline: number, opened: () => v
     wake?.();
   });
   let ended = false;
+  let stopping = false; // our own destroy() at the end is no error
   s.once('error', (e: NodeJS.ErrnoException) => {
     out.error = e.code ?? e.message;
     ended = true;
     wake?.();
   });
   s.once('close', () => {
-    out.error ??= 'closed';
+    if (!stopping) out.error ??= 'closed';
     ended = true;
     wake?.();
   });
@@ -143,6 +146,7 @@ async function hold(spec: Spec, t: EchoTarget, deadline: number, opened: () => v
     }
     if ((spec.intervalMs ?? 0) > 0) await sleep(spec.intervalMs!);
   }
+  stopping = true;
   s.destroy();
   return out;
 }
@@ -174,6 +178,25 @@ async function main(): Promise<void> {
     const results: ExchangeOutcome[] = [];
     for (const t of spec.targets ?? []) results.push(await exchange(t));
     process.stdout.write(JSON.stringify({ results }) + '\n');
+    return;
+  }
+  if (spec.op === 'loop') {
+    const targets = spec.targets ?? [];
+    const counts = targets.map(() => ({ ok: 0, failed: 0, errors: {} as Record<string, number> }));
+    let rounds = 0;
+    while (!existsSync(spec.stopFile!) && Date.now() < deadline) {
+      for (let i = 0; i < targets.length; i++) {
+        const o = await exchange(targets[i]!);
+        const c = counts[i]!;
+        if (o.ok) c.ok++;
+        else {
+          c.failed++;
+          c.errors[o.error ?? '?'] = (c.errors[o.error ?? '?'] ?? 0) + 1;
+        }
+      }
+      if (++rounds === 1 && spec.readyFile) writeFileSync(spec.readyFile, 'ready');
+    }
+    process.stdout.write(JSON.stringify({ rounds, counts }) + '\n');
     return;
   }
   if (spec.op === 'hold') {
