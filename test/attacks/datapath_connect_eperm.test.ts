@@ -7,7 +7,8 @@
  * (sendto) and connected UDP. Observe mode lets the connect through and counts it once as
  * would-drop; the refusal takes under a millisecond (median); a swapped-in policy takes
  * effect on the next connect; expired fail-closed refuses at connect time too; the links
- * survive the process that made them; a datapath opened skb-only (what a kernel without sock_addr programs gets) still enforces, by drop.
+ * survive the process that made them; a datapath opened skb-only (what a kernel without
+ * sock_addr programs gets) still enforces, by drop.
  */
 import t from 'tap';
 import { readdirSync } from 'node:fs';
