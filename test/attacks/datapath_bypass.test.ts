@@ -8,53 +8,14 @@
  * packets on loopback.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { requireCapability, missingCommand } from '../harness/capabilities.js';
 import { makeCgroup, missingDatapath, removeCgroup, testPinRoot } from '../harness/datapath.js';
+import { rawListen, sendBypass } from '../harness/raw_packets.js';
 import { open } from '../../agent/src/datapath/index.js';
 
-const SCRIPT = fileURLToPath(new URL('../../../test/attacks/bypass_packets.py', import.meta.url));
 const CASES = ['tcp-ack', 'udplite', 'sctp', 'proto253', 'v6-exthdr'] as const;
 const PING_RANGE = '/proc/sys/net/ipv4/ping_group_range';
-
-function run(argv: string[], cgroup: string | null): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cmd = cgroup === null ? 'exec "$@"' : `echo $$ > "${cgroup}/cgroup.procs" && exec "$@"`;
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', cmd, 'sh', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/**
- * Starts the raw listener; resolves once it listens, with a promise of what it saw (wrapped:
- * a promise resolved with a promise would wait for the inner one).
- */
-function listen(marker: string, seconds: number): Promise<{ seen: Promise<string[]> }> {
-  return new Promise((ready, reject) => {
-    const child = spawn('python3', [SCRIPT, 'recv', String(seconds), marker], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let resolveSeen: (v: string[]) => void;
-    const seen = new Promise<string[]>((r) => (resolveSeen = r));
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.startsWith('ready\n')) ready({ seen });
-    });
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`listener exited ${code}: ${err}`));
-      resolveSeen(JSON.parse(out.split('\n').filter(Boolean).pop()!) as string[]);
-    });
-  });
-}
 
 t.test('what the datapath used to let through is refused in enforce and counted in observe', { timeout: 120_000 }, async (t) => {
   if (!requireCapability(t, await missingDatapath())) return;
@@ -76,10 +37,10 @@ t.test('what the datapath used to let through is refused in enforce and counted 
   const counters = async () => (await dp.stats()).find((s) => s.serviceId === svc)!.counters!;
 
   async function attack(marker: string): Promise<{ arrived: string[]; ping: string }> {
-    const { seen } = await listen(marker, 5);
-    const r = await run(['python3', SCRIPT, 'send', CASES.join(','), '127.0.0.1', '5555', marker], cg);
+    const { seen } = await rawListen(marker, 5);
+    const r = await sendBypass(cg, CASES, '127.0.0.1', 5555, marker);
     if (r.code !== 0) throw new Error(`sender: ${r.stderr}`);
-    const ping = await run(['python3', SCRIPT, 'send', 'ping', '127.0.0.1', '0', marker], cg);
+    const ping = await sendBypass(cg, ['ping'], '127.0.0.1', 0, marker);
     return { arrived: await seen, ping: ping.stdout.trim() || ping.stderr.trim() };
   }
 
@@ -107,7 +68,7 @@ t.test('what the datapath used to let through is refused in enforce and counted 
 
   await t.test('enforce with icmp allowed: the echo is answered', async (t) => {
     await dp.apply(svc, { edges: [...policy.edges, { dst_cidr: '127.0.0.1/32', proto: 'icmp' as const, port: 8 }], allow_cidrs: [] }, { mode: 'enforce', expiresAt: future, generation: 3 });
-    const r = await run(['python3', SCRIPT, 'send', 'ping', '127.0.0.1', '0', `icmp-${process.pid}`], cg);
+    const r = await sendBypass(cg, ['ping'], '127.0.0.1', 0, `icmp-${process.pid}`);
     t.equal(r.stdout.trim(), 'reply', `ping works when icmp echo is an edge (${r.stderr.trim()})`);
   });
 });

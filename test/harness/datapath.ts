@@ -4,9 +4,10 @@
  * parallel, and a child-process runner that places the child in a cgroup before it runs.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../../agent/src/datapath/addon.js';
@@ -86,6 +87,81 @@ export function helperScript(name: string): string {
   return fileURLToPath(new URL(`../../agent/src/datapath/${name}`, import.meta.url));
 }
 
+/** Path of a compiled child program of the test harness (dist/test/harness/<name>). */
+export function harnessScript(name: string): string {
+  return fileURLToPath(new URL(`./${name}`, import.meta.url));
+}
+
+/** Resolves once `path` exists (a child's ready file), or rejects after `ms`. */
+export async function waitForFile(path: string, ms = 10_000): Promise<string> {
+  const until = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (Date.now() > until) throw new Error(`${path} did not appear within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  // The writer may not have finished: wait for content.
+  for (;;) {
+    const text = readFileSync(path, 'utf8');
+    if (text.length > 0 || Date.now() > until) return text;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A listener in this (unenforced) process; `seen` counts connections or datagrams. */
+export interface Listener {
+  port: number;
+  seen: number;
+  close(): Promise<void>;
+}
+
+/** TCP listener that accepts and closes at once. */
+export async function tcpListener(host: string): Promise<Listener> {
+  const l: Listener = { port: 0, seen: 0, close: async () => {} };
+  const srv = createServer((c) => {
+    l.seen++;
+    c.end();
+  });
+  await new Promise<void>((r) => srv.listen(0, host, () => r()));
+  l.port = (srv.address() as AddressInfo).port;
+  l.close = () => new Promise<void>((r) => srv.close(() => r()));
+  return l;
+}
+
+/** TCP listener that echoes what it receives until the peer ends; close() also drops open connections. */
+export async function tcpEcho(host: string): Promise<Listener> {
+  const l: Listener = { port: 0, seen: 0, close: async () => {} };
+  const open = new Set<Socket>();
+  const srv = createServer((c) => {
+    l.seen++;
+    open.add(c);
+    c.on('error', () => c.destroy());
+    c.on('close', () => open.delete(c));
+    c.pipe(c);
+  });
+  await new Promise<void>((r) => srv.listen(0, host, () => r()));
+  l.port = (srv.address() as AddressInfo).port;
+  l.close = () =>
+    new Promise<void>((r) => {
+      for (const c of open) c.destroy();
+      srv.close(() => r());
+    });
+  return l;
+}
+
+/** UDP socket that sends every datagram back to its sender. */
+export async function udpEcho(host: string): Promise<Listener> {
+  const l: Listener = { port: 0, seen: 0, close: async () => {} };
+  const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  s.on('message', (m, rinfo) => {
+    l.seen++;
+    s.send(m, rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((r) => s.bind(0, host, () => r()));
+  l.port = s.address().port;
+  l.close = () => new Promise<void>((r) => s.close(() => r()));
+  return l;
+}
+
 export interface ChildResult {
   code: number | null;
   stdout: string;
@@ -93,14 +169,14 @@ export interface ChildResult {
 }
 
 /**
- * Runs `node script args...` with the child placed in `cgroupPath` before its first
- * instruction: a shell writes its own pid to cgroup.procs and then execs node, so every
- * socket the child opens belongs to that cgroup.
+ * Runs `argv` with the child placed in `cgroupPath` (null: where this process is) before
+ * its first instruction: a shell writes its own pid to cgroup.procs and then execs argv,
+ * so every socket the child opens belongs to that cgroup.
  */
-export function runNodeInCgroup(cgroupPath: string | null, script: string, args: string[], timeoutMs = 120_000): Promise<ChildResult> {
+export function runInCgroup(cgroupPath: string | null, argv: string[], timeoutMs = 120_000): Promise<ChildResult> {
   const cmd = cgroupPath === null ? 'exec "$@"' : `echo $$ > "${cgroupPath}/cgroup.procs" && exec "$@"`;
   return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', cmd, 'sh', process.execPath, script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('sh', ['-c', cmd, 'sh', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -112,26 +188,6 @@ export function runNodeInCgroup(cgroupPath: string | null, script: string, args:
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-export interface Listener {
-  port: number;
-  /** Connections accepted (TCP) or datagrams received (UDP). */
-  seen: number;
-  close(): Promise<void>;
-}
-
-/** A TCP listener that counts and closes every connection. */
-export async function tcpListener(host: string): Promise<Listener> {
-  const l: Listener = { port: 0, seen: 0, close: async () => {} };
-  const srv = createServer((c) => {
-    l.seen++;
-    c.end();
-  });
-  await new Promise<void>((r) => srv.listen(0, host, () => r()));
-  l.port = (srv.address() as AddressInfo).port;
-  l.close = () => new Promise<void>((r) => srv.close(() => r()));
-  return l;
 }
 
 /** Rewrites the layout marker (magic, version, created_ns) with bpftool, as another build would have written it. */
@@ -155,4 +211,9 @@ export function ageLayout(pinRoot: string, o: { marker?: boolean } = {}): void {
   }
   if (o.marker === false) rmSync(join(pinRoot, BPF_ABI.AEGIS_LAYOUT_PIN), { force: true });
   else writeLayoutMarker(pinRoot, BPF_ABI.AEGIS_LAYOUT_VERSION - 1);
+}
+
+/** Runs `node script args...` in `cgroupPath` (see runInCgroup). */
+export function runNodeInCgroup(cgroupPath: string | null, script: string, args: string[], timeoutMs = 120_000): Promise<ChildResult> {
+  return runInCgroup(cgroupPath, [process.execPath, script, ...args], timeoutMs);
 }
