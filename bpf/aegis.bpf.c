@@ -4,20 +4,20 @@
  * connect/sendmsg hooks that refuse a denied destination at the syscall (end of file).
  *
  * A bound service is a cgroup; the programs are attached (through pinned bpf_links) to
- * each bound cgroup, and aegis_v1_cgrp maps the socket's cgroup id (or the nearest bound
- * ancestor) to the service id. aegis_v1_pol maps the service id to its current rule trie;
+ * each bound cgroup, and aegis_v2_cgrp maps the socket's cgroup id (or the nearest bound
+ * ancestor) to the service id. aegis_v2_pol maps the service id to its current rule trie;
  * userspace builds a new trie beside the old one and swaps it in with one update, so a
  * packet sees either the old policy or the new one, never a mix. The trie also holds the
  * service's config entry (mode, expiry, generation) so those swap together with the rules.
  *
- * What is evaluated: only the first packet of a flow. For TCP that is a SYN without ACK
- * (egress: connect(); ingress: a client connecting to us). Every other TCP packet belongs
- * to a connection whose SYN was already evaluated, so it passes; this also keeps the
- * return path of allowed connections open in both directions. UDP has no handshake, so an
- * allowed UDP packet records its flow in an LRU map and the opposite direction passes as a
- * reply while the flow is fresh. Later packets of a tracked UDP flow skip the rule lookup
- * until the policy's generation changes. Packets that are neither TCP nor UDP pass (ICMP errors and
- * PMTU discovery must keep working); see bpf/README.md.
+ * What is evaluated: every packet that belongs to no tracked flow, whatever its protocol
+ * or TCP flags. An allowed packet opens a flow (per service, by protocol, ports and remote
+ * address, in an LRU map); later packets of the flow pass in its direction and replies in
+ * the other, until the flow ends (TCP FIN/RST then a short timeout, or an idle timeout) or a
+ * policy of another generation is swapped in: then its next packet judges the flow again
+ * as it was opened, and a flow the new policy does not allow is cut. ICMP errors quoting a
+ * tracked flow and IPv6 neighbour discovery pass; headers that cannot be walked to the
+ * transport header fail closed. See bpf/README.md.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -38,8 +38,12 @@ const volatile __u8 test_mode = 0;
 /* Flow events allowed per second per CPU, and the burst (token bucket size). */
 const volatile __u64 event_rate = 200;
 const volatile __u64 event_burst = 400;
-/* How long an allowed UDP flow keeps its return path open after its last packet. */
+/* How long an allowed flow keeps its return path open after its last packet: UDP and
+ * protocols without ports, TCP, TCP after a FIN or RST, ICMP echo. */
 const volatile __u64 udp_flow_timeout_ns = 120 * NSEC_PER_SEC;
+const volatile __u64 tcp_flow_timeout_ns = 7200 * NSEC_PER_SEC;
+const volatile __u64 tcp_closing_timeout_ns = 10 * NSEC_PER_SEC;
+const volatile __u64 icmp_flow_timeout_ns = 30 * NSEC_PER_SEC;
 
 struct aegis_rules {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -57,7 +61,7 @@ struct {
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct aegis_rules);
-} aegis_v1_pol SEC(".maps");
+} aegis_v2_pol SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -65,7 +69,7 @@ struct {
 	__type(key, __u64);   /* cgroup id */
 	__type(value, __u32); /* service id */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} aegis_v1_cgrp SEC(".maps");
+} aegis_v2_cgrp SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -73,7 +77,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct aegis_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} aegis_v1_cnt SEC(".maps");
+} aegis_v2_cnt SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -81,13 +85,13 @@ struct {
 	__type(key, struct aegis_flow_key);
 	__type(value, struct aegis_flow_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} aegis_v1_flow SEC(".maps");
+} aegis_v2_flow SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, AEGIS_RINGBUF_BYTES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} aegis_v1_evt SEC(".maps");
+} aegis_v2_evt SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -95,23 +99,43 @@ struct {
 	__type(key, __u32);
 	__type(value, struct aegis_rate_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} aegis_v1_rate SEC(".maps");
+} aegis_v2_rate SEC(".maps");
 
 struct pkt {
 	__u8 family;
 	__u8 proto;
 	__u8 tcp_flags;
-	__u8 has_ports;
+	__u8 icmp_type;
+	__u8 echo;       /* ICMP echo request or reply: sport = dport = identifier */
+	__u8 error;      /* ICMP error: the offending packet's header starts at inner_off */
+	__u8 nd;         /* IPv6 neighbour discovery */
+	__u8 pad;
 	__be16 sport;
 	__be16 dport;
+	__u32 inner_off;
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
 
+#define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 #define IP_OFFSET_MASK 0x1fff
 #define IP6_OFFSET_MASK 0xfff8
+
+/* parse() results. */
+#define P_OK 0
+#define P_NOT_IP 1     /* neither IPv4 nor IPv6: not ours to judge */
+#define P_UNPARSED 2   /* truncated, too many extension headers, a non-first fragment */
+
+/* IPv6 extension headers whose length is (hdr[1] + 1) * 8: hop-by-hop, routing,
+ * destination options, mobility, HIP, shim6. */
+static __always_inline int ext_generic(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+	       nh == 135 || nh == 139 || nh == 140;
+}
 
 static __always_inline void map_v4(__u8 *dst, __be32 a)
 {
@@ -121,9 +145,58 @@ static __always_inline void map_v4(__u8 *dst, __be32 a)
 	__builtin_memcpy(dst + 12, &a, 4);
 }
 
-/* Fills p; returns 0 when the addresses are known (ports too when has_ports), -1 when the
- * packet is not IP or is truncated. Offsets are relative to the network header, which is
- * where skb->data points for cgroup_skb. */
+static __always_inline int icmp_is_error(__u8 family, __u8 type)
+{
+	if (family == 4)
+		return type == 3 || type == 11 || type == 12;
+	return type >= 1 && type <= 4;
+}
+
+/* Transport header at `off`: ports (TCP, UDP), flags (TCP), type and identifier (ICMP of
+ * the packet's own family). Other protocols carry nothing more that a rule can name. */
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP) {
+		__u8 th[14];
+
+		if (bpf_skb_load_bytes(skb, off, th, sizeof(th)))
+			return P_UNPARSED;
+		__builtin_memcpy(&p->sport, th, 2);
+		__builtin_memcpy(&p->dport, th + 2, 2);
+		p->tcp_flags = th[13];
+	} else if (p->proto == IPPROTO_UDP) {
+		__u8 uh[4];
+
+		if (bpf_skb_load_bytes(skb, off, uh, sizeof(uh)))
+			return P_UNPARSED;
+		__builtin_memcpy(&p->sport, uh, 2);
+		__builtin_memcpy(&p->dport, uh + 2, 2);
+	} else if ((p->family == 4 && p->proto == IPPROTO_ICMP) ||
+		   (p->family == 6 && p->proto == IPPROTO_ICMPV6)) {
+		__u8 ih[8];
+		__u8 t;
+
+		if (bpf_skb_load_bytes(skb, off, ih, sizeof(ih)))
+			return P_UNPARSED;
+		t = ih[0];
+		p->icmp_type = t;
+		if ((p->family == 4 && (t == 8 || t == 0)) || (p->family == 6 && (t == 128 || t == 129))) {
+			p->echo = 1;
+			__builtin_memcpy(&p->sport, ih + 4, 2);
+			__builtin_memcpy(&p->dport, ih + 4, 2);
+		} else if (icmp_is_error(p->family, t)) {
+			p->error = 1;
+			p->inner_off = off + 8;
+		} else if (p->family == 6 && t >= 133 && t <= 137) {
+			p->nd = 1;
+		}
+	}
+	return P_OK;
+}
+
+/* Fills p. Offsets are relative to the network header, which is where skb->data points
+ * for cgroup_skb. Fails closed: what cannot be walked to its transport header is
+ * P_UNPARSED, which enforce drops. */
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 {
 	__u32 off;
@@ -131,23 +204,24 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr iph;
 
-		if (bpf_skb_load_bytes(skb, 0, &iph, sizeof(iph)) || iph.version != 4)
-			return -1;
+		if (bpf_skb_load_bytes(skb, 0, &iph, sizeof(iph)) || iph.version != 4 || iph.ihl < 5)
+			return P_UNPARSED;
 		p->family = 4;
 		p->proto = iph.protocol;
 		map_v4(p->saddr, iph.saddr);
 		map_v4(p->daddr, iph.daddr);
-		/* Non-first fragments carry no ports. cgroup_skb sees datagrams before
-		 * fragmentation (egress) and after reassembly (ingress), so this is rare. */
+		/* A non-first fragment carries no transport header. cgroup_skb sees datagrams
+		 * before fragmentation (egress) and after reassembly (ingress), so only a
+		 * hand-made packet (raw socket) is one. */
 		if (iph.frag_off & bpf_htons(IP_OFFSET_MASK))
-			return 0;
+			return P_UNPARSED;
 		off = iph.ihl * 4;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6h;
 		__u8 nh;
 
 		if (bpf_skb_load_bytes(skb, 0, &ip6h, sizeof(ip6h)))
-			return -1;
+			return P_UNPARSED;
 		p->family = 6;
 		__builtin_memcpy(p->saddr, &ip6h.saddr, 16);
 		__builtin_memcpy(p->daddr, &ip6h.daddr, 16);
@@ -157,53 +231,81 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		for (int i = 0; i < 6; i++) {
 			__u8 h[4];
 
-			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+			if (ext_generic(nh)) {
 				if (bpf_skb_load_bytes(skb, off, h, 2))
-					return -1;
+					return P_UNPARSED;
 				nh = h[0];
 				off += (h[1] + 1) * 8;
 			} else if (nh == IPPROTO_FRAGMENT) {
 				if (bpf_skb_load_bytes(skb, off, h, 4))
-					return -1;
+					return P_UNPARSED;
 				nh = h[0];
-				if (((h[2] << 8) | h[3]) & IP6_OFFSET_MASK) {
-					p->proto = nh;
-					return 0;
-				}
+				if (((h[2] << 8) | h[3]) & IP6_OFFSET_MASK)
+					return P_UNPARSED;
 				off += 8;
 			} else if (nh == IPPROTO_AH) {
 				if (bpf_skb_load_bytes(skb, off, h, 2))
-					return -1;
+					return P_UNPARSED;
 				nh = h[0];
 				off += (h[1] + 2) * 4;
 			} else {
 				break;
 			}
 		}
+		/* A chain longer than the walk: its transport header is unknown. */
+		if (ext_generic(nh) || nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH)
+			return P_UNPARSED;
 		p->proto = nh;
 	} else {
+		return P_NOT_IP;
+	}
+	return parse_l4(skb, off, p);
+}
+
+/* The offending packet quoted by an ICMP error at `off`: its IP header (no extension
+ * headers, no fragments) and the first bytes of its transport header. -1 when it is not
+ * something a flow can be found for. */
+static __always_inline int parse_inner(struct __sk_buff *skb, __u32 off, __u8 family, struct pkt *q)
+{
+	__u8 l4[8];
+
+	q->family = family;
+	if (family == 4) {
+		struct iphdr iph;
+
+		if (bpf_skb_load_bytes(skb, off, &iph, sizeof(iph)) || iph.version != 4 || iph.ihl < 5)
+			return -1;
+		if (iph.frag_off & bpf_htons(IP_OFFSET_MASK))
+			return -1;
+		q->proto = iph.protocol;
+		map_v4(q->saddr, iph.saddr);
+		map_v4(q->daddr, iph.daddr);
+		off += iph.ihl * 4;
+	} else {
+		struct ipv6hdr ip6h;
+
+		if (bpf_skb_load_bytes(skb, off, &ip6h, sizeof(ip6h)))
+			return -1;
+		q->proto = ip6h.nexthdr;
+		__builtin_memcpy(q->saddr, &ip6h.saddr, 16);
+		__builtin_memcpy(q->daddr, &ip6h.daddr, 16);
+		off += sizeof(ip6h);
+	}
+	if (bpf_skb_load_bytes(skb, off, l4, sizeof(l4)))
 		return -1;
+	if (q->proto == IPPROTO_TCP || q->proto == IPPROTO_UDP) {
+		__builtin_memcpy(&q->sport, l4, 2);
+		__builtin_memcpy(&q->dport, l4 + 2, 2);
+		return 0;
 	}
-
-	if (p->proto == IPPROTO_TCP) {
-		__u8 th[14];
-
-		if (bpf_skb_load_bytes(skb, off, th, sizeof(th)))
-			return -1;
-		__builtin_memcpy(&p->sport, th, 2);
-		__builtin_memcpy(&p->dport, th + 2, 2);
-		p->tcp_flags = th[13];
-		p->has_ports = 1;
-	} else if (p->proto == IPPROTO_UDP) {
-		__u8 uh[4];
-
-		if (bpf_skb_load_bytes(skb, off, uh, sizeof(uh)))
-			return -1;
-		__builtin_memcpy(&p->sport, uh, 2);
-		__builtin_memcpy(&p->dport, uh + 2, 2);
-		p->has_ports = 1;
+	if ((family == 4 && q->proto == IPPROTO_ICMP && l4[0] == 8) ||
+	    (family == 6 && q->proto == IPPROTO_ICMPV6 && l4[0] == 128)) {
+		q->echo = 1;
+		__builtin_memcpy(&q->sport, l4 + 4, 2);
+		__builtin_memcpy(&q->dport, l4 + 4, 2);
+		return 0;
 	}
-	return 0;
+	return -1;
 }
 
 /* The service of the packet's socket: its cgroup, or the deepest bound ancestor.
@@ -227,7 +329,7 @@ static __always_inline __s64 resolve_service(struct __sk_buff *skb)
 		}
 	}
 	id = bpf_skb_cgroup_id(skb);
-	s = bpf_map_lookup_elem(&aegis_v1_cgrp, &id);
+	s = bpf_map_lookup_elem(&aegis_v2_cgrp, &id);
 	if (s)
 		return *s;
 	/* A process in a child cgroup of the bound one. */
@@ -236,7 +338,7 @@ static __always_inline __s64 resolve_service(struct __sk_buff *skb)
 
 		if (!aid || aid == id)
 			break;
-		s = bpf_map_lookup_elem(&aegis_v1_cgrp, &aid);
+		s = bpf_map_lookup_elem(&aegis_v2_cgrp, &aid);
 		if (s)
 			found = *s;
 	}
@@ -259,7 +361,7 @@ static __always_inline int take_token(__u64 now)
 
 	if (!event_rate)
 		return 0;
-	r = bpf_map_lookup_elem(&aegis_v1_rate, &zero);
+	r = bpf_map_lookup_elem(&aegis_v2_rate, &zero);
 	if (!r)
 		return 0;
 	cap = event_burst * NSEC_PER_SEC;
@@ -290,7 +392,7 @@ static __always_inline void emit(struct aegis_counters *c, const struct pkt *p, 
 			c->events_lost++;
 		return;
 	}
-	e = bpf_ringbuf_reserve(&aegis_v1_evt, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(&aegis_v2_evt, sizeof(*e), 0);
 	if (!e) {
 		if (c)
 			c->events_lost++;
@@ -329,23 +431,86 @@ static __always_inline void flow_key(struct aegis_flow_key *fk, const struct pkt
 	}
 }
 
+/* Longest-prefix match of (dir, proto, port, addr): the exact port, then any port of the
+ * protocol, then a rule for every protocol. */
+static __always_inline struct aegis_lpm_value *match(void *rules, struct aegis_lpm_key *k)
+{
+	struct aegis_lpm_value *rule;
+
+	rule = bpf_map_lookup_elem(rules, k);
+	if (rule)
+		return rule;
+	k->port = 0;
+	rule = bpf_map_lookup_elem(rules, k);
+	if (rule)
+		return rule;
+	k->proto = AEGIS_PROTO_ALL;
+	return bpf_map_lookup_elem(rules, k);
+}
+
+/* Whether the policy in `rules` allows the flow as it was opened: in its opening direction,
+ * to (egress) or from (ingress) its remote address, on the remote (egress) or local
+ * (ingress) port; an ICMP echo flow by the echo request type. */
+static __always_inline int flow_allowed(void *rules, const struct aegis_flow_key *fk, __u8 dir)
+{
+	struct aegis_lpm_key k = {};
+
+	k.prefixlen = AEGIS_KEY_MAX_PREFIX;
+	k.dir = dir;
+	k.proto = fk->proto;
+	if (fk->proto == IPPROTO_TCP || fk->proto == IPPROTO_UDP)
+		k.port = dir == AEGIS_DIR_EGRESS ? fk->rport : fk->lport;
+	else if (fk->proto == IPPROTO_ICMP)
+		k.port = bpf_htons(8);
+	else if (fk->proto == IPPROTO_ICMPV6)
+		k.port = bpf_htons(128);
+	__builtin_memcpy(k.addr, fk->raddr, 16);
+	return match(rules, &k) != 0;
+}
+
+static __always_inline __u64 flow_timeout(const struct aegis_flow_key *fk, const struct aegis_flow_value *fv)
+{
+	if (fk->proto == IPPROTO_TCP)
+		return fv->closing ? tcp_closing_timeout_ns : tcp_flow_timeout_ns;
+	if (fk->proto == IPPROTO_ICMP || fk->proto == IPPROTO_ICMPV6)
+		return icmp_flow_timeout_ns;
+	return udp_flow_timeout_ns;
+}
+
+static __always_inline int deny(struct __sk_buff *skb, struct aegis_counters *c, const struct pkt *p,
+				__u32 svc, __u8 dir, int enforce, __u64 generation, __u64 now, __u32 reason)
+{
+	if (enforce) {
+		if (c)
+			c->dropped++;
+		emit(c, p, svc, dir, AEGIS_EV_DROPPED, generation, now);
+		return finish(skb, 0, reason);
+	}
+	if (c)
+		c->would_drop++;
+	emit(c, p, svc, dir, AEGIS_EV_WOULD_DROP, generation, now);
+	return finish(skb, 1, AEGIS_R_WOULD_DROP);
+}
+
 static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 {
 	struct aegis_lpm_key k = {};
 	struct aegis_lpm_value *cfg, *rule;
 	struct aegis_counters *c;
+	struct aegis_flow_key fk = {};
+	struct aegis_flow_value *fv;
 	struct pkt p = {};
 	void *rules;
 	__u64 now;
 	__s64 found;
 	__u32 svc;
-	int parsed, enforce;
+	int parsed, enforce, track;
 
 	found = resolve_service(skb);
 	if (found < 0)
 		return finish(skb, 1, AEGIS_R_UNBOUND);
 	svc = (__u32)found;
-	rules = bpf_map_lookup_elem(&aegis_v1_pol, &svc);
+	rules = bpf_map_lookup_elem(&aegis_v2_pol, &svc);
 	if (!rules)
 		return finish(skb, 1, AEGIS_R_NO_POLICY);
 	k.prefixlen = AEGIS_KEY_MAX_PREFIX;
@@ -354,7 +519,7 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 	if (!cfg)
 		return finish(skb, 1, AEGIS_R_NO_POLICY);
 
-	c = bpf_map_lookup_elem(&aegis_v1_cnt, &svc);
+	c = bpf_map_lookup_elem(&aegis_v2_cnt, &svc);
 	parsed = parse(skb, &p);
 	enforce = cfg->mode == AEGIS_MODE_ENFORCE;
 	now = bpf_ktime_get_ns();
@@ -364,7 +529,7 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 			c->expired++;
 		if (!(cfg->flags & AEGIS_CFG_FAIL_CLOSED))
 			return finish(skb, 1, AEGIS_R_EXPIRED_OPEN);
-		if (parsed == 0)
+		if (parsed == P_OK)
 			emit(c, &p, svc, dir, AEGIS_EV_EXPIRED_DROPPED, cfg->generation, now);
 		if (c) {
 			if (enforce)
@@ -375,25 +540,73 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 		return finish(skb, enforce ? 0 : 1, AEGIS_R_EXPIRED_CLOSED);
 	}
 
-	if (parsed != 0 || !p.has_ports ||
-	    (p.proto == IPPROTO_TCP &&
-	     (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)) {
+	if (parsed == P_NOT_IP) {
+		if (c)
+			c->bypassed++;
+		return finish(skb, 1, AEGIS_R_BYPASS);
+	}
+	if (parsed == P_UNPARSED) {
+		if (c)
+			c->unparsed++;
+		return deny(skb, c, &p, svc, dir, enforce, cfg->generation, now, AEGIS_R_UNPARSED);
+	}
+	/* Neighbour discovery keeps IPv6 working; it names no flow. */
+	if (p.nd) {
 		if (c)
 			c->bypassed++;
 		return finish(skb, 1, AEGIS_R_BYPASS);
 	}
 
-	/* UDP: a fresh flow opened under this generation is not evaluated again. */
-	struct aegis_flow_key fk = {};
-	struct aegis_flow_value *fv = 0;
+	/* An ICMP error about a tracked flow (PMTU, unreachable) passes as its reply. The
+	 * quoted packet went the other way: an error arriving quotes what we sent. */
+	if (p.error) {
+		struct pkt q = {};
 
-	if (p.proto == IPPROTO_UDP) {
+		if (parse_inner(skb, p.inner_off, p.family, &q) == 0) {
+			flow_key(&fk, &q, svc, dir == AEGIS_DIR_EGRESS ? AEGIS_DIR_INGRESS : AEGIS_DIR_EGRESS);
+			fv = bpf_map_lookup_elem(&aegis_v2_flow, &fk);
+			if (fv && now - fv->last_ns < flow_timeout(&fk, fv)) {
+				if (c)
+					c->replies++;
+				return finish(skb, 1, AEGIS_R_REPLY);
+			}
+		}
+	}
+
+	/* Every flow is tracked except ICMP messages that are not echo (errors are matched
+	 * above, the rest is judged packet by packet). A TCP SYN without ACK opens a new
+	 * connection and is always judged. */
+	track = !((p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6) && !p.echo);
+	if (track) {
 		flow_key(&fk, &p, svc, dir);
-		fv = bpf_map_lookup_elem(&aegis_v1_flow, &fk);
-		if (fv && fv->generation == cfg->generation && now - fv->last_ns < udp_flow_timeout_ns) {
-			/* Refresh at most once a second: a map write per packet costs more. */
-			if (now - fv->last_ns > NSEC_PER_SEC)
+		fv = 0;
+		if (!(p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN))
+			fv = bpf_map_lookup_elem(&aegis_v2_flow, &fk);
+		if (fv && now - fv->last_ns < flow_timeout(&fk, fv)) {
+			if (fv->generation != cfg->generation) {
+				/* A new policy: the flow is judged again as it was opened. */
+				if (!flow_allowed(rules, &fk, fv->dir)) {
+					if (enforce) {
+						bpf_map_delete_elem(&aegis_v2_flow, &fk);
+						if (c)
+							c->cut++;
+						return deny(skb, c, &p, svc, dir, enforce, cfg->generation, now,
+							    AEGIS_R_CUT);
+					}
+					/* Observe: counted once, then tracked under the new policy. */
+					fv->generation = cfg->generation;
+					return deny(skb, c, &p, svc, dir, enforce, cfg->generation, now,
+						    AEGIS_R_CUT);
+				}
+				fv->generation = cfg->generation;
+			}
+			if (p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) && !fv->closing) {
+				fv->closing = 1;
 				fv->last_ns = now;
+			} else if (now - fv->last_ns > NSEC_PER_SEC) {
+				/* Refresh at most once a second: a map write per packet costs more. */
+				fv->last_ns = now;
+			}
 			if (fv->dir == dir) {
 				if (c)
 					c->bypassed++;
@@ -405,22 +618,25 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 		}
 	}
 
+	/* No tracked flow: the packet is judged by the policy, whatever its flags. */
 	k.dir = dir;
 	k.proto = p.proto;
-	k.port = p.dport;
+	if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP)
+		k.port = p.dport;
+	else if (p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6)
+		k.port = bpf_htons(p.icmp_type);
 	__builtin_memcpy(k.addr, dir == AEGIS_DIR_EGRESS ? p.daddr : p.saddr, 16);
-	rule = bpf_map_lookup_elem(rules, &k);
-	if (!rule) {
-		k.port = 0;
-		rule = bpf_map_lookup_elem(rules, &k);
-	}
+	rule = match(rules, &k);
 
-	/* Observe mode lets a would-drop UDP flow through, so it tracks it like an allowed
-	 * one: its replies are replies, not a second would-drop. */
-	if (p.proto == IPPROTO_UDP && (rule || !enforce)) {
+	/* Observe mode lets a would-drop flow through, so it tracks it like an allowed one:
+	 * its replies are replies, not a second would-drop. An ICMP echo reply opens none. */
+	if (track && (rule || !enforce) &&
+	    !(p.echo && p.icmp_type != 8 && p.icmp_type != 128)) {
 		struct aegis_flow_value nv = { .last_ns = now, .generation = cfg->generation, .dir = dir };
 
-		bpf_map_update_elem(&aegis_v1_flow, &fk, &nv, BPF_ANY);
+		if (p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+			nv.closing = 1;
+		bpf_map_update_elem(&aegis_v2_flow, &fk, &nv, BPF_ANY);
 	}
 
 	if (rule) {
@@ -428,17 +644,7 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 			c->allowed++;
 		return finish(skb, 1, AEGIS_R_ALLOWED);
 	}
-
-	if (enforce) {
-		if (c)
-			c->dropped++;
-		emit(c, &p, svc, dir, AEGIS_EV_DROPPED, cfg->generation, now);
-		return finish(skb, 0, AEGIS_R_DROPPED);
-	}
-	if (c)
-		c->would_drop++;
-	emit(c, &p, svc, dir, AEGIS_EV_WOULD_DROP, cfg->generation, now);
-	return finish(skb, 1, AEGIS_R_WOULD_DROP);
+	return deny(skb, c, &p, svc, dir, enforce, cfg->generation, now, AEGIS_R_DROPPED);
 }
 
 SEC("cgroup_skb/egress")
@@ -472,7 +678,7 @@ static __always_inline __s64 resolve_task_service(void)
 {
 	__s64 found = -1;
 	__u64 id = bpf_get_current_cgroup_id();
-	__u32 *s = bpf_map_lookup_elem(&aegis_v1_cgrp, &id);
+	__u32 *s = bpf_map_lookup_elem(&aegis_v2_cgrp, &id);
 
 	if (s)
 		return *s;
@@ -481,7 +687,7 @@ static __always_inline __s64 resolve_task_service(void)
 
 		if (!aid || aid == id)
 			break;
-		s = bpf_map_lookup_elem(&aegis_v1_cgrp, &aid);
+		s = bpf_map_lookup_elem(&aegis_v2_cgrp, &aid);
 		if (s)
 			found = *s;
 	}
@@ -508,7 +714,7 @@ static __always_inline int decide_addr(struct bpf_sock_addr *ctx, __u8 family)
 	if (found < 0)
 		return 1;
 	svc = (__u32)found;
-	rules = bpf_map_lookup_elem(&aegis_v1_pol, &svc);
+	rules = bpf_map_lookup_elem(&aegis_v2_pol, &svc);
 	if (!rules)
 		return 1;
 	k.prefixlen = AEGIS_KEY_MAX_PREFIX;
@@ -519,7 +725,6 @@ static __always_inline int decide_addr(struct bpf_sock_addr *ctx, __u8 family)
 
 	p.family = family;
 	p.proto = proto;
-	p.has_ports = 1;
 	p.dport = (__be16)ctx->user_port;
 	if (family == 4) {
 		map_v4(p.daddr, ctx->user_ip4);
@@ -536,7 +741,7 @@ static __always_inline int decide_addr(struct bpf_sock_addr *ctx, __u8 family)
 			p.family = 4;
 	}
 
-	c = bpf_map_lookup_elem(&aegis_v1_cnt, &svc);
+	c = bpf_map_lookup_elem(&aegis_v2_cnt, &svc);
 	now = bpf_ktime_get_ns();
 	if (cfg->expires_ns && now >= cfg->expires_ns) {
 		/* Fail-open passes (the egress program counts the packet as expired). */
@@ -554,11 +759,8 @@ static __always_inline int decide_addr(struct bpf_sock_addr *ctx, __u8 family)
 	k.proto = p.proto;
 	k.port = p.dport;
 	__builtin_memcpy(k.addr, p.daddr, 16);
-	rule = bpf_map_lookup_elem(rules, &k);
-	if (!rule) {
-		k.port = 0;
-		rule = bpf_map_lookup_elem(rules, &k);
-	}
+	/* The egress lookup: exact port, any port of the protocol, every protocol (any/0). */
+	rule = match(rules, &k);
 	if (rule)
 		return 1;
 	if (c)

@@ -17,10 +17,10 @@
 #include <linux/types.h>
 #endif
 
-#define AEGIS_LAYOUT_VERSION 1
+#define AEGIS_LAYOUT_VERSION 2
 #define AEGIS_LAYOUT_MAGIC 0x53474541u /* "AEGS" little-endian */
 /* Prefix of every versioned pin; the layout marker itself is unversioned. */
-#define AEGIS_PIN_PREFIX "aegis_v1_"
+#define AEGIS_PIN_PREFIX "aegis_v2_"
 #define AEGIS_LAYOUT_PIN "aegis_layout"
 
 #define AEGIS_MAX_SERVICES 4096
@@ -51,10 +51,14 @@
 struct aegis_lpm_key {
 	__u32 prefixlen;
 	__u8 dir;
-	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP; 0 in the config key */
-	__be16 port;  /* network order; 0 = any */
+	__u8 proto;   /* IP protocol (TCP, UDP, ICMP, ICMPV6), AEGIS_PROTO_ALL, 0 in the config key */
+	__be16 port;  /* network order; 0 = any; the ICMP type for ICMP and ICMPv6 */
 	__u8 addr[16];
 };
+
+/* Protocol byte of a rule that covers every IP protocol (`any` with port 0). The packet
+ * path looks it up last, after (proto, port) and (proto, 0). */
+#define AEGIS_PROTO_ALL 0
 
 #define AEGIS_MODE_OBSERVE 0
 #define AEGIS_MODE_ENFORCE 1
@@ -79,14 +83,18 @@ struct aegis_counters {
 	__u64 allowed;      /* new flows that matched a rule */
 	__u64 dropped;      /* packets dropped (enforce, or expired fail-closed) */
 	__u64 would_drop;   /* packets observe mode let through that enforce would drop */
-	__u64 bypassed;     /* packets of established flows or not TCP/UDP: not evaluated */
-	__u64 replies;      /* UDP packets passed as replies (opposite direction) of a tracked flow */
+	__u64 bypassed;     /* packets of tracked flows (same direction), IPv6 neighbour discovery */
+	__u64 replies;      /* packets passed as replies (opposite direction, or an ICMP error) of a tracked flow */
 	__u64 expired;      /* packets seen while the policy was past its expiry */
 	__u64 events_lost;  /* flow events suppressed by the rate cap or a full ring */
 	__u64 events;       /* flow events emitted */
+	__u64 cut;          /* tracked flows a policy of another generation no longer allows */
+	__u64 unparsed;     /* packets whose headers could not be walked (also in dropped/would_drop) */
 };
 
-/* UDP flow tracking (TCP uses flags instead): one key for both directions of a flow. */
+/* Flow tracking (TCP, UDP, ICMP echo, other protocols by address): one key for both
+ * directions of a flow. Ports are the ICMP echo identifier for ICMP echo, 0 for protocols
+ * without ports. */
 struct aegis_flow_key {
 	__u32 service_id;
 	__u8 proto;
@@ -96,13 +104,14 @@ struct aegis_flow_key {
 	__u8 raddr[16];
 };
 
-/* A tracked UDP flow: evaluated against the policy of `generation` when it opened (in
- * direction `dir`); a policy swap to another generation re-evaluates it. */
+/* A tracked flow: evaluated against the policy of `generation` when it opened (in
+ * direction `dir`); a policy swap to another generation re-evaluates it in that direction. */
 struct aegis_flow_value {
 	__u64 last_ns;      /* last packet, CLOCK_MONOTONIC */
 	__u64 generation;
 	__u8 dir;           /* direction of the packet that opened the flow */
-	__u8 pad[7];
+	__u8 closing;       /* TCP: a FIN or RST was seen; the entry lives the short timeout */
+	__u8 pad[6];
 };
 
 /* Flow event verdicts. */
@@ -137,10 +146,12 @@ struct aegis_rate_state {
 #define AEGIS_R_ALLOWED 3      /* matched a rule */
 #define AEGIS_R_DROPPED 4      /* no rule matched, enforce */
 #define AEGIS_R_WOULD_DROP 5   /* no rule matched, observe */
-#define AEGIS_R_BYPASS 6       /* established TCP/UDP flow, not TCP/UDP, unparsable */
+#define AEGIS_R_BYPASS 6       /* tracked flow (same direction), IPv6 ND, not IP */
 #define AEGIS_R_EXPIRED_OPEN 7
 #define AEGIS_R_EXPIRED_CLOSED 8
-#define AEGIS_R_REPLY 9        /* UDP reply of a tracked flow */
+#define AEGIS_R_REPLY 9        /* reply (or ICMP error) of a tracked flow */
+#define AEGIS_R_UNPARSED 10    /* headers not walkable: dropped in enforce */
+#define AEGIS_R_CUT 11         /* tracked flow the new generation no longer allows: dropped */
 
 /* Test mode: cb[1] == AEGIS_TEST_MAGIC makes cb[0] the service id of the packet. */
 #define AEGIS_TEST_MAGIC 0xAE615AFEu

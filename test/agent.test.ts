@@ -5,14 +5,14 @@
 import t from 'tap';
 import { execFile, spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
-import { readFileSync, statSync, writeFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { AUD_KERNEL, featureMask } from '../protocol/src/index.js';
+import { AUD_KERNEL, BPF_ABI, featureMask } from '../protocol/src/index.js';
 import { startTestServer, type TestServer } from './harness/server.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from './harness/agent.js';
-import { requireCapability } from './harness/capabilities.js';
-import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from './harness/datapath.js';
+import { missingCommand, requireCapability } from './harness/capabilities.js';
+import { ageLayout, missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from './harness/datapath.js';
 import { purgePins } from '../agent/src/datapath/index.js';
 
 let s: TestServer;
@@ -323,4 +323,49 @@ t.test('restart with the server down: licensed from cache, enforcement restored 
   t.equal(view.revision, 1);
   t.ok(view.ttl_left_s > 3500);
   t.equal((await b.stop()).code, 0);
+});
+
+t.test('an agent upgrading from an older datapath layout retires it only once its services are enforced', async (t) => {
+  if (!requireCapability(t, (await missingDatapath()) ?? missingCommand('bpftool'))) return;
+  const allowed = await listen();
+  const denied = await listen();
+  const later = await listen();
+  t.teardown(() => {
+    for (const l of [allowed, denied, later]) l.close();
+  });
+  const [pa, pd, pl] = [allowed, denied, later].map((l) => (l.address() as { port: number }).port) as [number, number, number];
+  const cgroup = makeCgroup('agent-upgrade');
+  const pinRoot = testPinRoot('agent-upgrade');
+  t.teardown(async () => {
+    removeCgroup(cgroup);
+    await purgePins(pinRoot).catch(() => undefined);
+  });
+  const olderPins = () => readdirSync(pinRoot).filter((n) => n.startsWith(`aegis_v${BPF_ABI.AEGIS_LAYOUT_VERSION - 1}_`));
+  const dir = agentDir();
+  const opts = { dir, pinRoot, services: { '102': cgroup }, hardwareFacts: { machine_id: 'upgrader' } };
+  const lic = await issue(s);
+  const a = await agentFor(s, 'upgrader', opts);
+  await a.api('POST', '/v1/activate', { license_key: lic.key });
+  const snap = (port: number, version: number) => ({ version, service_id: 102, edges: [{ dst_cidr: '127.0.0.1/32', proto: 'tcp', port }], ttl_seconds: 3600 });
+  t.equal((await a.api('PUT', '/v1/snapshots/102', snap(pa, 1))).status, 200);
+  t.equal((await a.stop()).code, 0);
+
+  // What the previous release left: its programs enforcing the same policy.
+  ageLayout(pinRoot);
+  const b = await agentFor(s, 'upgrader', opts);
+  t.same(olderPins(), [], 'the cached snapshot is enforced by the new layout before READY, so the old one is retired');
+  t.same(await probe(cgroup, [pa, pd]), [true, false], 'and the policy holds');
+  t.equal((await b.stop()).code, 0);
+
+  // Again, but this time the agent has no cached policy for the service: it must not drop
+  // the old enforcement before it has its own.
+  ageLayout(pinRoot);
+  rmSync(join(b.stateDir, 'snapshots', '102.json'));
+  const c = await agentFor(s, 'upgrader', opts);
+  t.teardown(() => c.stop());
+  t.not(olderPins().length, 0, 'without a policy of its own the agent keeps the old layout');
+  t.same(await probe(cgroup, [pa, pd, pl]), [true, false, false], 'which still enforces the old policy');
+  t.equal((await c.api('PUT', '/v1/snapshots/102', snap(pl, 2))).status, 200);
+  t.same(olderPins(), [], 'the first policy it enforces itself retires the old layout');
+  t.same(await probe(cgroup, [pa, pd, pl]), [false, false, true], 'and the new policy alone decides');
 });

@@ -57,6 +57,8 @@ export class PolicyManager {
   private datapath: Datapath | null = null;
   datapathReason: string | null = 'not opened';
   private services = new Map<number, ServiceView>();
+  /** Services whose current record this process has put into the kernel (or withdrawn as expired). */
+  private settled = new Set<number>();
   private records = new Map<number, SnapshotRecord>();
   private expiryTimers = new Map<number, NodeJS.Timeout>();
   private features: Feature[] = [];
@@ -129,6 +131,31 @@ export class PolicyManager {
       this.records.set(Number(m[1]), rec);
     }
     await this.reapplyAll();
+    await this.retireOlderLayoutWhenSettled();
+  }
+
+  /**
+   * After an upgrade the older layout's programs keep judging beside this one's (both must
+   * pass a packet), so nothing runs unenforced while this layout is filled. They are
+   * retired once every configured service is bound here and has its policy applied; a
+   * service that failed to bind or apply, or has no policy yet, keeps the old layout in
+   * place (stricter, never looser) until it does.
+   */
+  private async retireOlderLayoutWhenSettled(): Promise<void> {
+    const dp = this.datapath;
+    if (!dp || dp.olderLayout === null) return;
+    const waiting = [...this.services.values()].filter((v) => !v.bound || !this.settled.has(v.service_id)).map((v) => v.service_id);
+    if (waiting.length > 0) {
+      this.log.warn('older datapath layout kept beside this one until every service is enforced here', { older_layout: dp.olderLayout, waiting_services: waiting });
+      return;
+    }
+    const older = dp.olderLayout;
+    try {
+      const links = await dp.retireOlderLayout();
+      this.log.info('older datapath layout retired', { older_layout: older, links_detached: links });
+    } catch (e) {
+      this.log.error('cannot retire the older datapath layout', { older_layout: older, error: (e as Error).message });
+    }
   }
 
   setFeatures(features: Feature[]): Promise<void> {
@@ -160,6 +187,7 @@ export class PolicyManager {
     const expiresAt = this.expiresAt(rec);
     if (expiresAt <= Date.now()) {
       await this.expire(id);
+      this.settled.add(id);
       return;
     }
     this.armExpiry(id, expiresAt);
@@ -170,6 +198,7 @@ export class PolicyManager {
       generation: rec.revision,
       onExpiry: this.config.expiry_behaviour,
     });
+    this.settled.add(id);
   }
 
   /** Accepts a new snapshot for a configured service: applied first, then cached. */
@@ -186,6 +215,7 @@ export class PolicyManager {
     await this.store.write(join('snapshots', `${id}.json`), rec);
     this.records.set(id, rec);
     this.log.info('snapshot applied', { service_id: id, revision, stage: rec.stage, mode: this.modeOf(rec), source: opts.source });
+    await this.retireOlderLayoutWhenSettled();
     return rec;
   }
 

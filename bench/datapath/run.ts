@@ -8,16 +8,24 @@
  *     namespaces, side by side with no filtering. UDP 64-byte datagrams: packets/s the
  *     client gets out; egress filtering runs synchronously in the sender's send path, so
  *     the added cost per packet is 1e9/pps - 1e9/pps(unfiltered). Then TCP throughput.
- *  1b. connect() latency over loopback from a bound cgroup (connect4 hook + egress program)
- *      against an unbound cgroup in the same run, and how fast a denied connect is refused.
- * Options: --quick (shorter iperf3 runs), --no-iperf, --sizes=10,1000.
+ *  1b. connect() latency over loopback from a bound cgroup (connect4 hook + egress program),
+ *      the same cgroup bound skb-only (no connect hooks) and an unbound cgroup in the same
+ *      run, how fast a denied connect is refused, and TCP connections (connect, accept,
+ *      close) per second with tracking against unbound;
+ *  1c. per-packet cost of a flow's first packet (policy lookup + flow insert) against its
+ *      established packets (flow lookup only), BPF_PROG_TEST_RUN;
+ *  1d. memory of the flow table (LRU hash) at today's AEGIS_MAX_FLOWS and at 1M entries;
+ *  2/3 nftables and iptables get `ct state established,related accept` first (conntrack),
+ *      so every filter shortcuts established traffic; --stateless drops that rule.
+ * Options: --quick (shorter runs), --no-iperf, --stateless, --sizes=10,1000.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, rmdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { buildPacket, cgroup2Mount, open } from '../../agent/src/datapath/index.js';
+import { buildPacket, cgroup2Mount, open, TCP_ACK, TCP_SYN } from '../../agent/src/datapath/index.js';
 import type { Datapath } from '../../agent/src/datapath/index.js';
+import { BPF_ABI } from '../../protocol/src/index.js';
 import type { Edge } from '../../protocol/src/index.js';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -25,6 +33,7 @@ import { helperScript, runNodeInCgroup } from '../../test/harness/datapath.js';
 
 const args = new Set(process.argv.slice(2));
 const quick = args.has('--quick');
+const conntrack = !args.has('--stateless');
 const sizesArg = process.argv.find((a) => a.startsWith('--sizes='));
 const SIZES = sizesArg ? sizesArg.slice(8).split(',').map(Number) : [10, 1000, 10000, 100000];
 const IPERF_SECONDS = quick ? 2 : 3;
@@ -37,6 +46,7 @@ const PORT = 5201;
 const SVC_BENCH = 9001;
 const SVC_IPERF = 9002;
 const SVC_CONNECT = 9003;
+const SVC_TRACK = 9004;
 
 function log(s: string): void {
   process.stdout.write(s + '\n');
@@ -152,13 +162,25 @@ async function connectLatency(cgroup: string, port: number, n: number): Promise<
   return { us: median(timed.map((x) => x.ms * 1000)), errors: [...new Set(res.filter((x) => !x.ok).map((x) => x.error ?? '?'))] };
 }
 
-async function connectBench(dp: Datapath, cgBound: string, cgFree: string): Promise<void> {
+/** TCP connections (connect, accept, close) per second from a child in `cgroup` over `ms`. */
+async function connectionRate(cgroup: string, port: number, ms: number): Promise<number> {
+  const r = await runNodeInCgroup(cgroup, helperScript('traffic_client.js'), [
+    JSON.stringify({ op: 'loop', targets: [{ proto: 'tcp', host: '127.0.0.1', port, timeoutMs: 3000 }], stopFile: join(tmpdir(), `aegis-bench-nostop-${process.pid}`), maxMs: ms }),
+  ]);
+  if (r.code !== 0) throw new Error(`traffic client failed: ${r.stderr.slice(0, 300)}`);
+  const out = JSON.parse(r.stdout) as { counts: Array<{ ok: number; failed: number }> };
+  if (out.counts[0]!.failed > 0) throw new Error(`${out.counts[0]!.failed} connections failed`);
+  return out.counts[0]!.ok / (ms / 1000);
+}
+
+async function connectBench(dp: Datapath, cgBound: string, cgFree: string, pinRoot: string): Promise<void> {
   const srv = createServer((c) => c.destroy());
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const allowedPort = (srv.address() as AddressInfo).port;
   const denied = createServer((c) => c.destroy());
   await new Promise<void>((r) => denied.listen(0, '127.0.0.1', () => r()));
   const deniedPort = (denied.address() as AddressInfo).port;
+  const skbOnly = await open({ pinRoot, connectHooks: false, flowEventsPerSecond: 0 });
   try {
     await dp.bindService(SVC_CONNECT, cgBound);
     const edges: Edge[] = ruleSet(1000).map((r) => ({ dst_cidr: r.cidr, proto: 'tcp', port: r.port }));
@@ -167,34 +189,150 @@ async function connectBench(dp: Datapath, cgBound: string, cgFree: string): Prom
     const n = quick ? 200 : 1000;
     const free: number[] = [];
     const bound: number[] = [];
-    let deniedUs = NaN;
-    let deniedErr: string[] = [];
-    // Interleaved rounds, so drift on the shared machine hits both sides alike.
+    const skb: number[] = [];
+    // Interleaved rounds, so drift on the shared machine hits every side alike; the
+    // skb-only rounds rebind the same cgroup without the connect hooks and back.
+    await connectLatency(cgFree, allowedPort, n); // warm-up, discarded
     for (let i = 0; i < RUNS; i++) {
-      free.push((await connectLatency(cgFree, allowedPort, n)).us);
-      bound.push((await connectLatency(cgBound, allowedPort, n)).us);
+      const sides = [
+        async () => free.push((await connectLatency(cgFree, allowedPort, n)).us),
+        async () => bound.push((await connectLatency(cgBound, allowedPort, n)).us),
+        async () => {
+          await skbOnly.bindService(SVC_CONNECT, cgBound);
+          skb.push((await connectLatency(cgBound, allowedPort, n)).us);
+          await dp.bindService(SVC_CONNECT, cgBound);
+        },
+      ];
+      // Rotate the order each round: whatever runs first pays for a cold machine.
+      for (let k = 0; k < sides.length; k++) await sides[(i + k) % sides.length]!();
     }
     const d = await connectLatency(cgBound, deniedPort, Math.min(n, 200));
-    deniedUs = d.us;
-    deniedErr = d.errors;
     const f = median(free);
     const b = median(bound);
+    const k = median(skb);
     table(
       ['cgroup', 'connect()', 'median µs', 'vs unbound'],
       [
         ['unbound', 'allowed (no policy)', fmt(f), '1.00×'],
-        ['bound, enforce, 1,001 rules', 'allowed', fmt(b), `${fmt(b / f, 2)}×`],
-        ['bound, enforce, 1,001 rules', `denied (${deniedErr.join(', ') || 'connected?!'})`, fmt(deniedUs), `${fmt(deniedUs / f, 2)}×`],
+        ['bound skb-only, 1,001 rules', 'allowed (no connect hooks)', fmt(k), `${fmt(k / f, 2)}×`],
+        ['bound + hooks, 1,001 rules', 'allowed', fmt(b), `${fmt(b / f, 2)}×`],
+        ['bound + hooks, 1,001 rules', `denied (${d.errors.join(', ') || 'connected?!'})`, fmt(d.us), `${fmt(d.us / f, 2)}×`],
       ],
     );
     log(`
-(${n} loopback connects per run, ${RUNS} interleaved run(s), median of medians; allowed = connect to`);
-    log(' "connected" event in the child. Without the connect hooks a denied connect is not refused at all:');
-    log(' its SYN is dropped and the caller waits for its own timeout.)');
+(${n} loopback connects per run after a warm-up run, ${RUNS} interleaved run(s) in rotating order, median of medians; allowed = connect to`);
+    log(' "connected" event in the child; hooks vs skb-only = the cost of the connect4 program itself.');
+    log(' Without the connect hooks a denied connect is not refused at all: its SYN is dropped and the');
+    log(' caller waits for its own timeout.)\n');
+
+    const ms = quick ? 1500 : 3000;
+    const rf: number[] = [];
+    const rb: number[] = [];
+    await connectionRate(cgFree, allowedPort, 500); // warm-up, discarded
+    for (let i = 0; i < RUNS; i++) {
+      if (i % 2 === 0) rf.push(await connectionRate(cgFree, allowedPort, ms));
+      rb.push(await connectionRate(cgBound, allowedPort, ms));
+      if (i % 2 === 1) rf.push(await connectionRate(cgFree, allowedPort, ms));
+    }
+    const cf = median(rf);
+    const cb = median(rb);
+    table(
+      ['cgroup', 'TCP connections/s (connect, accept, close)', 'vs unbound'],
+      [
+        ['unbound', fmt(cf, 0), '1.00×'],
+        ['bound + hooks + tracking, 1,001 rules', fmt(cb, 0), `${fmt(cb / cf, 3)}×`],
+      ],
+    );
+    log(`\n(one client connecting sequentially over loopback for ${ms / 1000} s per run, ${RUNS} interleaved run(s),`);
+    log(' median; each connection is judged at connect(), its SYN opens a tracked flow, its FIN closes it)');
   } finally {
+    await skbOnly.close();
     srv.close();
     denied.close();
   }
+}
+
+// ---- first packet vs established packets of a flow ----
+
+async function trackingBench(dp: Datapath): Promise<void> {
+  const edges: Edge[] = ruleSet(1000).map((r) => ({ dst_cidr: r.cidr, proto: 'tcp', port: r.port }));
+  edges.splice(500, 0, { dst_cidr: '10.250.0.0/16', proto: 'tcp', port: 443 });
+  await dp.apply(SVC_TRACK, { edges }, { mode: 'enforce', expiresAt: null, generation: 1 });
+  const n = quick ? 500 : 2000;
+  const repeat = quick ? 200_000 : 1_000_000;
+  const pkt = (sport: number, flags: number, dst = '10.250.1.2') => buildPacket({ src: '10.0.0.2', dst, proto: 'tcp', sport, dport: 443, tcpFlags: flags });
+  const back = (dport: number) => buildPacket({ src: '10.250.1.2', dst: '10.0.0.2', proto: 'tcp', sport: 443, dport, tcpFlags: TCP_ACK });
+  const first: number[] = [];
+  const miss: number[] = [];
+  const est: number[] = [];
+  const reply: number[] = [];
+  // Single runs, so each SYN is the first packet of its own flow; the same method for the
+  // established packets keeps the two columns comparable.
+  for (let i = 0; i < n; i++) {
+    const sport = 20000 + i;
+    const a = await dp.testVerdict('egress', pkt(sport, TCP_SYN), { serviceId: SVC_TRACK });
+    const m = await dp.testVerdict('egress', pkt(sport, TCP_SYN, '10.251.1.2'), { serviceId: SVC_TRACK });
+    const e = await dp.testVerdict('egress', pkt(sport, TCP_ACK), { serviceId: SVC_TRACK });
+    const r = await dp.testVerdict('ingress', back(sport), { serviceId: SVC_TRACK });
+    if (a.reason !== 'allowed' || m.reason !== 'dropped' || e.reason !== 'bypass' || r.reason !== 'reply') {
+      throw new Error(`unexpected reasons: ${a.reason} ${m.reason} ${e.reason} ${r.reason}`);
+    }
+    first.push(a.nsPerPacket);
+    miss.push(m.nsPerPacket);
+    est.push(e.nsPerPacket);
+    reply.push(r.nsPerPacket);
+  }
+  const estRep = await dp.testVerdict('egress', pkt(20000, TCP_ACK), { serviceId: SVC_TRACK, repeat });
+  const repRep = await dp.testVerdict('ingress', back(20000), { serviceId: SVC_TRACK, repeat });
+  const f = median(first);
+  table(
+    ['packet', 'verdict', 'median ns (single runs)', `ns/pkt (repeat ${repeat.toLocaleString('en-US')})`, 'vs first'],
+    [
+      ['first: SYN of a new flow (rule hit, flow insert)', 'allowed', fmt(f, 0), '—', '1.00×'],
+      ['first: SYN no rule allows (rule miss)', 'dropped', fmt(median(miss), 0), '—', `${fmt(median(miss) / f, 2)}×`],
+      ['established: ACK, same direction', 'bypass', fmt(median(est), 0), fmt(estRep.nsPerPacket, 0), `${fmt(median(est) / f, 2)}×`],
+      ['established: reply (ingress)', 'reply', fmt(median(reply), 0), fmt(repRep.nsPerPacket, 0), `${fmt(median(reply) / f, 2)}×`],
+    ],
+  );
+  log(`\n(${n} flows, one BPF_PROG_TEST_RUN each per packet kind, 1,001 rules; a single run also carries`);
+  log(' the timer granularity, the repeat column is the steady per-packet cost of established traffic)');
+  await dp.withdraw(SVC_TRACK);
+}
+
+// ---- flow table memory ----
+
+interface MapInfo {
+  bytes_memlock?: number;
+  max_entries?: number;
+  bytes_key?: number;
+  bytes_value?: number;
+}
+
+function mapInfo(pinned: string): MapInfo {
+  return JSON.parse(sh('bpftool', ['-j', 'map', 'show', 'pinned', pinned])) as MapInfo;
+}
+
+function flowMemoryBench(pinRoot: string): void {
+  if (!has('bpftool')) {
+    log('bpftool missing: flow table memory skipped');
+    return;
+  }
+  const live = mapInfo(join(pinRoot, `${BPF_ABI.AEGIS_PIN_PREFIX}flow`));
+  const rows: string[][] = [[`${live.max_entries!.toLocaleString('en-US')} (AEGIS_MAX_FLOWS, the pinned map)`, fmt(live.bytes_memlock! / 1048576, 1), fmt(live.bytes_memlock! / live.max_entries!, 0)]];
+  for (const entries of [1 << 20, 1_000_000]) {
+    // The same map type, key and value, created at that size (LRU hashes are preallocated).
+    const path = join(pinRoot, `bench_flow_${entries}`);
+    sh('bpftool', ['map', 'create', path, 'type', 'lru_hash', 'key', String(live.bytes_key), 'value', String(live.bytes_value), 'entries', String(entries), 'name', 'bench_flow']);
+    try {
+      const m = mapInfo(path);
+      rows.push([entries.toLocaleString('en-US'), fmt(m.bytes_memlock! / 1048576, 1), fmt(m.bytes_memlock! / entries, 0)]);
+    } finally {
+      rmSync(path, { force: true });
+    }
+  }
+  table(['flow table entries', 'memory MiB', 'bytes/entry'], rows);
+  log(`\n(key ${live.bytes_key} B + value ${live.bytes_value} B per flow; memory = the map's bytes_memlock, which kernels`);
+  log(' since 6.4 compute from the map\'s real allocation; one table for every service of the host)');
 }
 
 // ---- iperf3 over a veth pair between namespaces ----
@@ -268,6 +406,7 @@ function nftLoad(rules: Rule[]): void {
     'table inet aegisbench {',
     '  set allowed { type ipv4_addr . inet_service; flags interval; }',
     '  chain output { type filter hook output priority 0; policy accept;',
+    ...(conntrack ? ['    ct state established,related accept'] : []),
     '    meta l4proto { tcp, udp } ip daddr . th dport @allowed accept',
     '    ip daddr 10.200.0.0/24 drop',
     '  }',
@@ -285,7 +424,9 @@ function nftClear(): void {
 }
 
 function iptablesLoad(cmd: string, rules: Rule[], proto: 'tcp' | 'udp'): void {
-  const lines = ['*filter', ':OUTPUT ACCEPT [0:0]', ':AEGISB - [0:0]', '-A OUTPUT -j AEGISB'];
+  const lines = ['*filter', ':OUTPUT ACCEPT [0:0]', ':AEGISB - [0:0]'];
+  if (conntrack) lines.push('-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT');
+  lines.push('-A OUTPUT -j AEGISB');
   for (const r of rules) lines.push(`-A AEGISB -d ${r.cidr} -p ${proto} --dport ${r.port} -j ACCEPT`);
   // The traffic's own rules come last: a linear chain is scanned to the end for it.
   lines.push(`-A AEGISB -d ${SERVER_IP}/32 -p tcp --dport ${PORT} -j ACCEPT`);
@@ -334,7 +475,7 @@ async function main(): Promise<void> {
     mkdirSync(cgFree, { recursive: true });
     mkdirSync(cgConn, { recursive: true });
     try {
-      await connectBench(dp, cgConn, cgFree);
+      await connectBench(dp, cgConn, cgFree, pinRoot);
     } finally {
       for (const c of [cgFree, cgConn]) {
         try {
@@ -346,6 +487,13 @@ async function main(): Promise<void> {
     }
     log('');
 
+    log('## 1c. First packet vs established packets of a TCP flow (BPF_PROG_TEST_RUN)\n');
+    await trackingBench(dp);
+    log('');
+    log('## 1d. Flow table memory\n');
+    flowMemoryBench(pinRoot);
+    log('');
+
     if (args.has('--no-iperf') || !has('iperf3') || !has('nft')) {
       log('## 2. iperf3 comparison skipped (--no-iperf, or iperf3/nft missing)');
       return;
@@ -353,6 +501,10 @@ async function main(): Promise<void> {
     log(`## 2. Same rule sets over a veth pair (iperf3, ${IPERF_SECONDS}s per run): Aegis vs nftables set vs ${iptables} chain\n`);
     log('Filters on the client\'s egress (Aegis edges / nft output hook / iptables OUTPUT chain), matching');
     log('destination CIDR + port; the traffic\'s own rule is in the set (last in the iptables chain).');
+    log(conntrack
+      ? 'nftables and iptables first accept `ct state established,related` (conntrack), as Aegis passes a tracked'
+      : '--stateless: nftables and iptables judge every packet (no conntrack rule).');
+    if (conntrack) log('flow\'s packets without a rule lookup. One-way UDP never becomes "established" in conntrack (no reply).');
     log(`UDP 64-byte datagrams, packets/s sent (best of ${RUNS}); "+ns/pkt" = 1e9/pps - 1e9/pps(unfiltered).\n`);
     netnsSetup();
     netns = true;
@@ -389,18 +541,51 @@ async function main(): Promise<void> {
 
     const n = tcpRules.length + 2;
     log(`\nTCP throughput (iperf3 default, one stream, sender side) with ${n.toLocaleString('en-US')} rules:\n`);
-    const tBase = await iperf(false, cg);
     const edges: Edge[] = tcpRules.map((r) => ({ dst_cidr: r.cidr, proto: 'tcp', port: r.port }));
     edges.push({ dst_cidr: `${SERVER_IP}/32`, proto: 'tcp', port: PORT });
-    await dp.apply(SVC_IPERF, { edges }, { mode: 'enforce', expiresAt: null, generation: 1 });
-    const tA = await iperf(false, cg);
-    await dp.withdraw(SVC_IPERF);
-    nftLoad(tcpRules);
-    const tN = await iperf(false, cg);
-    nftClear();
-    iptablesLoad(iptables, tcpRules, 'tcp');
-    const tI = await iperf(false, cg);
-    iptablesClear(iptables);
+    // Interleaved rounds (none, aegis, nftables, iptables, in rotating order), best per filter:
+    // a burst of load on the shared machine then hits one run of each filter, not one filter.
+    const best = { none: 0, aegis: 0, nft: 0, ipt: 0 };
+    const once: Array<[keyof typeof best, () => Promise<number>]> = [
+      ['none', async () => (await iperfOnce(false, cg)).bps],
+      [
+        'aegis',
+        async () => {
+          await dp.apply(SVC_IPERF, { edges }, { mode: 'enforce', expiresAt: null, generation: 1 });
+          const r = await iperfOnce(false, cg);
+          await dp.withdraw(SVC_IPERF);
+          return r.bps;
+        },
+      ],
+      [
+        'nft',
+        async () => {
+          nftLoad(tcpRules);
+          const r = await iperfOnce(false, cg);
+          nftClear();
+          return r.bps;
+        },
+      ],
+      [
+        'ipt',
+        async () => {
+          iptablesLoad(iptables, tcpRules, 'tcp');
+          const r = await iperfOnce(false, cg);
+          iptablesClear(iptables);
+          return r.bps;
+        },
+      ],
+    ];
+    for (let i = 0; i < RUNS; i++) {
+      for (let k = 0; k < once.length; k++) {
+        const [name, fn] = once[(i + k) % once.length]!;
+        best[name] = Math.max(best[name], await fn());
+      }
+    }
+    const tBase = { bps: best.none };
+    const tA = { bps: best.aegis };
+    const tN = { bps: best.nft };
+    const tI = { bps: best.ipt };
     table(
       ['filter', 'Gbit/s', 'vs none'],
       [
@@ -410,8 +595,9 @@ async function main(): Promise<void> {
         [`${iptables} chain`, fmt(tI.bps / 1e9, 2), `${fmt(tI.bps / tBase.bps, 3)}×`],
       ],
     );
-    log('\n(Aegis evaluates only the first packet of a TCP flow; nftables and iptables above evaluate every');
-    log(' packet because the rule sets have no conntrack "established" shortcut, as in the UDP table.)');
+    log(conntrack
+      ? '\n(every filter evaluates only the first packet of the TCP flow: Aegis by its flow table, nftables and\n iptables by their `ct state established` rule; target for Aegis: within 5% of none)'
+      : '\n(--stateless: Aegis evaluates only the first packet of a TCP flow; nftables and iptables evaluate every packet)');
   } finally {
     if (netns) netnsTeardown();
     await dp.purge();

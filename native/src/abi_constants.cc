@@ -41,6 +41,7 @@ Napi::Object AbiConstants(Napi::Env env) {
   AEGIS_EXPORT_NUM(AEGIS_MODE_OBSERVE);
   AEGIS_EXPORT_NUM(AEGIS_MODE_ENFORCE);
   AEGIS_EXPORT_NUM(AEGIS_CFG_FAIL_CLOSED);
+  AEGIS_EXPORT_NUM(AEGIS_PROTO_ALL);
   AEGIS_EXPORT_NUM(AEGIS_EV_DROPPED);
   AEGIS_EXPORT_NUM(AEGIS_EV_WOULD_DROP);
   AEGIS_EXPORT_NUM(AEGIS_EV_EXPIRED_DROPPED);
@@ -53,6 +54,8 @@ Napi::Object AbiConstants(Napi::Env env) {
   AEGIS_EXPORT_NUM(AEGIS_R_EXPIRED_OPEN);
   AEGIS_EXPORT_NUM(AEGIS_R_EXPIRED_CLOSED);
   AEGIS_EXPORT_NUM(AEGIS_R_REPLY);
+  AEGIS_EXPORT_NUM(AEGIS_R_UNPARSED);
+  AEGIS_EXPORT_NUM(AEGIS_R_CUT);
   AEGIS_EXPORT_NUM(AEGIS_TEST_MAGIC);
 #undef AEGIS_EXPORT_NUM
 #undef AEGIS_EXPORT_STR
@@ -74,6 +77,8 @@ Napi::Object AbiConstants(Napi::Env env) {
   Napi::Object ipproto = Napi::Object::New(env);
   ipproto.Set("tcp", Napi::Number::New(env, IPPROTO_TCP));
   ipproto.Set("udp", Napi::Number::New(env, IPPROTO_UDP));
+  ipproto.Set("icmp", Napi::Number::New(env, IPPROTO_ICMP));
+  ipproto.Set("icmpv6", Napi::Number::New(env, IPPROTO_ICMPV6));
 
   Napi::Object out = Napi::Object::New(env);
   out.Set("defines", defines);

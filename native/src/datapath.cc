@@ -31,6 +31,8 @@ Napi::Object CountersToJs(Napi::Env env, const aegis_counters& c) {
   o.Set("wouldDrop", U64(env, c.would_drop));
   o.Set("bypassed", U64(env, c.bypassed));
   o.Set("replies", U64(env, c.replies));
+  o.Set("cut", U64(env, c.cut));
+  o.Set("unparsed", U64(env, c.unparsed));
   o.Set("expired", U64(env, c.expired));
   o.Set("eventsLost", U64(env, c.events_lost));
   o.Set("events", U64(env, c.events));
@@ -68,6 +70,7 @@ Napi::Function Datapath::Init(Napi::Env env) {
                          InstanceMethod<&Datapath::StopEvents>("stopEvents"),
                          InstanceMethod<&Datapath::Close>("close"),
                          InstanceMethod<&Datapath::Purge>("purge"),
+                         InstanceMethod<&Datapath::RetireOlderLayout>("retireOlderLayout"),
                      });
 }
 
@@ -97,6 +100,7 @@ Napi::Value Datapath::Open(const Napi::CallbackInfo& info) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("connectHooks", Napi::Boolean::New(env, res->connect_hooks));
         o.Set("connectHooksReason", Napi::String::New(env, res->connect_hooks_reason));
+        o.Set("olderLayout", Napi::Number::New(env, res->older_layout));
         return o;
       },
       Value());
@@ -295,6 +299,15 @@ Napi::Value Datapath::Close(const Napi::CallbackInfo& info) {
   return PromiseWorker::Start(
       info.Env(), [core] { return core->Close(); }, [](Napi::Env env) { return env.Undefined(); },
       Value());
+}
+
+// retireOlderLayout() -> number of old links detached
+Napi::Value Datapath::RetireOlderLayout(const Napi::CallbackInfo& info) {
+  auto core = core_;
+  auto n = std::make_shared<uint32_t>(0);
+  return PromiseWorker::Start(
+      info.Env(), [core, n] { return core->RetireOlderLayout(n.get()); },
+      [n](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *n); }, Value());
 }
 
 Napi::Value Datapath::Purge(const Napi::CallbackInfo& info) {

@@ -34,6 +34,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   Napi::Value StopEvents(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Purge(const Napi::CallbackInfo& info);
+  Napi::Value RetireOlderLayout(const Napi::CallbackInfo& info);
 
   void StopEventsNow();
   static void OnPoll(uv_poll_t* handle, int status, int events);

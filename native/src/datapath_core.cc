@@ -82,7 +82,7 @@ class Fd {
 };
 
 // Every program a bound service's cgroup gets, with the tag of its pinned link
-// (aegis_v1_link_<tag><svc>). The first two are the packet programs; the rest are the
+// (aegis_v2_link_<tag><svc>). The first two are the packet programs; the rest are the
 // connect-time hooks, attached only when the kernel has them.
 struct Hook {
   const char* tag;
@@ -170,36 +170,90 @@ Status ReadMarker(const std::string& root, bool* present, aegis_layout_marker* m
   return Status::Ok();
 }
 
-Status CheckLayout(const std::string& root, bool* marker_present) {
+// The layout number of a versioned pin name ("aegis_v<N>_..."), or 0 when it is not one.
+uint32_t PinLayout(const std::string& name) {
+  if (name.rfind("aegis_v", 0) != 0) return 0;
+  size_t i = 7;
+  uint32_t n = 0;
+  while (i < name.size() && name[i] >= '0' && name[i] <= '9' && n < 100000) n = n * 10 + (name[i++] - '0');
+  return i > 7 && i < name.size() && name[i] == '_' ? n : 0;
+}
+
+// Detaches and unpins the versioned pins of layouts 1..max_layout under root (links first:
+// detaching them stops those programs before their maps disappear) and counts the links.
+Status RemoveLayoutPins(const std::string& root, uint32_t max_layout, uint32_t* links_detached) {
+  *links_detached = 0;
+  DIR* d = opendir(root.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return Status::Ok();
+    return Status::Errno(errno, "opendir", "cannot list pin root " + root);
+  }
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    uint32_t v = PinLayout(e->d_name);
+    if (v != 0 && v <= max_layout) names.emplace_back(e->d_name);
+  }
+  closedir(d);
+  auto is_link = [](const std::string& n) { return n.find("_link_") != std::string::npos; };
+  for (const auto& n : names) {
+    if (!is_link(n)) continue;
+    std::string p = root + "/" + n;
+    Fd fd(bpf_obj_get(p.c_str()));
+    if (fd.get() >= 0) {
+      if (bpf_link_detach(fd.get()) != 0 && errno != EINVAL && errno != ENOLINK) {
+        return Status::Errno(errno, "bpf_link_detach", "cannot detach " + p);
+      }
+      (*links_detached)++;
+    }
+    if (unlink(p.c_str()) != 0 && errno != ENOENT) return Status::Errno(errno, "unlink", "cannot remove " + p);
+  }
+  for (const auto& n : names) {
+    if (is_link(n)) continue;
+    std::string p = root + "/" + n;
+    if (unlink(p.c_str()) != 0 && errno != ENOENT) return Status::Errno(errno, "unlink", "cannot remove " + p);
+  }
+  return Status::Ok();
+}
+
+// Accepts pins of this layout, and pins of an older layout as an upgrade in progress
+// (*older = that layout; the caller loads this layout beside it and retires the old one
+// once this one enforces). A newer layout, or a marker Aegis cannot read, is refused: a
+// downgrade must not guess at maps it does not know.
+Status CheckLayout(const std::string& root, bool* marker_present, uint32_t* older) {
+  *older = 0;
   aegis_layout_marker m{};
   Status s = ReadMarker(root, marker_present, &m);
   if (!s.ok()) return s;
   if (*marker_present) {
-    if (m.magic != AEGIS_LAYOUT_MAGIC || m.version != AEGIS_LAYOUT_VERSION) {
+    if (m.magic != AEGIS_LAYOUT_MAGIC || m.version == 0 || m.version > AEGIS_LAYOUT_VERSION) {
       return Status::Coded(
           "EINCOMPATIBLE_PIN", EINVAL, "layout",
           "pins under " + root + " were made by datapath layout " + std::to_string(m.version) +
               " but this build uses layout " + std::to_string(AEGIS_LAYOUT_VERSION) +
-              "; stop the other version, remove its pins (or use another pin root) and retry");
+              "; a newer layout is not downgraded: stop the other version, remove its pins (or "
+              "use another pin root) and retry");
     }
-    return Status::Ok();
+    if (m.version < AEGIS_LAYOUT_VERSION) *older = m.version;
   }
-  // No marker: any versioned pin of another layout means an incompatible leftover.
+  // Versioned pins of another layout without a marker naming it: an older layout is an
+  // upgrade as above, a newer one is refused.
   DIR* d = opendir(root.c_str());
   if (d == nullptr) return Status::Errno(errno, "opendir", "cannot list pin root " + root);
-  std::string foreign;
+  std::string newer;
   while (dirent* e = readdir(d)) {
-    std::string name = e->d_name;
-    if (name.rfind("aegis_v", 0) == 0 && name.rfind(AEGIS_PIN_PREFIX, 0) != 0) {
-      foreign = name;
+    uint32_t v = PinLayout(e->d_name);
+    if (v == 0 || v == AEGIS_LAYOUT_VERSION) continue;
+    if (v > AEGIS_LAYOUT_VERSION) {
+      newer = e->d_name;
       break;
     }
+    if (*older == 0 || v < *older) *older = v;
   }
   closedir(d);
-  if (!foreign.empty()) {
+  if (!newer.empty()) {
     return Status::Coded("EINCOMPATIBLE_PIN", EINVAL, "layout",
-                         "pin " + root + "/" + foreign +
-                             " belongs to another datapath layout; remove it (or use another "
+                         "pin " + root + "/" + newer +
+                             " belongs to a newer datapath layout; remove it (or use another "
                              "pin root) and retry");
   }
   return Status::Ok();
@@ -313,36 +367,16 @@ Status PurgePins(const std::string& root) {
     if (s.err == ENOENT) return Status::Ok();
     return s;
   }
-  if (present && (m.magic != AEGIS_LAYOUT_MAGIC || m.version != AEGIS_LAYOUT_VERSION)) {
+  // Older layouts are this project's too and are removed with it; a newer one is not.
+  if (present && (m.magic != AEGIS_LAYOUT_MAGIC || m.version > AEGIS_LAYOUT_VERSION)) {
     return Status::Coded("EINCOMPATIBLE_PIN", EINVAL, "purge",
                          "pins under " + root + " belong to datapath layout " +
-                             std::to_string(m.version) + "; this build only removes layout " +
+                             std::to_string(m.version) + "; this build removes layouts up to " +
                              std::to_string(AEGIS_LAYOUT_VERSION));
   }
-  DIR* d = opendir(root.c_str());
-  if (d == nullptr) {
-    if (errno == ENOENT) return Status::Ok();
-    return Status::Errno(errno, "opendir", "cannot list pin root " + root);
-  }
-  std::vector<std::string> names;
-  while (dirent* e = readdir(d)) names.emplace_back(e->d_name);
-  closedir(d);
-  const std::string link_prefix = AEGIS_PIN_PREFIX "link_";
-  // Links first: detaching them stops enforcement before the maps disappear.
-  for (const auto& n : names) {
-    if (n.rfind(link_prefix, 0) != 0) continue;
-    std::string p = root + "/" + n;
-    Fd fd(bpf_obj_get(p.c_str()));
-    if (fd.get() >= 0 && bpf_link_detach(fd.get()) != 0 && errno != EINVAL && errno != ENOLINK) {
-      return Status::Errno(errno, "bpf_link_detach", "cannot detach " + p);
-    }
-    if (unlink(p.c_str()) != 0 && errno != ENOENT) return Status::Errno(errno, "unlink", "cannot remove " + p);
-  }
-  for (const auto& n : names) {
-    if (n.rfind(AEGIS_PIN_PREFIX, 0) != 0 || n.rfind(link_prefix, 0) == 0) continue;
-    std::string p = root + "/" + n;
-    if (unlink(p.c_str()) != 0 && errno != ENOENT) return Status::Errno(errno, "unlink", "cannot remove " + p);
-  }
+  uint32_t links = 0;
+  s = RemoveLayoutPins(root, AEGIS_LAYOUT_VERSION, &links);
+  if (!s.ok()) return s;
   std::string mp = root + "/" AEGIS_LAYOUT_PIN;
   if (unlink(mp.c_str()) != 0 && errno != ENOENT) return Status::Errno(errno, "unlink", "cannot remove " + mp);
   rmdir(root.c_str());  // only succeeds when nothing else lives there; that is fine
@@ -382,7 +416,8 @@ Status DatapathCore::Open(const OpenOptions& opts, OpenResult* res) {
                              " is not on a BPF filesystem; mount one (mount -t bpf bpf /sys/fs/bpf)");
   }
   bool marker = false;
-  s = CheckLayout(opts.pin_root, &marker);
+  uint32_t older = 0;
+  s = CheckLayout(opts.pin_root, &marker, &older);
   if (!s.ok()) return s;
   // The connect/sendmsg hooks are an addition: without them (old kernel, or a verifier
   // that refuses them) the packet programs still enforce, only a denied connect waits for
@@ -408,7 +443,9 @@ Status DatapathCore::Open(const OpenOptions& opts, OpenResult* res) {
     }
   }
   if (!s.ok()) return s;
-  if (!marker) {
+  // With an older layout's pins present the marker keeps naming it until RetireOlderLayout:
+  // a crash in between finds the same state and upgrades again.
+  if (!marker && older == 0) {
     s = WriteMarker(opts.pin_root);
     if (!s.ok()) {
       aegis_bpf__destroy(skel);
@@ -418,13 +455,33 @@ Status DatapathCore::Open(const OpenOptions& opts, OpenResult* res) {
   skel_ = skel;
   opts_ = opts;
   connect_hooks_ = hooks;
+  older_layout_ = older;
   res->connect_hooks = hooks;
+  res->older_layout = older;
+  return Status::Ok();
+}
+
+Status DatapathCore::RetireOlderLayout(uint32_t* links_detached) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *links_detached = 0;
+  Status s = RequireOpen("retire the older layout");
+  if (!s.ok()) return s;
+  if (older_layout_ == 0) return Status::Ok();
+  const std::string& root = opts_.pin_root;
+  // The caller has this layout enforcing what it is configured to; the old programs go.
+  s = RemoveLayoutPins(root, AEGIS_LAYOUT_VERSION - 1, links_detached);
+  if (!s.ok()) return s;
+  std::string mp = root + "/" AEGIS_LAYOUT_PIN;
+  if (unlink(mp.c_str()) != 0 && errno != ENOENT) return Status::Errno(errno, "unlink", "cannot remove " + mp);
+  s = WriteMarker(root);
+  if (!s.ok()) return s;
+  older_layout_ = 0;
   return Status::Ok();
 }
 
 Status DatapathCore::EnsureCounters(uint32_t svc) {
   std::vector<uint8_t> zero(sizeof(aegis_counters) * PossibleCpus(), 0);
-  int fd = bpf_map__fd(skel_->maps.aegis_v1_cnt);
+  int fd = bpf_map__fd(skel_->maps.aegis_v2_cnt);
   if (bpf_map_update_elem(fd, &svc, zero.data(), BPF_NOEXIST) != 0 && errno != EEXIST) {
     return Status::Errno(errno, "bpf_map_update_elem", "cannot create counters of service " +
                                                            std::to_string(svc));
@@ -513,7 +570,7 @@ Status DatapathCore::Bind(uint32_t svc, const std::string& path, BindResult* out
   if (!s.ok()) return s;
   out->cgroup_id = cgid;
 
-  int cgrp_fd = bpf_map__fd(skel_->maps.aegis_v1_cgrp);
+  int cgrp_fd = bpf_map__fd(skel_->maps.aegis_v2_cgrp);
   uint32_t bound = 0;
   bool fresh = true;
   if (bpf_map_lookup_elem(cgrp_fd, &cgid, &bound) == 0) {
@@ -620,7 +677,7 @@ Status DatapathCore::Apply(uint32_t svc, const std::vector<uint8_t>& rules, cons
   s = EnsureCounters(svc);
   if (!s.ok()) return s;
   uint64_t t1 = MonotonicNs();
-  int outer = bpf_map__fd(skel_->maps.aegis_v1_pol);
+  int outer = bpf_map__fd(skel_->maps.aegis_v2_pol);
   int ifd = inner.get();
   // The swap: one update; packets see the old trie or the new one, never a mix.
   if (bpf_map_update_elem(outer, &svc, &ifd, BPF_ANY) != 0) {
@@ -638,7 +695,7 @@ Status DatapathCore::Withdraw(uint32_t svc, bool* existed) {
   std::lock_guard<std::mutex> lock(mu_);
   Status s = RequireOpen("withdraw");
   if (!s.ok()) return s;
-  int outer = bpf_map__fd(skel_->maps.aegis_v1_pol);
+  int outer = bpf_map__fd(skel_->maps.aegis_v2_pol);
   *existed = true;
   if (bpf_map_delete_elem(outer, &svc) != 0) {
     if (errno != ENOENT) {
@@ -661,7 +718,7 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
     res.back().service_id = svc;
     return res.back();
   };
-  int cgrp = bpf_map__fd(skel_->maps.aegis_v1_cgrp);
+  int cgrp = bpf_map__fd(skel_->maps.aegis_v2_cgrp);
   uint64_t cg = 0, next_cg = 0;
   void* prev = nullptr;
   while (bpf_map_get_next_key(cgrp, prev, &next_cg) == 0) {
@@ -670,7 +727,7 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
     cg = next_cg;
     prev = &cg;
   }
-  int outer = bpf_map__fd(skel_->maps.aegis_v1_pol);
+  int outer = bpf_map__fd(skel_->maps.aegis_v2_pol);
   uint32_t key = 0, next = 0;
   prev = nullptr;
   while (bpf_map_get_next_key(outer, prev, &next) == 0) {
@@ -690,7 +747,7 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
     key = next;
     prev = &key;
   }
-  int cnt = bpf_map__fd(skel_->maps.aegis_v1_cnt);
+  int cnt = bpf_map__fd(skel_->maps.aegis_v2_cnt);
   int ncpu = PossibleCpus();
   std::vector<aegis_counters> per(static_cast<size_t>(ncpu));
   prev = nullptr;
@@ -705,6 +762,8 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
         sum.would_drop += c.would_drop;
         sum.bypassed += c.bypassed;
         sum.replies += c.replies;
+        sum.cut += c.cut;
+        sum.unparsed += c.unparsed;
         sum.expired += c.expired;
         sum.events_lost += c.events_lost;
         sum.events += c.events;
@@ -775,7 +834,7 @@ Status DatapathCore::Purge() {
 int DatapathCore::EventsFd() {
   std::lock_guard<std::mutex> lock(mu_);
   if (skel_ == nullptr) return -1;
-  return bpf_map__fd(skel_->maps.aegis_v1_evt);
+  return bpf_map__fd(skel_->maps.aegis_v2_evt);
 }
 
 }  // namespace aegis

@@ -51,6 +51,9 @@ struct OpenOptions {
 struct OpenResult {
   bool connect_hooks = false;
   std::string connect_hooks_reason;  // why they are off (empty when on)
+  // Layout of an older build's pins found under the root (0: none). Both layouts enforce
+  // until RetireOlderLayout removes the old one.
+  uint32_t older_layout = 0;
 };
 
 struct ServiceConfig {
@@ -121,6 +124,9 @@ class DatapathCore {
                  TestRunResult* out);
   Status Close();
   Status Purge();
+  // Detaches and unpins what an older layout left under the pin root and marks the root
+  // as this layout's. Call once this layout enforces every service the old one did.
+  Status RetireOlderLayout(uint32_t* links_detached);
   // The ring buffer map fd, or -1 when not open. Owned by the core.
   int EventsFd();
 
@@ -138,6 +144,7 @@ class DatapathCore {
   aegis_bpf* skel_ = nullptr;
   aegis_bpf* test_skel_ = nullptr;
   bool connect_hooks_ = false;  // the production instance loaded the connect/sendmsg programs
+  uint32_t older_layout_ = 0;   // an older layout's pins still live under the root
 };
 
 }  // namespace aegis

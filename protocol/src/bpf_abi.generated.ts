@@ -4,9 +4,9 @@
 
 /** Every `#define AEGIS_*` of bpf/aegis.h, evaluated. */
 export const BPF_ABI = {
-  AEGIS_LAYOUT_VERSION: 1,
+  AEGIS_LAYOUT_VERSION: 2,
   AEGIS_LAYOUT_MAGIC: 0x53474541, // "AEGS" little-endian
-  AEGIS_PIN_PREFIX: 'aegis_v1_',
+  AEGIS_PIN_PREFIX: 'aegis_v2_',
   AEGIS_LAYOUT_PIN: 'aegis_layout',
   AEGIS_MAX_SERVICES: 4096,
   AEGIS_MAX_RULES: 131072,
@@ -19,6 +19,7 @@ export const BPF_ABI = {
   AEGIS_KEY_EXACT_BITS: 32,
   AEGIS_KEY_MAX_PREFIX: 160, // (AEGIS_KEY_EXACT_BITS + 128)
   AEGIS_V4_MAPPED_BITS: 96,
+  AEGIS_PROTO_ALL: 0,
   AEGIS_MODE_OBSERVE: 0,
   AEGIS_MODE_ENFORCE: 1,
   AEGIS_CFG_FAIL_CLOSED: 1, // (1u << 0)
@@ -30,10 +31,12 @@ export const BPF_ABI = {
   AEGIS_R_ALLOWED: 3, // matched a rule
   AEGIS_R_DROPPED: 4, // no rule matched, enforce
   AEGIS_R_WOULD_DROP: 5, // no rule matched, observe
-  AEGIS_R_BYPASS: 6, // established TCP/UDP flow, not TCP/UDP, unparsable
+  AEGIS_R_BYPASS: 6, // tracked flow (same direction), IPv6 ND, not IP
   AEGIS_R_EXPIRED_OPEN: 7,
   AEGIS_R_EXPIRED_CLOSED: 8,
-  AEGIS_R_REPLY: 9, // UDP reply of a tracked flow
+  AEGIS_R_REPLY: 9, // reply (or ICMP error) of a tracked flow
+  AEGIS_R_UNPARSED: 10, // headers not walkable: dropped in enforce
+  AEGIS_R_CUT: 11, // tracked flow the new generation no longer allows: dropped
   AEGIS_TEST_MAGIC: 0xAE615AFE,
 } as const;
 

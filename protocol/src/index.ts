@@ -48,7 +48,7 @@ export {
   licenseKeySuffix,
 } from './license_key.js';
 export { subjects, SEG_MAPS_STREAM, SEG_MAPS_WILDCARD } from './subjects.js';
-export { PROTOS, MAX_RULES_PER_SERVICE, MAP_SNAPSHOT_SCHEMA } from './snapshot.js';
+export { PROTOS, MAX_RULES_PER_SERVICE, MAP_SNAPSHOT_SCHEMA, rulesForEntry } from './snapshot.js';
 export type { Proto, Edge, AllowCidr, MapSnapshot, Stage, DatapathMode } from './snapshot.js';
 export { parseCidr, formatAddr, CidrError } from './cidr.js';
 export type { ParsedCidr } from './cidr.js';
@@ -61,7 +61,8 @@ export { AUD_SEG_MAP, AUD_FLEET_LICENSE } from './seg_messages.js';
 export { SEG_MESSAGE_MIN_LIFETIME_SECONDS, SEG_EXP_LEEWAY_SECONDS, FLEET_ENVELOPE_MAX_AGE_SECONDS, segMessageExp } from './seg_messages.js';
 export { LICENSE_REQUEST_REFUSALS, licenseRequestRefusalOf } from './seg_messages.js';
 export type { LicenseRequestRefusal, LicenseRequestRefusalCode } from './seg_messages.js';
-export type { SegMapClaims, FleetLicenseClaims, AgentStatusReport, AgentAck, AgentFlowsReport } from './seg_messages.js';
+export type { SegMapClaims, FleetLicenseClaims, AgentStatusReport, AgentAck, AgentFlowsReport, AgentFlowLine, FlowLogVerdict, FlowReason, FlowProto } from './seg_messages.js';
+export { FLOW_LOG_VERDICTS, FLOW_REASONS } from './seg_messages.js';
 export { backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
 export type { BackoffPolicy } from './backoff.js';
 export { LICENSE_STATUSES } from './wire.js';

@@ -125,10 +125,46 @@ export interface AgentAck {
   applied_at: string;
 }
 
-/** aegis.agent.<host>.flows: what the datapath denied or would have denied. */
+/** Verdict of a flow as the flow log and flow reports name it. */
+export type FlowLogVerdict = 'allowed' | 'dropped' | 'would-drop';
+export const FLOW_LOG_VERDICTS: readonly FlowLogVerdict[] = ['allowed', 'dropped', 'would-drop'];
+
+/** Why the datapath decided: a rule (or none) of the policy, a policy past its expiry, headers it
+ * could not walk, or a tracked flow the new policy generation no longer allows. */
+export type FlowReason = 'policy' | 'expired' | 'unparsed' | 'cut';
+export const FLOW_REASONS: readonly FlowReason[] = ['policy', 'expired', 'unparsed', 'cut'];
+
+/** Protocol of a flow: a name for the ones rules can name, else the IP protocol number (0..255). */
+export type FlowProto = 'tcp' | 'udp' | 'icmp' | number;
+
+/** One aggregated line of a flow report: `count` flows (first packets) with the same key in the interval. */
+export interface AgentFlowLine {
+  /** Remote address: the destination of egress, the source of ingress. */
+  dst: string;
+  proto: FlowProto;
+  /** Remote port for egress, local port for ingress (the port rules name); ICMP type for icmp; 0 for portless protocols. */
+  port: number;
+  count: number;
+  /** Absent in reports of older agents, which sent only denials: read as 'dropped'. */
+  verdict?: FlowLogVerdict;
+  /** Absent in reports of older agents: read as 'egress'. */
+  direction?: 'egress' | 'ingress';
+  /** Index of the deciding entry in the snapshot's `edges` (egress) or `allow_cidrs` (ingress); null = no rule matched. */
+  rule?: number | null;
+  reason?: FlowReason;
+}
+
+/**
+ * aegis.agent.<machine>.flows: what the datapath decided for a service over one interval,
+ * aggregated. `revision` is the snapshot revision in force (what `rule` indexes into).
+ * Older agents send only `host`, `service_id`, `flows` (denials) and `sent_at`.
+ */
 export interface AgentFlowsReport {
   host: string;
   service_id: number;
-  flows: Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>;
+  revision?: number | null;
+  /** The interval the counts cover, ISO 8601. */
+  interval?: { start: string; end: string };
+  flows: AgentFlowLine[];
   sent_at: string;
 }

@@ -5,8 +5,20 @@
  */
 import { BPF_ABI } from './bpf_abi.generated.js';
 
-export type Proto = 'tcp' | 'udp' | 'any';
-export const PROTOS: readonly Proto[] = ['tcp', 'udp', 'any'];
+/**
+ * `tcp` / `udp`: that protocol, `port` its destination (edge) or local (allow_cidr) port.
+ * `icmp`: ICMP and ICMPv6, `port` the ICMP type (8 / 128 = echo request), 0 = every type.
+ * `any`: tcp and udp on `port`; with port 0, every IP protocol.
+ */
+export type Proto = 'tcp' | 'udp' | 'icmp' | 'any';
+export const PROTOS: readonly Proto[] = ['tcp', 'udp', 'icmp', 'any'];
+
+/** Datapath records one entry becomes: `icmp` and `any` on a port take two. */
+export function rulesForEntry(proto: Proto, port: number): number {
+  if (proto === 'icmp') return 2;
+  if (proto === 'any') return port === 0 ? 1 : 2;
+  return 1;
+}
 
 export interface Edge {
   dst_cidr: string;
@@ -32,7 +44,7 @@ export interface MapSnapshot {
 export type Stage = 'canary' | 'enforce';
 export type DatapathMode = 'observe' | 'enforce';
 
-/** Per-service capacity of the datapath: rules after `any` is expanded to tcp+udp.
+/** Per-service capacity of the datapath: rules after `any` and `icmp` are expanded (rulesForEntry).
  * Taken from the BPF side's AEGIS_MAX_RULES, the size its rule tries are created with. */
 export const MAX_RULES_PER_SERVICE: number = BPF_ABI.AEGIS_MAX_RULES;
 
@@ -49,7 +61,7 @@ export const MAP_SNAPSHOT_SCHEMA = {
         type: 'object',
         properties: {
           dst_cidr: { type: 'string' },
-          proto: { type: 'string', enum: ['tcp', 'udp', 'any'] },
+          proto: { type: 'string', enum: ['tcp', 'udp', 'icmp', 'any'] },
           port: { type: 'integer', minimum: 0, maximum: 65535 },
         },
         required: ['dst_cidr', 'proto', 'port'],
@@ -61,7 +73,7 @@ export const MAP_SNAPSHOT_SCHEMA = {
         type: 'object',
         properties: {
           cidr: { type: 'string' },
-          proto: { type: 'string', enum: ['tcp', 'udp', 'any'] },
+          proto: { type: 'string', enum: ['tcp', 'udp', 'icmp', 'any'] },
           port: { type: 'integer', minimum: 0, maximum: 65535 },
         },
         required: ['cidr', 'proto', 'port'],

@@ -1,7 +1,7 @@
 /**
  * The one MapSnapshot checker: the JSON Schema, then CIDRs that parse with no host bits
  * (naming the canonical form), duplicate entries refused, and the datapath's per-service
- * capacity counted after `any` expands to tcp and udp. The server checks what it accepts
+ * capacity counted after `any` and `icmp` expand (rulesForEntry), ICMP types up to 255. The server checks what it accepts
  * with it, the agent's control API what it is given, and the datapath what it encodes,
  * so a snapshot one of them accepts is accepted by all. Every problem is reported with a
  * JSON Pointer path (`/edges/0/dst_cidr`).
@@ -10,13 +10,13 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import { parseCidr } from './cidr.js';
 import { ValidationError, type FieldProblem } from './errors.js';
 import { problemsOf } from './schema_problems.js';
-import { MAP_SNAPSHOT_SCHEMA, MAX_RULES_PER_SERVICE, type MapSnapshot, type Proto } from './snapshot.js';
+import { MAP_SNAPSHOT_SCHEMA, MAX_RULES_PER_SERVICE, rulesForEntry, type MapSnapshot, type Proto } from './snapshot.js';
 
 /** What checking a snapshot (or just its rule lists) found. */
 export interface SnapshotCheck {
   /** Every problem found, in document order; a capacity problem, if any, comes last. */
   problems: FieldProblem[];
-  /** Datapath rules the entries need once `any` is expanded to tcp and udp. */
+  /** Datapath rules the entries need once `any` and `icmp` are expanded (rulesForEntry). */
   rules: number;
   /** The per-service capacity the rule count was checked against. */
   capacity: number;
@@ -60,6 +60,11 @@ function checkEntries(snap: Pick<MapSnapshot, 'edges' | 'allow_cidrs'>, capacity
     const seen = new Map<string, number>();
     items.forEach((it, i) => {
       const path = `/${name}/${i}/${it.field}`;
+      // For icmp the port is the ICMP type, one byte on the wire.
+      if (it.proto === 'icmp' && it.port > 255) {
+        problems.push({ path: `/${name}/${i}/port`, message: `an icmp entry's port is the ICMP type (0-255, 0 = every type), got ${it.port}` });
+        return;
+      }
       let canonical: string;
       try {
         const c = parseCidr(it.cidr);
@@ -78,7 +83,7 @@ function checkEntries(snap: Pick<MapSnapshot, 'edges' | 'allow_cidrs'>, capacity
       const first = seen.get(key);
       if (first !== undefined) problems.push({ path: `/${name}/${i}`, message: `duplicate of /${name}/${first} (${canonical} ${it.proto} ${it.port})` });
       else seen.set(key, i);
-      rules += it.proto === 'any' ? 2 : 1;
+      rules += rulesForEntry(it.proto, it.port);
     });
   }
   const overCapacity = rules > capacity;

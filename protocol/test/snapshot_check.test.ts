@@ -40,7 +40,7 @@ t.test('a valid snapshot is returned as is', async (t) => {
 });
 
 t.test('bad schema: every failing field named by its JSON Pointer', async (t) => {
-  const problems = refused(t, { version: 0, service_id: -1, edges: [{ dst_cidr: 'x', proto: 'icmp', port: 70000 }, { proto: 'tcp', port: 1 }], ttl_seconds: 10 });
+  const problems = refused(t, { version: 0, service_id: -1, edges: [{ dst_cidr: 'x', proto: 'sctp', port: 70000 }, { proto: 'tcp', port: 1 }], ttl_seconds: 10 });
   const paths = problems.map((p) => p.path).sort();
   for (const p of ['/version', '/service_id', '/edges/0/proto', '/edges/0/port', '/edges/1/dst_cidr', '/ttl_seconds']) {
     t.ok(paths.includes(p), `${p} named (${paths.join(', ')})`);
@@ -148,4 +148,12 @@ t.test('paths are JSON Pointers, never dotted or bracketed', async (t) => {
   for (const p of r.problems) t.match(p.path, /^(\/[a-z_0-9]+)+$/, `${p.path} is a JSON Pointer`);
   const schema = inspectMapSnapshot({ version: 'one', service_id: 1, ttl_seconds: 60, edges: [{ dst_cidr: 1, proto: 'tcp', port: 1 }] });
   for (const p of schema.problems) t.match(p.path, /^(\/[a-z_0-9]+)+$/, `${p.path} (schema) is a JSON Pointer`);
+});
+
+t.test('icmp entries: the port is the ICMP type; icmp and any/0 are counted as the datapath stores them', async (t) => {
+  const r = inspectPolicyRules({ edges: [{ dst_cidr: '10.0.0.0/8', proto: 'icmp', port: 8 }, { dst_cidr: '10.0.0.0/8', proto: 'any', port: 0 }, { dst_cidr: '10.0.0.0/8', proto: 'any', port: 53 }] });
+  t.same(r.problems, []);
+  t.equal(r.rules, 5, 'icmp = ICMP + ICMPv6, any/0 = one rule for every protocol, any/53 = tcp + udp');
+  const bad = inspectPolicyRules({ edges: [{ dst_cidr: '10.0.0.0/8', proto: 'icmp', port: 256 }] });
+  t.same(bad.problems.map((p) => p.path), ['/edges/0/port'], 'an ICMP type above 255 is refused');
 });

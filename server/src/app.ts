@@ -29,6 +29,7 @@ import { TargetResolver } from './rollout/targets.js';
 import { Tenancy } from './tenancy.js';
 import { addJwksRoutes } from './routes_jwks.js';
 import { AgentRegistry } from './rollout/agents.js';
+import { FlowLog } from './rollout/flow_log.js';
 import { Orchestrator } from './rollout/orchestrator.js';
 import { startDistribution, type Distribution } from './rollout/distribution.js';
 import { FleetLicensePublisher } from './rollout/fleet_publisher.js';
@@ -55,6 +56,8 @@ export interface App {
   ctx: ServerContext;
   orchestrator: Orchestrator;
   agents: AgentRegistry;
+  /** Every accepted flow report line, pruned by age and row count. */
+  flowLog: FlowLog;
   fleet: FleetLicensePublisher | null;
   distribution: Distribution | null;
   apiKeys: ApiKeys;
@@ -93,7 +96,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   // takes the next; and no longer, so a recorded one soon stops being worth replaying.
   const messageLifetime = Math.max(SEG_MESSAGE_MIN_LIFETIME_SECONDS, 3 * config.segRepublishSeconds);
   const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta), messageLifetime);
-  const agents = new AgentRegistry(db, clock);
+  const flowLog = new FlowLog(db, clock, { days: config.flowRetentionDays, maxRows: config.flowMaxRows });
+  const agents = new AgentRegistry(db, clock, flowLog);
   const certs = new MachineCertificates(db, clock);
   let issuer: CertificateIssuer | null = null;
   let agentTls: { cert: string; key: string; clientCa: string } | null = null;
@@ -147,7 +151,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
     ctx,
   });
-  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, lifecycle, tenancy, targets: new TargetResolver(db, clock) });
+  addSegRoutes(router, { apiKeys, audit, orchestrator, agents, flowLog, lifecycle, tenancy, targets: new TargetResolver(db, clock) });
   addJwksRoutes(router, { keys: ctx.keys });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
@@ -188,6 +192,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const pruner = setInterval(() => {
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
     certs.prune().catch((e: unknown) => log.warn('pruning certificate records failed', { error: (e as Error).message }));
+    flowLog.prune().catch((e: unknown) => log.warn('pruning the flow log failed', { error: (e as Error).message }));
     // Counts of refusals beyond the audit bound are written once their minute is over.
     audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
   }, 60_000);
@@ -203,6 +208,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     ctx,
     orchestrator,
     agents,
+    flowLog,
     fleet,
     distribution,
     apiKeys,

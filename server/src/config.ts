@@ -2,6 +2,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
+import { DEFAULT_FLOW_MAX_ROWS, DEFAULT_FLOW_RETENTION_DAYS } from './rollout/flow_log.js';
 
 export interface ServerConfig {
   host: string;
@@ -52,6 +53,10 @@ export interface ServerConfig {
   mtls: MtlsConfig | null;
   /** Timeouts and caps applied to every listener (main and agent). */
   http: HttpLimits;
+  /** Flow log rows are kept this many days (AEGIS_FLOW_RETENTION_DAYS) ... */
+  flowRetentionDays: number;
+  /** ... and at most this many rows, the oldest dropped first (AEGIS_FLOW_MAX_ROWS). */
+  flowMaxRows: number;
 }
 
 /**
@@ -214,6 +219,8 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     clientCertTtlSeconds: certTtl,
     mtls,
     http: httpLimitsFrom(env),
+    flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
+    flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     natsUrl: flags.natsUrl ?? env.NATS_URL ?? '',
     natsUser: env.AEGIS_NATS_USER ?? '',
     natsPassword: env.AEGIS_NATS_PASSWORD ?? '',

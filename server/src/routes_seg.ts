@@ -3,13 +3,15 @@
  * visibility, and the HTTP fallback that serves a host the same signed snapshot messages
  * NATS carries.
  */
-import { AegisError, ValidationError, type AgentSnapshotsResponse, type Stage } from '../../protocol/src/index.js';
+import { AegisError, FLOW_LOG_VERDICTS, isMachineId, ValidationError, type AgentSnapshotsResponse, type FieldProblem, type FlowLogVerdict, type Stage } from '../../protocol/src/index.js';
 import type { ApiKeys } from './api_keys.js';
 import type { AuditLog } from './audit.js';
 import { actorOf, authorize } from './http/auth.js';
 import type { Request, Router } from './http/router.js';
 import type { MachineLifecycle } from './machine_lifecycle.js';
 import type { AgentRegistry } from './rollout/agents.js';
+import { decodeFlowCursor, DEFAULT_FLOW_QUERY_LIMIT, MAX_FLOW_QUERY_LIMIT, type FlowLog, type FlowQuery } from './rollout/flow_log.js';
+import { parseDateTime } from './rollout/flow_report.js';
 import type { Orchestrator } from './rollout/orchestrator.js';
 import { parseTargetQuery, type TargetResolver } from './rollout/targets.js';
 import { scopeOf } from './tenancy.js';
@@ -22,6 +24,7 @@ export interface SegRouteDeps {
   audit: AuditLog;
   orchestrator: Orchestrator;
   agents: AgentRegistry;
+  flowLog: FlowLog;
   /** Authenticates the snapshot fallback's host proof against the host's machine. */
   lifecycle: MachineLifecycle;
   /** What an API key limited to one customer may see and target. */
@@ -51,8 +54,75 @@ function serviceIdParam(text: string): number {
   return Number(text);
 }
 
+const FLOW_QUERY_PARAMS = new Set(['machine', 'service_id', 'verdict', 'direction', 'since', 'until', 'limit', 'cursor']);
+
+/** A date-time query parameter or body field, normalised to the stored ISO form; else a problem at `path`. */
+function dateTimeParam(text: unknown, path: string, problems: FieldProblem[]): string | undefined {
+  const ms = parseDateTime(text);
+  if (ms === null) {
+    problems.push({ path, message: 'must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z' });
+    return undefined;
+  }
+  return new Date(ms).toISOString();
+}
+
+/** GET /api/v1/flows parameters (everything but tenancy). Unknown or repeated parameters are refused, not ignored. */
+function flowQueryOf(query: URLSearchParams): Omit<FlowQuery, 'machines'> {
+  const problems: FieldProblem[] = [];
+  const seen = new Set<string>();
+  for (const name of query.keys()) {
+    if (!FLOW_QUERY_PARAMS.has(name)) problems.push({ path: name, message: `is not a parameter of this route (${[...FLOW_QUERY_PARAMS].join(', ')})` });
+    else if (seen.has(name)) problems.push({ path: name, message: 'is given more than once' });
+    seen.add(name);
+  }
+  const q: Omit<FlowQuery, 'machines'> = { limit: DEFAULT_FLOW_QUERY_LIMIT };
+  const get = (name: string) => (FLOW_QUERY_PARAMS.has(name) ? query.get(name) : null);
+  const machine = get('machine');
+  if (machine !== null) {
+    if (isMachineId(machine)) q.machine = machine;
+    else problems.push({ path: 'machine', message: 'must be a machine id' });
+  }
+  const service = get('service_id');
+  if (service !== null) {
+    if (/^\d{1,10}$/.test(service) && Number(service) <= 2_147_483_647) q.service_id = Number(service);
+    else problems.push({ path: 'service_id', message: 'must be an integer from 0 to 2147483647' });
+  }
+  const verdict = get('verdict');
+  if (verdict !== null) {
+    const list = verdict.split(',');
+    if (list.every((v) => (FLOW_LOG_VERDICTS as readonly string[]).includes(v))) q.verdicts = list as FlowLogVerdict[];
+    else problems.push({ path: 'verdict', message: `must be one or more (comma-separated) of ${FLOW_LOG_VERDICTS.join(', ')}` });
+  }
+  const direction = get('direction');
+  if (direction !== null) {
+    if (direction === 'egress' || direction === 'ingress') q.direction = direction;
+    else problems.push({ path: 'direction', message: 'must be egress or ingress' });
+  }
+  const since = get('since');
+  if (since !== null) q.since = dateTimeParam(since, 'since', problems);
+  const until = get('until');
+  if (until !== null) q.until = dateTimeParam(until, 'until', problems);
+  if (q.since !== undefined && q.until !== undefined && q.since > q.until) problems.push({ path: 'until', message: 'must not be before since' });
+  const limit = get('limit');
+  if (limit !== null) {
+    if (/^\d{1,4}$/.test(limit) && Number(limit) >= 1 && Number(limit) <= MAX_FLOW_QUERY_LIMIT) q.limit = Number(limit);
+    else problems.push({ path: 'limit', message: `must be an integer from 1 to ${MAX_FLOW_QUERY_LIMIT}` });
+  }
+  const cursor = get('cursor');
+  if (cursor !== null) {
+    try {
+      q.cursor = decodeFlowCursor(cursor);
+    } catch (e) {
+      if (!(e instanceof ValidationError)) throw e;
+      problems.push(...e.problems);
+    }
+  }
+  if (problems.length > 0) throw new ValidationError(problems);
+  return q;
+}
+
 export function addSegRoutes(r: Router, d: SegRouteDeps): void {
-  const { orchestrator, agents, audit, tenancy } = d;
+  const { orchestrator, agents, audit, tenancy, flowLog } = d;
   /** A revision's targets as the API shows them: machine ids, and their hostnames as labels. */
   const shown = async (targets: string[]) => ({ target_machines: targets, target_hosts: await d.targets.labels(targets) });
   /** A service's current targets must all be the key's own machines (unrestricted: any). */
@@ -138,10 +208,13 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
         const p = await authorize(d.apiKeys, req, 'seg:read');
         const body = req.body as Record<string, unknown> | null;
         if (body !== null && typeof body === 'object' && body.from_agents === true) {
-          const { from_agents: _f, flows: given, ...rest } = body;
+          const { from_agents: _f, flows: given, since: sinceField, ...rest } = body;
           if (given !== undefined) throw new ValidationError([{ path: '/flows', message: 'give flows or from_agents, not both' }]);
           if (!Number.isInteger(rest.service_id)) throw new ValidationError([{ path: '/service_id', message: 'is required with from_agents' }]);
-          const flows = await agents.flows(rest.service_id as number, await tenancy.machinesOf(p));
+          const problems: FieldProblem[] = [];
+          const since = sinceField === undefined ? undefined : dateTimeParam(sinceField, '/since', problems);
+          if (problems.length > 0) throw new ValidationError(problems);
+          const flows = await flowLog.deniedEgress(rest.service_id as number, await tenancy.machinesOf(p), since);
           return { status: 200, body: { ...propose({ ...rest, flows }), source: 'agents' } };
         }
         return { status: 200, body: propose(body) };
@@ -169,11 +242,18 @@ export function addSegRoutes(r: Router, d: SegRouteDeps): void {
     if (!Tenancy.visible(await tenancy.machinesOf(p), machineId)) throw new AegisError('NOT_FOUND', `no agent of machine ${machineId} has reported`);
     return { status: 200, body: await agents.get(machineId) };
   });
-  /** Flows reported for a service, per reporting machine (what the segmenter's from_agents sums). */
+  /** Denied egress reported for a service, per reporting machine (what the segmenter's from_agents sums). */
   r.add('GET', '/api/v1/seg/flows/:service_id', async (req) => {
     const p = await authorize(d.apiKeys, req, 'seg:read');
     const serviceId = serviceIdParam(req.params.service_id!);
-    return { status: 200, body: { service_id: serviceId, items: await agents.flowsByMachine(serviceId, await tenancy.machinesOf(p)) } };
+    return { status: 200, body: { service_id: serviceId, items: await flowLog.deniedEgressByMachine(serviceId, await tenancy.machinesOf(p)) } };
+  });
+  /** The flow log, newest first: another customer's machine is the unknown-machine 404, and never listed. */
+  r.add('GET', '/api/v1/flows', async (req) => {
+    const p = await authorize(d.apiKeys, req, 'seg:read');
+    const q = flowQueryOf(req.query);
+    if (q.machine !== undefined) await tenancy.assertMachine(p, q.machine);
+    return { status: 200, body: await flowLog.query({ ...q, machines: await tenancy.machinesOf(p) }) };
   });
 
   /**

@@ -180,7 +180,13 @@ export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>
     );
     t.equal(await reg.record('ack', machineId, { host: 'web-5', service_id: 501, revision: 1, stage: 'canary', mode: 'observe', ok: true, error: null }), null);
     t.equal(await reg.record('ack', machineId, { host: 'web-5', service_id: 999, revision: 1, stage: 'canary', mode: 'observe', ok: true, error: null }), 'service not targeted at this machine');
-    t.equal(await reg.record('flows', machineId, { service_id: 501, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 3 }, { dst: 'x'.repeat(100), proto: 'tcp', port: 1, count: 1 }] }), null);
+    // One bad line used to be skipped and the rest kept; now it refuses the whole report.
+    t.match(
+      await reg.record('flows', machineId, { service_id: 501, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 3 }, { dst: 'x'.repeat(100), proto: 'tcp', port: 1, count: 1 }] }),
+      /^malformed: \/flows\/1\/dst: /,
+      'a report with one bad line is refused whole, naming the line',
+    );
+    t.equal(await reg.record('flows', machineId, { service_id: 501, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 3 }] }), null);
     t.equal(await reg.record('flows', machineId, { service_id: 501, flows: [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 2 }] }), null);
     const list = await s.req('GET', '/api/v1/agents');
     const item = list.body.items.find((i: any) => i.machine_id === machineId);
@@ -191,7 +197,7 @@ export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>
     t.equal(one.body.status.edition, 'licensed');
     t.equal(one.body.applied['501'].revision, 1);
     t.notOk(one.body.applied['999'], 'an ack for a service not targeted here is not kept');
-    t.same(await reg.flows(501), [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 5 }], 'flows summed, bad ones dropped');
+    t.same(await s.app.flowLog.deniedEgress(501, null), [{ dst: '10.0.0.5', proto: 'tcp', port: 443, count: 5 }], 'flows summed, nothing of the refused report');
     const per = await s.req('GET', '/api/v1/seg/flows/501');
     t.same(per.body.items.map((f: any) => [f.machine_id, f.dst, f.count]), [[machineId, '10.0.0.5', 5]], 'which machine reported what');
     t.equal((await s.req('GET', '/api/v1/agents/web-5')).status, 404);

@@ -5,50 +5,18 @@
  * sendmsg4/6 hooks judge the destination at the syscall with the same egress rules, so the
  * caller gets EPERM at once and no packet leaves: TCP over IPv4 and IPv6, unconnected UDP
  * (sendto) and connected UDP. Observe mode lets the connect through and counts it once as
- * would-drop; a swapped-in policy takes effect on the next connect; expired fail-closed
- * refuses at connect time too; the links survive the process that made them; a datapath
- * opened skb-only (what a kernel without sock_addr programs gets) still enforces, by drop.
+ * would-drop; the refusal takes under a millisecond (median); a swapped-in policy takes
+ * effect on the next connect; expired fail-closed refuses at connect time too; the links
+ * survive the process that made them; a datapath opened skb-only (what a kernel without
+ * sock_addr programs gets) still enforces, by drop.
  */
 import t from 'tap';
-import { createSocket } from 'node:dgram';
 import { readdirSync } from 'node:fs';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { requireCapability } from '../harness/capabilities.js';
-import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from '../harness/datapath.js';
+import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, tcpListener, testPinRoot, udpEcho } from '../harness/datapath.js';
+import { BPF_ABI } from '../../protocol/src/index.js';
 import { open } from '../../agent/src/datapath/index.js';
 import type { FlowEvent } from '../../agent/src/datapath/index.js';
-
-interface Listener {
-  port: number;
-  seen: number;
-  close(): Promise<void>;
-}
-
-async function tcpListener(host: string): Promise<Listener> {
-  const l: Listener = { port: 0, seen: 0, close: async () => {} };
-  const srv = createServer((c) => {
-    l.seen++;
-    c.end();
-  });
-  await new Promise<void>((r) => srv.listen(0, host, () => r()));
-  l.port = (srv.address() as AddressInfo).port;
-  l.close = () => new Promise<void>((r) => srv.close(() => r()));
-  return l;
-}
-
-async function udpEcho(host: string): Promise<Listener> {
-  const l: Listener = { port: 0, seen: 0, close: async () => {} };
-  const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
-  s.on('message', (m, rinfo) => {
-    l.seen++;
-    s.send(m, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => s.bind(0, host, () => r()));
-  l.port = s.address().port;
-  l.close = () => new Promise<void>((r) => s.close(() => r()));
-  return l;
-}
 
 interface Target {
   proto: 'tcp' | 'udp';
@@ -78,7 +46,7 @@ t.test('a denied destination fails at connect()/sendto() with EPERM', { timeout:
   await dp.bindService(svc, cg);
   const pins = readdirSync(pinRoot);
   for (const tag of ['eg', 'in', 'c4', 'c6', 's4', 's6']) {
-    t.ok(pins.includes(`aegis_v1_link_${tag}_${svc}`), `pinned link ${tag} attached to the service cgroup`);
+    t.ok(pins.includes(`${BPF_ABI.AEGIS_PIN_PREFIX}link_${tag}_${svc}`), `pinned link ${tag} attached to the service cgroup`);
   }
 
   const a4 = await tcpListener('127.0.0.1');
@@ -154,6 +122,16 @@ t.test('a denied destination fails at connect()/sendto() with EPERM', { timeout:
     );
   });
 
+  await t.test('a denied connect() is refused in under a millisecond (median of 200)', async (t) => {
+    const n = 200;
+    const r = await run(cg, Array.from({ length: n }, () => ({ ...targets[1]!, timeoutMs: 3000 })));
+    t.equal(r.filter((x) => x.error === 'EPERM').length, n, 'every attempt got EPERM');
+    const ms = r.map((x) => x.ms).sort((a, b) => a - b);
+    const at = (q: number): number => ms[Math.min(n - 1, Math.floor(q * n))]!;
+    t.comment(`measured: denied connect() over ${n} attempts: min ${at(0).toFixed(3)} ms, median ${at(0.5).toFixed(3)} ms, p90 ${at(0.9).toFixed(3)} ms, max ${at(1).toFixed(3)} ms`);
+    t.ok(at(0.5) < 1, `median ${at(0.5).toFixed(3)} ms < 1 ms`);
+  });
+
   await t.test('observe: the denied connect reaches its listener, would-drop counted once', async (t) => {
     await dp.apply(svc, policy, { mode: 'observe', expiresAt: future, generation: 2 });
     const before = await counters();
@@ -203,14 +181,14 @@ t.test('a denied destination fails at connect()/sendto() with EPERM', { timeout:
     t.equal(skbOnly.connectHooks, false);
     t.match(skbOnly.connectHooksReason, /disabled/);
     await skbOnly.bindService(svc, cg);
-    t.notOk(readdirSync(pinRoot).some((n) => n === `aegis_v1_link_c4_${svc}`), 'connect links detached');
+    t.notOk(readdirSync(pinRoot).some((n) => n === `${BPF_ABI.AEGIS_PIN_PREFIX}link_c4_${svc}`), 'connect links detached');
     await skbOnly.apply(svc, policy, { mode: 'enforce', expiresAt: future, generation: 8 });
     const r = await run(cg, [targets[0]!, { ...targets[1]!, timeoutMs: 300 }]);
     t.equal(r[0]!.ok, true, 'allowed edge connects');
     t.equal(r[1]!.error, 'timeout', 'denied connect hangs until the caller gives up (the behaviour the hooks fix)');
     await skbOnly.close();
     await dp.bindService(svc, cg);
-    t.ok(readdirSync(pinRoot).includes(`aegis_v1_link_c4_${svc}`), 'rebinding with hooks attaches them again');
+    t.ok(readdirSync(pinRoot).includes(`${BPF_ABI.AEGIS_PIN_PREFIX}link_c4_${svc}`), 'rebinding with hooks attaches them again');
     t.equal((await run(cg, [targets[1]!]))[0]!.error, 'EPERM');
   });
 

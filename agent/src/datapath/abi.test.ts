@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BPF_ABI, MAX_RULES_PER_SERVICE, RULE_RECORD_LAYOUT } from '../../../protocol/src/index.js';
 import { requireCapability } from '../../../test/harness/capabilities.js';
-import { IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, RULE_RECORD_BYTES } from './abi.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_SERVICES, RULE_RECORD_BYTES } from './abi.js';
 import { loadAddon, type NativeAddon } from './addon.js';
 
 /** The package root: the nearest ancestor holding the generator. */
@@ -56,7 +56,7 @@ t.test("the addon's compiled values equal TypeScript's", async (t) => {
   t.same(Object.keys(c.defines).sort(), Object.keys(BPF_ABI).sort(), 'the addon exports every define the generator found, and no other');
   for (const [name, value] of Object.entries(BPF_ABI)) t.equal(c.defines[name], value, name);
   t.same(c.ruleRecord, RULE_RECORD_LAYOUT, 'RuleRecord: sizeof and every offsetof/size');
-  t.same(c.ipproto, { tcp: IPPROTO_TCP, udp: IPPROTO_UDP }, 'IPPROTO_TCP / IPPROTO_UDP');
+  t.same(c.ipproto, { tcp: IPPROTO_TCP, udp: IPPROTO_UDP, icmp: IPPROTO_ICMP, icmpv6: IPPROTO_ICMPV6 }, 'IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP / IPPROTO_ICMPV6');
   t.equal(addon.maxRules, MAX_RULES_PER_SERVICE);
   t.equal(addon.maxServices, MAX_SERVICES);
   t.equal(addon.layoutVersion, BPF_ABI.AEGIS_LAYOUT_VERSION);

@@ -10,9 +10,13 @@ import type { DatapathMode } from '../../../protocol/src/index.js';
 export const DIR_EGRESS = BPF_ABI.AEGIS_DIR_EGRESS;
 export const DIR_INGRESS = BPF_ABI.AEGIS_DIR_INGRESS;
 
-/** IANA protocol numbers (IPPROTO_TCP / IPPROTO_UDP of <netinet/in.h>). */
+/** IANA protocol numbers (IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP / IPPROTO_ICMPV6 of <netinet/in.h>). */
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_ICMPV6 = 58;
+/** Protocol byte of a rule for every protocol (`any` with port 0). */
+export const PROTO_ALL = BPF_ABI.AEGIS_PROTO_ALL;
 
 export const MODE_OBSERVE = BPF_ABI.AEGIS_MODE_OBSERVE;
 export const MODE_ENFORCE = BPF_ABI.AEGIS_MODE_ENFORCE;
@@ -38,6 +42,8 @@ export type VerdictReason =
   | 'expired-open'
   | 'expired-closed'
   | 'reply'
+  | 'unparsed'
+  | 'cut'
   | 'unknown';
 
 const REASON_BY_CODE = new Map<number, VerdictReason>([
@@ -50,6 +56,8 @@ const REASON_BY_CODE = new Map<number, VerdictReason>([
   [BPF_ABI.AEGIS_R_EXPIRED_OPEN, 'expired-open'],
   [BPF_ABI.AEGIS_R_EXPIRED_CLOSED, 'expired-closed'],
   [BPF_ABI.AEGIS_R_REPLY, 'reply'],
+  [BPF_ABI.AEGIS_R_UNPARSED, 'unparsed'],
+  [BPF_ABI.AEGIS_R_CUT, 'cut'],
 ]);
 
 /** The reason named by a reason code; 'unknown' for a code this build does not know. */

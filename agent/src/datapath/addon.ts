@@ -17,6 +17,8 @@ export interface NativeCounters {
   expired: bigint;
   eventsLost: bigint;
   events: bigint;
+  cut: bigint;
+  unparsed: bigint;
 }
 
 export interface NativeServiceStats {
@@ -47,7 +49,7 @@ export interface NativeDatapath {
     eventBurst: bigint,
     udpFlowTimeoutNs: bigint,
     connectHooks: boolean,
-  ): Promise<{ connectHooks: boolean; connectHooksReason: string }>;
+  ): Promise<{ connectHooks: boolean; connectHooksReason: string; olderLayout: number }>;
   bind(serviceId: number, cgroupPath: string): Promise<{ cgroupId: bigint; relinked: boolean; rebound: boolean }>;
   apply(
     serviceId: number,
@@ -64,6 +66,8 @@ export interface NativeDatapath {
   stopEvents(): void;
   close(): Promise<void>;
   purge(): Promise<void>;
+  /** Detaches and unpins an older layout's pins under the root; resolves to the links detached. */
+  retireOlderLayout(): Promise<number>;
 }
 
 export interface NativeAddon {
@@ -94,8 +98,8 @@ export interface NativeAbiConstants {
   defines: Record<string, number | string>;
   /** sizeof / offsetof of RuleRecord. */
   ruleRecord: { bytes: number; fields: Record<string, { offset: number; size: number }> };
-  /** IPPROTO_TCP / IPPROTO_UDP of <netinet/in.h>. */
-  ipproto: { tcp: number; udp: number };
+  /** IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP / IPPROTO_ICMPV6 of <netinet/in.h>. */
+  ipproto: { tcp: number; udp: number; icmp: number; icmpv6: number };
 }
 
 let cached: NativeAddon | undefined;

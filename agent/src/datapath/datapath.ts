@@ -83,6 +83,10 @@ export interface ServiceCounters {
   expired: number;
   events: number;
   eventsLost: number;
+  /** Tracked flows a policy of another generation no longer allowed (enforce: dropped). */
+  cut: number;
+  /** Packets whose headers could not be walked (also counted in dropped / wouldDrop). */
+  unparsed: number;
 }
 
 export interface ServicePolicyState {
@@ -286,13 +290,22 @@ export class Datapath {
   readonly connectHooks: boolean;
   /** Why they are off; empty when connectHooks is true. */
   readonly connectHooksReason: string;
+  /**
+   * Layout of an older build whose pins were found under the root (null: none). Its
+   * programs keep enforcing beside this layout's until retireOlderLayout().
+   */
+  get olderLayout(): number | null {
+    return this.#olderLayout;
+  }
+  #olderLayout: number | null;
   #addon: NativeAddon;
   #native: NativeDatapath | null;
   #queue: Promise<unknown> = Promise.resolve();
   #listeners = new Set<(e: FlowEvent) => void>();
 
   /** @internal use open() */
-  constructor(addon: NativeAddon, native: NativeDatapath, pinRoot: string, hooks: { connectHooks: boolean; connectHooksReason: string }) {
+  constructor(addon: NativeAddon, native: NativeDatapath, pinRoot: string, hooks: { connectHooks: boolean; connectHooksReason: string; olderLayout: number }) {
+    this.#olderLayout = hooks.olderLayout > 0 ? hooks.olderLayout : null;
     this.#addon = addon;
     this.#native = native;
     this.pinRoot = pinRoot;
@@ -401,6 +414,8 @@ export class Datapath {
               expired: Number(c.expired),
               events: Number(c.events),
               eventsLost: Number(c.eventsLost),
+              cut: Number(c.cut),
+              unparsed: Number(c.unparsed),
             },
     };
   }
@@ -489,6 +504,19 @@ export class Datapath {
   }
 
   /** Detaches every link and removes every pin of this pin root: enforcement stops. */
+  /**
+   * Ends an upgrade from an older layout: detaches its programs and removes its pins.
+   * Call once this layout has every configured service bound and its policy applied;
+   * until then both layouts judge each packet, so the upgrade never leaves a gap.
+   * Resolves to the number of old links detached (0 when there was no older layout).
+   */
+  async retireOlderLayout(): Promise<number> {
+    if (this.#olderLayout === null) return 0;
+    const n = await this.#serial('retire the older datapath layout', (x) => x.retireOlderLayout());
+    this.#olderLayout = null;
+    return n;
+  }
+
   async purge(): Promise<void> {
     const n = this.#native;
     if (n === null) {
@@ -525,7 +553,7 @@ export async function open(opts: OpenOptions = {}): Promise<Datapath> {
     throw new InvalidArgumentError(`connectHooks must be a boolean, got ${JSON.stringify(opts.connectHooks)}`);
   }
   const native = new addon.Datapath();
-  let hooks: { connectHooks: boolean; connectHooksReason: string };
+  let hooks: { connectHooks: boolean; connectHooksReason: string; olderLayout: number };
   try {
     hooks = await native.open(pinRoot, BigInt(rate), BigInt(burst), BigInt(udpTimeout) * 1_000_000_000n, opts.connectHooks ?? true);
   } catch (e) {

@@ -21,7 +21,7 @@ export type {
 } from './datapath.js';
 export type { PolicyRules } from './rules.js';
 export { encodeRules, MAX_SERVICE_ID } from './rules.js';
-export { buildPacket, TCP_ACK, TCP_SYN } from './packet.js';
+export { buildPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from './packet.js';
 export type { PacketSpec } from './packet.js';
 export { cgroup2Mount, cgroupPathOfPid } from './cgroup.js';
 export { writeFileAtomic } from './token_file.js';

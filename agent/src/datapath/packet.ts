@@ -8,7 +8,9 @@ import { parseCidr } from '../../../protocol/src/index.js';
 import { IPPROTO_TCP, IPPROTO_UDP } from './abi.js';
 import { InvalidArgumentError } from './errors.js';
 
+export const TCP_FIN = 0x01;
 export const TCP_SYN = 0x02;
+export const TCP_RST = 0x04;
 export const TCP_ACK = 0x10;
 
 export interface PacketSpec {
@@ -20,6 +22,11 @@ export interface PacketSpec {
   /** TCP flags; default SYN (a new connection, the packet the policy evaluates). */
   tcpFlags?: number;
   payloadBytes?: number;
+  /** ICMP / ICMPv6 (proto 1 in IPv4, 58 in IPv6): type, and identifier (echo). */
+  icmpType?: number;
+  icmpId?: number;
+  /** Bytes after the transport header (an ICMP error's quoted packet); replaces payloadBytes. */
+  payload?: Buffer;
 }
 
 function addrBytes(text: string): Uint8Array {
@@ -33,7 +40,7 @@ export function buildPacket(p: PacketSpec): Buffer {
   if (v4 !== isIPv4(p.dst)) throw new InvalidArgumentError('src and dst must be of the same family');
   const proto = p.proto === 'tcp' ? IPPROTO_TCP : p.proto === 'udp' ? IPPROTO_UDP : p.proto;
   const l4len = proto === IPPROTO_TCP ? 20 : 8;
-  const payload = p.payloadBytes ?? 0;
+  const payload = p.payload?.length ?? p.payloadBytes ?? 0;
   const l3len = v4 ? 20 : 40;
   const b = Buffer.alloc(l3len + l4len + payload);
   if (v4) {
@@ -62,6 +69,10 @@ export function buildPacket(p: PacketSpec): Buffer {
     b.writeUInt16BE(65535, o + 14);
   } else if (proto === IPPROTO_UDP) {
     b.writeUInt16BE(l4len + payload, o + 4);
+  } else if ((v4 && proto === 1) || (!v4 && proto === 58)) {
+    b[o] = p.icmpType ?? 0;
+    b.writeUInt16BE(p.icmpId ?? 0, o + 4);
   }
+  if (p.payload) b.set(p.payload, o + l4len);
   return b;
 }

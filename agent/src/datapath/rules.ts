@@ -6,7 +6,7 @@
  */
 import { parseCidr } from '../../../protocol/src/index.js';
 import type { MapSnapshot, Proto } from '../../../protocol/src/index.js';
-import { DIR_EGRESS, DIR_INGRESS, IPPROTO_TCP, IPPROTO_UDP, RULE_FIELDS, RULE_RECORD_BYTES, V4_MAPPED_BITS } from './abi.js';
+import { DIR_EGRESS, DIR_INGRESS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PROTO_ALL, RULE_FIELDS, RULE_RECORD_BYTES, V4_MAPPED_BITS } from './abi.js';
 import { InvalidArgumentError } from './errors.js';
 
 export const MAX_SERVICE_ID = 0xffffffff;
@@ -29,10 +29,13 @@ export function checkServiceId(serviceId: unknown): number {
   return serviceId;
 }
 
-function protoNumbers(p: Proto): number[] {
+/** The protocol bytes of an entry's records: `icmp` covers ICMP and ICMPv6 (port = type),
+ * `any` on a port is tcp and udp on it, `any` on port 0 is every IP protocol. */
+function protoNumbers(p: Proto, port: number): number[] {
   if (p === 'tcp') return [IPPROTO_TCP];
   if (p === 'udp') return [IPPROTO_UDP];
-  return [IPPROTO_TCP, IPPROTO_UDP];
+  if (p === 'icmp') return [IPPROTO_ICMP, IPPROTO_ICMPV6];
+  return port === 0 ? [PROTO_ALL] : [IPPROTO_TCP, IPPROTO_UDP];
 }
 
 /** Writes an unsigned little-endian integer field of the record at `base`, at its generated width. */
@@ -42,7 +45,8 @@ function writeField(buffer: Buffer, base: number, field: { offset: number; size:
 
 /**
  * Encodes checked rules: edges (egress, by destination) and allow_cidrs (ingress, by
- * source and local port). `any` becomes a tcp and a udp record; where that repeats a
+ * source and local port). `any` on a port becomes a tcp and a udp record, `any` on port 0
+ * one record for every protocol, `icmp` an ICMP and an ICMPv6 record; where that repeats a
  * record already made (an `any` entry beside a tcp or udp one for the same network and
  * port) the repeat is left out, as the trie holds one entry per key.
  */
@@ -66,7 +70,7 @@ export function encodeRules(rules: PolicyRules): EncodedRules {
         addr.set(cidr.addr, 12);
         prefixLen += V4_MAPPED_BITS;
       }
-      for (const proto of protoNumbers(r.proto)) {
+      for (const proto of protoNumbers(r.proto, r.port)) {
         const key = `${list.dir}|${proto}|${r.port}|${cidr.canonical}`;
         if (seen.has(key)) continue;
         seen.add(key);

@@ -138,7 +138,7 @@ t.test('real traffic through a bound cgroup', { timeout: 120_000 }, async (t) =>
     const c = await counters();
     t.equal(c.allowed, 3, 'allowed: 2 TCP SYNs + 1 UDP datagram');
     t.equal(c.dropped, 3, 'dropped: 2 TCP SYNs + 1 UDP datagram');
-    t.equal(c.replies, 1, 'the UDP echo came back as a reply of the allowed flow');
+    t.ok(c.replies >= 3, `replies: the UDP echo and at least the SYN-ACK of each allowed TCP connection (${c.replies})`);
     t.equal(c.wouldDrop, 0);
     for (let i = 0; i < 50 && flows.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
     off();

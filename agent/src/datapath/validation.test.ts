@@ -33,7 +33,7 @@ t.test('policy validation (no kernel needed)', async (t) => {
     ['port too big', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 65536 }] }, '/edges/0/port'],
     ['negative port', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: -1 }] }, '/edges/0/port'],
     ['fractional port', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'tcp', port: 1.5 }] }, '/edges/0/port'],
-    ['unknown proto', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'icmp' as 'tcp', port: 1 }] }, '/edges/0/proto'],
+    ['unknown proto', { edges: [{ dst_cidr: '10.0.0.0/24', proto: 'sctp' as 'tcp', port: 1 }] }, '/edges/0/proto'],
     ['zone id', { edges: [{ dst_cidr: 'fe80::1%eth0/128', proto: 'tcp', port: 1 }] }, '/edges/0/dst_cidr'],
     ['edges not an array', { edges: 'x' as unknown as [] }, '/edges: must be array'],
     [
@@ -147,24 +147,25 @@ t.test('pins of an incompatible layout are refused and left alone', { timeout: 6
   await t.rejects(open({ pinRoot: v99 }), IncompatiblePinError, 'layout marker of version 99 refused');
   t.same(readdirSync(v99), ['aegis_layout'], 'nothing was added next to the foreign marker');
 
-  // A foreign versioned pin without a marker.
-  const v2 = testPinRoot('validation-v2');
-  mkdirSync(v2, { recursive: true });
-  t.teardown(() => rmSync(v2, { recursive: true, force: true }));
-  run('bpftool', ['map', 'create', `${v2}/aegis_v2_pol`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '1', 'name', 'aegis_v2_pol']);
-  const e = await open({ pinRoot: v2 }).catch((x: unknown) => x);
-  t.ok(e instanceof IncompatiblePinError, 'aegis_v2_* pin refused');
-  t.match((e as Error).message, /aegis_v2_pol/, 'the error names the offending pin');
+  // A versioned pin of a newer layout without a marker (an older layout's pins are an
+  // upgrade instead: upgrade.test.ts).
+  const v9 = testPinRoot('validation-v9');
+  mkdirSync(v9, { recursive: true });
+  t.teardown(() => rmSync(v9, { recursive: true, force: true }));
+  run('bpftool', ['map', 'create', `${v9}/aegis_v9_pol`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '1', 'name', 'aegis_v9_pol']);
+  const e = await open({ pinRoot: v9 }).catch((x: unknown) => x);
+  t.ok(e instanceof IncompatiblePinError, 'aegis_v9_* pin refused');
+  t.match((e as Error).message, /aegis_v9_pol/, 'the error names the offending pin');
 
-  // A v1 name whose map does not match this build's layout (libbpf's reuse check).
+  // A v2 name whose map does not match this build's layout (libbpf's reuse check).
   const bad = testPinRoot('validation-badmap');
   mkdirSync(bad, { recursive: true });
   t.teardown(() => rmSync(bad, { recursive: true, force: true }));
-  run('bpftool', ['map', 'create', `${bad}/aegis_v1_cgrp`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '16', 'name', 'aegis_v1_cgrp']);
+  run('bpftool', ['map', 'create', `${bad}/aegis_v2_cgrp`, 'type', 'hash', 'key', '4', 'value', '4', 'entries', '16', 'name', 'aegis_v2_cgrp']);
   const mismatch = await open({ pinRoot: bad }).catch((x: unknown) => x);
-  t.ok(mismatch instanceof IncompatiblePinError, 'mismatched aegis_v1_cgrp refused');
-  t.match((mismatch as Error).message, /aegis_v1_cgrp does not match/, 'the error names the mismatched map');
-  t.same(readdirSync(bad), ['aegis_v1_cgrp'], 'no pins were added beside it');
+  t.ok(mismatch instanceof IncompatiblePinError, 'mismatched aegis_v2_cgrp refused');
+  t.match((mismatch as Error).message, /aegis_v2_cgrp does not match/, 'the error names the mismatched map');
+  t.same(readdirSync(bad), ['aegis_v2_cgrp'], 'no pins were added beside it');
 
   // Not a BPF filesystem.
   const notBpf = `/tmp/aegis-not-bpffs-${process.pid}`;

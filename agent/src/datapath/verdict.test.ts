@@ -100,10 +100,12 @@ t.test('datapath verdicts (BPF_PROG_TEST_RUN)', { timeout: 120_000 }, async (t) 
       // edges are egress-only and allow_cidrs ingress-only.
       ['egress rule does not admit ingress', 'ingress', ingress('10.1.1.1', 'tcp', 443), 'drop', 'dropped'],
       ['ingress rule does not admit egress', 'egress', egress('172.20.1.1', 'tcp', 5432), 'drop', 'dropped'],
-      // Only new flows are evaluated: established TCP passes in both directions.
-      ['tcp ACK (established) egress', 'egress', egress('11.0.0.1', 'tcp', 443, { tcpFlags: TCP_ACK }), 'pass', 'bypass'],
-      ['tcp SYN-ACK ingress (reply)', 'ingress', ingress('11.0.0.1', 'tcp', 40000, { tcpFlags: TCP_SYN | TCP_ACK }), 'pass', 'bypass'],
-      ['icmp passes', 'egress', egress('11.0.0.1', 1, 0), 'pass', 'bypass'],
+      // A TCP segment of no tracked flow is judged whatever its flags, and so is every
+      // other protocol: nothing here allows them.
+      ['tcp ACK of no tracked flow egress', 'egress', egress('11.0.0.1', 'tcp', 443, { tcpFlags: TCP_ACK }), 'drop', 'dropped'],
+      ['tcp SYN-ACK of no tracked flow ingress', 'ingress', ingress('11.0.0.1', 'tcp', 40000, { tcpFlags: TCP_SYN | TCP_ACK }), 'drop', 'dropped'],
+      ['tcp ACK of no tracked flow, allowed destination', 'egress', egress('10.1.2.3', 'tcp', 443, { tcpFlags: TCP_ACK }), 'pass', 'allowed'],
+      ['icmp not allowed', 'egress', egress('11.0.0.1', 1, 0), 'drop', 'dropped'],
     ];
     for (const [name, dir, spec, want, reason] of cases) {
       const v = await verdict(dir, spec, svc);
@@ -240,7 +242,7 @@ t.test('datapath verdicts (BPF_PROG_TEST_RUN)', { timeout: 120_000 }, async (t) 
     // ...until a new generation of the policy is swapped in: then the flow is re-evaluated.
     await dp.apply(svc, { edges: [] }, { mode: 'enforce', expiresAt: future, generation: 2 });
     const cut = await verdict('egress', { src: LOCAL4, dst: '192.0.2.53', proto: 'udp', sport: 41000, dport: 53 }, svc);
-    t.same([cut.verdict, cut.reason], ['drop', 'dropped'], 'new generation without the edge drops the flow');
+    t.same([cut.verdict, cut.reason], ['drop', 'cut'], 'new generation without the edge cuts the flow');
     const cutReply = await verdict('ingress', { src: '192.0.2.53', dst: LOCAL4, proto: 'udp', sport: 53, dport: 41000 }, svc);
     t.equal(cutReply.verdict, 'drop', 'and its replies');
   });

@@ -272,6 +272,59 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0007_flow_log': {
+      // One home for flows: every line of every flow report, in time order, replaces the
+      // running totals of agent_flows (denied egress per machine and destination). Those
+      // totals become one dropped egress row each, received at their last_seen_at, so the
+      // segmenter keeps its input; retention then ages them out like any other row.
+      async up(db: Kysely<any>) {
+        const key = dialect === 'postgres' ? 'bigserial' : 'integer';
+        await db.schema
+          .createTable('flow_log')
+          .addColumn('id', sql.raw(key) as any, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('service_id', 'integer', (c) => c.notNull())
+          .addColumn('revision', 'integer')
+          .addColumn('direction', 'text', (c) => c.notNull())
+          .addColumn('verdict', 'text', (c) => c.notNull())
+          .addColumn('proto', 'text', (c) => c.notNull())
+          .addColumn('remote', 'text', (c) => c.notNull())
+          .addColumn('port', 'integer', (c) => c.notNull())
+          .addColumn('rule', 'integer')
+          .addColumn('reason', 'text')
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addColumn('interval_start', 'text', (c) => c.notNull())
+          .addColumn('interval_end', 'text', (c) => c.notNull())
+          .addColumn('received_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('flow_log_time').on('flow_log').columns(['received_at', 'id']).execute();
+        await db.schema.createIndex('flow_log_service_time').on('flow_log').columns(['service_id', 'received_at', 'id']).execute();
+        await db.schema.createIndex('flow_log_machine_time').on('flow_log').columns(['machine_id', 'received_at', 'id']).execute();
+        await sql`insert into flow_log (machine_id, service_id, revision, direction, verdict, proto, remote, port, rule, reason, count, interval_start, interval_end, received_at)
+          select machine_id, service_id, null, 'egress', 'dropped', proto, dst, port, null, null, count, last_seen_at, last_seen_at, last_seen_at
+          from agent_flows order by last_seen_at`.execute(db);
+        await db.schema.dropTable('agent_flows').execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema
+          .createTable('agent_flows')
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('service_id', 'integer', (c) => c.notNull())
+          .addColumn('dst', 'text', (c) => c.notNull())
+          .addColumn('proto', 'text', (c) => c.notNull())
+          .addColumn('port', 'integer', (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addColumn('last_seen_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('agent_flows_pk', ['machine_id', 'service_id', 'dst', 'proto', 'port'])
+          .execute();
+        await db.schema.createIndex('agent_flows_service').on('agent_flows').column('service_id').execute();
+        await sql`insert into agent_flows (machine_id, service_id, dst, proto, port, count, last_seen_at)
+          select machine_id, service_id, remote, proto, port, sum(count), max(received_at) from flow_log
+          where direction = 'egress' and verdict in ('dropped', 'would-drop') and proto in ('tcp', 'udp')
+          group by machine_id, service_id, remote, proto, port`.execute(db);
+        await db.schema.dropTable('flow_log').execute();
+      },
+    },
     '0008_license_compat': {
       // Module licenses (a product module and its allowed host major versions, with a
       // license token signed at issue) and customers' external references.
@@ -304,10 +357,13 @@ export interface MigrationOutcome {
   applied: string[];
 }
 
+/** The migrator over this server's migrations (written against an untyped schema: they create the types' tables). */
+export function migratorFor(db: Kysely<Database>, dialect: Dialect): Migrator {
+  return new Migrator({ db: db as Kysely<any>, provider: new StaticProvider(dialect) });
+}
+
 export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<MigrationOutcome> {
-  // Migrations are written against an untyped schema: they create the types' tables.
-  const migrator = new Migrator({ db: db as Kysely<any>, provider: new StaticProvider(dialect) });
-  const { error, results } = await migrator.migrateToLatest();
+  const { error, results } = await migratorFor(db, dialect).migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };
 }

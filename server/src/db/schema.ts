@@ -129,15 +129,30 @@ export interface AgentsTable {
   last_seen_at: string;
 }
 
-/** Flows agents reported as denied or would-be-denied, aggregated per reporting machine. */
-export interface AgentFlowsTable {
+/**
+ * The flow log: one row per line of an agent's flow report, filed under the reporting
+ * machine. received_at (the server's clock) orders and ages the log; the interval is the
+ * agent's own account of when the flows happened.
+ */
+export interface FlowLogTable {
+  id: Generated<number>;
   machine_id: string;
   service_id: number;
-  dst: string;
-  proto: string;
+  /** The snapshot revision in force on the host (what `rule` indexes into); null: not reported. */
+  revision: number | null;
+  direction: string; // egress | ingress
+  verdict: string; // allowed | dropped | would-drop
+  proto: string; // tcp | udp | icmp | the IP protocol number in decimal
+  /** Remote address (canonical text): the destination of egress, the source of ingress. */
+  remote: string;
   port: number;
+  /** Index of the deciding entry in the snapshot's edges (egress) or allow_cidrs (ingress); null: no rule. */
+  rule: number | null;
+  reason: string | null; // policy | expired | unparsed | cut; null: not reported (older agents)
   count: number;
-  last_seen_at: string;
+  interval_start: string;
+  interval_end: string;
+  received_at: string;
 }
 
 /** Per-fleet envelope sequence: persisted so a restart never goes backwards. */
@@ -169,7 +184,7 @@ export interface Database {
   seg_revisions: SegRevisionsTable;
   seg_current: SegCurrentTable;
   agents: AgentsTable;
-  agent_flows: AgentFlowsTable;
+  flow_log: FlowLogTable;
   fleet_sequence: FleetSequenceTable;
   fleet_keys: FleetKeysTable;
   customers: CustomersTable;

@@ -42,7 +42,7 @@ interface Rule {
   port: number;
 }
 
-const PROTO_ORDER: Record<Proto, number> = { tcp: 0, udp: 1, any: 2 };
+const PROTO_ORDER: Record<Proto, number> = { tcp: 0, udp: 1, icmp: 2, any: 3 };
 
 function compareRules(x: Rule, y: Rule): number {
   return (

@@ -1,19 +1,20 @@
 /**
  * What agents report (over NATS, aegis.agent.<machine>.status|ack|flows, or the agent
- * listener): last status, applied revision per service, and the flows their datapath denied
- * or would deny, which feed the segmenter. Every report is filed under the machine its
+ * listener): last status, applied revision per service, and what their datapath decided
+ * per flow (into the flow log, whose denied egress feeds the segmenter). Every report is filed under the machine its
  * subject or credentials name, never under a name taken from the payload, and only while
  * that machine is active. Acks and flows count only for services targeted at the machine
  * (or at every host), so no host can speak for a service it does not run. Reports are
- * untrusted input: shapes are checked and sizes capped.
+ * untrusted input: shapes are checked and sizes capped, and a flow report with one bad
+ * field is refused whole.
  */
 import type { Kysely } from 'kysely';
 import { AegisError, ALL_HOSTS, isMachineId, type AgentAck, type AgentStatusReport } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { iso, type Clock } from '../clock.js';
 import { statusOf } from '../licenses.js';
-
-const MAX_FLOWS_PER_REPORT = 10_000;
+import type { FlowLog } from './flow_log.js';
+import { FlowReportError, parseFlowReport } from './flow_report.js';
 
 export interface AgentView {
   machine_id: string;
@@ -24,8 +25,8 @@ export interface AgentView {
   applied: Record<string, AgentAck>;
 }
 
-/** Why a report was not recorded (logged by the caller). */
-export type ReportRefusal = 'malformed' | 'unknown machine' | 'service not targeted at this machine';
+/** Why a report was not recorded (logged by the caller); a flow report's names its first bad field. */
+export type ReportRefusal = 'malformed' | `malformed: ${string}` | 'unknown machine' | 'service not targeted at this machine';
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -35,6 +36,7 @@ export class AgentRegistry {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
+    private readonly flowLog: FlowLog,
   ) {}
 
   private async upsert(machineId: string, hostname: string, patch: { status?: string; applied?: string }): Promise<void> {
@@ -82,7 +84,6 @@ export class AgentRegistry {
     if (!machine || machine.status !== 'active' || statusOf({ status: machine.license_status, expires_at: machine.expires_at }, this.clock.now()) !== 'active') {
       return 'unknown machine';
     }
-    const now = iso(this.clock.now());
     const hostname = machine.hostname;
     if (kind === 'status') {
       if (typeof data.edition !== 'string' || !Array.isArray(data.services)) return 'malformed';
@@ -98,36 +99,17 @@ export class AgentRegistry {
       await this.upsert(machineId, hostname, { applied: JSON.stringify(applied) });
       return null;
     }
-    const flows = data.flows;
-    if (!Number.isInteger(data.service_id) || !Array.isArray(flows) || flows.length > MAX_FLOWS_PER_REPORT) return 'malformed';
-    if (!(await this.targeted(machineId, data.service_id as number))) return 'service not targeted at this machine';
-    for (const f of flows) {
-      if (!isObject(f) || typeof f.dst !== 'string' || f.dst.length > 64 || (f.proto !== 'tcp' && f.proto !== 'udp')) continue;
-      if (!Number.isInteger(f.port) || (f.port as number) < 0 || (f.port as number) > 65535 || !Number.isInteger(f.count) || (f.count as number) < 1) continue;
-      const key = { machine_id: machineId, service_id: data.service_id as number, dst: f.dst, proto: f.proto, port: f.port as number };
-      const existing = await this.db
-        .selectFrom('agent_flows')
-        .select('count')
-        .where('machine_id', '=', machineId)
-        .where('service_id', '=', key.service_id)
-        .where('dst', '=', key.dst)
-        .where('proto', '=', key.proto)
-        .where('port', '=', key.port)
-        .executeTakeFirst();
-      if (existing) {
-        await this.db
-          .updateTable('agent_flows')
-          .set({ count: Number(existing.count) + (f.count as number), last_seen_at: now })
-          .where('machine_id', '=', machineId)
-          .where('service_id', '=', key.service_id)
-          .where('dst', '=', key.dst)
-          .where('proto', '=', key.proto)
-          .where('port', '=', key.port)
-          .execute();
-      } else {
-        await this.db.insertInto('agent_flows').values({ ...key, count: f.count as number, last_seen_at: now }).execute();
-      }
+    // One moment of receipt: what old-format lines' intervals are, and what orders the log.
+    const receivedAt = this.clock.now();
+    let report;
+    try {
+      report = parseFlowReport(data, receivedAt.getTime());
+    } catch (e) {
+      if (e instanceof FlowReportError) return `malformed: ${e.message}`;
+      throw e;
     }
+    if (!(await this.targeted(machineId, report.service_id))) return 'service not targeted at this machine';
+    await this.flowLog.append(machineId, report.rows, receivedAt);
     await this.upsert(machineId, hostname, {});
     return null;
   }
@@ -161,32 +143,7 @@ export class AgentRegistry {
     if (machineIds.length === 0) return [];
     const rows = await this.db.selectFrom('agents').select('machine_id').where('machine_id', 'in', [...machineIds]).execute();
     await this.db.deleteFrom('agents').where('machine_id', 'in', [...machineIds]).execute();
-    await this.db.deleteFrom('agent_flows').where('machine_id', 'in', [...machineIds]).execute();
+    await this.flowLog.forgetMachines(machineIds);
     return rows.map((r) => r.machine_id);
-  }
-
-  /**
-   * Flows reported for a service by every machine (or only by `machines`, for an API key
-   * limited to one customer), summed per destination (segmenter input).
-   */
-  async flows(serviceId: number, machines: ReadonlySet<string> | null = null): Promise<Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>> {
-    if (machines !== null && machines.size === 0) return [];
-    let q = this.db.selectFrom('agent_flows');
-    if (machines !== null) q = q.where('machine_id', 'in', [...machines]);
-    const rows = await q
-      .select(['dst', 'proto', 'port', (eb) => eb.fn.sum<number>('count').as('count')])
-      .where('service_id', '=', serviceId)
-      .groupBy(['dst', 'proto', 'port'])
-      .execute();
-    return rows.map((r) => ({ dst: r.dst, proto: r.proto as 'tcp' | 'udp', port: Number(r.port), count: Number(r.count) }));
-  }
-
-  /** Who reported flows for a service: per machine, its destinations (keeps which machine said what). */
-  async flowsByMachine(serviceId: number, machines: ReadonlySet<string> | null = null): Promise<Array<{ machine_id: string; dst: string; proto: string; port: number; count: number; last_seen_at: string }>> {
-    if (machines !== null && machines.size === 0) return [];
-    let q = this.db.selectFrom('agent_flows').selectAll().where('service_id', '=', serviceId);
-    if (machines !== null) q = q.where('machine_id', 'in', [...machines]);
-    const rows = await q.orderBy('machine_id').orderBy('dst').orderBy('port').execute();
-    return rows.map((r) => ({ machine_id: r.machine_id, dst: r.dst, proto: r.proto, port: Number(r.port), count: Number(r.count), last_seen_at: r.last_seen_at }));
   }
 }
