@@ -424,6 +424,9 @@ static __always_inline void emit(struct aegis_counters *c, const struct pkt *p, 
 	e->family = p->family;
 	e->sport = bpf_ntohs(p->sport);
 	e->dport = bpf_ntohs(p->dport);
+	/* ICMP: the type is what a rule names (its "port"). */
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
+		e->dport = p->icmp_type;
 	__builtin_memcpy(e->saddr, p->saddr, 16);
 	__builtin_memcpy(e->daddr, p->daddr, 16);
 	bpf_ringbuf_submit(e, 0);

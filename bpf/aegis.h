@@ -147,8 +147,8 @@ struct aegis_flow_event {
 	__u8 verdict;       /* AEGIS_EV_* */
 	__u8 proto;
 	__u8 family;        /* 4 or 6 */
-	__u16 sport;        /* host order */
-	__u16 dport;        /* host order */
+	__u16 sport;        /* host order; ICMP: the echo identifier (0 for other types) */
+	__u16 dport;        /* host order; ICMP: the type */
 	__u8 saddr[16];     /* IPv4 as v4-mapped */
 	__u8 daddr[16];
 	__u8 reason;        /* AEGIS_EVR_* */
