@@ -35,9 +35,12 @@
  * test branches; a separate, never-attached instance with test_mode = 1 serves
  * BPF_PROG_TEST_RUN, where the skb's cgroup is the test runner's. */
 const volatile __u8 test_mode = 0;
-/* Flow events allowed per second per CPU, and the burst (token bucket size). */
+/* Flow events per second per CPU, and the burst (token bucket size): denials, and
+ * separately allowed new flows, so allowed traffic cannot use up the denials' budget. */
 const volatile __u64 event_rate = 200;
 const volatile __u64 event_burst = 400;
+const volatile __u64 allowed_event_rate = 200;
+const volatile __u64 allowed_event_burst = 400;
 /* How long an allowed flow keeps its return path open after its last packet: UDP and
  * protocols without ports, TCP, TCP after a FIN or RST, ICMP echo. */
 const volatile __u64 udp_flow_timeout_ns = 120 * NSEC_PER_SEC;
@@ -95,11 +98,20 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, AEGIS_BUCKETS);
 	__type(key, __u32);
 	__type(value, struct aegis_rate_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } aegis_v2_rate SEC(".maps");
+
+/* New flows per (service, deciding rule, generation); see struct aegis_rule_key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, AEGIS_MAX_RULE_COUNTERS);
+	__type(key, struct aegis_rule_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} aegis_v2_rcnt SEC(".maps");
 
 struct pkt {
 	__u8 family;
@@ -352,25 +364,26 @@ static __always_inline int finish(struct __sk_buff *skb, int verdict, __u32 reas
 	return verdict;
 }
 
-/* Token bucket in nano-tokens, per CPU: one event costs NSEC_PER_SEC. */
-static __always_inline int take_token(__u64 now)
+/* Token bucket in nano-tokens, per CPU and class: one event costs NSEC_PER_SEC. */
+static __always_inline int take_token(__u64 now, __u32 bucket)
 {
 	struct aegis_rate_state *r;
-	__u32 zero = 0;
-	__u64 cap, elapsed, t;
+	__u64 cap, elapsed, t, rate, burst;
 
-	if (!event_rate)
+	rate = bucket == AEGIS_BUCKET_ALLOWED ? allowed_event_rate : event_rate;
+	burst = bucket == AEGIS_BUCKET_ALLOWED ? allowed_event_burst : event_burst;
+	if (!rate)
 		return 0;
-	r = bpf_map_lookup_elem(&aegis_v2_rate, &zero);
+	r = bpf_map_lookup_elem(&aegis_v2_rate, &bucket);
 	if (!r)
 		return 0;
-	cap = event_burst * NSEC_PER_SEC;
+	cap = burst * NSEC_PER_SEC;
 	elapsed = now - r->last_ns;
 	/* Past the time to fill the bucket it is simply full (also avoids overflow). */
-	if (elapsed >= cap / event_rate)
+	if (elapsed >= cap / rate)
 		t = cap;
 	else
-		t = r->tokens + elapsed * event_rate;
+		t = r->tokens + elapsed * rate;
 	if (t > cap)
 		t = cap;
 	r->last_ns = now;
@@ -383,11 +396,12 @@ static __always_inline int take_token(__u64 now)
 }
 
 static __always_inline void emit(struct aegis_counters *c, const struct pkt *p, __u32 svc,
-				 __u8 dir, __u8 verdict, __u64 generation, __u64 now)
+				 __u8 dir, __u8 verdict, __u8 reason, __u32 rule_id, __u64 generation,
+				 __u64 now)
 {
 	struct aegis_flow_event *e;
 
-	if (!take_token(now)) {
+	if (!take_token(now, verdict == AEGIS_EV_ALLOWED ? AEGIS_BUCKET_ALLOWED : AEGIS_BUCKET_DENIED)) {
 		if (c)
 			c->events_lost++;
 		return;
@@ -401,18 +415,48 @@ static __always_inline void emit(struct aegis_counters *c, const struct pkt *p, 
 	e->ts_ns = now;
 	e->generation = generation;
 	e->service_id = svc;
-	e->rule_id = 0;
+	e->rule_id = rule_id;
 	e->direction = dir;
 	e->verdict = verdict;
+	e->reason = reason;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	e->proto = p->proto;
 	e->family = p->family;
 	e->sport = bpf_ntohs(p->sport);
 	e->dport = bpf_ntohs(p->dport);
+	/* ICMP: the type is what a rule names (its "port"). */
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6)
+		e->dport = p->icmp_type;
 	__builtin_memcpy(e->saddr, p->saddr, 16);
 	__builtin_memcpy(e->daddr, p->daddr, 16);
 	bpf_ringbuf_submit(e, 0);
 	if (c)
 		c->events++;
+}
+
+/* Counts one new flow decided by `rule_id` (AEGIS_RULE_NONE: denied by no rule) under
+ * `generation`. A full map leaves it uncounted (rule_counts_lost), never misattributed. */
+static __always_inline void count_rule(struct aegis_counters *c, __u32 svc, __u32 rule_id,
+				       __u64 generation)
+{
+	struct aegis_rule_key rk = { .service_id = svc, .rule_id = rule_id, .generation = generation };
+	__u64 one = 1, *n;
+
+	n = bpf_map_lookup_elem(&aegis_v2_rcnt, &rk);
+	if (n) {
+		(*n)++;
+		return;
+	}
+	if (bpf_map_update_elem(&aegis_v2_rcnt, &rk, &one, BPF_NOEXIST) == 0)
+		return;
+	/* Another CPU created it meanwhile: per-CPU values, so ours is still 0 here. */
+	n = bpf_map_lookup_elem(&aegis_v2_rcnt, &rk);
+	if (n) {
+		(*n)++;
+		return;
+	}
+	if (c)
+		c->rule_counts_lost++;
 }
 
 static __always_inline void flow_key(struct aegis_flow_key *fk, const struct pkt *p, __u32 svc,
@@ -477,18 +521,22 @@ static __always_inline __u64 flow_timeout(const struct aegis_flow_key *fk, const
 	return udp_flow_timeout_ns;
 }
 
+/* `reason` is the test-mode decision code; the event's reason follows from it. */
 static __always_inline int deny(struct __sk_buff *skb, struct aegis_counters *c, const struct pkt *p,
 				__u32 svc, __u8 dir, int enforce, __u64 generation, __u64 now, __u32 reason)
 {
+	__u8 why = reason == AEGIS_R_CUT ? AEGIS_EVR_CUT :
+		   reason == AEGIS_R_UNPARSED ? AEGIS_EVR_UNPARSED : AEGIS_EVR_POLICY;
+
 	if (enforce) {
 		if (c)
 			c->dropped++;
-		emit(c, p, svc, dir, AEGIS_EV_DROPPED, generation, now);
+		emit(c, p, svc, dir, AEGIS_EV_DROPPED, why, AEGIS_RULE_NONE, generation, now);
 		return finish(skb, 0, reason);
 	}
 	if (c)
 		c->would_drop++;
-	emit(c, p, svc, dir, AEGIS_EV_WOULD_DROP, generation, now);
+	emit(c, p, svc, dir, AEGIS_EV_WOULD_DROP, why, AEGIS_RULE_NONE, generation, now);
 	return finish(skb, 1, AEGIS_R_WOULD_DROP);
 }
 
@@ -530,7 +578,8 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 		if (!(cfg->flags & AEGIS_CFG_FAIL_CLOSED))
 			return finish(skb, 1, AEGIS_R_EXPIRED_OPEN);
 		if (parsed == P_OK)
-			emit(c, &p, svc, dir, AEGIS_EV_EXPIRED_DROPPED, cfg->generation, now);
+			emit(c, &p, svc, dir, enforce ? AEGIS_EV_DROPPED : AEGIS_EV_WOULD_DROP,
+			     AEGIS_EVR_EXPIRED, AEGIS_RULE_NONE, cfg->generation, now);
 		if (c) {
 			if (enforce)
 				c->dropped++;
@@ -640,10 +689,15 @@ static __always_inline int decide(struct __sk_buff *skb, __u8 dir)
 	}
 
 	if (rule) {
+		__u32 rid = rule->rule_id;
+
 		if (c)
 			c->allowed++;
+		count_rule(c, svc, rid, cfg->generation);
+		emit(c, &p, svc, dir, AEGIS_EV_ALLOWED, AEGIS_EVR_POLICY, rid, cfg->generation, now);
 		return finish(skb, 1, AEGIS_R_ALLOWED);
 	}
+	count_rule(c, svc, AEGIS_RULE_NONE, cfg->generation);
 	return deny(skb, c, &p, svc, dir, enforce, cfg->generation, now, AEGIS_R_DROPPED);
 }
 
@@ -751,7 +805,8 @@ static __always_inline int decide_addr(struct bpf_sock_addr *ctx, __u8 family)
 			c->expired++;
 			c->dropped++;
 		}
-		emit(c, &p, svc, AEGIS_DIR_EGRESS, AEGIS_EV_EXPIRED_DROPPED, cfg->generation, now);
+		emit(c, &p, svc, AEGIS_DIR_EGRESS, AEGIS_EV_DROPPED, AEGIS_EVR_EXPIRED, AEGIS_RULE_NONE,
+		     cfg->generation, now);
 		return 0;
 	}
 
@@ -765,7 +820,10 @@ static __always_inline int decide_addr(struct bpf_sock_addr *ctx, __u8 family)
 		return 1;
 	if (c)
 		c->dropped++;
-	emit(c, &p, svc, AEGIS_DIR_EGRESS, AEGIS_EV_DROPPED, cfg->generation, now);
+	/* The packet never exists, so the refused connect is this new flow's verdict. */
+	count_rule(c, svc, AEGIS_RULE_NONE, cfg->generation);
+	emit(c, &p, svc, AEGIS_DIR_EGRESS, AEGIS_EV_DROPPED, AEGIS_EVR_POLICY, AEGIS_RULE_NONE,
+	     cfg->generation, now);
 	return 0;
 }
 

@@ -30,6 +30,8 @@
 #define AEGIS_MAX_CGROUPS 4096
 #define AEGIS_MAX_FLOWS 65536
 #define AEGIS_RINGBUF_BYTES (1 << 20)
+/* Entries of the per-rule counter map (all services together). */
+#define AEGIS_MAX_RULE_COUNTERS 65536
 
 /* Direction byte of a trie key. The config entry lives in the same trie as the rules so
  * that mode, expiry and generation are swapped together with the rules. */
@@ -90,6 +92,7 @@ struct aegis_counters {
 	__u64 events;       /* flow events emitted */
 	__u64 cut;          /* tracked flows a policy of another generation no longer allows */
 	__u64 unparsed;     /* packets whose headers could not be walked (also in dropped/would_drop) */
+	__u64 rule_counts_lost; /* new flows the full per-rule counter map could not count */
 };
 
 /* Flow tracking (TCP, UDP, ICMP echo, other protocols by address): one key for both
@@ -115,26 +118,60 @@ struct aegis_flow_value {
 };
 
 /* Flow event verdicts. */
-#define AEGIS_EV_DROPPED 1
-#define AEGIS_EV_WOULD_DROP 2
-#define AEGIS_EV_EXPIRED_DROPPED 3
+#define AEGIS_EV_ALLOWED 1
+#define AEGIS_EV_DROPPED 2
+#define AEGIS_EV_WOULD_DROP 3
 
+/* Why: the policy (a rule, or none: the allow list has no entry), a policy past its expiry
+ * (fail-closed), headers that could not be walked, a tracked flow cut by a new generation. */
+#define AEGIS_EVR_POLICY 0
+#define AEGIS_EVR_EXPIRED 1
+#define AEGIS_EVR_UNPARSED 2
+#define AEGIS_EVR_CUT 3
+
+/* rule_id of a verdict no rule decided (a denial, an expired policy, unparsed headers, a cut).
+ * Real rule ids are (dir << 31) | index, and no snapshot has 2^31 - 1 entries. */
+#define AEGIS_RULE_NONE 0xffffffffu
+
+/*
+ * One verdict: allowed new flows (the packet that opened the flow), denials, would-drops,
+ * cuts and unparsed drops. Emitted under a per-CPU token bucket per class (allowed events
+ * have their own, so a flood of allowed flows never uses up the budget of denials).
+ */
 struct aegis_flow_event {
 	__u64 ts_ns;
-	__u64 generation;
+	__u64 generation;   /* of the policy that decided */
 	__u32 service_id;
-	__u32 rule_id;      /* unused for denials (no rule matched); kept for alignment */
+	__u32 rule_id;      /* deciding rule, AEGIS_RULE_NONE for none */
 	__u8 direction;
-	__u8 verdict;
+	__u8 verdict;       /* AEGIS_EV_* */
 	__u8 proto;
 	__u8 family;        /* 4 or 6 */
-	__u16 sport;        /* host order */
-	__u16 dport;        /* host order */
+	__u16 sport;        /* host order; ICMP: the echo identifier (0 for other types) */
+	__u16 dport;        /* host order; ICMP: the type */
 	__u8 saddr[16];     /* IPv4 as v4-mapped */
 	__u8 daddr[16];
+	__u8 reason;        /* AEGIS_EVR_* */
+	__u8 pad[7];
 };
 
-/* Token bucket for flow events (per-CPU array, one slot). */
+/* Slots of the token bucket map: denials (drop, would-drop, cut, unparsed, expired) and
+ * allowed new flows. */
+#define AEGIS_BUCKET_DENIED 0
+#define AEGIS_BUCKET_ALLOWED 1
+#define AEGIS_BUCKETS 2
+
+/* Per-rule counter key: new flows of a service decided by one rule of one generation
+ * (denials by no rule under AEGIS_RULE_NONE). The generation keeps a count from ever being
+ * attributed to the rule of the same index in another policy; userspace removes a
+ * service's entries of other generations after each swap and all of them on withdraw. */
+struct aegis_rule_key {
+	__u32 service_id;
+	__u32 rule_id;
+	__u64 generation;
+};
+
+/* Token bucket for flow events (per-CPU array, one slot per AEGIS_BUCKET_*). */
 struct aegis_rate_state {
 	__u64 last_ns;
 	__u64 tokens;

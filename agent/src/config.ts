@@ -49,6 +49,8 @@ export interface AgentConfig {
   license_key_path: string;
   status_interval_seconds: number;
   fallback_interval_seconds: number;
+  /** Recent flow verdicts kept in memory for `aegisctl flows` (GET /v1/flows). */
+  flow_log_entries: number;
   /** Let server_url be plain http:// to a host that is not loopback (a network attacker can then read and change everything). */
   allow_insecure_http: boolean;
   /** RFC 7638 thumbprints of the server signing keys this host trusts; empty (and no trusted_jwks_path): trust on first use. */
@@ -88,6 +90,7 @@ export function defaults(): AgentConfig {
     license_key_path: '',
     status_interval_seconds: 30,
     fallback_interval_seconds: 30,
+    flow_log_entries: 4096,
     allow_insecure_http: false,
     trusted_keys: [],
     trusted_jwks_path: '',
@@ -129,6 +132,7 @@ const SCHEMA = {
     license_key_path: { type: 'string', pattern: '^(/.*)?$' },
     status_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600 },
     fallback_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600 },
+    flow_log_entries: { type: 'integer', minimum: 16, maximum: 1048576 },
     allow_insecure_http: { type: 'boolean' },
     trusted_keys: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
     trusted_jwks_path: { type: 'string', pattern: '^(/.*)?$' },
@@ -171,6 +175,7 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
 const NUMERIC_ENV: Record<string, keyof AgentConfig> = {
   AEGIS_STATUS_INTERVAL: 'status_interval_seconds',
   AEGIS_FALLBACK_INTERVAL: 'fallback_interval_seconds',
+  AEGIS_FLOW_LOG_ENTRIES: 'flow_log_entries',
 };
 
 /** `101=/sys/fs/cgroup/web,102=db.slice` or a JSON object. */

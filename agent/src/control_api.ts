@@ -28,7 +28,24 @@ export interface ControlApiLimits {
 
 export const DEFAULT_CONTROL_API_LIMITS: Readonly<ControlApiLimits> = { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxConnections: 64 };
 
-export type Handler = (body: unknown, params: Record<string, string>) => Promise<unknown>;
+export interface RequestContext {
+  /** The query string of the request (handlers refuse what they do not know). */
+  query: URLSearchParams;
+}
+
+export type Handler = (body: unknown, params: Record<string, string>, ctx: RequestContext) => Promise<unknown>;
+
+/** A follower whose unread output grows past this is cut: a stalled reader cannot grow the agent's memory. */
+export const MAX_STREAM_BACKLOG_BYTES = 1024 * 1024;
+
+/**
+ * A handler's answer that stays open: newline-delimited JSON, one value per line, until the
+ * client disconnects (or falls MAX_STREAM_BACKLOG_BYTES behind). `start` gets a writer and
+ * returns the function that stops producing.
+ */
+export class JsonLinesStream {
+  constructor(readonly start: (write: (value: unknown) => void) => () => void) {}
+}
 
 interface Route {
   method: string;
@@ -108,7 +125,8 @@ export class ControlApi {
           throw new AgentError('MALFORMED_JSON', 'request body is not valid JSON', { status: 400 });
         }
       }
-      payload = await route.handler(body, params);
+      const query = new URL(req.url ?? '/', 'http://agent').searchParams;
+      payload = await route.handler(body, params, { query });
     } catch (e) {
       const err = e instanceof AgentError ? e : new AgentError('INTERNAL', (e as Error).message ?? String(e), { status: 500 });
       if (!(e instanceof AgentError)) this.log.error('control API handler failed', { error: (e as Error).stack });
@@ -117,8 +135,35 @@ export class ControlApi {
     }
     // Nobody is left to answer (the client hung up, or a timeout closed the connection).
     if (res.destroyed || req.socket.destroyed) return;
+    if (payload instanceof JsonLinesStream) {
+      this.stream(res, payload);
+      return;
+    }
     res.writeHead(status, { 'content-type': 'application/json' });
     res.end(JSON.stringify(payload));
+  }
+
+  private stream(res: ServerResponse, s: JsonLinesStream): void {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    // Headers out at once: the client knows the request was accepted before the first entry.
+    res.flushHeaders();
+    let stop: (() => void) | null = null;
+    const end = (): void => {
+      stop?.();
+      stop = null;
+    };
+    res.on('close', end);
+    stop = s.start((value) => {
+      if (res.destroyed) return;
+      if (res.writableLength > MAX_STREAM_BACKLOG_BYTES) {
+        this.log.warn('control API follower fell too far behind; disconnected', { backlog_bytes: res.writableLength });
+        end();
+        res.destroy();
+        return;
+      }
+      res.write(JSON.stringify(value) + '\n');
+    });
+    if (res.destroyed) end();
   }
 
   /**

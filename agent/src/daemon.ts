@@ -12,7 +12,8 @@ import { FleetLicense } from './fleet_license.js';
 import { JwksCache } from './jwks_cache.js';
 import { AgentBus } from './nats/agent_bus.js';
 import { SegClient } from './seg_client.js';
-import { checkSnapshot, ControlApi } from './control_api.js';
+import { checkSnapshot, ControlApi, JsonLinesStream } from './control_api.js';
+import { entryOf, FlowLog, matchesQuery, parseFlowLogQuery } from './flow_log.js';
 import { sdNotify } from './datapath/index.js';
 import { AgentError } from './errors.js';
 import { hostFingerprint, type HardwareReport } from './hwid.js';
@@ -30,6 +31,9 @@ import { TrustAnchors } from './trust_anchors.js';
 export const AGENT_VERSION: string = (
   JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
 ).version;
+
+/** Concurrent `GET /v1/flows?follow=1` streams. */
+const MAX_FLOW_FOLLOWERS = 16;
 
 /** One aegis-agent: starts, serves the control socket, reloads on SIGHUP, stops on SIGTERM. */
 export class AgentDaemon {
@@ -49,6 +53,8 @@ export class AgentDaemon {
   private jwks!: JwksCache;
   private fleet: FleetLicense | null = null;
   private seg!: SegClient;
+  private flowLog!: FlowLog;
+  private stopFlowLog: (() => void) | null = null;
   private bus: AgentBus | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private readonly startedAt = Date.now();
@@ -149,6 +155,8 @@ export class AgentDaemon {
       this.fleet.on('change', () => this.featuresChanged());
     }
 
+    // Its size is read at start only (a reload keeps the running ring).
+    this.flowLog = new FlowLog(c.flow_log_entries);
     this.policy = new PolicyManager(c, this.store, this.log);
     await this.policy.open();
     await this.policy.setFeatures(this.editionInfo().features);
@@ -184,6 +192,7 @@ export class AgentDaemon {
       this.watchdog = setInterval(() => void this.notify({ watchdog: true }), Math.max(500, usec / 2000));
     }
     this.seg.start();
+    this.stopFlowLog = this.policy.onFlow((e) => this.flowLog.add(entryOf(e)));
     void this.connectNats();
     this.log.info('aegis-agent ready', {
       version: AGENT_VERSION,
@@ -313,6 +322,7 @@ export class AgentDaemon {
       nats: { url: this.config.nats_url || null, connected: this.bus?.isConnected() ?? false },
       mtls: mtls ? { url: mtls.url, certificate: this.certificate.current, last_ok_at: mtls.last_ok_at, last_error: mtls.last_error } : null,
       snapshot_source: this.seg.lastSource,
+      flow_reports: { lines_dropped: this.seg.flowLinesDropped },
       datapath: { available: this.policy.datapathAvailable, reason: this.policy.datapathAvailable ? null : `datapath unavailable: ${this.policy.datapathReason}` },
       token_path: this.kernelToken.writtenTo ?? this.config.token_path,
       token_fallback: this.kernelToken.fallback,
@@ -341,6 +351,21 @@ export class AgentDaemon {
       .on('GET', '/v1/hwid', async () => this.hw)
       .on('GET', '/v1/services', async () => ({ services: this.policy.serviceViews() }))
       .on('GET', '/v1/snapshots', async () => ({ services: await this.policy.snapshotViews() }))
+      .on('GET', '/v1/flows', async (_b, _p, { query }) => {
+        const q = parseFlowLogQuery(query, this.flowLog.capacity);
+        const entries = this.flowLog.recent(q);
+        if (!q.follow) return { entries, capacity: this.flowLog.capacity, overwritten: this.flowLog.overwritten, datapath: this.policy.datapathAvailable };
+        if (this.flowLog.followerCount >= MAX_FLOW_FOLLOWERS) {
+          throw new AgentError('TOO_MANY_FOLLOWERS', `${MAX_FLOW_FOLLOWERS} clients already follow the flow log`, { status: 429 });
+        }
+        // Follow: the recent entries first, then every new one as it arrives.
+        return new JsonLinesStream((write) => {
+          for (const e of entries) write(e);
+          return this.flowLog.follow((e) => {
+            if (matchesQuery(e, q)) write(e);
+          });
+        });
+      })
       .on('PUT', '/v1/snapshots/:id', async (body, p) => {
         const snapshot = checkSnapshot(body);
         if (String(snapshot.service_id) !== p.id) throw new AgentError('BAD_REQUEST', `body is for service ${snapshot.service_id}, not ${p.id}`, { status: 400 });
@@ -415,6 +440,7 @@ export class AgentDaemon {
       if (this.watchdog) clearInterval(this.watchdog);
       this.license?.stop();
       this.fleet?.stop();
+      this.stopFlowLog?.();
       await this.seg?.stop();
       await this.api.close();
       await this.policy?.close();

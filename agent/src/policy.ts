@@ -11,7 +11,7 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatapathMode, Feature, MapSnapshot, Stage } from '../../protocol/src/index.js';
-import { cgroup2Mount, open, probe, type Datapath, type FlowEvent, type ServiceStats } from './datapath/index.js';
+import { cgroup2Mount, open, probe, type Datapath, type FlowEvent, type RuleCounters, type ServiceStats } from './datapath/index.js';
 import type { AgentConfig } from './config.js';
 import { resolveCgroupPath } from './config.js';
 import { AgentError } from './errors.js';
@@ -26,6 +26,12 @@ export interface SnapshotRecord {
   received_at: string;
   source: string;
 }
+
+/** A datapath verdict with the snapshot revision whose generation decided it (null: unknown). */
+export type AttributedFlowEvent = FlowEvent & { revision: number | null };
+
+/** Generations kept per service for attributing events that were in flight during a swap. */
+const GENERATIONS_KEPT = 8;
 
 export interface ServiceView {
   service_id: number;
@@ -62,6 +68,16 @@ export class PolicyManager {
   private records = new Map<number, SnapshotRecord>();
   private expiryTimers = new Map<number, NodeJS.Timeout>();
   private features: Feature[] = [];
+  /**
+   * What each service's policy in the kernel is, and which revision each recent generation
+   * stood for. A generation is allocated per (snapshot, mode) put into the kernel, never
+   * reused: a swap to anything else (a new snapshot, even one with the same revision number
+   * from another source, or observe → enforce) re-judges the tracked flows and starts the
+   * per-rule counts afresh, while a renewal (same snapshot, same mode) keeps both.
+   */
+  private applied = new Map<number, { snapshot: MapSnapshot; mode: DatapathMode; generation: number }>();
+  private generationRevisions = new Map<number, Map<number, number>>();
+  private lastGeneration = 0;
 
   constructor(
     private config: AgentConfig,
@@ -81,6 +97,8 @@ export class PolicyManager {
       try {
         this.datapath = await open({ pinRoot: this.config.pin_root });
         this.datapathReason = null;
+        // Generations continue past whatever an earlier run left in force.
+        for (const s of await this.datapath.stats()) this.lastGeneration = Math.max(this.lastGeneration, s.policy?.generation ?? 0);
         // Still enforcing, only a denied connect times out instead of failing with EPERM.
         if (!this.datapath.connectHooks) this.log.warn(`datapath is skb-only: ${this.datapath.connectHooksReason}`);
       } catch (e) {
@@ -192,13 +210,33 @@ export class PolicyManager {
     }
     this.armExpiry(id, expiresAt);
     if (!this.datapath || !this.services.get(id)?.bound) return;
-    await this.datapath.apply(id, rec.snapshot, {
-      mode: this.modeOf(rec),
-      expiresAt,
-      generation: rec.revision,
-      onExpiry: this.config.expiry_behaviour,
-    });
+    const mode = this.modeOf(rec);
+    const prev = this.applied.get(id);
+    const generation = prev && prev.snapshot === rec.snapshot && prev.mode === mode ? prev.generation : this.newGeneration();
+    await this.datapath.apply(id, rec.snapshot, { mode, expiresAt, generation, onExpiry: this.config.expiry_behaviour });
+    this.applied.set(id, { snapshot: rec.snapshot, mode, generation });
+    const gens = this.generationRevisions.get(id) ?? new Map<number, number>();
+    gens.delete(generation);
+    gens.set(generation, rec.revision);
+    while (gens.size > GENERATIONS_KEPT) gens.delete(gens.keys().next().value as number);
+    this.generationRevisions.set(id, gens);
     this.settled.add(id);
+  }
+
+  /** Unique and increasing across restarts (milliseconds since the epoch, or one more than the last). */
+  private newGeneration(): number {
+    this.lastGeneration = Math.max(Date.now(), this.lastGeneration + 1);
+    return this.lastGeneration;
+  }
+
+  /** The snapshot revision a service's policy of `generation` was (null: not one this agent applied). */
+  revisionOf(serviceId: number, generation: number): number | null {
+    return this.generationRevisions.get(serviceId)?.get(generation) ?? null;
+  }
+
+  /** New flows per deciding rule under the service's policy in force (null without a datapath). */
+  async ruleCounters(serviceId: number): Promise<RuleCounters | null> {
+    return this.datapath ? this.datapath.ruleCounters(serviceId) : null;
   }
 
   /** Accepts a new snapshot for a configured service: applied first, then cached. */
@@ -241,9 +279,9 @@ export class PolicyManager {
     this.records.set(id, renewed);
   }
 
-  /** Denied and would-be-denied flows from the datapath (nothing when it is unavailable). */
-  onFlow(cb: (e: FlowEvent) => void): () => void {
-    return this.datapath ? this.datapath.onFlow(cb) : () => undefined;
+  /** Flow verdicts from the datapath with their revision (nothing when it is unavailable). */
+  onFlow(cb: (e: AttributedFlowEvent) => void): () => void {
+    return this.datapath ? this.datapath.onFlow((e) => cb({ ...e, revision: this.revisionOf(e.serviceId, e.generation) })) : () => undefined;
   }
 
   private armExpiry(id: number, at: number): void {
@@ -262,6 +300,7 @@ export class PolicyManager {
     const rec = this.records.get(id);
     this.records.delete(id);
     this.store.remove(join('snapshots', `${id}.json`));
+    this.applied.delete(id);
     if (this.datapath) await this.datapath.withdraw(id).catch(() => false);
     if (rec) this.log.info('snapshot TTL expired; policy withdrawn', { service_id: id, revision: rec.revision });
   }

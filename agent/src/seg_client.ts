@@ -6,8 +6,9 @@
  * (revision, stage, iat) against the saved floor (seg_floor.ts) so nothing older than what
  * was last accepted is obeyed, even after a restart, then apply, renew or withdraw, and ack.
  *
- * Also reports to the server: status every interval, acks per applied revision, and the
- * flows the datapath denied (or would have) for the segmenter.
+ * Also reports to the server: status every interval, acks per applied revision, and every
+ * verdict of the datapath (allowed with its rule, denied, would-drop, cut, unparsed; both
+ * directions, every protocol), aggregated per interval, for the segmenter and the flow view.
  */
 import {
   ALL_HOSTS,
@@ -16,17 +17,18 @@ import {
   SEG_EXP_LEEWAY_SECONDS,
   signHostProof,
   type AgentAck,
+  type AgentFlowLine,
   type AgentStatusReport,
   type MapSnapshot,
   type SegMapClaims,
   type Stage,
 } from '../../protocol/src/index.js';
-import type { FlowEvent } from './datapath/index.js';
+import { entryOf } from './flow_log.js';
 import type { JwksCache } from './jwks_cache.js';
 import type { LicenseManager } from './licensing.js';
 import type { Logger } from './logger.js';
 import type { AgentBus } from './nats/agent_bus.js';
-import type { PolicyManager } from './policy.js';
+import type { AttributedFlowEvent, PolicyManager } from './policy.js';
 import type { ServerLink } from './server_link.js';
 import { compareFloor, SegFloor, type FloorEntry } from './seg_floor.js';
 import type { StateStore } from './state_store.js';
@@ -46,6 +48,19 @@ export interface SegClientDeps {
   agentVersion: string;
   statusIntervalMs: number;
   fallbackIntervalMs: number;
+  /** Lines per flow report (one report per service and revision); default MAX_FLOW_LINES_PER_REPORT. */
+  maxFlowLines?: number;
+}
+
+/** Lines one flow report carries at most; the rest of an interval's distinct flows are counted in flowLinesDropped. */
+export const MAX_FLOW_LINES_PER_REPORT = 1000;
+/** Distinct aggregation keys held per interval (all services together). */
+const MAX_FLOW_KEYS = 10_000;
+
+interface FlowKey {
+  service_id: number;
+  revision: number | null;
+  line: Omit<AgentFlowLine, 'count'>;
 }
 
 /** Snapshot messages in (NATS or the HTTP fallback), acks, status and denied flows out. */
@@ -54,7 +69,10 @@ export class SegClient {
   private readonly floor: SegFloor;
   private statusTimer: NodeJS.Timeout | null = null;
   private fallbackTimer: NodeJS.Timeout | null = null;
-  private flowCounts = new Map<string, number>();
+  private flowCounts = new Map<string, { key: FlowKey; count: number }>();
+  private flowIntervalStart = new Date();
+  /** Flow lines left out since start: over the per-report cap, or past the key bound of an interval. */
+  flowLinesDropped = 0;
   private stopFlows: (() => void) | null = null;
   lastSource: 'nats' | 'http' | null = null;
   lastFallbackAt: string | null = null;
@@ -172,10 +190,39 @@ export class SegClient {
     }
   }
 
-  private onFlow(e: FlowEvent): void {
-    if (e.direction !== 'egress' || (e.proto !== 'tcp' && e.proto !== 'udp')) return;
-    const key = `${e.serviceId}|${e.dst}|${e.proto}|${e.dport}`;
-    if (this.flowCounts.size < 10_000 || this.flowCounts.has(key)) this.flowCounts.set(key, (this.flowCounts.get(key) ?? 0) + 1);
+  /** Counts one verdict under (service, revision, direction, verdict, proto, remote, port, rule, reason). */
+  onFlow(e: AttributedFlowEvent): void {
+    const en = entryOf(e);
+    const line: FlowKey['line'] = { dst: en.remote, proto: en.proto, port: en.port, verdict: en.verdict, direction: en.direction, rule: en.rule, reason: en.reason };
+    const k = JSON.stringify([en.service_id, en.revision, line.direction, line.verdict, line.proto, line.dst, line.port, line.rule, line.reason]);
+    const cur = this.flowCounts.get(k);
+    if (cur) cur.count++;
+    else if (this.flowCounts.size < MAX_FLOW_KEYS) this.flowCounts.set(k, { key: { service_id: en.service_id, revision: en.revision, line }, count: 1 });
+    else this.flowLinesDropped++;
+  }
+
+  /** The interval's aggregate, one report per (service, revision), each capped; resets the interval. */
+  takeFlowReports(now = new Date()): Array<{ service_id: number; revision: number | null; interval: { start: string; end: string }; flows: AgentFlowLine[] }> {
+    const interval = { start: this.flowIntervalStart.toISOString(), end: now.toISOString() };
+    const groups = new Map<string, { service_id: number; revision: number | null; flows: AgentFlowLine[] }>();
+    for (const { key, count } of this.flowCounts.values()) {
+      const g = `${key.service_id}|${key.revision}`;
+      const group = groups.get(g) ?? { service_id: key.service_id, revision: key.revision, flows: [] };
+      group.flows.push({ ...key.line, count });
+      groups.set(g, group);
+    }
+    this.flowCounts = new Map();
+    this.flowIntervalStart = now;
+    const cap = this.d.maxFlowLines ?? MAX_FLOW_LINES_PER_REPORT;
+    return [...groups.values()].map((g) => {
+      // Over the cap the busiest lines stay: they say the most about the interval.
+      if (g.flows.length > cap) {
+        g.flows.sort((a, b) => b.count - a.count);
+        this.flowLinesDropped += g.flows.length - cap;
+        g.flows = g.flows.slice(0, cap);
+      }
+      return { ...g, interval };
+    });
   }
 
   async report(): Promise<void> {
@@ -196,20 +243,15 @@ export class SegClient {
     };
     await bus.publishStatus(status).catch(() => undefined);
     if (this.flowCounts.size === 0) return;
-    const byService = new Map<number, Array<{ dst: string; proto: 'tcp' | 'udp'; port: number; count: number }>>();
-    for (const [key, count] of this.flowCounts) {
-      const [svc, dst, proto, port] = key.split('|') as [string, string, 'tcp' | 'udp', string];
-      const list = byService.get(Number(svc)) ?? [];
-      list.push({ dst, proto, port: Number(port), count });
-      byService.set(Number(svc), list);
+    const before = this.flowLinesDropped;
+    for (const r of this.takeFlowReports()) {
+      await bus.publishFlows({ host: this.d.host, ...r, sent_at: new Date().toISOString() }).catch(() => undefined);
     }
-    this.flowCounts = new Map();
-    for (const [service_id, flows] of byService) {
-      await bus.publishFlows({ host: this.d.host, service_id, flows, sent_at: new Date().toISOString() }).catch(() => undefined);
-    }
+    if (this.flowLinesDropped > before) this.d.log.warn('flow report lines over the cap were left out', { dropped: this.flowLinesDropped - before, total: this.flowLinesDropped });
   }
 
   start(): void {
+    this.flowIntervalStart = new Date();
     this.stopFlows = this.d.policy.onFlow((e) => this.onFlow(e));
     this.statusTimer = setInterval(() => void this.report(), this.d.statusIntervalMs);
     this.statusTimer.unref();

@@ -36,6 +36,7 @@ Napi::Object CountersToJs(Napi::Env env, const aegis_counters& c) {
   o.Set("expired", U64(env, c.expired));
   o.Set("eventsLost", U64(env, c.events_lost));
   o.Set("events", U64(env, c.events));
+  o.Set("ruleCountsLost", U64(env, c.rule_counts_lost));
   return o;
 }
 
@@ -52,6 +53,8 @@ Napi::Object EventToJs(Napi::Env env, const aegis_flow_event& e) {
   o.Set("dport", Napi::Number::New(env, e.dport));
   o.Set("saddr", Napi::Buffer<uint8_t>::Copy(env, e.saddr, sizeof(e.saddr)));
   o.Set("daddr", Napi::Buffer<uint8_t>::Copy(env, e.daddr, sizeof(e.daddr)));
+  o.Set("ruleId", Napi::Number::New(env, e.rule_id));
+  o.Set("reason", Napi::Number::New(env, e.reason));
   return o;
 }
 
@@ -65,6 +68,7 @@ Napi::Function Datapath::Init(Napi::Env env) {
                          InstanceMethod<&Datapath::Apply>("apply"),
                          InstanceMethod<&Datapath::Withdraw>("withdraw"),
                          InstanceMethod<&Datapath::Stats>("stats"),
+                         InstanceMethod<&Datapath::RuleCounters>("ruleCounters"),
                          InstanceMethod<&Datapath::TestRun>("testRun"),
                          InstanceMethod<&Datapath::StartEvents>("startEvents"),
                          InstanceMethod<&Datapath::StopEvents>("stopEvents"),
@@ -84,7 +88,8 @@ Datapath::~Datapath() {
 }
 
 // open(pinRoot, eventRate: bigint, eventBurst: bigint, udpFlowTimeoutNs: bigint,
-//      connectHooks: boolean) -> { connectHooks, connectHooksReason }
+//      connectHooks: boolean, allowedEventRate: bigint, allowedEventBurst: bigint)
+//   -> { connectHooks, connectHooksReason }
 Napi::Value Datapath::Open(const Napi::CallbackInfo& info) {
   auto opts = std::make_shared<OpenOptions>();
   opts->pin_root = info[0].As<Napi::String>().Utf8Value();
@@ -92,6 +97,8 @@ Napi::Value Datapath::Open(const Napi::CallbackInfo& info) {
   opts->event_burst = BigU64(info[2]);
   opts->udp_flow_timeout_ns = BigU64(info[3]);
   opts->connect_hooks = info[4].As<Napi::Boolean>().Value();
+  opts->allowed_event_rate = BigU64(info[5]);
+  opts->allowed_event_burst = BigU64(info[6]);
   auto res = std::make_shared<OpenResult>();
   auto core = core_;
   return PromiseWorker::Start(
@@ -182,6 +189,27 @@ Napi::Value Datapath::Stats(const Napi::CallbackInfo& info) {
             o.Set("policy", env.Null());
           }
           o.Set("counters", s.has_counters ? Napi::Value(CountersToJs(env, s.counters)) : env.Null());
+          arr.Set(i, o);
+        }
+        return arr;
+      },
+      Value());
+}
+
+// ruleCounters(serviceId) -> [{ ruleId, generation: bigint, count: bigint }]
+Napi::Value Datapath::RuleCounters(const Napi::CallbackInfo& info) {
+  uint32_t svc = info[0].As<Napi::Number>().Uint32Value();
+  auto res = std::make_shared<std::vector<RuleCount>>();
+  auto core = core_;
+  return PromiseWorker::Start(
+      info.Env(), [core, svc, res] { return core->RuleCounters(svc, res.get()); },
+      [res](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, res->size());
+        for (size_t i = 0; i < res->size(); i++) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("ruleId", Napi::Number::New(env, (*res)[i].rule_id));
+          o.Set("generation", U64(env, (*res)[i].generation));
+          o.Set("count", U64(env, (*res)[i].count));
           arr.Set(i, o);
         }
         return arr;

@@ -29,6 +29,7 @@ class Datapath : public Napi::ObjectWrap<Datapath> {
   Napi::Value Apply(const Napi::CallbackInfo& info);
   Napi::Value Withdraw(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value RuleCounters(const Napi::CallbackInfo& info);
   Napi::Value TestRun(const Napi::CallbackInfo& info);
   Napi::Value StartEvents(const Napi::CallbackInfo& info);
   Napi::Value StopEvents(const Napi::CallbackInfo& info);

@@ -287,6 +287,8 @@ Status LoadSkeleton(const OpenOptions& o, bool test_mode, bool connect_hooks, ae
   }
   skel->rodata->test_mode = test_mode ? 1 : 0;
   skel->rodata->event_rate = o.event_rate;
+  skel->rodata->allowed_event_rate = o.allowed_event_rate;
+  skel->rodata->allowed_event_burst = o.allowed_event_burst;
   skel->rodata->event_burst = o.event_burst;
   skel->rodata->udp_flow_timeout_ns = o.udp_flow_timeout_ns;
   for (size_t h = 0; h < kHookCount; h++) {
@@ -685,6 +687,9 @@ Status DatapathCore::Apply(uint32_t svc, const std::vector<uint8_t>& rules, cons
                          "cannot swap in the policy of service " + std::to_string(svc));
   }
   uint64_t t2 = MonotonicNs();
+  // The update returned after an RCU grace period, so no program still judges by the old
+  // trie: counts of other generations are final and go (they index another rule list).
+  ClearRuleCounters(svc, true, cfg.generation);
   out->rules = static_cast<uint32_t>(n);
   out->build_ns = t1 - t0;
   out->swap_ns = t2 - t1;
@@ -703,6 +708,44 @@ Status DatapathCore::Withdraw(uint32_t svc, bool* existed) {
     }
     *existed = false;
   }
+  ClearRuleCounters(svc, false, 0);
+  return Status::Ok();
+}
+
+void DatapathCore::ClearRuleCounters(uint32_t svc, bool keep, uint64_t keep_generation) {
+  int fd = bpf_map__fd(skel_->maps.aegis_v2_rcnt);
+  std::vector<aegis_rule_key> doomed;
+  aegis_rule_key key{}, next{};
+  void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (next.service_id == svc && !(keep && next.generation == keep_generation)) doomed.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const auto& k : doomed) bpf_map_delete_elem(fd, &k);
+}
+
+Status DatapathCore::RuleCounters(uint32_t svc, std::vector<RuleCount>* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Status s = RequireOpen("rule_counters");
+  if (!s.ok()) return s;
+  int fd = bpf_map__fd(skel_->maps.aegis_v2_rcnt);
+  std::vector<uint64_t> per(static_cast<size_t>(PossibleCpus()));
+  std::vector<RuleCount> res;
+  aegis_rule_key key{}, next{};
+  void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (next.service_id == svc && bpf_map_lookup_elem(fd, &next, per.data()) == 0) {
+      RuleCount rc;
+      rc.rule_id = next.rule_id;
+      rc.generation = next.generation;
+      for (uint64_t v : per) rc.count += v;
+      res.push_back(rc);
+    }
+    key = next;
+    prev = &key;
+  }
+  *out = std::move(res);
   return Status::Ok();
 }
 
@@ -767,6 +810,7 @@ Status DatapathCore::Stats(std::vector<ServiceStats>* out) {
         sum.expired += c.expired;
         sum.events_lost += c.events_lost;
         sum.events += c.events;
+        sum.rule_counts_lost += c.rule_counts_lost;
       }
       st.counters = sum;
     }

@@ -41,6 +41,9 @@ struct OpenOptions {
   std::string pin_root;
   uint64_t event_rate = 200;
   uint64_t event_burst = 400;
+  // Separate budget for allowed new flows (a flood of them never starves denial events).
+  uint64_t allowed_event_rate = 200;
+  uint64_t allowed_event_burst = 400;
   uint64_t udp_flow_timeout_ns = 120ULL * 1000000000ULL;
   // Load and attach the connect/sendmsg programs when the kernel has them; false keeps
   // the datapath skb-only (and detaches such links left by an earlier run at bind).
@@ -84,6 +87,14 @@ struct ServiceStats {
   aegis_counters counters{};
 };
 
+// New flows of one service decided by one rule (AEGIS_RULE_NONE: denied by no rule) under
+// one generation, summed over the CPUs.
+struct RuleCount {
+  uint32_t rule_id = 0;
+  uint64_t generation = 0;
+  uint64_t count = 0;
+};
+
 struct TestRunResult {
   uint32_t retval = 0;
   uint32_t reason = 0;
@@ -119,6 +130,7 @@ class DatapathCore {
                ApplyResult* out);
   Status Withdraw(uint32_t service_id, bool* existed);
   Status Stats(std::vector<ServiceStats>* out);
+  Status RuleCounters(uint32_t service_id, std::vector<RuleCount>* out);
   // svc < 0: no override (the packet's cgroup is the runner's own).
   Status TestRun(uint8_t dir, int64_t svc, const std::vector<uint8_t>& packet, uint32_t repeat,
                  TestRunResult* out);
@@ -133,6 +145,9 @@ class DatapathCore {
  private:
   Status RequireOpen(const char* op);
   Status EnsureCounters(uint32_t service_id);
+  // Removes the per-rule counts of a service, except those of `keep_generation` when
+  // `keep` (after a swap: the new policy's own counts stay).
+  void ClearRuleCounters(uint32_t service_id, bool keep, uint64_t keep_generation);
   Status LoadTestInstance();
   Status LinkOne(uint32_t service_id, int cgroup_fd, uint64_t cgroup_id, size_t hook,
                  BindResult* out, uint64_t* old_cgroup_id);

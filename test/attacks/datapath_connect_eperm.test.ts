@@ -107,10 +107,15 @@ t.test('a denied destination fails at connect()/sendto() with EPERM', { timeout:
     const c = await counters();
     t.equal(c.dropped - before.dropped, denied.length, 'one drop per refused connect/sendto');
     t.equal(c.allowed - before.allowed, 3, 'allowed flows counted once (by the packet programs)');
-    for (let i = 0; i < 50 && flows.length < denied.length; i++) await new Promise((res) => setTimeout(res, 20));
+    const refusals = () => flows.filter((f) => f.verdict !== 'allowed');
+    for (let i = 0; i < 50 && (refusals().length < denied.length || flows.length < denied.length + 3); i++) await new Promise((res) => setTimeout(res, 20));
     off();
+    const allowedEvents = flows.filter((f) => f.verdict === 'allowed');
+    t.equal(allowedEvents.length, 3, 'each allowed flow reaches the flow log once (from the packet programs)');
+    t.ok(allowedEvents.every((f) => f.rule !== null), 'allowed flows name their rule');
+    t.ok(refusals().every((f) => f.rule === null && f.reason === 'policy'), 'refusals name no rule');
     t.same(
-      flows.map((f) => `${f.direction} ${f.proto} ${f.dst} ${f.dport} ${f.verdict}`).sort(),
+      refusals().map((f) => `${f.direction} ${f.proto} ${f.dst} ${f.dport} ${f.verdict}`).sort(),
       [
         `egress tcp 127.0.0.1 ${d4.port} dropped`,
         `egress tcp ::1 ${d6.port} dropped`,

@@ -4,7 +4,7 @@
  */
 import { ExitCode } from './exit_codes.js';
 import { ProtocolError, UnreachableError } from './errors.js';
-import { describeErrno, sendRequest, type Target } from './http_transport.js';
+import { describeErrno, sendRequest, streamLines, type FailureMapper, type Target } from './http_transport.js';
 import { readJson } from './json_api.js';
 
 export const DEFAULT_SOCKET = '/run/aegis/agent.sock';
@@ -89,6 +89,47 @@ export interface AgentToken {
   kmod_hwid?: AgentKmodHwid;
 }
 
+/** One verdict of the agent's flow log (GET /v1/flows). */
+export interface AgentFlowEntry {
+  time: string;
+  service_id: number;
+  direction: 'egress' | 'ingress';
+  verdict: 'allowed' | 'dropped' | 'would-drop';
+  reason: 'policy' | 'expired' | 'unparsed' | 'cut';
+  proto: 'tcp' | 'udp' | 'icmp' | number;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  remote: string;
+  port: number;
+  rule: number | null;
+  revision: number | null;
+}
+
+export interface AgentFlows {
+  entries: AgentFlowEntry[];
+  capacity: number;
+  overwritten: number;
+  datapath: boolean;
+}
+
+export interface FlowsQuery {
+  service?: number;
+  verdict?: string;
+  limit?: number;
+}
+
+function flowsPath(q: FlowsQuery, follow: boolean): string {
+  const p = new URLSearchParams();
+  if (q.service !== undefined) p.set('service', String(q.service));
+  if (q.verdict !== undefined) p.set('verdict', q.verdict);
+  if (q.limit !== undefined) p.set('limit', String(q.limit));
+  if (follow) p.set('follow', '1');
+  const s = p.toString();
+  return s ? `/v1/flows?${s}` : '/v1/flows';
+}
+
 export interface Activated {
   machine_id: string;
   tier: string;
@@ -140,8 +181,7 @@ export class AgentClient {
     this.target = { kind: 'socket', socketPath };
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await sendRequest(this.target, { method, path, body, timeoutMs: this.timeoutMs }, ({ errno, cause }) => {
+  private readonly unreachable: FailureMapper = ({ errno, cause }) => {
       const what = describeErrno(errno, this.timeoutMs);
       if (errno === 'EACCES' || errno === 'EPERM') {
         return new UnreachableError('agent', `cannot talk to aegis-agent: ${what} on socket ${this.socketPath}`, {
@@ -156,7 +196,10 @@ export class AgentClient {
         cause,
         hint: `is aegis-agent running? (socket ${this.socketPath}; systemctl status aegis-agent, or point --socket / AEGIS_SOCKET elsewhere)`,
       });
-    });
+  };
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await sendRequest(this.target, { method, path, body, timeoutMs: this.timeoutMs }, this.unreachable);
     const v = readJson<T>('agent', 'aegis-agent', res, agentHint);
     if (v === null) throw new ProtocolError(`aegis-agent answered ${method} ${path} without a body`);
     return v;
@@ -173,6 +216,23 @@ export class AgentClient {
   }
   snapshots(): Promise<AgentSnapshots> {
     return this.call('GET', '/v1/snapshots');
+  }
+  flows(q: FlowsQuery): Promise<AgentFlows> {
+    return this.call('GET', flowsPath(q, false));
+  }
+  /** The recent entries, then every new one, until the agent ends the stream. */
+  async followFlows(q: FlowsQuery, onEntry: (e: AgentFlowEntry) => void): Promise<void> {
+    let bad: unknown = null;
+    const res = await streamLines(this.target, { method: 'GET', path: flowsPath(q, true), timeoutMs: this.timeoutMs }, this.unreachable, (line) => {
+      if (bad !== null) return;
+      try {
+        onEntry(JSON.parse(line) as AgentFlowEntry);
+      } catch (cause) {
+        bad = cause;
+      }
+    });
+    if (bad !== null) throw new ProtocolError('aegis-agent sent a flow log line that is not JSON', { cause: bad });
+    if (res.status < 200 || res.status >= 300) readJson('agent', 'aegis-agent', res, agentHint);
   }
   token(): Promise<AgentToken> {
     return this.call('GET', '/v1/token');

@@ -3,7 +3,9 @@
  */
 import { Command } from 'commander';
 import { LICENSE_KEY_ALPHABET, normalizeLicenseKey } from '../../../protocol/src/index.js';
-import type { AgentKmodHwid, AgentSnapshots, AgentStatus } from './agent_client.js';
+import { FLOW_LOG_VERDICTS } from '../../../protocol/src/index.js';
+import type { AgentFlowEntry, AgentKmodHwid, AgentSnapshots, AgentStatus, FlowsQuery } from './agent_client.js';
+import type { Column } from './output.js';
 import { action } from './commands_admin.js';
 import type { Ctx, CtlIo } from './context.js';
 import { UsageError } from './errors.js';
@@ -80,6 +82,37 @@ function showStatus(ctx: Ctx, s: AgentStatus): void {
 }
 
 type SnapshotRow = AgentSnapshots['services'][number];
+
+/** The columns of `aegisctl flows`: one verdict per row. */
+const FLOW_COLUMNS: ReadonlyArray<Column<AgentFlowEntry>> = [
+  { header: 'TIME', value: (e) => e.time.replace('T', ' ').replace(/Z$/, '') },
+  { header: 'SERVICE', value: (e) => String(e.service_id), right: true },
+  { header: 'DIR', value: (e) => (e.direction === 'ingress' ? 'in' : 'out') },
+  { header: 'VERDICT', value: (e) => e.verdict },
+  { header: 'PROTO', value: (e) => String(e.proto) },
+  { header: 'REMOTE', value: (e) => (e.remote.includes(':') ? `[${e.remote}]:${e.port}` : `${e.remote}:${e.port}`) },
+  { header: 'RULE', value: (e) => (e.rule === null ? '-' : String(e.rule)), right: true },
+  { header: 'REV', value: (e) => orDash(e.revision), right: true },
+  { header: 'REASON', value: (e) => e.reason },
+];
+
+/** The flags of `aegisctl flows`, checked before anything is asked of the agent. */
+export function flowsQuery(opts: { service?: string; verdict?: string; limit?: string }): FlowsQuery {
+  const q: FlowsQuery = {};
+  if (opts.service !== undefined) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(opts.service) || Number(opts.service) > 0xffffffff) throw new UsageError(`--service must be a service id (an integer), got ${JSON.stringify(opts.service)}`);
+    q.service = Number(opts.service);
+  }
+  if (opts.verdict !== undefined) {
+    if (!(FLOW_LOG_VERDICTS as readonly string[]).includes(opts.verdict)) throw new UsageError(`--verdict must be one of ${FLOW_LOG_VERDICTS.join(', ')}, got ${JSON.stringify(opts.verdict)}`);
+    q.verdict = opts.verdict;
+  }
+  if (opts.limit !== undefined) {
+    if (!/^[1-9][0-9]{0,6}$/.test(opts.limit)) throw new UsageError(`--limit must be a positive integer, got ${JSON.stringify(opts.limit)}`);
+    q.limit = Number(opts.limit);
+  }
+  return q;
+}
 
 export function localCommands(io: CtlIo): Command[] {
   const status = new Command('status').description("this host's agent: edition, license tier, datapath, services").action(
@@ -254,5 +287,30 @@ export function localCommands(io: CtlIo): Command[] {
       }),
     );
 
-  return [status, hwid, license, activate, deactivate, refresh, snapshots, reload, token];
+  const flows = new Command('flows')
+    .description("this host's recent flow verdicts: allowed (with the rule that allowed them), dropped, would-drop, cut")
+    .option('-f, --follow', 'keep printing new verdicts as they happen (Ctrl-C to stop)')
+    .option('--service <id>', 'only this service')
+    .option('--verdict <verdict>', `only this verdict: ${FLOW_LOG_VERDICTS.join(', ')}`)
+    .option('--limit <n>', 'at most this many recent entries (default 100)')
+    .action(
+      action(io, async (ctx, _args, opts: { follow?: boolean; service?: string; verdict?: string; limit?: string }) => {
+        const q = flowsQuery(opts);
+        const agent = ctx.agent();
+        if (opts.follow) {
+          // One line per entry as it comes: JSON lines, or the table's columns without alignment.
+          if (!ctx.out.json) ctx.out.line(FLOW_COLUMNS.map((c) => c.header).join('  '));
+          await agent.followFlows(q, (e) => ctx.out.line(ctx.out.json ? JSON.stringify(e) : FLOW_COLUMNS.map((c) => c.value(e)).join('  ')));
+          return;
+        }
+        const f = await ctx.out.waiting('asking aegis-agent', () => agent.flows(q));
+        if (ctx.out.json) {
+          for (const e of f.entries) ctx.out.line(JSON.stringify(e));
+          return;
+        }
+        ctx.out.table(FLOW_COLUMNS, f.entries, f.datapath ? 'no flow verdicts yet' : 'no flow verdicts (the datapath is unavailable: aegisctl status says why)');
+      }),
+    );
+
+  return [status, hwid, license, activate, deactivate, refresh, snapshots, reload, token, flows];
 }

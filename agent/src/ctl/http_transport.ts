@@ -39,6 +39,23 @@ export interface ConnectFailure {
 export type FailureMapper = (f: ConnectFailure) => UnreachableError;
 
 export function sendRequest(target: Target, req: HttpRequest, onFailure: FailureMapper): Promise<HttpResponse> {
+  return exchange(target, req, onFailure, null);
+}
+
+/**
+ * A request whose 2xx answer is newline-delimited JSON that may never end (a follow
+ * stream): each complete line goes to `onLine` as it arrives, and the timeout stops counting
+ * once the answer has begun. Resolves when the peer ends the stream; an error answer (not
+ * 2xx) is read whole and returned like sendRequest's, for readJson to turn into an ApiError.
+ */
+export function streamLines(target: Target, req: HttpRequest, onFailure: FailureMapper, onLine: (line: string) => void): Promise<HttpResponse> {
+  return exchange(target, req, onFailure, onLine);
+}
+
+/** Longest line of a stream: past it the stream is not an Aegis API. */
+const MAX_LINE_BYTES = 1024 * 1024;
+
+function exchange(target: Target, req: HttpRequest, onFailure: FailureMapper, onLine: ((line: string) => void) | null): Promise<HttpResponse> {
   const payload = req.body === undefined ? undefined : JSON.stringify(req.body);
   const headers: Record<string, string> = { accept: 'application/json', ...(req.headers ?? {}) };
   if (payload !== undefined) {
@@ -71,6 +88,29 @@ export function sendRequest(target: Target, req: HttpRequest, onFailure: Failure
       reject(onFailure({ errno, cause }));
     };
     const r = send(options, (res) => {
+      const status = res.statusCode ?? 0;
+      if (onLine && status >= 200 && status < 300) {
+        r.setTimeout(0);
+        let pending = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          pending += c;
+          let nl: number;
+          while ((nl = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, nl);
+            pending = pending.slice(nl + 1);
+            if (line.trim()) onLine(line);
+          }
+          if (pending.length > MAX_LINE_BYTES) res.destroy(new Error(`a line longer than ${MAX_LINE_BYTES} bytes`));
+        });
+        res.on('end', () => {
+          if (settled) return;
+          settled = true;
+          resolve({ status, headers: res.headers, text: '' });
+        });
+        res.on('error', (e: NodeJS.ErrnoException) => fail(e.code ?? 'ERESPONSE', e));
+        return;
+      }
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {

@@ -5,7 +5,7 @@
  * once here. abi.test.ts checks all of them against the addon's compiled values.
  */
 import { BPF_ABI, RULE_RECORD_LAYOUT } from '../../../protocol/src/index.js';
-import type { DatapathMode } from '../../../protocol/src/index.js';
+import type { DatapathMode, FlowLogVerdict, FlowReason } from '../../../protocol/src/index.js';
 
 export const DIR_EGRESS = BPF_ABI.AEGIS_DIR_EGRESS;
 export const DIR_INGRESS = BPF_ABI.AEGIS_DIR_INGRESS;
@@ -65,17 +65,41 @@ export function reasonOf(code: number): VerdictReason {
   return REASON_BY_CODE.get(code) ?? 'unknown';
 }
 
-export type FlowVerdict = 'dropped' | 'would-drop' | 'expired-dropped';
+export type FlowVerdict = FlowLogVerdict;
 
 const EVENT_VERDICT_BY_CODE = new Map<number, FlowVerdict>([
+  [BPF_ABI.AEGIS_EV_ALLOWED, 'allowed'],
   [BPF_ABI.AEGIS_EV_DROPPED, 'dropped'],
   [BPF_ABI.AEGIS_EV_WOULD_DROP, 'would-drop'],
-  [BPF_ABI.AEGIS_EV_EXPIRED_DROPPED, 'expired-dropped'],
 ]);
 
-/** The verdict of a flow event; an unknown code reads as 'dropped' (what it most likely was). */
+/** The verdict of a flow event; an unknown code reads as 'dropped' (never as allowed). */
 export function eventVerdictOf(code: number): FlowVerdict {
   return EVENT_VERDICT_BY_CODE.get(code) ?? 'dropped';
+}
+
+const EVENT_REASON_BY_CODE = new Map<number, FlowReason>([
+  [BPF_ABI.AEGIS_EVR_POLICY, 'policy'],
+  [BPF_ABI.AEGIS_EVR_EXPIRED, 'expired'],
+  [BPF_ABI.AEGIS_EVR_UNPARSED, 'unparsed'],
+  [BPF_ABI.AEGIS_EVR_CUT, 'cut'],
+]);
+
+/** Why a flow event's verdict was reached; an unknown code reads as 'policy'. */
+export function eventReasonOf(code: number): FlowReason {
+  return EVENT_REASON_BY_CODE.get(code) ?? 'policy';
+}
+
+/** rule_id of a verdict that no rule decided. */
+export const RULE_NONE = BPF_ABI.AEGIS_RULE_NONE;
+
+/**
+ * The snapshot entry a rule id names: its direction (bit 31) and its index in `edges`
+ * (egress) or `allow_cidrs` (ingress); null for RULE_NONE.
+ */
+export function ruleOf(ruleId: number): { direction: 'egress' | 'ingress'; index: number } | null {
+  if (ruleId === RULE_NONE) return null;
+  return { direction: ruleId >>> 31 === DIR_INGRESS ? 'ingress' : 'egress', index: ruleId & 0x7fffffff };
 }
 
 export function modeNumber(mode: DatapathMode): number {

@@ -19,6 +19,7 @@ export interface NativeCounters {
   events: bigint;
   cut: bigint;
   unparsed: bigint;
+  ruleCountsLost: bigint;
 }
 
 export interface NativeServiceStats {
@@ -40,6 +41,8 @@ export interface NativeFlowEvent {
   dport: number;
   saddr: Buffer;
   daddr: Buffer;
+  ruleId: number;
+  reason: number;
 }
 
 export interface NativeDatapath {
@@ -49,6 +52,8 @@ export interface NativeDatapath {
     eventBurst: bigint,
     udpFlowTimeoutNs: bigint,
     connectHooks: boolean,
+    allowedEventRate: bigint,
+    allowedEventBurst: bigint,
   ): Promise<{ connectHooks: boolean; connectHooksReason: string; olderLayout: number }>;
   bind(serviceId: number, cgroupPath: string): Promise<{ cgroupId: bigint; relinked: boolean; rebound: boolean }>;
   apply(
@@ -61,6 +66,7 @@ export interface NativeDatapath {
   ): Promise<{ rules: number; buildNs: bigint; swapNs: bigint }>;
   withdraw(serviceId: number): Promise<boolean>;
   stats(): Promise<NativeServiceStats[]>;
+  ruleCounters(serviceId: number): Promise<Array<{ ruleId: number; generation: bigint; count: bigint }>>;
   testRun(dir: number, serviceId: number, packet: Buffer, repeat: number): Promise<{ retval: number; reason: number; durationNs: number }>;
   startEvents(cb: (e: NativeFlowEvent) => void): void;
   stopEvents(): void;

@@ -7,16 +7,18 @@ import { statSync, statfsSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { formatAddr, inspectPolicyRules, MAX_RULES_PER_SERVICE } from '../../../protocol/src/index.js';
-import type { DatapathMode } from '../../../protocol/src/index.js';
+import type { DatapathMode, FlowReason } from '../../../protocol/src/index.js';
 import {
   CFG_FAIL_CLOSED,
   DIR_EGRESS,
   DIR_INGRESS,
+  eventReasonOf,
   eventVerdictOf,
   modeName,
   modeNumber,
   protoName,
   reasonOf,
+  ruleOf,
   type FlowVerdict,
   type VerdictReason,
 } from './abi.js';
@@ -48,6 +50,11 @@ export interface OpenOptions {
   flowEventsPerSecond?: number;
   /** Token bucket size for flow events (per CPU). */
   flowEventBurst?: number;
+  /** Events for allowed new flows per second per CPU: a budget of their own, so allowed
+   * traffic never suppresses denial events. 0 turns allowed events off. */
+  allowedFlowEventsPerSecond?: number;
+  /** Token bucket size for allowed-flow events (per CPU). */
+  allowedFlowEventBurst?: number;
   /** How long an allowed UDP flow keeps its return path open after its last packet. */
   udpFlowTimeoutSeconds?: number;
   /** Attach the connect4/6 and sendmsg4/6 programs that fail a denied connect or sendto
@@ -87,6 +94,19 @@ export interface ServiceCounters {
   cut: number;
   /** Packets whose headers could not be walked (also counted in dropped / wouldDrop). */
   unparsed: number;
+  /** New flows the full per-rule counter map could not count. */
+  ruleCountsLost: number;
+}
+
+/** New flows of a service per deciding rule, under the policy generation in force. */
+export interface RuleCounters {
+  serviceId: number;
+  /** Generation of the policy in force; null (and no counts) without one. */
+  generation: number | null;
+  /** Per rule entry: direction and index in the snapshot's edges / allow_cidrs. */
+  rules: Array<{ direction: Direction; index: number; count: number }>;
+  /** New flows no rule allowed (denied, or would-drop in observe). */
+  noRule: number;
 }
 
 export interface ServicePolicyState {
@@ -110,6 +130,9 @@ export interface FlowEvent {
   serviceId: number;
   direction: Direction;
   verdict: FlowVerdict;
+  /** Index of the deciding entry in the snapshot's edges (egress) or allow_cidrs (ingress); null: no rule. */
+  rule: number | null;
+  reason: FlowReason;
   proto: 'tcp' | 'udp' | number;
   family: 4 | 6;
   src: string;
@@ -416,13 +439,36 @@ export class Datapath {
               eventsLost: Number(c.eventsLost),
               cut: Number(c.cut),
               unparsed: Number(c.unparsed),
+              ruleCountsLost: Number(c.ruleCountsLost),
             },
     };
   }
 
   /**
-   * Subscribes to denied / would-drop flows (rate-capped in the kernel; what the cap
-   * suppresses shows in counters.eventsLost). Returns the unsubscribe function.
+   * New flows of a service per deciding rule since its policy generation was applied
+   * (counts of an earlier generation are never shown: they index another rule list).
+   */
+  async ruleCounters(serviceId: number): Promise<RuleCounters> {
+    const id = checkServiceId(serviceId);
+    return this.#serial(`read rule counters of service ${id}`, async (n) => {
+      const policy = (await n.stats()).find((s) => s.serviceId === id)?.policy ?? null;
+      const out: RuleCounters = { serviceId: id, generation: policy ? Number(policy.generation) : null, rules: [], noRule: 0 };
+      if (policy === null) return out;
+      for (const r of await n.ruleCounters(id)) {
+        if (r.generation !== policy.generation) continue;
+        const rule = ruleOf(r.ruleId);
+        if (rule === null) out.noRule += Number(r.count);
+        else out.rules.push({ direction: rule.direction, index: rule.index, count: Number(r.count) });
+      }
+      out.rules.sort((a, b) => (a.direction === b.direction ? a.index - b.index : a.direction === 'egress' ? -1 : 1));
+      return out;
+    });
+  }
+
+  /**
+   * Subscribes to flow verdicts: allowed new flows (with their rule), denials, would-drops,
+   * cuts and unparsed drops (rate-capped in the kernel, allowed ones on a budget of their
+   * own; what the caps suppress shows in counters.eventsLost). Returns the unsubscribe function.
    */
   onFlow(callback: (e: FlowEvent) => void): () => void {
     if (typeof callback !== 'function') throw new InvalidArgumentError('onFlow needs a callback');
@@ -447,6 +493,8 @@ export class Datapath {
       serviceId: raw.serviceId,
       direction: raw.direction === DIR_INGRESS ? 'ingress' : 'egress',
       verdict: eventVerdictOf(raw.verdict),
+      rule: ruleOf(raw.ruleId)?.index ?? null,
+      reason: eventReasonOf(raw.reason),
       proto: protoName(raw.proto),
       family: raw.family === 4 ? 4 : 6,
       src: ipText(raw.family, raw.saddr),
@@ -542,6 +590,8 @@ export async function open(opts: OpenOptions = {}): Promise<Datapath> {
   const rate = checkPositive('flowEventsPerSecond', opts.flowEventsPerSecond, 200);
   const burst = checkPositive('flowEventBurst', opts.flowEventBurst, Math.max(rate * 2, 1));
   const udpTimeout = checkPositive('udpFlowTimeoutSeconds', opts.udpFlowTimeoutSeconds, 120);
+  const allowedRate = checkPositive('allowedFlowEventsPerSecond', opts.allowedFlowEventsPerSecond, 200);
+  const allowedBurst = checkPositive('allowedFlowEventBurst', opts.allowedFlowEventBurst, Math.max(allowedRate * 2, 1));
   let addon: NativeAddon;
   try {
     addon = loadAddon();
@@ -555,7 +605,7 @@ export async function open(opts: OpenOptions = {}): Promise<Datapath> {
   const native = new addon.Datapath();
   let hooks: { connectHooks: boolean; connectHooksReason: string; olderLayout: number };
   try {
-    hooks = await native.open(pinRoot, BigInt(rate), BigInt(burst), BigInt(udpTimeout) * 1_000_000_000n, opts.connectHooks ?? true);
+    hooks = await native.open(pinRoot, BigInt(rate), BigInt(burst), BigInt(udpTimeout) * 1_000_000_000n, opts.connectHooks ?? true, BigInt(allowedRate), BigInt(allowedBurst));
   } catch (e) {
     throw fromNative(e, `open datapath at ${pinRoot}`);
   }

@@ -4,7 +4,7 @@
  * addon or the files beside this one.
  */
 export { DEFAULT_PIN_ROOT, Datapath, checkPolicyRules, open, probe, purgePins } from './datapath.js';
-export { MAX_SERVICES } from './abi.js';
+export { MAX_SERVICES, RULE_NONE } from './abi.js';
 export type { FlowVerdict, VerdictReason } from './abi.js';
 export type {
   ApplyOptions,
@@ -14,6 +14,7 @@ export type {
   FlowEvent,
   OpenOptions,
   ProbeResult,
+  RuleCounters,
   ServiceCounters,
   ServicePolicyState,
   ServiceStats,

@@ -140,13 +140,34 @@ t.test('real traffic through a bound cgroup', { timeout: 120_000 }, async (t) =>
     t.equal(c.dropped, 3, 'dropped: 2 TCP SYNs + 1 UDP datagram');
     t.ok(c.replies >= 3, `replies: the UDP echo and at least the SYN-ACK of each allowed TCP connection (${c.replies})`);
     t.equal(c.wouldDrop, 0);
-    for (let i = 0; i < 50 && flows.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 50 && flows.length < 6; i++) await new Promise((r) => setTimeout(r, 20));
     off();
-    const seen = flows.map((f) => `${f.proto} ${f.dst} ${f.dport} ${f.verdict}`).sort();
+    const seen = flows.map((f) => `${f.direction} ${f.proto} ${f.dst} ${f.dport} ${f.verdict} ${f.rule ?? '-'} ${f.reason} ${f.generation}`).sort();
     t.same(
       seen,
-      [`tcp 127.0.0.1 ${denied4.port} dropped`, `tcp ::1 ${denied6.port} dropped`, `udp 127.0.0.1 ${udpDenied.port} dropped`].sort(),
-      'one flow event per refused flow',
+      [
+        `egress tcp 127.0.0.1 ${denied4.port} dropped - policy 1`,
+        `egress tcp ::1 ${denied6.port} dropped - policy 1`,
+        `egress udp 127.0.0.1 ${udpDenied.port} dropped - policy 1`,
+        `egress tcp 127.0.0.1 ${allowed4.port} allowed 0 policy 1`,
+        `egress tcp ::1 ${allowed6.port} allowed 1 policy 1`,
+        `egress udp 127.0.0.1 ${udpAllowed.port} allowed 2 policy 1`,
+      ].sort(),
+      'one flow event per new flow: allowed ones name their edge, refused ones no rule',
+    );
+    t.same(
+      await dp.ruleCounters(svc),
+      {
+        serviceId: svc,
+        generation: 1,
+        rules: [
+          { direction: 'egress', index: 0, count: 1 },
+          { direction: 'egress', index: 1, count: 1 },
+          { direction: 'egress', index: 2, count: 1 },
+        ],
+        noRule: 3,
+      },
+      'per-rule counters: one new flow per allowed edge, the refused ones under no rule',
     );
     // This process is not in the cgroup: its own traffic is untouched.
     t.equal(await tcpFromHere('127.0.0.1', denied4.port), true, 'unbound cgroup (this process) passes untouched');
@@ -155,6 +176,7 @@ t.test('real traffic through a bound cgroup', { timeout: 120_000 }, async (t) =>
   await t.test('observe: everything connects, would-drops counted', async (t) => {
     const before = await counters();
     await dp.apply(svc, policy, { mode: 'observe', expiresAt: future, generation: 2 });
+    t.same(await dp.ruleCounters(svc), { serviceId: svc, generation: 2, rules: [], noRule: 0 }, 'a new generation starts its rule counts from nothing');
     t.same(await probeFromCgroup(), [true, true, true, true, true, true]);
     const c = await counters();
     t.equal(c.allowed - before.allowed, 3);
@@ -167,7 +189,7 @@ t.test('real traffic through a bound cgroup', { timeout: 120_000 }, async (t) =>
     const closed1 = await freePort();
     await dp.apply(
       svc,
-      { allow_cidrs: [{ cidr: '127.0.0.0/8', proto: 'tcp', port: open1 }] },
+      { allow_cidrs: [{ cidr: '10.0.0.0/8', proto: 'tcp', port: open1 }, { cidr: '127.0.0.0/8', proto: 'tcp', port: open1 }] },
       { mode: 'enforce', expiresAt: future, generation: 3 },
     );
     const dir = join(tmpdir(), `aegis-traffic-${process.pid}`);
@@ -180,6 +202,10 @@ t.test('real traffic through a bound cgroup', { timeout: 120_000 }, async (t) =>
     ]);
     for (let i = 0; i < 500 && !existsSync(ready); i++) await new Promise((r) => setTimeout(r, 20));
     const before = await counters();
+    const flows: FlowEvent[] = [];
+    const off = dp.onFlow((e) => {
+      if (e.serviceId === svc && e.direction === 'ingress' && e.proto === 'tcp') flows.push(e);
+    });
     t.equal(await tcpFromHere('127.0.0.1', open1), true, 'allowed source and local port connect');
     t.equal(await tcpFromHere('127.0.0.1', closed1), false, 'other local port refused');
     writeFileSync(stop, 'stop');
@@ -190,6 +216,14 @@ t.test('real traffic through a bound cgroup', { timeout: 120_000 }, async (t) =>
     const c = await counters();
     t.equal(c.allowed - before.allowed, 1, 'one inbound SYN allowed');
     t.equal(c.dropped - before.dropped, 1, 'one inbound SYN dropped');
+    for (let i = 0; i < 50 && flows.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    off();
+    t.same(
+      flows.map((f) => `${f.dport} ${f.verdict} ${f.rule ?? '-'}`).sort(),
+      [`${open1} allowed 1`, `${closed1} dropped -`].sort(),
+      'the inbound flow names allow_cidrs[1]; the refused one no rule',
+    );
+    t.same((await dp.ruleCounters(svc)).rules, [{ direction: 'ingress', index: 1, count: 1 }], 'counted under allow_cidrs[1]');
   });
 
   await t.test('a child cgroup of the bound one is enforced too', async (t) => {

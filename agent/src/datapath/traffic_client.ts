@@ -5,7 +5,7 @@
  *
  *   node traffic_client.js '{"op":"probe","targets":[...]}'
  *   node traffic_client.js '{"op":"loop","targets":[...],"stopFile":"...","readyFile":"..."}'
- *   node traffic_client.js '{"op":"serve","ports":[...],"host":"127.0.0.1","stopFile":"...","readyFile":"..."}'
+ *   node traffic_client.js '{"op":"serve","ports":[...],"host":"127.0.0.1","stopFile":"...","readyFile":"...","echo":false}'
  */
 import { createSocket } from 'node:dgram';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -88,6 +88,8 @@ async function main(): Promise<void> {
     ports?: number[];
     host?: string;
     maxMs?: number;
+    /** serve: keep each connection open and echo what arrives (a live flow), instead of closing it. */
+    echo?: boolean;
   };
   const deadline = Date.now() + (spec.maxMs ?? 120_000);
   if (spec.op === 'probe') {
@@ -125,7 +127,10 @@ async function main(): Promise<void> {
           new Promise<ReturnType<typeof createServer>>((resolve) => {
             const srv = createServer((c) => {
               accepted++;
-              c.end();
+              if (spec.echo) {
+                c.on('error', () => undefined);
+                c.pipe(c);
+              } else c.end();
             });
             srv.listen(port, spec.host ?? '127.0.0.1', () => resolve(srv));
           }),
