@@ -61,6 +61,8 @@ export interface App {
   apiKeys: ApiKeys;
   log: Logger;
   http: HttpServerHandle;
+  /** The main listener's routes (what /openapi.json documents). */
+  router: Router;
   /** The mTLS agent listener (ENABLE_MTLS), or null. */
   agentHttp: HttpServerHandle | null;
   certs: MachineCertificates;
@@ -211,6 +213,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     apiKeys,
     log,
     http,
+    router,
     agentHttp,
     certs,
     issuer,
