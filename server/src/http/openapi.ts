@@ -198,7 +198,7 @@ export function openApiDocument(router: Router, info: OpenApiInfo): Record<strin
     components: {
       schemas,
       securitySchemes: {
-        ApiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'Admin API key (`aegis-server api-key create`); the security requirement names the scope it needs.' },
+        ApiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'Admin API key (`aegis-server admin create-key`); the security requirement names the scope it needs.' },
         ApiKeyBearer: { type: 'http', scheme: 'bearer', description: 'The same admin API key as Authorization: Bearer.' },
         HostProof: { type: 'apiKey', in: 'header', name: 'X-Aegis-Proof', description: 'A host-key proof: compact EdDSA JWS signed by the activated host key.' },
         AgentToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'A single-use agent access token from POST /api/v1/agent/token.' },
