@@ -140,3 +140,21 @@ export {
   isExternalId,
 } from './module_license.js';
 export type { ModuleLicenseClaims } from './module_license.js';
+// JSON Schemas of the HTTP answers in wire.ts: the server's OpenAPI document publishes them.
+export {
+  ERROR_ENVELOPE_SCHEMA,
+  pagedSchema,
+  CUSTOMER_SCHEMA,
+  LICENSE_SCHEMA,
+  ISSUED_LICENSE_SCHEMA,
+  MACHINE_SCHEMA,
+  JWK_SCHEMA,
+  JWKS_SCHEMA,
+  SIGNED_JWKS_SCHEMA,
+  VALIDATE_RESULT_SCHEMA,
+  TOKEN_BUNDLE_SCHEMA,
+  ISSUED_AGENT_TOKEN_SCHEMA,
+  AGENT_SNAPSHOTS_SCHEMA,
+  ACCEPTED_SCHEMA,
+} from './wire_schemas.js';
+export type { JsonSchema } from './wire_schemas.js';

@@ -27,7 +27,8 @@ import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
 import { TargetResolver } from './rollout/targets.js';
 import { Tenancy } from './tenancy.js';
-import { addJwksRoutes } from './routes_jwks.js';
+import { addJwksRoutes, JWKS_DOC } from './routes_jwks.js';
+import { addDocsRoutes } from './routes_docs.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
 import { Orchestrator } from './rollout/orchestrator.js';
@@ -63,6 +64,8 @@ export interface App {
   apiKeys: ApiKeys;
   log: Logger;
   http: HttpServerHandle;
+  /** The main listener's routes (what /openapi.json documents). */
+  router: Router;
   /** The mTLS agent listener (ENABLE_MTLS), or null. */
   agentHttp: HttpServerHandle | null;
   certs: MachineCertificates;
@@ -156,11 +159,13 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
+  // Last: the document lists what this listener serves.
+  addDocsRoutes(router, { version: SERVER_VERSION });
   const http = await listen(createHttpServer(router, log, config.http, clock), config.host, config.port);
   let agentHttp: HttpServerHandle | null = null;
   if (agentTls && config.mtls) {
     const agentRouter = new Router();
-    agentRouter.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks() }));
+    agentRouter.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks() }), { doc: JWKS_DOC });
     addAgentRoutes(agentRouter, { ...agentDeps, requireMtls: true });
     try {
       agentHttp = await listen(createMtlsServer(agentRouter, log, agentTls, config.http, clock), config.mtls.host, config.mtls.port);
@@ -214,6 +219,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     apiKeys,
     log,
     http,
+    router,
     agentHttp,
     certs,
     issuer,

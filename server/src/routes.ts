@@ -18,6 +18,16 @@ import {
   LICENSE_STATUSES,
   computeFingerprint,
   isEd25519PublicJwk,
+  AUD_ACTIVATION_PROOF,
+  AUD_DEACTIVATION_PROOF,
+  AUD_REFRESH_PROOF,
+  CUSTOMER_SCHEMA,
+  ISSUED_LICENSE_SCHEMA,
+  LICENSE_SCHEMA,
+  MACHINE_SCHEMA,
+  TOKEN_BUNDLE_SCHEMA,
+  VALIDATE_RESULT_SCHEMA,
+  pagedSchema,
   type ActivationRequest,
   type Customer,
   type CustomerInput,
@@ -43,6 +53,11 @@ import { validator } from './validation.js';
 import { actorOf, authorize as authorizeKey } from './http/auth.js';
 import type { ServerContext } from './context.js';
 import { scopeOf, type Tenancy } from './tenancy.js';
+import type { QueryParamDoc } from './http/route_doc.js';
+import { AUDIT_PAGE_SCHEMA, FINGERPRINT_SCHEMA, HEALTH_SCHEMA, INFO_SCHEMA, STATS_SCHEMA } from './api_schemas.js';
+import { CUSTOMER_EXAMPLE, ISSUED_LICENSE_EXAMPLE, VALIDATE_REFUSED_EXAMPLE } from './api_examples.js';
+import { JWKS_DOC } from './routes_jwks.js';
+import { MAX_LIMIT } from './pagination.js';
 
 const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max });
 const nullableStr = (max: number) => ({ type: ['string', 'null'], maxLength: max });
@@ -131,6 +146,15 @@ const proofBody = validator<{ proof: string }>({
   required: ['proof'],
   properties: { proof: { type: 'string', minLength: 1, maxLength: 4096 } },
 });
+
+/** `?limit=&offset=` of every list endpoint (parsePage). */
+const PAGE_QUERY: QueryParamDoc[] = [
+  { name: 'limit', description: `Page size, 1 to ${MAX_LIMIT} (default 50).`, schema: { type: 'integer', minimum: 1, maximum: MAX_LIMIT } },
+  { name: 'offset', description: 'Items to skip.', schema: { type: 'integer', minimum: 0 } },
+];
+const textQuery = (name: string, description: string): QueryParamDoc => ({ name, description, schema: { type: 'string', maxLength: 1024 } });
+const boolQuery = (name: string, description: string): QueryParamDoc => ({ name, description, schema: { type: 'string', enum: ['true', 'false', '1', '0'] } });
+const enumQuery = (name: string, values: readonly string[]): QueryParamDoc => ({ name, description: `Only items whose ${name} is this.`, schema: { type: 'string', enum: [...values] } });
 
 /** A JSON answer, typed with the wire declaration clients parse it with. */
 function ok<T>(body: T, status = 200): Reply {
@@ -227,6 +251,13 @@ export function buildRouter(d: RouteDeps): Router {
       checks.signing_key = `error: ${(e as Error).message}`;
     }
     return { status: healthy ? 200 : 503, body: { status: healthy ? 'ok' : 'unhealthy', checks } };
+  }, {
+    doc: {
+      summary: 'Health: database and signing key',
+      tag: 'system',
+      auth: { kind: 'public' },
+      responses: { 200: { description: 'Healthy.', schema: HEALTH_SCHEMA }, 503: { description: 'A check failed; `checks` says which.', schema: HEALTH_SCHEMA } },
+    },
   });
   r.add('GET', '/info', async () =>
     ok({
@@ -237,8 +268,9 @@ export function buildRouter(d: RouteDeps): Router {
       jwks_uri: '/.well-known/jwks.json',
       started_at: ctx.startedAt,
     }),
+    { doc: { summary: 'Server name, version, database kind and active signing key id', tag: 'system', auth: { kind: 'public' }, responses: { 200: { description: 'Server information.', schema: INFO_SCHEMA } } } },
   );
-  r.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks(), headers: { 'cache-control': 'public, max-age=300' } }));
+  r.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks(), headers: { 'cache-control': 'public, max-age=300' } }), { doc: JWKS_DOC });
 
   // --- customers ----------------------------------------------------------------
   r.add('POST', '/api/v1/customers', async (req) => {
@@ -247,6 +279,15 @@ export function buildRouter(d: RouteDeps): Router {
     const c = await d.customers.create(customerCreate(req.body));
     await d.audit.record({ event_type: 'customer.created', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { name: c.name } });
     return ok<Customer>(c, 201);
+  }, {
+    doc: {
+      summary: 'Create a customer',
+      tag: 'customers',
+      auth: { kind: 'api_key', scope: 'customers:write' },
+      request: { schema: customerCreate.schema, example: { name: 'Example Ltd', external_id: 'CUST-001', email: 'ops@example.com', company: 'Example Ltd' } },
+      responses: { 201: { description: 'Created.', schema: CUSTOMER_SCHEMA, example: CUSTOMER_EXAMPLE } },
+      errors: ['CONFLICT'],
+    },
   });
   r.add('GET', '/api/v1/customers', async (req) => {
     const p = await authorize(req, 'customers:read');
@@ -259,10 +300,32 @@ export function buildRouter(d: RouteDeps): Router {
       q: req.query.get('q') ?? undefined,
     };
     return ok<Paged<Customer>>(await d.customers.list(filters, page));
+  }, {
+    doc: {
+      summary: 'List customers',
+      tag: 'customers',
+      auth: { kind: 'api_key', scope: 'customers:read' },
+      query: [
+        ...PAGE_QUERY,
+        boolQuery('is_active', 'Only active (true) or inactive (false) customers.'),
+        textQuery('email', 'Exact email.'),
+        textQuery('external_id', 'Exact external reference.'),
+        textQuery('q', 'Substring of name, email or company.'),
+      ],
+      responses: { 200: { description: 'A page of customers (a key limited to one customer sees only it).', schema: pagedSchema(CUSTOMER_SCHEMA) } },
+    },
   });
   r.add('GET', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:read');
     return ok<Customer>(await d.customers.get(await customerOf(p, req.params.id!)));
+  }, {
+    doc: {
+      summary: 'Get a customer by id or external reference',
+      tag: 'customers',
+      auth: { kind: 'api_key', scope: 'customers:read' },
+      responses: { 200: { description: 'The customer.', schema: CUSTOMER_SCHEMA, example: CUSTOMER_EXAMPLE } },
+      errors: ['NOT_FOUND'],
+    },
   });
   r.add('PATCH', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:write');
@@ -270,6 +333,16 @@ export function buildRouter(d: RouteDeps): Router {
     const c = await d.customers.update(await customerOf(p, req.params.id!), patch);
     await d.audit.record({ event_type: 'customer.updated', actor: actorOf(p), customer_id: c.id, client_ip: req.clientIp, data: { fields: Object.keys(patch) } });
     return ok<Customer>(c);
+  }, {
+    doc: {
+      summary: 'Change a customer',
+      description: '`external_id` is set only at creation.',
+      tag: 'customers',
+      auth: { kind: 'api_key', scope: 'customers:write' },
+      request: { schema: customerPatch.schema, example: { email: 'billing@example.com' } },
+      responses: { 200: { description: 'The changed customer.', schema: CUSTOMER_SCHEMA } },
+      errors: ['NOT_FOUND', 'CONFLICT'],
+    },
   });
   r.add('DELETE', '/api/v1/customers/:id', async (req) => {
     const p = await authorize(req, 'customers:write');
@@ -299,6 +372,16 @@ export function buildRouter(d: RouteDeps): Router {
       },
     });
     return { status: 204, body: null };
+  }, {
+    doc: {
+      summary: 'Delete a customer',
+      description: 'Refused while it holds active licenses, unless `force=true`: then its licenses, machines, certificates and NATS users go with it.',
+      tag: 'customers',
+      auth: { kind: 'api_key', scope: 'customers:write' },
+      query: [boolQuery('force', 'Delete even with active licenses.')],
+      responses: { 204: { description: 'Deleted.' } },
+      errors: ['NOT_FOUND', 'CUSTOMER_HAS_ACTIVE_LICENSES'],
+    },
   });
 
   // --- licenses -----------------------------------------------------------------
@@ -320,6 +403,16 @@ export function buildRouter(d: RouteDeps): Router {
     });
     ctx.events.emit('license.changed', license.id);
     return ok<IssuedLicense>({ ...license, license_key }, 201);
+  }, {
+    doc: {
+      summary: 'Issue a license',
+      description: 'The answer is the only time the license key is shown. `customer_id` may be the customer\'s external reference. With `module_name` it is a module license and carries a signed `token`.',
+      tag: 'licenses',
+      auth: { kind: 'api_key', scope: 'licenses:write' },
+      request: { schema: licenseIssue.schema, example: { customer_id: 'CUST-001', tier: 'server', license_type: 'subscription', duration_days: 365, max_machines: 5 } },
+      responses: { 201: { description: 'Issued.', schema: ISSUED_LICENSE_SCHEMA, example: ISSUED_LICENSE_EXAMPLE } },
+      errors: ['NOT_FOUND', 'SIGNING_KEY_UNAVAILABLE'],
+    },
   });
   r.add('GET', '/api/v1/licenses', async (req) => {
     const p = await authorize(req, 'licenses:read');
@@ -332,16 +425,47 @@ export function buildRouter(d: RouteDeps): Router {
       license_type: enumParam(req.query, 'license_type', LICENSE_TYPES),
     };
     return ok<Paged<License>>(await d.licenses.list(filters, page));
+  }, {
+    doc: {
+      summary: 'List licenses',
+      tag: 'licenses',
+      auth: { kind: 'api_key', scope: 'licenses:read' },
+      query: [
+        ...PAGE_QUERY,
+        textQuery('customer_id', 'Only this customer\'s (id or external reference).'),
+        enumQuery('status', LICENSE_STATUSES),
+        enumQuery('tier', LICENSED_TIERS),
+        enumQuery('license_type', LICENSE_TYPES),
+      ],
+      responses: { 200: { description: 'A page of licenses (never their keys).', schema: pagedSchema(LICENSE_SCHEMA) } },
+    },
   });
   r.add('GET', '/api/v1/licenses/:id', async (req) => {
     const p = await authorize(req, 'licenses:read');
     await tenancy.assertLicense(p, req.params.id!);
     return ok<License>(await d.licenses.getWithToken(req.params.id!));
+  }, {
+    doc: {
+      summary: 'Get a license',
+      description: 'A module license comes with its signed token.',
+      tag: 'licenses',
+      auth: { kind: 'api_key', scope: 'licenses:read' },
+      responses: { 200: { description: 'The license.', schema: LICENSE_SCHEMA } },
+      errors: ['NOT_FOUND', 'SIGNING_KEY_UNAVAILABLE'],
+    },
   });
   r.add('GET', '/api/v1/licenses/:id/machines', async (req) => {
     const p = await authorize(req, 'licenses:read');
     await tenancy.assertLicense(p, req.params.id!);
     return ok<{ items: Machine[] }>({ items: await d.licenses.machines(req.params.id!) });
+  }, {
+    doc: {
+      summary: 'Machines activated on a license',
+      tag: 'licenses',
+      auth: { kind: 'api_key', scope: 'licenses:read' },
+      responses: { 200: { description: 'Its machines, deactivated ones included.', schema: { type: 'object', additionalProperties: false, required: ['items'], properties: { items: { type: 'array', items: MACHINE_SCHEMA } } } } },
+      errors: ['NOT_FOUND'],
+    },
   });
   r.add(
     'DELETE',
@@ -365,7 +489,18 @@ export function buildRouter(d: RouteDeps): Router {
       }
       return ok<License>(license);
     },
-    { body: true },
+    {
+      body: true,
+      doc: {
+        summary: 'Revoke a license',
+        description: 'Its machines\' certificates and NATS users are revoked with it. Revoking again changes nothing and answers the license.',
+        tag: 'licenses',
+        auth: { kind: 'api_key', scope: 'licenses:write' },
+        request: { schema: revokeBody.schema, example: { reason: 'contract ended' } },
+        responses: { 200: { description: 'The revoked license.', schema: LICENSE_SCHEMA } },
+        errors: ['NOT_FOUND'],
+      },
+    },
   );
   r.add('POST', '/api/v1/licenses/validate', async (req) => {
     // Per IP first: that is all unauthenticated traffic can be charged to.
@@ -387,8 +522,27 @@ export function buildRouter(d: RouteDeps): Router {
       });
     }
     return ok<ValidateResult>(result);
+  }, {
+    doc: {
+      summary: 'Validate a license or machine token',
+      description: 'Always 200: `valid` and a stable `code` say the verdict. Rate limited per client IP, and per license once the signature verified.',
+      tag: 'licenses',
+      auth: { kind: 'public' },
+      request: { schema: validateBody.schema, example: { token: 'eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl', module_name: 'example_module', odoo_version: '17.0' } },
+      responses: { 200: { description: 'The verdict.', schema: VALIDATE_RESULT_SCHEMA, example: VALIDATE_REFUSED_EXAMPLE } },
+      errors: ['RATE_LIMITED'],
+    },
   });
-  r.add('POST', '/api/v1/licenses/fingerprint', async (req) => ok(computeFingerprint(req.body)));
+  r.add('POST', '/api/v1/licenses/fingerprint', async (req) => ok(computeFingerprint(req.body)), {
+    doc: {
+      summary: 'Compute a hardware id from hardware facts',
+      description: 'The same canonicalization and hash the agent uses; nothing is stored.',
+      tag: 'licenses',
+      auth: { kind: 'public' },
+      request: { schema: { type: 'object', description: 'Hardware facts: machine_id, product_uuid, board_serial, … and the lists macs and disk_serials.' }, example: { machine_id: '0123456789abcdef0123456789abcdef', macs: ['52:54:00:00:00:01'] } },
+      responses: { 200: { description: 'The hardware id and the facts it was computed from.', schema: FINGERPRINT_SCHEMA } },
+    },
+  });
 
   // --- activation and machines ----------------------------------------------------
   r.add('POST', '/api/v1/activations', async (req) => {
@@ -416,6 +570,16 @@ export function buildRouter(d: RouteDeps): Router {
       data: { hardware_id: input.hardware_id, agent_version: input.agent_version },
     });
     return ok<TokenBundle>(result.bundle, result.created ? 201 : 200);
+  }, {
+    doc: {
+      summary: 'Activate a host on a license',
+      description: 'Takes a seat (201), or renews the same machine\'s (200). With a `csr` and a server CA the answer carries a client certificate.',
+      tag: 'machines',
+      auth: { kind: 'host_proof', audience: AUD_ACTIVATION_PROOF },
+      request: { schema: activationBody.schema },
+      responses: { 200: { description: 'The same machine, activated again.', schema: TOKEN_BUNDLE_SCHEMA }, 201: { description: 'A new seat.', schema: TOKEN_BUNDLE_SCHEMA } },
+      errors: ['NOT_FOUND', 'RATE_LIMITED', 'SEAT_LIMIT', 'HOST_KEY_MISMATCH', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'CONFLICT', 'SIGNING_KEY_UNAVAILABLE'],
+    },
   });
   r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
     const id = req.params.id!;
@@ -425,6 +589,15 @@ export function buildRouter(d: RouteDeps): Router {
     // spend its budget and lock its genuine refresh out.
     const perMachine = (machineId: string) => d.limiter.take(`refresh:machine:${machineId}`, d.limits.refreshPerMachine);
     return ok<TokenBundle>(await refreshMachine(d.lifecycle, d.audit, req, id, { proof }, csr, perMachine));
+  }, {
+    doc: {
+      summary: 'Refresh a machine\'s tokens',
+      tag: 'machines',
+      auth: { kind: 'host_proof', audience: AUD_REFRESH_PROOF },
+      request: { schema: refreshBody.schema },
+      responses: { 200: { description: 'Fresh tokens.', schema: TOKEN_BUNDLE_SCHEMA } },
+      errors: ['NOT_FOUND', 'RATE_LIMITED', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'SIGNING_KEY_UNAVAILABLE'],
+    },
   });
   r.add(
     'DELETE',
@@ -461,14 +634,25 @@ export function buildRouter(d: RouteDeps): Router {
         return refused(e, { event_type: 'machine.deactivate', actor, machine_id: id, client_ip: req.clientIp });
       }
     },
-    { body: true },
+    {
+      body: true,
+      doc: {
+        summary: 'Deactivate a machine (free its seat)',
+        description: 'By an admin, or by the host itself with a proof. Its certificates and NATS user stop working at once.',
+        tag: 'machines',
+        auth: { kind: 'api_key_or_host_proof', scope: 'licenses:write', audience: AUD_DEACTIVATION_PROOF },
+        request: { schema: proofBody.schema, required: false },
+        responses: { 200: { description: 'The deactivated machine.', schema: MACHINE_SCHEMA } },
+        errors: ['NOT_FOUND', 'PROOF_INVALID', 'PROOF_REPLAYED', 'MACHINE_DEACTIVATED'],
+      },
+    },
   );
 
   // --- admin --------------------------------------------------------------------
   r.add('GET', '/api/v1/admin/stats', async (req) => {
     const p = await authorize(req, 'admin:read');
     return ok(await ctx.stats(scopeOf(p)));
-  });
+  }, { doc: { summary: 'Counts of customers, licenses, machines and refusals', tag: 'admin', auth: { kind: 'api_key', scope: 'admin:read' }, responses: { 200: { description: 'Statistics (of its customer only, for a limited key).', schema: STATS_SCHEMA } } } });
   r.add('GET', '/api/v1/admin/audit-logs', async (req) => {
     const p = await authorize(req, 'admin:read');
     const page = parsePage(req.query);
@@ -485,6 +669,20 @@ export function buildRouter(d: RouteDeps): Router {
       ...page,
     });
     return ok({ ...result, ...page });
+  }, {
+    doc: {
+      summary: 'The audit log, newest first',
+      tag: 'admin',
+      auth: { kind: 'api_key', scope: 'admin:read' },
+      query: [
+        ...PAGE_QUERY,
+        textQuery('event_type', 'Exact event type, such as license.issued.'),
+        textQuery('license_id', 'Only records of this license.'),
+        textQuery('customer_id', 'Only records of this customer (id or external reference).'),
+        { name: 'since', description: 'Only records at or after this ISO-8601 time.', schema: { type: 'string', format: 'date-time' } },
+      ],
+      responses: { 200: { description: 'A page of audit records.', schema: AUDIT_PAGE_SCHEMA } },
+    },
   });
 
   return r;

@@ -9,6 +9,11 @@
  * endpoint then takes a host-key proof and its tokens are unbound.
  */
 import {
+  ACCEPTED_SCHEMA,
+  AGENT_SNAPSHOTS_SCHEMA,
+  AUD_AGENT_TOKEN_PROOF,
+  ISSUED_AGENT_TOKEN_SCHEMA,
+  TOKEN_BUNDLE_SCHEMA,
   AegisError,
   AGENT_API,
   type AcceptedResponse,
@@ -72,18 +77,45 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
       const hostProof = { ...(body.machine_id ? { machineId: body.machine_id } : {}), ...(body.proof ? { proof: body.proof } : {}) };
       return reply<IssuedAgentToken>(200, await lifecycle.issueAgentToken(peer, scopes, hostProof));
     },
-    { body: true },
+    {
+      body: true,
+      doc: {
+        summary: 'Get a single-use agent access token',
+        description: 'On the mTLS listener the client certificate authenticates and the token is bound to it; without mTLS the body names the machine and carries a host-key proof.',
+        tag: 'agent',
+        auth: { kind: 'host_proof', audience: AUD_AGENT_TOKEN_PROOF },
+        request: { schema: tokenBody.schema, required: false, example: { scope: ['snapshots:read'] } },
+        responses: { 200: { description: 'The access token.', schema: ISSUED_AGENT_TOKEN_SCHEMA } },
+        errors: ['UNAUTHORIZED', 'FORBIDDEN', 'NOT_FOUND', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED'],
+      },
+    },
   );
 
   r.add('POST', AGENT_API.refresh, async (req) => {
     const who = await caller(req, 'license:refresh');
     const { csr } = refreshBody(req.body ?? {});
     return reply<TokenBundle>(200, await refreshMachine(lifecycle, d.audit, req, who.machineId, { transport: 'agent-listener' }, csr));
+  }, {
+    doc: {
+      summary: 'Refresh this machine\'s tokens (agent listener)',
+      tag: 'agent',
+      auth: { kind: 'agent_token', scope: 'license:refresh' },
+      request: { schema: refreshBody.schema, required: false },
+      responses: { 200: { description: 'Fresh tokens (and a new client certificate for a CSR).', schema: TOKEN_BUNDLE_SCHEMA } },
+      errors: ['LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'SIGNING_KEY_UNAVAILABLE'],
+    },
   });
 
   r.add('GET', AGENT_API.snapshots, async (req) => {
     const who = await caller(req, 'snapshots:read');
     return reply<AgentSnapshotsResponse>(200, { machine_id: who.machineId, messages: await d.orchestrator.messagesFor(who.machineId) });
+  }, {
+    doc: {
+      summary: 'The signed segmentation messages for this machine',
+      tag: 'agent',
+      auth: { kind: 'agent_token', scope: 'snapshots:read' },
+      responses: { 200: { description: 'Compact JWS messages, as NATS carries them.', schema: AGENT_SNAPSHOTS_SCHEMA } },
+    },
   });
 
   r.add('POST', AGENT_API.status, async (req) => {
@@ -96,6 +128,14 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
     const ok = await lifecycle.recordStatus(who, report);
     if (!ok) throw new AegisError('VALIDATION_FAILED', 'not a status report (edition and services are required)', { details: [{ path: '', message: 'edition and services are required' }] });
     return reply<AcceptedResponse>(202, { accepted: true });
+  }, {
+    doc: {
+      summary: 'Report this machine\'s status',
+      tag: 'agent',
+      auth: { kind: 'agent_token', scope: 'status:write' },
+      request: { schema: { type: 'object', required: ['edition', 'services'], description: 'An AgentStatusReport: edition, services and what the datapath applied.' } },
+      responses: { 202: { description: 'Filed under the authenticated machine.', schema: ACCEPTED_SCHEMA } },
+    },
   });
 
   r.add(
@@ -109,6 +149,15 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
       await lifecycle.recordSeen(who.machineId);
       return reply<AcceptedResponse>(202, { accepted: true });
     },
-    { maxBody: 256 * 1024 },
+    {
+      maxBody: 256 * 1024,
+      doc: {
+        summary: 'Send telemetry',
+        tag: 'agent',
+        auth: { kind: 'agent_token', scope: 'telemetry' },
+        request: { schema: { type: 'object', description: 'Any JSON object, up to 256 KiB.' } },
+        responses: { 202: { description: 'Accepted; marks the machine seen.', schema: ACCEPTED_SCHEMA } },
+      },
+    },
   );
 }

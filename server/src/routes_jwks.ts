@@ -6,8 +6,9 @@
  * /.well-known/jwks.json.
  */
 import { CompactSign } from 'jose';
-import { JWKS_SIGNATURE_TYP, TOKEN_ALG, signedJwksPayload, type SignedJwksDocument } from '../../protocol/src/index.js';
+import { JWKS_SCHEMA, JWKS_SIGNATURE_TYP, SIGNED_JWKS_SCHEMA, TOKEN_ALG, signedJwksPayload, type SignedJwksDocument } from '../../protocol/src/index.js';
 import type { Router } from './http/router.js';
+import type { RouteDoc } from './http/route_doc.js';
 import type { KeyStore } from './keys/keystore.js';
 
 /** The key set and one compact JWS per verifying key over `{ iat, jwks, seq }`. */
@@ -29,10 +30,32 @@ export async function signedJwks(keys: KeyStore, now: Date = new Date()): Promis
   return { jwks, iat, seq, signatures };
 }
 
+/** `GET /.well-known/jwks.json`, on the main and the agent listener. */
+export const JWKS_DOC: RouteDoc = {
+  summary: 'The server signing keys (JWKS)',
+  description: 'Public keys that verify license, kernel, CA and snapshot signatures.',
+  tag: 'system',
+  auth: { kind: 'public' },
+  responses: { 200: { description: 'The key set.', schema: JWKS_SCHEMA } },
+};
+
 export function addJwksRoutes(router: Router, deps: { keys: KeyStore }): void {
-  router.add('GET', '/.well-known/jwks.signed', async () => ({
-    status: 200,
-    body: await signedJwks(deps.keys),
-    headers: { 'cache-control': 'public, max-age=300' },
-  }));
+  router.add(
+    'GET',
+    '/.well-known/jwks.signed',
+    async () => ({
+      status: 200,
+      body: await signedJwks(deps.keys),
+      headers: { 'cache-control': 'public, max-age=300' },
+    }),
+    {
+      doc: {
+        summary: 'The signing keys, signed by every key in the set',
+        description: 'An agent that pins the server keys adopts a rotated key only from this document, after a signature by a key it trusts, and refuses a set older (lower seq) than the newest it accepted.',
+        tag: 'system',
+        auth: { kind: 'public' },
+        responses: { 200: { description: 'The key set with its signatures.', schema: SIGNED_JWKS_SCHEMA } },
+      },
+    },
+  );
 }

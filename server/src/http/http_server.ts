@@ -169,7 +169,7 @@ function requestListener(router: Router, log: Logger, clock: Clock): (req: Incom
     void handle(router, req).then((reply) => {
       // Nobody is left to answer (the client hung up, or a timeout closed the connection).
       if (res.destroyed || req.socket.destroyed) return;
-      const payload = reply.status === 204 ? '' : JSON.stringify(reply.body);
+      const payload = reply.status === 204 || reply.status === 304 ? '' : (reply.raw ?? JSON.stringify(reply.body));
       res.writeHead(reply.status, {
         'content-type': 'application/json; charset=utf-8',
         'cache-control': 'no-store',

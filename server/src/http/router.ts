@@ -5,6 +5,7 @@
  * any handler sees them; `match` throws ValidationError naming a bad one.
  */
 import { pathParam } from './request_text.js';
+import type { RouteDoc } from './route_doc.js';
 /** The client certificate a TLS connection verified against the client CA (mTLS listener only). */
 export interface PeerCertificate {
   /** Serial number, upper-case hex, as TLS reports it. */
@@ -32,6 +33,8 @@ export interface Reply {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
+  /** Sent as is instead of `body` as JSON (static documentation assets); `headers` name its content type. */
+  raw?: Buffer;
 }
 
 export type Handler = (req: Request) => Promise<Reply>;
@@ -44,6 +47,17 @@ interface Route {
   takesBody: boolean;
   /** Body limit in bytes when the route needs more than the server default. */
   maxBody?: number;
+  pattern: string;
+  doc?: RouteDoc;
+}
+
+/** A registered route as the API document lists it. */
+export interface RegisteredRoute {
+  method: string;
+  /** As registered: `/api/v1/customers/:id`. */
+  pattern: string;
+  takesBody: boolean;
+  doc?: RouteDoc;
 }
 
 export interface Match {
@@ -56,10 +70,16 @@ export interface Match {
 export class Router {
   private readonly routes: Route[] = [];
 
-  add(method: string, pattern: string, handler: Handler, opts: { body?: boolean; maxBody?: number } = {}): this {
+  /** Registers a route; `doc` is what the OpenAPI document says of it (see route_doc.ts). */
+  add(method: string, pattern: string, handler: Handler, opts: { body?: boolean; maxBody?: number; doc?: RouteDoc } = {}): this {
     const takesBody = opts.body ?? (method === 'POST' || method === 'PATCH' || method === 'PUT');
-    this.routes.push({ method, segments: pattern.split('/').filter(Boolean), handler, takesBody, maxBody: opts.maxBody });
+    this.routes.push({ method, pattern, segments: pattern.split('/').filter(Boolean), handler, takesBody, maxBody: opts.maxBody, doc: opts.doc });
     return this;
+  }
+
+  /** Every route, in registration order, with its documentation. */
+  registered(): RegisteredRoute[] {
+    return this.routes.map((r) => ({ method: r.method, pattern: r.pattern, takesBody: r.takesBody, ...(r.doc ? { doc: r.doc } : {}) }));
   }
 
   /** The route for method+path; `allowed` lists methods that match the path otherwise (for 405). */
