@@ -6,11 +6,13 @@
  * passes where a machine-bound license token, kernel token, access token or host proof is
  * expected (nor they as it).
  */
+import type { AUD_MODULE_LICENSE } from '../../clients/typescript/src/result_codes.js';
 import type { LicenseType } from './claims.js';
 import type { Feature, LicensedTier } from './tiers.js';
 
-/** Audience of the license token a module license is issued with. */
-export const AUD_MODULE_LICENSE = 'aegis-module-license';
+// The audience, the host version form and the major-version rule are the license client
+// library's (what licensed products verify offline), so server and products decide alike.
+export { AUD_MODULE_LICENSE, HOST_VERSION_PATTERN, hostMajorOf } from '../../clients/typescript/src/result_codes.js';
 
 /**
  * The tier a module license gets when the request names none: the lowest tier that is
@@ -21,19 +23,6 @@ export const DEFAULT_MODULE_LICENSE_TIER: LicensedTier = 'basic';
 
 /** An Odoo technical module name: lowercase letters, digits and underscores. */
 export const MODULE_NAME_PATTERN = /^[a-z][a-z0-9_]{0,127}$/;
-
-/**
- * A host product version as `/validate` accepts it: a major version and up to three
- * dotted parts ("17", "17.0", "17.0.1"), each at most six digits. Anything else
- * ("17; DROP", "", a 12-digit number) is refused as a bad request.
- */
-export const HOST_VERSION_PATTERN = /^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$/;
-
-/** The major version of a HOST_VERSION_PATTERN version ("17.0" and "017" → "17"), or null. */
-export function hostMajorOf(version: string): string | null {
-  if (!HOST_VERSION_PATTERN.test(version)) return null;
-  return String(Number(version.split('.')[0]));
-}
 
 /**
  * A customer's external reference (such as `CUST-001`): letters, digits, `.`, `_`, `-`,

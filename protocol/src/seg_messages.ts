@@ -6,9 +6,12 @@
  */
 import type { DatapathMode, MapSnapshot, Stage } from './snapshot.js';
 import type { Feature, Tier } from './tiers.js';
+import { AUD_FLEET_LICENSE } from '../../clients/typescript/src/fleet_license.js';
 
 export const AUD_SEG_MAP = 'aegis-seg-map';
-export const AUD_FLEET_LICENSE = 'aegis-fleet-license';
+// The fleet license's audience and the age bound on an arriving envelope are defined with
+// the envelope check every licensed service shares (the license client library).
+export { AUD_FLEET_LICENSE, FLEET_ENVELOPE_MAX_AGE_SECONDS } from '../../clients/typescript/src/fleet_license.js';
 
 /**
  * The shortest acceptance window of a signed snapshot message (seconds after its iat). The
@@ -29,13 +32,6 @@ export const SEG_EXP_LEEWAY_SECONDS = 60;
 export function segMessageExp(iat: number, snapshot: MapSnapshot | null, lifetimeSeconds = SEG_MESSAGE_MIN_LIFETIME_SECONDS): number {
   return iat + (snapshot === null ? lifetimeSeconds : Math.min(snapshot.ttl_seconds, lifetimeSeconds));
 }
-
-/**
- * How old (seconds since its iat) a fleet license envelope may be when it arrives: the
- * server seals a fresh one every 5 minutes and on every change and request, so an older one
- * is a recording. Bounds what a host with no saved envelope accepts.
- */
-export const FLEET_ENVELOPE_MAX_AGE_SECONDS = 900;
 
 /** Payload of a snapshot message on aegis.seg.maps.<host|_all>.<service_id>. */
 export interface SegMapClaims {
