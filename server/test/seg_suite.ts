@@ -63,7 +63,7 @@ export function segSuite(t: Test, newDatabase: () => Promise<string | undefined>
   });
 
   t.test('validation names each failing path', async (t) => {
-    const bad = await s.req('POST', '/seg/maps', { version: 0, service_id: -1, edges: [{ dst_cidr: 'x', proto: 'icmp', port: 70000 }], ttl_seconds: 10 });
+    const bad = await s.req('POST', '/seg/maps', { version: 0, service_id: -1, edges: [{ dst_cidr: 'x', proto: 'sctp', port: 70000 }], ttl_seconds: 10 });
     t.equal(bad.status, 400);
     const paths = bad.body.error.details.map((d: any) => d.path).sort();
     for (const p of ['/version', '/service_id', '/edges/0/proto', '/edges/0/port', '/ttl_seconds']) t.ok(paths.includes(p), `${p} named: ${paths}`);
