@@ -32,12 +32,16 @@ export interface Reply {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
+  /** Sent as-is instead of the JSON of `body` (text formats such as the Prometheus exposition). */
+  text?: string;
 }
 
 export type Handler = (req: Request) => Promise<Reply>;
 
 interface Route {
   method: string;
+  /** The pattern as registered (`/api/v1/customers/:id`): what metrics label a request with. */
+  pattern: string;
   segments: string[];
   handler: Handler;
   /** Whether the route takes a JSON body (POST/PATCH/DELETE with a body). */
@@ -48,6 +52,8 @@ interface Route {
 
 export interface Match {
   handler: Handler;
+  /** The matched route's pattern, never the raw path (bounded label values). */
+  pattern: string;
   params: Record<string, string>;
   takesBody: boolean;
   maxBody?: number;
@@ -58,7 +64,7 @@ export class Router {
 
   add(method: string, pattern: string, handler: Handler, opts: { body?: boolean; maxBody?: number } = {}): this {
     const takesBody = opts.body ?? (method === 'POST' || method === 'PATCH' || method === 'PUT');
-    this.routes.push({ method, segments: pattern.split('/').filter(Boolean), handler, takesBody, maxBody: opts.maxBody });
+    this.routes.push({ method, pattern, segments: pattern.split('/').filter(Boolean), handler, takesBody, maxBody: opts.maxBody });
     return this;
   }
 
@@ -84,7 +90,7 @@ export class Router {
         // Decoded and checked once here, for every route: a bad parameter is 400 naming it.
         const params: Record<string, string> = {};
         for (const [name, text] of Object.entries(raw)) params[name] = pathParam(name, text);
-        return { match: { handler: r.handler, params, takesBody: r.takesBody, maxBody: r.maxBody }, allowed };
+        return { match: { handler: r.handler, pattern: r.pattern, params, takesBody: r.takesBody, maxBody: r.maxBody }, allowed };
       }
       allowed.push(r.method);
     }
