@@ -16,6 +16,8 @@ export const SCOPES = [
   'admin:read',
   'seg:read',
   'seg:write',
+  /** GET /metrics: counts over every customer, so only an unrestricted key may hold it usefully. */
+  'metrics:read',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

@@ -40,6 +40,9 @@ import { join } from 'node:path';
 import { TokenService } from './tokens.js';
 import { pruneProofs } from './host_proof.js';
 import type { ServerConfig } from './config.js';
+import { Health } from './health.js';
+import { ServerMetrics } from './metrics.js';
+import { addHealthRoutes, addMetricsRoute, addOpenMetricsRoute } from './routes_observability.js';
 
 export const SERVER_VERSION: string = (
   JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -74,6 +77,11 @@ export interface App {
   nats: NatsAuthority | null;
   /** Activation, refresh and every end of a seat, with what hangs off the machine. */
   lifecycle: MachineLifecycle;
+  /** Readiness (/readyz, and the metrics' database and signing-key gauges). */
+  health: Health;
+  metrics: ServerMetrics;
+  /** The unauthenticated metrics listener (AEGIS_METRICS_LISTEN), or null. */
+  metricsHttp: HttpServerHandle | null;
   close(): Promise<void>;
 }
 
@@ -124,6 +132,14 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
       : null;
   const customers = new Customers(db, clock);
   const licenses = new Licenses(db, clock, tokens);
+  // Distribution starts after the listeners; readiness and metrics ask it when they run.
+  let distribution: Distribution | null = null;
+  const natsState = () => {
+    const bus = distribution?.bus() ?? null;
+    return { configured: config.natsUrl !== '', connected: bus?.isConnected() ?? false, publishFailures: bus?.publishFailures() ?? [] };
+  };
+  const health = new Health({ db, dialect, keys, now: () => clock.now(), nats: natsState });
+  const metrics = new ServerMetrics({ db, clock, health, bus: natsState, version: SERVER_VERSION, maxSeries: config.metricsMaxSeries });
   const lifecycle = new MachineLifecycle({
     db,
     dialect,
@@ -141,6 +157,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     kernelTtlSeconds: config.kernelTokenTtlSeconds,
     licenseTokenTtlSeconds: config.licenseTokenTtlSeconds,
     natsCredentialsTtlSeconds: config.natsCredentialsTtlSeconds,
+    observer: metrics,
   });
   const tenancy = new Tenancy(db);
   const router = buildRouter({
@@ -156,26 +173,41 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   });
   addSegRoutes(router, { apiKeys, audit, orchestrator, agents, flowLog, lifecycle, tenancy, targets: new TargetResolver(db, clock) });
   addJwksRoutes(router, { keys: ctx.keys });
+  addHealthRoutes(router, { health });
+  addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
   // Last: the document lists what this listener serves.
   addDocsRoutes(router, { version: SERVER_VERSION });
-  const http = await listen(createHttpServer(router, log, config.http, clock), config.host, config.port);
-  let agentHttp: HttpServerHandle | null = null;
-  if (agentTls && config.mtls) {
-    const agentRouter = new Router();
-    agentRouter.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks() }), { doc: JWKS_DOC });
-    addAgentRoutes(agentRouter, { ...agentDeps, requireMtls: true });
+  const http = await listen(createHttpServer(router, log, config.http, clock, metrics.observeRequest), config.host, config.port);
+  let metricsHttp: HttpServerHandle | null = null;
+  if (config.metricsListen) {
+    const metricsRouter = new Router();
+    addHealthRoutes(metricsRouter, { health });
+    addOpenMetricsRoute(metricsRouter, { health, metrics });
     try {
-      agentHttp = await listen(createMtlsServer(agentRouter, log, agentTls, config.http, clock), config.mtls.host, config.mtls.port);
+      metricsHttp = await listen(createHttpServer(metricsRouter, log, config.http, clock, undefined, 'metrics'), config.metricsListen.host, config.metricsListen.port);
     } catch (err) {
       await http.close();
       await db.destroy();
       throw err;
     }
   }
-  let distribution: Distribution | null = null;
+  let agentHttp: HttpServerHandle | null = null;
+  if (agentTls && config.mtls) {
+    const agentRouter = new Router();
+    agentRouter.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks() }), { doc: JWKS_DOC });
+    addAgentRoutes(agentRouter, { ...agentDeps, requireMtls: true });
+    try {
+      agentHttp = await listen(createMtlsServer(agentRouter, log, agentTls, config.http, clock, metrics.observeRequest), config.mtls.host, config.mtls.port);
+    } catch (err) {
+      await metricsHttp?.close();
+      await http.close();
+      await db.destroy();
+      throw err;
+    }
+  }
   let fleet: FleetLicensePublisher | null = null;
   if (config.natsUrl) {
     const key = config.fleetKey;
@@ -205,6 +237,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   log.info('aegis-server listening', {
     url: http.url,
     agent_url: agentHttp?.url ?? null,
+    metrics_url: metricsHttp?.url ?? null,
     pki: issuer ? `CA of ${issuer.ca.trustDomain} in ${config.pkiDir}` : 'none (run aegis-server pki init)',
     database: description,
     signing_kid: keys.activeKid(),
@@ -225,9 +258,13 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     issuer,
     nats: natsAuthority,
     lifecycle,
+    health,
+    metrics,
+    metricsHttp,
     async close() {
       clearInterval(pruner);
       await distribution?.close();
+      await metricsHttp?.close();
       await agentHttp?.close();
       await http.close();
       await audit.flush().catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));

@@ -57,6 +57,40 @@ export interface ServerConfig {
   flowRetentionDays: number;
   /** ... and at most this many rows, the oldest dropped first (AEGIS_FLOW_MAX_ROWS). */
   flowMaxRows: number;
+  /**
+   * The metrics listener (AEGIS_METRICS_LISTEN, host:port): /metrics without an API key,
+   * /healthz and /readyz. null: off (/metrics is then only on the main listener, with a
+   * metrics:read key). A non-loopback address needs AEGIS_METRICS_ALLOW_REMOTE=true.
+   */
+  metricsListen: { host: string; port: number } | null;
+  /** Series kept per per-entity metric family: licenses, agents, services (AEGIS_METRICS_MAX_SERIES). */
+  metricsMaxSeries: number;
+}
+
+/** Series kept per per-entity metric family unless AEGIS_METRICS_MAX_SERIES says otherwise. */
+export const DEFAULT_METRICS_MAX_SERIES = 100;
+
+/** Loopback addresses: what an unauthenticated listener may bind without a second setting. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function metricsListenFrom(env: NodeJS.ProcessEnv): { host: string; port: number } | null {
+  const text = env.AEGIS_METRICS_LISTEN;
+  if (text === undefined || text.trim() === '') return null;
+  let where;
+  try {
+    where = parseListen(text.trim());
+  } catch {
+    throw new Error(`AEGIS_METRICS_LISTEN must be host:port (e.g. 127.0.0.1:9464), got ${JSON.stringify(text)}`);
+  }
+  // It serves without authentication: anything beyond this host must be asked for.
+  if (!isLoopbackHost(where.host) && !truthy(env.AEGIS_METRICS_ALLOW_REMOTE)) {
+    throw new Error(
+      `AEGIS_METRICS_LISTEN ${text} is not a loopback address and the metrics listener has no authentication; bind 127.0.0.1, or set AEGIS_METRICS_ALLOW_REMOTE=true for a private network only Prometheus reaches`,
+    );
+  }
+  return where;
 }
 
 /**
@@ -221,6 +255,8 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     http: httpLimitsFrom(env),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
+    metricsListen: metricsListenFrom(env),
+    metricsMaxSeries: intSetting(env, 'AEGIS_METRICS_MAX_SERIES', DEFAULT_METRICS_MAX_SERIES, 1, 10_000),
     natsUrl: flags.natsUrl ?? env.NATS_URL ?? '',
     natsUser: env.AEGIS_NATS_USER ?? '',
     natsPassword: env.AEGIS_NATS_PASSWORD ?? '',

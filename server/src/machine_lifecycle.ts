@@ -41,8 +41,10 @@ import {
   type NatsCredentialsField,
   type Tier,
   type TokenBundle,
+  type ErrorCode,
   type ValidateRequest,
   type ValidateResult,
+  type ValidationCode,
 } from '../../protocol/src/index.js';
 import type { Database, LicensesTable, MachinesTable } from './db/schema.js';
 import type { Dialect } from './db/database.js';
@@ -187,7 +189,21 @@ export interface MachineLifecycleDeps {
   licenseTokenTtlSeconds?: number;
   /** Lifetime of a machine's NATS credentials (AEGIS_NATS_CREDS_TTL). */
   natsCredentialsTtlSeconds?: number;
+  /** Told the outcome of every validation, activation and deactivation (the server's metrics). */
+  observer?: LifecycleObserver;
 }
+
+/**
+ * Outcomes as stable codes: a validation's ValidationCode; an activation's `created` or
+ * `reactivated`, a deactivation's `ok`; a refusal's ErrorCode (INTERNAL for anything else).
+ */
+export interface LifecycleObserver {
+  validated(code: ValidationCode): void;
+  activated(outcome: 'created' | 'reactivated' | ErrorCode): void;
+  deactivated(outcome: 'ok' | ErrorCode): void;
+}
+
+const outcomeOf = (e: unknown): ErrorCode => (e instanceof AegisError ? e.code : 'INTERNAL');
 
 export class MachineLifecycle {
   private readonly db: Kysely<Database>;
@@ -219,6 +235,17 @@ export class MachineLifecycle {
    * (the HTTP layer applies its per-license rate limit there).
    */
   async activate(input: ActivationRequest, onLicense: (licenseId: string) => void = () => {}): Promise<Activation> {
+    try {
+      const a = await this.activateSeat(input, onLicense);
+      this.d.observer?.activated(a.created ? 'created' : 'reactivated');
+      return a;
+    } catch (e) {
+      this.d.observer?.activated(outcomeOf(e));
+      throw e;
+    }
+  }
+
+  private async activateSeat(input: ActivationRequest, onLicense: (licenseId: string) => void): Promise<Activation> {
     // A bad CSR is refused before the seat is touched.
     const certKey = await this.verifyCsr(input.csr, input.host_public_key);
     const lic = await this.d.licenses.rowByKey(input.license_key);
@@ -345,6 +372,17 @@ export class MachineLifecycle {
    * the caller is an admin (authorised by the HTTP layer).
    */
   async deactivate(machineId: string, auth: DeactivationAuth): Promise<Deactivation> {
+    try {
+      const d = await this.deactivateSeat(machineId, auth);
+      this.d.observer?.deactivated('ok');
+      return d;
+    } catch (e) {
+      this.d.observer?.deactivated(outcomeOf(e));
+      throw e;
+    }
+  }
+
+  private async deactivateSeat(machineId: string, auth: DeactivationAuth): Promise<Deactivation> {
     const m = await this.machineRow(machineId);
     const lic = await this.d.licenses.row(m.license_id);
     if (!('admin' in auth)) {
@@ -484,7 +522,13 @@ export class MachineLifecycle {
    * names (deactivated, or not held under that license). `onVerified` runs once the
    * signature has verified (the HTTP layer's per-license budget).
    */
-  validate(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
+  async validate(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
+    const result = await this.validateToken(input, onVerified);
+    this.d.observer?.validated(result.code);
+    return result;
+  }
+
+  private validateToken(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
     const licenseRefusalOf = async (licenseId: string): Promise<AegisError | null> => {
       const row = await this.db
         .selectFrom('licenses')

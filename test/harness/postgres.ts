@@ -37,6 +37,9 @@ export async function freePort(): Promise<number> {
 export interface TestPostgres {
   /** A URL for a fresh database on the cluster. */
   newDatabase(): Promise<string>;
+  /** Stops the cluster, keeping its data (a database outage); `resume` starts it again on the same port. */
+  halt(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -58,16 +61,18 @@ export async function startPostgres(): Promise<TestPostgres> {
   };
   runAs('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
   const port = await freePort();
-  runAs('pg_ctl', [
-    '-D',
-    data,
-    '-l',
-    join(dir, 'log'),
-    '-w',
-    '-o',
-    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`,
-    'start',
-  ]);
+  const start = () =>
+    runAs('pg_ctl', [
+      '-D',
+      data,
+      '-l',
+      join(dir, 'log'),
+      '-w',
+      '-o',
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`,
+      'start',
+    ]);
+  start();
   const adminUrl = `postgres://postgres@127.0.0.1:${port}/postgres`;
   let n = 0;
   return {
@@ -81,6 +86,12 @@ export async function startPostgres(): Promise<TestPostgres> {
         await c.end();
       }
       return `postgres://postgres@127.0.0.1:${port}/${name}`;
+    },
+    halt() {
+      runAs('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
+    },
+    resume() {
+      start();
     },
     async stop() {
       try {

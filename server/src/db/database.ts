@@ -21,6 +21,10 @@ export interface OpenedDatabase {
 export function openDatabase(url: string): OpenedDatabase {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
+    // An idle pooled connection that PostgreSQL closes (a restart, a failover) is dropped
+    // by the pool and the next query opens a new one; without a listener the pool's
+    // 'error' event would end the process instead.
+    pool.on('error', () => undefined);
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     const safe = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
     return { db, dialect: 'postgres', description: safe };

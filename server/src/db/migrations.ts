@@ -367,3 +367,9 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): P
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };
 }
+
+/** Migrations this server knows that the database has not run (empty: the schema is current). */
+export async function pendingMigrations(db: Kysely<Database>, dialect: Dialect): Promise<string[]> {
+  const migrator = new Migrator({ db: db as Kysely<any>, provider: new StaticProvider(dialect) });
+  return (await migrator.getMigrations()).filter((m) => m.executedAt === undefined).map((m) => m.name);
+}

@@ -29,6 +29,15 @@ export interface MtlsOptions {
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
+/** The route label of a request no route matched (404, 405): never the raw path. */
+export const UNMATCHED_ROUTE = 'unmatched';
+
+/**
+ * Told of every answered request: its method, the matched route's pattern (or
+ * UNMATCHED_ROUTE), the status sent and the seconds from arrival to the reply's end.
+ */
+export type RequestObserver = (o: { method: string; route: string; status: number; seconds: number }) => void;
+
 function errorReply(err: AegisError, headers?: Record<string, string>): Reply {
   const body = { error: { code: err.code, message: err.message, details: err.details ?? null } };
   return { status: STATUS_OF[err.code], body, headers };
@@ -106,7 +115,7 @@ function peerOf(req: IncomingMessage): PeerCertificate | undefined {
  * The agent-facing listener: HTTPS that requires a client certificate chaining to
  * `clientCa` (the handshake fails without one, or with one from another CA).
  */
-export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, limits: HttpLimits, clock: Clock = systemClock): HttpsServer {
+export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, limits: HttpLimits, clock: Clock = systemClock, observe?: RequestObserver): HttpsServer {
   const server = createHttpsServer(
     {
       cert: tls.cert,
@@ -119,14 +128,14 @@ export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, 
       handshakeTimeout: limits.headersTimeoutMs,
       ...listenerOptions(limits),
     },
-    requestListener(router, log, clock),
+    requestListener(router, log, clock, observe),
   );
   server.on('tlsClientError', (err) => log.debug('TLS handshake refused', { error: err.message }));
   return capped(server, limits, log, 'agent');
 }
 
-export function createHttpServer(router: Router, log: Logger, limits: HttpLimits, clock: Clock = systemClock): HttpServer {
-  return capped(createServer(listenerOptions(limits), requestListener(router, log, clock)), limits, log, 'main');
+export function createHttpServer(router: Router, log: Logger, limits: HttpLimits, clock: Clock = systemClock, observe?: RequestObserver, listener = 'main'): HttpServer {
+  return capped(createServer(listenerOptions(limits), requestListener(router, log, clock, observe)), limits, log, listener);
 }
 
 /**
@@ -163,10 +172,11 @@ function capped<S extends Server>(server: S, limits: HttpLimits, log: Logger, li
   return server;
 }
 
-function requestListener(router: Router, log: Logger, clock: Clock): (req: IncomingMessage, res: ServerResponse) => void {
+function requestListener(router: Router, log: Logger, clock: Clock, observe?: RequestObserver): (req: IncomingMessage, res: ServerResponse) => void {
   return (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
-    void handle(router, req).then((reply) => {
+    const routed = { route: UNMATCHED_ROUTE };
+    void handle(router, req, routed).then((reply) => {
       // Nobody is left to answer (the client hung up, or a timeout closed the connection).
       if (res.destroyed || req.socket.destroyed) return;
       const payload = reply.status === 204 || reply.status === 304 ? '' : (reply.raw ?? JSON.stringify(reply.body));
@@ -181,11 +191,12 @@ function requestListener(router: Router, log: Logger, clock: Clock): (req: Incom
       });
       res.end(payload);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      observe?.({ method: req.method ?? 'GET', route: routed.route, status: reply.status, seconds: ms / 1000 });
       log.debug('request', { method: req.method, path: req.url?.split('?')[0], status: reply.status, ms: Math.round(ms * 100) / 100 });
     });
   };
 
-  async function handle(router: Router, req: IncomingMessage): Promise<Reply> {
+  async function handle(router: Router, req: IncomingMessage, routed: { route: string }): Promise<Reply> {
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
       const method = (req.method ?? 'GET').toUpperCase();
@@ -197,6 +208,7 @@ function requestListener(router: Router, log: Logger, clock: Clock): (req: Incom
         }
         return errorReply(new AegisError('NOT_FOUND', 'not found'));
       }
+      routed.route = match.pattern;
       let body: unknown = null;
       const raw = await readBody(req, match.maxBody ?? MAX_BODY_BYTES);
       if (raw.length > 0) {

@@ -33,21 +33,25 @@ export interface Reply {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
-  /** Sent as is instead of `body` as JSON (static documentation assets); `headers` name its content type. */
-  raw?: Buffer;
+  /**
+   * Sent as is instead of the JSON of `body`: static documentation assets, text formats such
+   * as the Prometheus exposition; `headers` name its content type.
+   */
+  raw?: Buffer | string;
 }
 
 export type Handler = (req: Request) => Promise<Reply>;
 
 interface Route {
   method: string;
+  /** The pattern as registered (`/api/v1/customers/:id`): what metrics label a request with. */
+  pattern: string;
   segments: string[];
   handler: Handler;
   /** Whether the route takes a JSON body (POST/PATCH/DELETE with a body). */
   takesBody: boolean;
   /** Body limit in bytes when the route needs more than the server default. */
   maxBody?: number;
-  pattern: string;
   doc?: RouteDoc;
 }
 
@@ -62,6 +66,8 @@ export interface RegisteredRoute {
 
 export interface Match {
   handler: Handler;
+  /** The matched route's pattern, never the raw path (bounded label values). */
+  pattern: string;
   params: Record<string, string>;
   takesBody: boolean;
   maxBody?: number;
@@ -104,7 +110,7 @@ export class Router {
         // Decoded and checked once here, for every route: a bad parameter is 400 naming it.
         const params: Record<string, string> = {};
         for (const [name, text] of Object.entries(raw)) params[name] = pathParam(name, text);
-        return { match: { handler: r.handler, params, takesBody: r.takesBody, maxBody: r.maxBody }, allowed };
+        return { match: { handler: r.handler, pattern: r.pattern, params, takesBody: r.takesBody, maxBody: r.maxBody }, allowed };
       }
       allowed.push(r.method);
     }

@@ -244,6 +244,15 @@ t.test('ServerBus', async (t) => {
     await waitFor(() => bus.isConnected(), 'reconnect');
     const { seq } = await bus.publishSegMap(MACHINE_A, 1, 'after');
     t.ok(seq >= 2, 'stream survived the kill (file storage)');
+    // The metrics' source: each failed publish counted once, by kind and code; successes not.
+    t.same(
+      bus.publishFailures().sort((a, b) => a.kind.localeCompare(b.kind)),
+      [
+        { kind: 'license', code: 'NATS_DISCONNECTED', count: 1 },
+        { kind: 'seg_map', code: 'NATS_DISCONNECTED', count: 1 },
+      ],
+      'the two failed publishes are counted',
+    );
     const nc = await connect({ servers: own.url });
     t.teardown(() => nc.close());
     t.equal((await lastValue(nc, `aegis.seg.maps.${MACHINE_A}.1`))?.data, 'after');

@@ -62,6 +62,9 @@ export type BusErrorCode =
   | 'NATS_PUBLISH_FAILED'
   | 'NATS_BAD_ARGUMENT';
 
+/** What a publish carried: a snapshot message (JetStream) or a license envelope. */
+export type PublishKind = 'seg_map' | 'license';
+
 /** Every failure the bus raises on purpose; the nats.js error is kept in `cause`. */
 export class BusError extends Error {
   readonly code: BusErrorCode;
@@ -135,6 +138,8 @@ function refusedWho(opts: NatsAuthOptions): string {
 export class ServerBus {
   private readonly subs: Subscription[] = [];
   private wantStream = false;
+  /** Failed publishes since connect, by what was published and the BusError code (bounded: both are fixed sets). */
+  private readonly failedPublishes = new Map<string, { kind: PublishKind; code: BusErrorCode; count: number }>();
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -237,6 +242,15 @@ export class ServerBus {
    * agent may read that subject and the snapshot would silently reach nobody.
    */
   async publishSegMap(target: string, serviceId: number, jws: string): Promise<{ seq: number }> {
+    try {
+      return await this.publishSegMapOnce(target, serviceId, jws);
+    } catch (err) {
+      this.countFailure('seg_map', err);
+      throw err;
+    }
+  }
+
+  private async publishSegMapOnce(target: string, serviceId: number, jws: string): Promise<{ seq: number }> {
     if (target !== ALL_HOSTS && !isMachineId(target)) {
       throw new BusError('NATS_BAD_ARGUMENT', `snapshot target ${JSON.stringify(target)} is neither a machine id nor "${ALL_HOSTS}"`);
     }
@@ -276,6 +290,28 @@ export class ServerBus {
    * once nats-server has it.
    */
   async publishLicense(fleet: string, sealed: string): Promise<void> {
+    try {
+      await this.publishLicenseOnce(fleet, sealed);
+    } catch (err) {
+      this.countFailure('license', err);
+      throw err;
+    }
+  }
+
+  private countFailure(kind: PublishKind, err: unknown): void {
+    const code: BusErrorCode = err instanceof BusError ? err.code : 'NATS_PUBLISH_FAILED';
+    const key = `${kind}/${code}`;
+    const entry = this.failedPublishes.get(key) ?? { kind, code, count: 0 };
+    entry.count++;
+    this.failedPublishes.set(key, entry);
+  }
+
+  /** Failed publishes so far (monotonic: a counter's source). */
+  publishFailures(): Array<{ kind: PublishKind; code: BusErrorCode; count: number }> {
+    return [...this.failedPublishes.values()].map((e) => ({ ...e }));
+  }
+
+  private async publishLicenseOnce(fleet: string, sealed: string): Promise<void> {
     let subject: string;
     try {
       subject = subjects.license(fleet);
