@@ -16,6 +16,8 @@ export const SCOPES = [
   'admin:read',
   'seg:read',
   'seg:write',
+  'webhooks:read',
+  'webhooks:write',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

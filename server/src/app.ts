@@ -29,6 +29,8 @@ import { TargetResolver } from './rollout/targets.js';
 import { Tenancy } from './tenancy.js';
 import { addJwksRoutes, JWKS_DOC } from './routes_jwks.js';
 import { addDocsRoutes } from './routes_docs.js';
+import { addWebhookRoutes } from './routes_webhooks.js';
+import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
 import { Orchestrator } from './rollout/orchestrator.js';
@@ -74,6 +76,8 @@ export interface App {
   nats: NatsAuthority | null;
   /** Activation, refresh and every end of a seat, with what hangs off the machine. */
   lifecycle: MachineLifecycle;
+  /** Webhook endpoints, the delivery outbox and its dispatcher. */
+  webhooks: Webhooks;
   close(): Promise<void>;
 }
 
@@ -95,6 +99,9 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
   const audit = new AuditLog(db, clock, opts.auditRefusalsPerMinute);
+  // Every audited event that is a webhook event is queued in the statement that audits it.
+  const webhooks = new Webhooks(db, clock, keys, config.webhooks, log);
+  audit.listener = (e, handle) => webhooks.enqueue(e, handle);
   // A message must outlive a few republications, so a host that misses one or two still
   // takes the next; and no longer, so a recorded one soon stops being worth replaying.
   const messageLifetime = Math.max(SEG_MESSAGE_MIN_LIFETIME_SECONDS, 3 * config.segRepublishSeconds);
@@ -156,6 +163,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   });
   addSegRoutes(router, { apiKeys, audit, orchestrator, agents, flowLog, lifecycle, tenancy, targets: new TargetResolver(db, clock) });
   addJwksRoutes(router, { keys: ctx.keys });
+  addWebhookRoutes(router, { apiKeys, audit, webhooks });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
@@ -202,6 +210,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
   }, 60_000);
   pruner.unref();
+  webhooks.start();
   log.info('aegis-server listening', {
     url: http.url,
     agent_url: agentHttp?.url ?? null,
@@ -225,8 +234,10 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     issuer,
     nats: natsAuthority,
     lifecycle,
+    webhooks,
     async close() {
       clearInterval(pruner);
+      await webhooks.close();
       await distribution?.close();
       await agentHttp?.close();
       await http.close();
