@@ -22,6 +22,7 @@ import { ClientCertificate } from './client_certificate.js';
 import { KernelToken } from './kernel_token.js';
 import { decodeUnverified } from './license_verifier.js';
 import { LicenseManager, NATS_CREDS_FILE } from './licensing.js';
+import { ClockGuard } from './clock_guard.js';
 import { createAgentLogger, type Logger } from './logger.js';
 import { PolicyManager } from './policy.js';
 import { ServerLink } from './server_link.js';
@@ -44,6 +45,7 @@ export class AgentDaemon {
   private hw!: HardwareReport;
   private link!: ServerLink;
   private license!: LicenseManager;
+  private clock!: ClockGuard;
   private certificate!: ClientCertificate;
   private kernelToken!: KernelToken;
   private policy!: PolicyManager;
@@ -130,7 +132,10 @@ export class AgentDaemon {
     });
     const kmod = this.kernelToken.checkBinding();
     if (kmod.state === 'bound') this.log.info('kernel module bound to this machine', { hardware_id: kmod.hardware_id });
+    this.clock = new ClockGuard(this.store, this.log);
+    await this.clock.restore();
     this.license = new LicenseManager({
+      clock: this.clock,
       store: this.store,
       log: this.log,
       link: this.link,
@@ -177,6 +182,10 @@ export class AgentDaemon {
       jwks: this.jwks,
       license: this.license,
       edition: () => this.editionInfo(),
+      clock: () => {
+        const c = this.clock.status();
+        return { clock_tampered: c.clock_tampered, behind_seconds: c.behind_seconds };
+      },
       log: this.log,
       agentVersion: AGENT_VERSION,
       statusIntervalMs: c.status_interval_seconds * 1000,
@@ -328,6 +337,7 @@ export class AgentDaemon {
       token_fallback: this.kernelToken.fallback,
       kmod: { status: this.kernelToken.kmodStatus(), ...this.kernelToken.binding() },
       services: this.policy.serviceViews(),
+      clock: this.clock.status(),
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
     };
   }
@@ -439,6 +449,7 @@ export class AgentDaemon {
       await this.notify({ stopping: true });
       if (this.watchdog) clearInterval(this.watchdog);
       this.license?.stop();
+      this.clock?.stop();
       this.fleet?.stop();
       this.stopFlowLog?.();
       await this.seg?.stop();

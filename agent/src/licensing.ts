@@ -27,6 +27,7 @@ import {
   type TokenBundle,
 } from '../../protocol/src/index.js';
 import type { ClientCertificate } from './client_certificate.js';
+import type { ClockGuard } from './clock_guard.js';
 import { AgentError } from './errors.js';
 import type { HostIdentity } from './host_identity.js';
 import type { KernelToken } from './kernel_token.js';
@@ -90,6 +91,8 @@ export interface LicenseDeps {
   kernelToken: KernelToken;
   /** Admits the keys a token bundle brings (only trusted ones when anchors are pinned). */
   jwks: JwksCache;
+  /** The clock license validity is judged by (never behind what this host already saw). */
+  clock: ClockGuard;
   backoff?: BackoffPolicy;
 }
 
@@ -177,7 +180,9 @@ export class LicenseManager extends EventEmitter {
       hardwareId: this.d.hardwareId,
       hostKeyThumbprint: this.d.identity.thumbprint,
       agentVersion: this.d.agentVersion,
+      now: this.d.clock.effectiveNow(),
     });
+    if (verdict.ok) await this.d.clock.observeIat(verdict.claims.iat, 'license token');
     if (!verdict.ok) {
       this.claims = null;
       this.lastError = { code: verdict.code, message: verdict.message };
@@ -193,7 +198,7 @@ export class LicenseManager extends EventEmitter {
     this.armExpiry();
     // Put the cached kernel token back in place if it is still valid (a reboot may have
     // lost it); a stale one is replaced by the first refresh.
-    if (Date.parse(this.tokens.kernel_token_expires_at) > Date.now()) await this.d.kernelToken.write(this.tokens.kernel_token);
+    if (Date.parse(this.tokens.kernel_token_expires_at) > this.d.clock.effectiveNow().getTime()) await this.d.kernelToken.write(this.tokens.kernel_token);
     this.scheduleByHalfLife();
   }
 
@@ -233,7 +238,9 @@ export class LicenseManager extends EventEmitter {
       hardwareId: this.d.hardwareId,
       hostKeyThumbprint: this.d.identity.thumbprint,
       agentVersion: this.d.agentVersion,
+      now: this.d.clock.effectiveNow(),
     });
+    if (verdict.ok) await this.d.clock.observeIat(verdict.claims.iat, 'license token');
     if (!verdict.ok) {
       // The server sent a license this host cannot verify: never trust it.
       throw new AgentError('SERVER_REFUSED', `server returned a license that does not verify here: ${verdict.message}`, { status: 502 });
@@ -369,7 +376,7 @@ export class LicenseManager extends EventEmitter {
     this.expiryTimer = null;
     const exp = this.claims?.exp;
     if (typeof exp !== 'number') return;
-    const ms = exp * 1000 - Date.now();
+    const ms = exp * 1000 - this.d.clock.effectiveNow().getTime();
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = null;
       void this.serial(async () => {

@@ -45,6 +45,8 @@ export interface SegClientDeps {
   license: LicenseManager;
   edition: () => { edition: 'licensed' | 'community'; tier: AgentStatusReport['tier'] };
   log: Logger;
+  /** Whether the host clock was set back (clock_guard.ts), for the status report. */
+  clock?: () => { clock_tampered: boolean; behind_seconds: number };
   agentVersion: string;
   statusIntervalMs: number;
   fallbackIntervalMs: number;
@@ -239,6 +241,7 @@ export class SegClient {
       tier: e.tier,
       datapath: { available: this.d.policy.datapathAvailable, reason: this.d.policy.datapathAvailable ? null : this.d.policy.datapathReason },
       services: views.map((v) => ({ service_id: v.service_id, revision: v.revision, stage: v.stage, mode: v.mode, ttl_left_s: v.ttl_left_s, counters: v.counters })),
+      ...(this.d.clock ? { clock: this.d.clock() } : {}),
       sent_at: new Date().toISOString(),
     };
     await bus.publishStatus(status).catch(() => undefined);

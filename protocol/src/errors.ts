@@ -26,6 +26,7 @@ export type ErrorCode =
   | 'CUSTOMER_HAS_ACTIVE_LICENSES'
   | 'SIGNING_KEY_UNAVAILABLE'
   | 'INSECURE_KEY_FILE'
+  | 'WEBHOOK_URL_REFUSED'
   | 'INTERNAL';
 
 export class AegisError extends Error {

@@ -158,3 +158,15 @@ export {
   ACCEPTED_SCHEMA,
 } from './wire_schemas.js';
 export type { JsonSchema } from './wire_schemas.js';
+export {
+  verifyWebhook,
+  signWebhook,
+  webhookSigningInput,
+  WEBHOOK_SIGNATURE_HEADER,
+  WEBHOOK_KEY_ID_HEADER,
+  WEBHOOK_EVENT_ID_HEADER,
+  WEBHOOK_EVENT_TYPE_HEADER,
+  DEFAULT_WEBHOOK_TOLERANCE_SECONDS,
+  WEBHOOK_EVENT_TYPES,
+} from './webhook.js';
+export type { WebhookVerdict, WebhookRefusalCode, VerifyWebhookOptions, WebhookEventType, WebhookEvent } from './webhook.js';

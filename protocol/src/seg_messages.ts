@@ -106,6 +106,8 @@ export interface AgentStatusReport {
     ttl_left_s: number | null;
     counters: { allowed: number; dropped: number; would_drop: number } | null;
   }>;
+  /** The host's clock against what it already saw signed (absent from older agents). */
+  clock?: { clock_tampered: boolean; behind_seconds: number };
   sent_at: string;
 }
 

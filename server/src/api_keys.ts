@@ -18,6 +18,8 @@ export const SCOPES = [
   'seg:write',
   /** GET /metrics: counts over every customer, so only an unrestricted key may hold it usefully. */
   'metrics:read',
+  'webhooks:read',
+  'webhooks:write',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

@@ -80,3 +80,50 @@ export function segView(required: Record<string, JsonSchema>, description: strin
 }
 
 export const AGENT_VIEW_SCHEMA: JsonSchema = segView({ machine_id: string }, 'What an agent last reported: applied revisions, status and counters.');
+
+export const WEBHOOK_ENDPOINT_SCHEMA: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'url', 'events', 'description', 'customer_id', 'created_at'],
+  properties: {
+    id: string,
+    url: string,
+    events: { type: 'array', items: string },
+    description: nullableString,
+    customer_id: nullableString,
+    created_at: { type: 'string', format: 'date-time' },
+  },
+};
+
+const nullableDateTime = { type: ['string', 'null'], format: 'date-time' } as const;
+
+export const WEBHOOK_DELIVERY_SCHEMA: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'endpoint_id', 'event_id', 'event_type', 'status', 'attempts', 'attempt_log', 'last_status_code', 'last_error', 'next_attempt_at', 'last_attempt_at', 'created_at', 'delivered_at'],
+  properties: {
+    id: string,
+    endpoint_id: string,
+    event_id: string,
+    event_type: string,
+    status: { enum: ['pending', 'delivered', 'failed'] },
+    attempts: count,
+    attempt_log: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['at', 'status_code', 'error', 'duration_ms'],
+        properties: { at: { type: 'string', format: 'date-time' }, status_code: { type: ['integer', 'null'] }, error: nullableString, duration_ms: count },
+      },
+    },
+    last_status_code: { type: ['integer', 'null'] },
+    last_error: nullableString,
+    next_attempt_at: nullableDateTime,
+    last_attempt_at: nullableDateTime,
+    created_at: { type: 'string', format: 'date-time' },
+    delivered_at: nullableDateTime,
+  },
+};
+
+export const WEBHOOK_DELIVERY_PAGE_SCHEMA: JsonSchema = pagedSchema(WEBHOOK_DELIVERY_SCHEMA);

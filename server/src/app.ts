@@ -29,6 +29,8 @@ import { TargetResolver } from './rollout/targets.js';
 import { Tenancy } from './tenancy.js';
 import { addJwksRoutes, JWKS_DOC } from './routes_jwks.js';
 import { addDocsRoutes } from './routes_docs.js';
+import { addWebhookRoutes } from './routes_webhooks.js';
+import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
 import { Orchestrator } from './rollout/orchestrator.js';
@@ -82,6 +84,8 @@ export interface App {
   metrics: ServerMetrics;
   /** The unauthenticated metrics listener (AEGIS_METRICS_LISTEN), or null. */
   metricsHttp: HttpServerHandle | null;
+  /** Webhook endpoints, the delivery outbox and its dispatcher. */
+  webhooks: Webhooks;
   close(): Promise<void>;
 }
 
@@ -103,6 +107,9 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
   const audit = new AuditLog(db, clock, opts.auditRefusalsPerMinute);
+  // Every audited event that is a webhook event is queued in the statement that audits it.
+  const webhooks = new Webhooks(db, clock, keys, config.webhooks, log);
+  audit.listener = (e, handle) => webhooks.enqueue(e, handle);
   // A message must outlive a few republications, so a host that misses one or two still
   // takes the next; and no longer, so a recorded one soon stops being worth replaying.
   const messageLifetime = Math.max(SEG_MESSAGE_MIN_LIFETIME_SECONDS, 3 * config.segRepublishSeconds);
@@ -175,6 +182,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addJwksRoutes(router, { keys: ctx.keys });
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
+  addWebhookRoutes(router, { apiKeys, audit, webhooks });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
@@ -234,6 +242,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
   }, 60_000);
   pruner.unref();
+  webhooks.start();
   log.info('aegis-server listening', {
     url: http.url,
     agent_url: agentHttp?.url ?? null,
@@ -261,8 +270,10 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     health,
     metrics,
     metricsHttp,
+    webhooks,
     async close() {
       clearInterval(pruner);
+      await webhooks.close();
       await distribution?.close();
       await metricsHttp?.close();
       await agentHttp?.close();

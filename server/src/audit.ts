@@ -69,8 +69,13 @@ export interface AuditRecord {
   created_at: string;
 }
 
+/** Told of every recorded entry, with the handle it was written through (webhooks enqueue there). */
+export type AuditListener = (e: AuditEntry, db: Kysely<Database>) => Promise<void>;
+
 export class AuditLog {
   private readonly windows = new Map<string, RefusalWindow>();
+  /** Runs after each row is written, in the same transaction when there is one. */
+  listener: AuditListener | null = null;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -144,6 +149,7 @@ export class AuditLog {
         created_at: iso(this.clock.now()),
       })
       .execute();
+    if (this.listener) await this.listener(e, db);
   }
 
   async list(f: AuditFilters): Promise<{ items: AuditRecord[]; total: number }> {

@@ -3,6 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
 import { DEFAULT_FLOW_MAX_ROWS, DEFAULT_FLOW_RETENTION_DAYS } from './rollout/flow_log.js';
+import { DEFAULT_WEBHOOK_SETTINGS, type WebhookSettings } from './webhooks/webhooks.js';
 
 export interface ServerConfig {
   host: string;
@@ -65,6 +66,8 @@ export interface ServerConfig {
   metricsListen: { host: string; port: number } | null;
   /** Series kept per per-entity metric family: licenses, agents, services (AEGIS_METRICS_MAX_SERIES). */
   metricsMaxSeries: number;
+  /** Webhook delivery: retries, timeouts and which addresses may be reached (AEGIS_WEBHOOK_*). */
+  webhooks: WebhookSettings;
 }
 
 /** Series kept per per-entity metric family unless AEGIS_METRICS_MAX_SERIES says otherwise. */
@@ -145,6 +148,23 @@ function httpLimitsFrom(env: NodeJS.ProcessEnv): HttpLimits {
     throw new Error(`AEGIS_HTTP_HEADERS_TIMEOUT_MS (${limits.headersTimeoutMs}) must not exceed AEGIS_HTTP_REQUEST_TIMEOUT_MS (${limits.requestTimeoutMs})`);
   }
   return limits;
+}
+
+function webhookSettingsFrom(env: NodeJS.ProcessEnv): WebhookSettings {
+  const d = DEFAULT_WEBHOOK_SETTINGS;
+  const s: WebhookSettings = {
+    maxAttempts: intSetting(env, 'AEGIS_WEBHOOK_MAX_ATTEMPTS', d.maxAttempts, 1, 100),
+    backoffBaseMs: intSetting(env, 'AEGIS_WEBHOOK_BACKOFF_BASE_MS', d.backoffBaseMs, 1, 86_400_000),
+    backoffCapMs: intSetting(env, 'AEGIS_WEBHOOK_BACKOFF_CAP_MS', d.backoffCapMs, 1, 7 * 86_400_000),
+    pollMs: intSetting(env, 'AEGIS_WEBHOOK_POLL_MS', d.pollMs, 10, 3_600_000),
+    timeoutMs: intSetting(env, 'AEGIS_WEBHOOK_TIMEOUT_MS', d.timeoutMs, 100, 120_000),
+    maxResponseBytes: d.maxResponseBytes,
+    allowHttp: truthy(env.AEGIS_WEBHOOK_ALLOW_HTTP),
+    allowLoopback: truthy(env.AEGIS_WEBHOOK_ALLOW_LOOPBACK),
+    allowLinkLocal: truthy(env.AEGIS_WEBHOOK_ALLOW_LINK_LOCAL),
+  };
+  if (s.backoffCapMs < s.backoffBaseMs) throw new Error(`AEGIS_WEBHOOK_BACKOFF_CAP_MS (${s.backoffCapMs}) must not be below AEGIS_WEBHOOK_BACKOFF_BASE_MS (${s.backoffBaseMs})`);
+  return s;
 }
 
 export interface MtlsConfig {
@@ -253,6 +273,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     clientCertTtlSeconds: certTtl,
     mtls,
     http: httpLimitsFrom(env),
+    webhooks: webhookSettingsFrom(env),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     metricsListen: metricsListenFrom(env),

@@ -18,3 +18,14 @@ export type { FleetLicense, FleetEnvelopeInput, FleetEnvelopeCheck } from './fle
 export { LicenseClient, licenseKeyPath, fleetLicenseSubject, FLEET_NAME_PATTERN, FIRST_MESSAGE_TIMEOUT_MS, LICENSE_FILE_MODE } from './license_client.js';
 export type { LicenseClientOptions, LicenseState, NatsLike } from './license_client.js';
 export { writeFileAtomic, writeFileAtomicAsync } from './atomic_file.js';
+export {
+  verifyWebhook,
+  signWebhook,
+  webhookSigningInput,
+  WEBHOOK_SIGNATURE_HEADER,
+  WEBHOOK_KEY_ID_HEADER,
+  WEBHOOK_EVENT_ID_HEADER,
+  WEBHOOK_EVENT_TYPE_HEADER,
+  DEFAULT_WEBHOOK_TOLERANCE_SECONDS,
+} from './webhook_signature.js';
+export type { WebhookVerdict, WebhookRefusalCode, VerifyWebhookOptions } from './webhook_signature.js';

@@ -343,6 +343,56 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('customers').dropColumn('external_id').execute();
       },
     },
+    '0010_webhooks': {
+      // Signed webhooks: the endpoints operators register, and the outbox of deliveries
+      // (written in the same statement sequence as the audit row of the event, sent by the
+      // dispatcher, kept for the delivery log). webhook_state holds the dispatcher's
+      // watermarks (how far license expiries have been announced).
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('webhook_endpoints')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('customer_id', 'text')
+          .addColumn('url', 'text', (c) => c.notNull())
+          .addColumn('events', 'text', (c) => c.notNull())
+          .addColumn('description', 'text')
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('webhook_endpoints_customer').on('webhook_endpoints').column('customer_id').execute();
+        await db.schema
+          .createTable('webhook_deliveries')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('endpoint_id', 'text', (c) => c.notNull())
+          .addColumn('event_id', 'text', (c) => c.notNull())
+          .addColumn('event_type', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text')
+          .addColumn('payload', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull())
+          .addColumn('attempt_log', 'text', (c) => c.notNull())
+          .addColumn('next_attempt_at', 'text')
+          .addColumn('last_attempt_at', 'text')
+          .addColumn('last_status_code', 'integer')
+          .addColumn('last_error', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('delivered_at', 'text')
+          .addUniqueConstraint('webhook_deliveries_event', ['endpoint_id', 'event_id'])
+          .execute();
+        await db.schema.createIndex('webhook_deliveries_due').on('webhook_deliveries').columns(['status', 'next_attempt_at']).execute();
+        await db.schema.createIndex('webhook_deliveries_endpoint').on('webhook_deliveries').columns(['endpoint_id', 'created_at']).execute();
+        await db.schema
+          .createTable('webhook_state')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('webhook_state').execute();
+        await db.schema.dropTable('webhook_deliveries').execute();
+        await db.schema.dropTable('webhook_endpoints').execute();
+      },
+    },
   };
 }
 

@@ -179,7 +179,46 @@ export interface MachineCertificatesTable {
   created_at: string;
 }
 
+/** A registered webhook endpoint; customer_id set: it receives only that customer's events. */
+export interface WebhookEndpointsTable {
+  id: string;
+  customer_id: string | null;
+  url: string;
+  events: string; // JSON array of event types
+  description: string | null;
+  created_by: string;
+  created_at: string;
+}
+
+/** One event for one endpoint: the exact signed body, and how its delivery went. */
+export interface WebhookDeliveriesTable {
+  id: string;
+  endpoint_id: string;
+  event_id: string;
+  event_type: string;
+  customer_id: string | null;
+  payload: string; // the JSON body, byte for byte what is signed and sent
+  status: string; // pending | delivered | failed
+  attempts: number;
+  attempt_log: string; // JSON array of { at, status_code, error, duration_ms }
+  next_attempt_at: string | null;
+  last_attempt_at: string | null;
+  last_status_code: number | null;
+  last_error: string | null;
+  created_at: string;
+  delivered_at: string | null;
+}
+
+/** Named watermarks of the webhook dispatcher. */
+export interface WebhookStateTable {
+  name: string;
+  value: string;
+}
+
 export interface Database {
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_state: WebhookStateTable;
   machine_certificates: MachineCertificatesTable;
   seg_revisions: SegRevisionsTable;
   seg_current: SegCurrentTable;
