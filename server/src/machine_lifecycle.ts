@@ -282,9 +282,11 @@ export class MachineLifecycle {
       // A VM clone: another host key presenting an active machine's machine-id and
       // product UUID. Refused, or (new_machine) a machine of its own that takes a seat;
       // never the original's identity.
-      const clones = exact || drift ? [] : clonesOf(onLicense, thumbprint, presented.components);
-      if (clones.length > 0 && lic.clone_policy !== 'new_machine') throw new Refusal(cloneRefusal(), { ...ids, machine_id: clones[0]!.id });
-      const cloneIds = new Set(clones.map((m) => m.id));
+      const clones = clonesOf(onLicense, thumbprint, presented.components);
+      const newMachineClones = lic.clone_policy === 'new_machine';
+      if (!exact && !drift && clones.length > 0 && !newMachineClones) throw new Refusal(cloneRefusal(), { ...ids, machine_id: clones[0]!.id });
+      // Under new_machine, the clones of one image share its hardware id on this license.
+      const cloneIds = new Set(newMachineClones ? clones.map((m) => m.id) : []);
       // A hardware id is bound to one host key within a customer: knowing it never takes
       // a seat there. Machines of other customers are not looked at, so a hardware id
       // claimed first on another customer's license neither blocks this activation nor
@@ -345,7 +347,7 @@ export class MachineLifecycle {
         last_seen_at: now,
         deactivated_at: null,
         ...fingerprintColumns(presented, null),
-        clone_of: clones[0]?.id ?? null,
+        clone_of: clones.find((m) => m.clone_of === null)?.id ?? clones[0]?.id ?? null,
       };
       await tx.insertInto('machines').values(row).execute();
       return { machine: row, created: true, fingerprint: null, cloneOf: row.clone_of };
