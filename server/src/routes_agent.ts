@@ -103,7 +103,7 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
       auth: { kind: 'agent_token', scope: 'license:refresh' },
       request: { schema: refreshBody.schema, required: false },
       responses: { 200: { description: 'Fresh tokens (and a new client certificate for a CSR).', schema: TOKEN_BUNDLE_SCHEMA } },
-      errors: ['LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'SIGNING_KEY_UNAVAILABLE'],
+      errors: ['LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'FINGERPRINT_MISMATCH', 'HOST_KEY_MISMATCH', 'CONTAINER_NOT_ALLOWED', 'SIGNING_KEY_UNAVAILABLE'],
     },
   });
 
