@@ -17,6 +17,7 @@ import { entryOf, FlowLog, matchesQuery, parseFlowLogQuery } from './flow_log.js
 import { sdNotify } from './datapath/index.js';
 import { AgentError } from './errors.js';
 import { hostFingerprint, type HardwareReport } from './hwid.js';
+import { detectEnvironment, type EnvironmentReport } from './host_environment.js';
 import { loadOrCreateHostKey, type HostIdentity } from './host_identity.js';
 import { ClientCertificate } from './client_certificate.js';
 import { KernelToken } from './kernel_token.js';
@@ -43,6 +44,7 @@ export class AgentDaemon {
   private store!: StateStore;
   private identity!: HostIdentity;
   private hw!: HardwareReport;
+  private env!: EnvironmentReport;
   private link!: ServerLink;
   private license!: LicenseManager;
   private clock!: ClockGuard;
@@ -96,6 +98,8 @@ export class AgentDaemon {
     this.store = new StateStore(c.state_dir, this.log);
     this.identity = await loadOrCreateHostKey(this.store.path('host_key.pem'), this.log);
     this.hw = await hostFingerprint(process.env.AEGIS_HWID_FACTS);
+    this.env = detectEnvironment();
+    this.log.info('environment', { environment: this.env.environment, signals: this.env.signals });
     this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces });
 
     this.link = new ServerLink({ serverUrl: c.server_url, agentServerUrl: c.agent_server_url, log: this.log });
@@ -141,6 +145,8 @@ export class AgentDaemon {
       link: this.link,
       identity: this.identity,
       hardwareId: this.hw.hardware_id,
+      facts: this.hw.components,
+      environment: this.env.environment,
       hostname: c.hostname,
       agentVersion: AGENT_VERSION,
       certificate: this.certificate,
@@ -358,7 +364,7 @@ export class AgentDaemon {
         retrying: lic().retrying,
         reason: lic().reason,
       }))
-      .on('GET', '/v1/hwid', async () => this.hw)
+      .on('GET', '/v1/hwid', async () => ({ ...this.hw, environment: this.env.environment, environment_signals: this.env.signals }))
       .on('GET', '/v1/services', async () => ({ services: this.policy.serviceViews() }))
       .on('GET', '/v1/snapshots', async () => ({ services: await this.policy.snapshotViews() }))
       .on('GET', '/v1/flows', async (_b, _p, { query }) => {

@@ -18,10 +18,14 @@ import {
   AUD_DEACTIVATION_PROOF,
   AUD_REFRESH_PROOF,
   normalizeLicenseKey,
+  fingerprintComponents,
+  fingerprintSalt,
   signHostProof,
   backoffDelay,
   DEFAULT_BACKOFF,
   type BackoffPolicy,
+  type CanonicalFacts,
+  type HostEnvironment,
   type Feature,
   type LicenseClaims,
   type TokenBundle,
@@ -52,6 +56,8 @@ interface MachineRecord {
   machine_id: string;
   server_url: string;
   activated_at: string;
+  /** The license's fingerprint salt (derived from its key at activation): refreshes send components under it. */
+  fingerprint_salt?: string;
 }
 
 interface TokenRecord {
@@ -83,6 +89,9 @@ export interface LicenseDeps {
   link: ServerLink;
   identity: HostIdentity;
   hardwareId: string;
+  /** This host's canonical hardware facts: the named fingerprint components are computed from them. */
+  facts: CanonicalFacts;
+  environment: HostEnvironment;
   hostname: string;
   agentVersion: string;
   /** The mTLS client certificate: asked for with activation and renewed with refreshes. */
@@ -209,9 +218,12 @@ export class LicenseManager extends EventEmitter {
       const previous = this.state;
       this.state = 'activating';
       try {
+        const salt = fingerprintSalt(key);
         const bundle = await this.d.link.activate({
           license_key: key,
           hardware_id: this.d.hardwareId,
+          components: fingerprintComponents(this.d.facts, salt),
+          environment: this.d.environment,
           host_public_key: this.d.identity.publicJwk,
           hostname: this.d.hostname,
           agent_version: this.d.agentVersion,
@@ -219,7 +231,7 @@ export class LicenseManager extends EventEmitter {
           ...(await this.d.certificate.request().then((csr) => (csr ? { csr } : {}))),
         });
         const now = new Date().toISOString();
-        const claims = await this.adopt(bundle, { machine_id: bundle.machine_id, server_url: this.d.link.serverUrl, activated_at: now });
+        const claims = await this.adopt(bundle, { machine_id: bundle.machine_id, server_url: this.d.link.serverUrl, activated_at: now, fingerprint_salt: salt });
         this.d.log.info('activated', { machine_id: bundle.machine_id, tier: claims.tier, license_id: claims.license_id });
         return claims;
       } catch (e) {
@@ -317,6 +329,13 @@ export class LicenseManager extends EventEmitter {
         machine.machine_id,
         () => signHostProof(this.d.identity.privateKey, { aud: AUD_REFRESH_PROOF, hwid: this.d.hardwareId }),
         csr,
+        // The host's hardware now: a machine whose NIC or disk was replaced keeps its seat
+        // when its components still match under the license's strategy.
+        {
+          hardware_id: this.d.hardwareId,
+          environment: this.d.environment,
+          ...(machine.fingerprint_salt ? { components: fingerprintComponents(this.d.facts, machine.fingerprint_salt) } : {}),
+        },
       );
       await this.adopt(bundle, machine);
       this.d.log.info('kernel token refreshed', { expires_at: bundle.kernel_token_expires_at });

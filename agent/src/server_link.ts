@@ -97,10 +97,10 @@ export class ServerLink {
    * New tokens (and a certificate for `csr`): over mTLS when possible, else with a
    * host-key proof. `proof` is called only when the host-proof route is used.
    */
-  async refresh(machineId: string, proof: () => string, csr?: string): Promise<TokenBundle> {
-    const viaChannel = await this.overChannel<TokenBundle>('refresh', 'license:refresh', 'POST', AGENT_API.refresh, csr ? { csr } : {});
+  async refresh(machineId: string, proof: () => string, csr?: string, fingerprint: Pick<RefreshRequest, 'hardware_id' | 'components' | 'environment'> = {}): Promise<TokenBundle> {
+    const viaChannel = await this.overChannel<TokenBundle>('refresh', 'license:refresh', 'POST', AGENT_API.refresh, { ...(csr ? { csr } : {}), ...fingerprint });
     if (viaChannel !== undefined) return viaChannel;
-    const body: RefreshRequest = csr ? { proof: proof(), csr } : { proof: proof() };
+    const body: RefreshRequest = { proof: proof(), ...(csr ? { csr } : {}), ...fingerprint };
     return this.request<TokenBundle>({ method: 'POST', path: ROUTES.refresh(machineId), body, timeoutMs: LICENSING_TIMEOUT_MS });
   }
 

@@ -43,6 +43,8 @@ export interface LicenseClaims {
   product: { name: string; allowed_major_versions: string[] };
   tier: Tier;
   features: Feature[];
+  /** Operator-defined entitlements of the license (entitlements.ts), sorted. */
+  entitlements: string[];
   hwid: string;
   cnf: { jkt: string };
 }
@@ -93,6 +95,8 @@ export const VALIDATION_CODES = [
   'MODULE_MISMATCH',
   /** `odoo_version`'s major version is not among the module license's allowed major versions. */
   'VERSION_NOT_ALLOWED',
+  /** The caller required `entitlements` that the license does not grant (now, per the server). */
+  'ENTITLEMENT_MISSING',
 ] as const;
 export type ValidationCode = (typeof VALIDATION_CODES)[number];
 

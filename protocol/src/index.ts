@@ -40,6 +40,39 @@ export {
 } from './fingerprint.js';
 export type { HardwareFacts, CanonicalFacts, Fingerprint } from './fingerprint.js';
 export {
+  FINGERPRINT_COMPONENTS_VERSION,
+  FINGERPRINT_COMPONENT_NAMES,
+  COMPONENT_DIGEST_PATTERN,
+  FINGERPRINT_MATCH_STRATEGIES,
+  DEFAULT_FINGERPRINT_MATCH,
+  CLONE_POLICIES,
+  DEFAULT_CLONE_POLICY,
+  HOST_ENVIRONMENTS,
+  CLONE_IDENTITY_COMPONENTS,
+  fingerprintSalt,
+  fingerprintComponents,
+  matchFingerprint,
+  sameCloneIdentity,
+} from './fingerprint_components.js';
+export type {
+  FingerprintComponentName,
+  FingerprintComponents,
+  FingerprintMatch,
+  ClonePolicy,
+  HostEnvironment,
+  FingerprintMatchResult,
+} from './fingerprint_components.js';
+export {
+  ENTITLEMENT_PATTERN,
+  MAX_ENTITLEMENTS,
+  KERNEL_ENTITLEMENT_BITS,
+  FIRST_ENTITLEMENT_BIT,
+  LAST_ENTITLEMENT_BIT,
+  isEntitlementCode,
+  entitlementMask,
+  canonicalEntitlements,
+} from './entitlements.js';
+export {
   LICENSE_KEY_ALPHABET,
   LICENSE_KEY_PATTERN,
   SHELL_SAFE_LICENSE_KEY_PATTERN,
@@ -75,6 +108,7 @@ export type {
   License,
   IssueLicenseRequest,
   IssuedLicense,
+  EntitlementsRequest,
   Machine,
   Jwk,
   JwksDocument,

@@ -54,4 +54,6 @@ export interface ModuleLicenseClaims {
   module: { technical_name: string; allowed_major_versions: string[] };
   tier: LicensedTier;
   features: Feature[];
+  /** Operator-defined entitlements of the license, sorted (absent in tokens issued before them). */
+  entitlements?: string[];
 }

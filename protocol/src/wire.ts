@@ -6,6 +6,7 @@
 import type { Feature, LicensedTier, Tier } from './tiers.js';
 import type { LicenseType, ValidationCode } from './claims.js';
 import type { Ed25519PublicJwk } from './jose_keys.js';
+import type { ClonePolicy, FingerprintComponentName, FingerprintComponents, FingerprintMatch, HostEnvironment } from './fingerprint_components.js';
 
 /** `{"error":{"code","message","details"}}`: every refusal, from every listener. */
 export interface ErrorEnvelope {
@@ -58,6 +59,14 @@ export interface License {
   features: Feature[];
   extra_features: Feature[];
   fleet: string | null;
+  /** Operator-defined entitlements (entitlements.ts), sorted. */
+  entitlements: string[];
+  /** How many recorded fingerprint components a host must still present to stay the same machine. */
+  fingerprint_match: FingerprintMatch;
+  /** What activating a VM clone of an active machine does. */
+  clone_policy: ClonePolicy;
+  /** Whether hosts that report running in a container may activate. */
+  allow_containers: boolean;
   expires_at: string | null;
   revoked_at: string | null;
   revoke_reason: string | null;
@@ -85,6 +94,15 @@ export interface IssueLicenseRequest {
   allowed_major_versions?: string[];
   features?: Feature[];
   fleet?: string;
+  entitlements?: string[];
+  fingerprint_match?: FingerprintMatch;
+  clone_policy?: ClonePolicy;
+  allow_containers?: boolean;
+}
+
+/** `POST` and `DELETE /api/v1/licenses/{id}/entitlements`. */
+export interface EntitlementsRequest {
+  entitlements: string[];
 }
 
 /** The answer to issuing: the only time the license key is ever shown. */
@@ -103,6 +121,12 @@ export interface Machine {
   activated_at: string;
   last_seen_at: string;
   deactivated_at: string | null;
+  /** The fingerprint components recorded for it (names only; the salted digests stay on the server). */
+  fingerprint_components: FingerprintComponentName[];
+  /** Where its agent said it runs; null when it did not say. */
+  environment: HostEnvironment | null;
+  /** The machine this one was activated as a clone of (clone_policy new_machine), else null. */
+  clone_of: string | null;
 }
 
 /** One key of `/.well-known/jwks.json`. */
@@ -129,6 +153,8 @@ export interface ValidateRequest {
   module_name?: string;
   /** The host product's version (HOST_VERSION_PATTERN); its major must be allowed, else VERSION_NOT_ALLOWED. */
   odoo_version?: string;
+  /** Entitlements the caller needs: ENTITLEMENT_MISSING unless the license grants every one now. */
+  entitlements?: string[];
 }
 
 export interface ValidateResult {
@@ -136,6 +162,8 @@ export interface ValidateResult {
   code: ValidationCode;
   message: string;
   claims?: Record<string, unknown>;
+  /** The license's entitlements as the server holds them now (once the token verified and the license is usable). */
+  entitlements?: string[];
 }
 
 /** `POST /api/v1/activations`. */
@@ -149,13 +177,20 @@ export interface ActivationRequest {
   proof: string;
   /** PKCS#10 request for the host key: the server answers with a client certificate. */
   csr?: string;
+  /** Salted digests of the named fingerprint components (fingerprint_components.ts). */
+  components?: FingerprintComponents;
+  environment?: HostEnvironment;
 }
 
 /** `POST /api/v1/machines/{id}/refresh` (host proof) and `POST /api/v1/agent/refresh` (mTLS). */
 export interface RefreshRequest {
-  /** Host-key proof, `aud: "aegis-refresh"`; absent on the agent listener. */
+  /** Host-key proof, `aud: "aegis-refresh"`; absent on the agent listener. Its hwid is `hardware_id` when given. */
   proof?: string;
   csr?: string;
+  /** The host's hardware id now, when it differs from the machine's (hardware changed): `components` then decide. */
+  hardware_id?: string;
+  components?: FingerprintComponents;
+  environment?: HostEnvironment;
 }
 
 /** Added to activation and refresh answers when the server runs a CA. */

@@ -6,6 +6,7 @@
  */
 import { FEATURES, TIERS } from './tiers.js';
 import { LICENSE_TYPES, VALIDATION_CODES } from './claims.js';
+import { CLONE_POLICIES, FINGERPRINT_COMPONENT_NAMES, FINGERPRINT_MATCH_STRATEGIES, HOST_ENVIRONMENTS } from './fingerprint_components.js';
 import { LICENSE_STATUSES } from './wire.js';
 
 /** A JSON Schema as a plain object (ajv's SchemaObject without importing ajv here). */
@@ -82,6 +83,10 @@ const licenseProperties = {
   features: { type: 'array', items: { type: 'string', enum: [...FEATURES] } },
   extra_features: { type: 'array', items: { type: 'string', enum: [...FEATURES] } },
   fleet: nullableString,
+  entitlements: { type: 'array', items: string },
+  fingerprint_match: { type: 'string', enum: [...FINGERPRINT_MATCH_STRATEGIES] },
+  clone_policy: { type: 'string', enum: [...CLONE_POLICIES] },
+  allow_containers: { type: 'boolean' },
   expires_at: nullableDateTime,
   revoked_at: nullableDateTime,
   revoke_reason: nullableString,
@@ -108,6 +113,9 @@ export const MACHINE_SCHEMA: JsonSchema = record({
   activated_at: dateTime,
   last_seen_at: dateTime,
   deactivated_at: nullableDateTime,
+  fingerprint_components: { type: 'array', items: { type: 'string', enum: [...FINGERPRINT_COMPONENT_NAMES] } },
+  environment: { type: ['string', 'null'], enum: [...HOST_ENVIRONMENTS, null] },
+  clone_of: nullableString,
 });
 
 export const JWK_SCHEMA: JsonSchema = record({ kid: string, alg: string, kty: string, crv: string, use: string, x: string }, ['alg', 'kty', 'crv', 'use', 'x']);
@@ -122,8 +130,8 @@ export const SIGNED_JWKS_SCHEMA: JsonSchema = record({
 });
 
 export const VALIDATE_RESULT_SCHEMA: JsonSchema = record(
-  { valid: { type: 'boolean' }, code: { type: 'string', enum: [...VALIDATION_CODES] }, message: string, claims: { type: 'object' } },
-  ['claims'],
+  { valid: { type: 'boolean' }, code: { type: 'string', enum: [...VALIDATION_CODES] }, message: string, claims: { type: 'object' }, entitlements: { type: 'array', items: string } },
+  ['claims', 'entitlements'],
 );
 
 const natsCredentials = record({ creds: string, user_public_key: string, expires_at: nullableDateTime });

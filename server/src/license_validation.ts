@@ -35,9 +35,13 @@ export type SeatRefusalLookup = (licenseId: string, machineId: string) => Promis
 /** Why a license cannot be used now (LICENSE_REVOKED, also for a deleted one; LICENSE_EXPIRED), or null. */
 export type LicenseRefusalLookup = (licenseId: string) => Promise<AegisError | null>;
 
+/** The entitlements a license holds now (the server's record, which may be newer than a token's claim). */
+export type EntitlementsLookup = (licenseId: string) => Promise<string[]>;
+
 export interface ValidationLookups {
   seat: SeatRefusalLookup;
   license: LicenseRefusalLookup;
+  entitlements: EntitlementsLookup;
 }
 
 /** Server answers to the validation verdicts they mean. */
@@ -122,5 +126,12 @@ export async function validateLicenseToken(
   if (input.hardware_id !== undefined && input.hardware_id !== c.hwid) {
     return fail('HWID_MISMATCH', moduleToken ? 'a module license is bound to no hardware' : 'license is bound to other hardware');
   }
-  return { valid: true, code: 'VALID', message: 'license is valid', claims: c };
+  // Entitlements are checked against what the license holds now, not the token's claim:
+  // one detached since the token was signed is missing at once.
+  const entitlements = await lookups.entitlements(c.license_id);
+  const missing = (input.entitlements ?? []).filter((e) => !entitlements.includes(e));
+  if (missing.length > 0) {
+    return { valid: false, code: 'ENTITLEMENT_MISSING', message: `the license does not grant: ${[...new Set(missing)].join(', ')}`, claims: c, entitlements };
+  }
+  return { valid: true, code: 'VALID', message: 'license is valid', claims: c, entitlements };
 }

@@ -16,7 +16,16 @@ import {
   generateLicenseKey,
   licenseKeySuffix,
   normalizeLicenseKey,
+  canonicalEntitlements,
+  DEFAULT_CLONE_POLICY,
+  DEFAULT_FINGERPRINT_MATCH,
+  FINGERPRINT_COMPONENT_NAMES,
+  MAX_ENTITLEMENTS,
+  type ClonePolicy,
   type Feature,
+  type FingerprintComponentName,
+  type FingerprintMatch,
+  type HostEnvironment,
   type IssueLicenseRequest,
   type License,
   type LicensedTier,
@@ -77,6 +86,10 @@ export function toLicense(r: Selectable<LicensesTable>, now: Date): License {
     features: effectiveFeatures(r.tier as Tier, extra),
     extra_features: extra,
     fleet: r.fleet,
+    entitlements: entitlementsOf(r),
+    fingerprint_match: r.fingerprint_match as FingerprintMatch,
+    clone_policy: r.clone_policy as ClonePolicy,
+    allow_containers: Number(r.allow_containers) === 1,
     expires_at: r.expires_at,
     revoked_at: r.revoked_at,
     revoke_reason: r.revoke_reason,
@@ -85,9 +98,24 @@ export function toLicense(r: Selectable<LicensesTable>, now: Date): License {
   };
 }
 
+/** A license row's entitlements. */
+export function entitlementsOf(r: Pick<LicensesTable, 'entitlements'>): string[] {
+  return JSON.parse(r.entitlements) as string[];
+}
+
+/** The components recorded for a machine (name → salted digest); empty when its agent sent none. */
+export function componentsOf(r: Pick<MachinesTable, 'fingerprint_components'>): Partial<Record<FingerprintComponentName, string>> {
+  return r.fingerprint_components === null ? {} : (JSON.parse(r.fingerprint_components) as Partial<Record<FingerprintComponentName, string>>);
+}
+
 export function toMachine(r: Selectable<MachinesTable>): Machine {
-  const { host_public_key: _omit, ...rest } = r;
-  return rest;
+  const { host_public_key: _omit, fingerprint_components: _digests, ...rest } = r;
+  const recorded = componentsOf(r);
+  return {
+    ...rest,
+    fingerprint_components: FINGERPRINT_COMPONENT_NAMES.filter((n) => recorded[n] !== undefined),
+    environment: r.environment as HostEnvironment | null,
+  };
 }
 
 const epochSeconds = (d: Date): number => Math.floor(d.getTime() / 1000);
@@ -178,6 +206,7 @@ export class Licenses {
     const id = randomUUID();
     const allowed = [...new Set(input.allowed_major_versions ?? [])];
     const extra = [...new Set(input.features ?? [])];
+    const entitlements = canonicalEntitlements(input.entitlements ?? []);
     let token: { token: string; kid: string } | null = null;
     let claims: ModuleLicenseClaims | null = null;
     if (input.module_name !== undefined) {
@@ -194,6 +223,7 @@ export class Licenses {
         license_id: id,
         tier,
         features: effectiveFeatures(tier, extra),
+        entitlements,
       } as ModuleLicenseClaims;
       token = await this.tokens.signModuleLicense(claims, null);
     }
@@ -217,6 +247,10 @@ export class Licenses {
       module_name: input.module_name ?? null,
       token_claims: claims === null ? null : JSON.stringify(claims),
       token_kid: token?.kid ?? null,
+      entitlements: JSON.stringify(entitlements),
+      fingerprint_match: input.fingerprint_match ?? DEFAULT_FINGERPRINT_MATCH,
+      clone_policy: input.clone_policy ?? DEFAULT_CLONE_POLICY,
+      allow_containers: input.allow_containers === false ? 0 : 1,
     };
     await this.db.insertInto('licenses').values(row).execute();
     return { license: { ...toLicense(row, now), token: token?.token ?? null }, license_key: key };
@@ -287,6 +321,37 @@ export class Licenses {
       .executeTakeFirst();
     const license = await this.get(id);
     return { license, changed: Number(r.numUpdatedRows) > 0 };
+  }
+
+  /**
+   * Attaches (`add`) or detaches entitlement codes, atomically: the read and the write are
+   * one transaction (PostgreSQL locks the license row), so concurrent changes never lose
+   * one another. A module license's token claims follow, so its token (signed again from
+   * them) carries the new set. More than MAX_ENTITLEMENTS in all is refused.
+   */
+  async changeEntitlements(id: string, codes: readonly string[], add: boolean, dialect: 'sqlite' | 'postgres'): Promise<{ license: License; changed: string[] }> {
+    const now = iso(this.clock.now());
+    const changed = await this.db.transaction().execute(async (tx) => {
+      let q = tx.selectFrom('licenses').select(['entitlements', 'token_claims']).where('id', '=', id);
+      if (dialect === 'postgres') q = q.forUpdate();
+      const row = await q.executeTakeFirst();
+      if (!row) throw new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
+      const current = new Set(entitlementsOf(row));
+      const changed = canonicalEntitlements(codes).filter((c) => current.has(c) !== add);
+      if (changed.length === 0) return changed;
+      for (const c of changed) {
+        if (add) current.add(c);
+        else current.delete(c);
+      }
+      if (current.size > MAX_ENTITLEMENTS) {
+        throw new ValidationError([{ path: '/entitlements', message: `a license holds at most ${MAX_ENTITLEMENTS} entitlements (this would make ${current.size})` }]);
+      }
+      const next = canonicalEntitlements([...current]);
+      const claims = row.token_claims === null ? null : JSON.stringify({ ...(JSON.parse(row.token_claims) as ModuleLicenseClaims), entitlements: next });
+      await tx.updateTable('licenses').set({ entitlements: JSON.stringify(next), token_claims: claims, updated_at: now }).where('id', '=', id).execute();
+      return changed;
+    });
+    return { license: await this.getWithToken(id), changed };
   }
 
   async machines(licenseId: string): Promise<Machine[]> {

@@ -45,6 +45,12 @@ import {
   type ValidateRequest,
   type ValidateResult,
   type ValidationCode,
+  entitlementMask,
+  matchFingerprint,
+  type FingerprintComponentName,
+  type FingerprintComponents,
+  type FingerprintMatch,
+  type HostEnvironment,
 } from '../../protocol/src/index.js';
 import type { Database, LicensesTable, MachinesTable } from './db/schema.js';
 import type { Dialect } from './db/database.js';
@@ -56,7 +62,8 @@ import { acceptProof, publicKeyFromJwk } from './host_proof.js';
 import type { PeerCertificate } from './http/router.js';
 import type { KeyStore } from './keys/keystore.js';
 import { validateLicenseToken } from './license_validation.js';
-import { majorOf, statusOf, toLicense, toMachine, type Licenses } from './licenses.js';
+import { componentsOf, entitlementsOf, majorOf, statusOf, toLicense, toMachine, type Licenses } from './licenses.js';
+import { clonesOf, cloneRefusal, containerRefusal, driftedMachine, driftRefusal, type PresentedFingerprint } from './machine_fingerprint.js';
 import type { NatsAuthority } from './nats/credentials.js';
 import { machineIdOfSpiffe } from './pki/authority.js';
 import type { CertifiableKey, CertificateIssuer } from './pki/issuer.js';
@@ -125,14 +132,32 @@ interface SeatIds {
   machine_id: string;
 }
 
+/** A machine whose hardware changed within its license's fingerprint strategy, for the audit record. */
+export interface FingerprintChange {
+  changed: FingerprintComponentName[];
+  previous_hardware_id: string;
+}
+
 export interface Activation extends SeatIds {
   /** True for a new seat (201), false for the same machine activating again (200). */
   created: boolean;
+  /** Set when the same machine came back with changed hardware (within the strategy). */
+  fingerprint: FingerprintChange | null;
+  /** The machine this new one is a clone of (clone_policy new_machine), else null. */
+  clone_of: string | null;
   bundle: TokenBundle;
 }
 
 export interface Refreshed extends SeatIds {
+  fingerprint: FingerprintChange | null;
   bundle: TokenBundle;
+}
+
+/** What a refresh may carry about the host's hardware now (RefreshRequest). */
+export interface RefreshFingerprint {
+  hardware_id?: string;
+  components?: FingerprintComponents;
+  environment?: HostEnvironment;
 }
 
 /** What ending seats revoked, for the audit record. */
@@ -261,7 +286,10 @@ export class MachineLifecycle {
     this.checkUsable(lic, input.agent_version);
 
     const now = iso(this.clock.now());
-    const { machine, created } = await this.db.transaction().execute(async (tx) => {
+    const presented: PresentedFingerprint = { hardware_id: input.hardware_id, components: input.components ?? {}, environment: input.environment ?? null };
+    const container = containerRefusal(lic, presented.environment);
+    if (container) throw new Refusal(container, ids);
+    const { machine, created, fingerprint, cloneOf } = await this.db.transaction().execute(async (tx) => {
       // Serialise activations of one customer (the hardware id binding below is per
       // customer) and of one license (the seat count read below must not change before
       // our insert commits). PostgreSQL takes row locks, the license first and then the
@@ -271,10 +299,26 @@ export class MachineLifecycle {
         await tx.selectFrom('licenses').select('id').where('id', '=', lic.id).forUpdate().executeTakeFirstOrThrow();
         await tx.selectFrom('customers').select('id').where('id', '=', lic.customer_id).forUpdate().executeTakeFirstOrThrow();
       }
+      const strategy = lic.fingerprint_match as FingerprintMatch;
+      const onLicense = await tx.selectFrom('machines').selectAll().where('license_id', '=', lic.id).where('status', '=', 'active').execute();
+      const sameKey = onLicense.filter((m) => m.host_key_thumbprint === thumbprint);
+      const exact = sameKey.find((m) => m.hardware_id === input.hardware_id);
+      // Hardware changed within the license's strategy: the same machine and seat, its
+      // hardware id and components updated (the route audits what changed).
+      const drift = exact ? null : driftedMachine(sameKey, presented.components, strategy);
+      // A VM clone: another host key presenting an active machine's machine-id and
+      // product UUID. Refused, or (new_machine) a machine of its own that takes a seat;
+      // never the original's identity.
+      const clones = clonesOf(onLicense, thumbprint, presented.components);
+      const newMachineClones = lic.clone_policy === 'new_machine';
+      if (!exact && !drift && clones.length > 0 && !newMachineClones) throw new Refusal(cloneRefusal(), { ...ids, machine_id: clones[0]!.id });
+      // Under new_machine, the clones of one image share its hardware id on this license.
+      const cloneIds = new Set(newMachineClones ? clones.map((m) => m.id) : []);
       // A hardware id is bound to one host key within a customer: knowing it never takes
       // a seat there. Machines of other customers are not looked at, so a hardware id
       // claimed first on another customer's license neither blocks this activation nor
-      // tells anything about that machine.
+      // tells anything about that machine. A clone admitted under new_machine shares its
+      // original's hardware id on this license only.
       const bound = await tx
         .selectFrom('machines')
         .innerJoin('licenses', 'licenses.id', 'machines.license_id')
@@ -283,21 +327,25 @@ export class MachineLifecycle {
         .where('machines.status', '=', 'active')
         .where('licenses.customer_id', '=', lic.customer_id)
         .execute();
-      const other = bound.find((m) => m.host_key_thumbprint !== thumbprint);
+      const other = bound.find((m) => m.host_key_thumbprint !== thumbprint && !cloneIds.has(m.id));
       if (other) {
         throw new Refusal(
           new AegisError('HOST_KEY_MISMATCH', 'this hardware id is already bound to a different host key; deactivate that machine first'),
           { ...ids, machine_id: other.id },
         );
       }
-      const same = bound.find((m) => m.license_id === lic.id);
+      const same = exact ?? drift?.machine;
       if (same) {
-        await tx
-          .updateTable('machines')
-          .set({ hostname: input.hostname, agent_version: input.agent_version, last_seen_at: now })
-          .where('id', '=', same.id)
-          .execute();
-        return { machine: { ...same, hostname: input.hostname, agent_version: input.agent_version, last_seen_at: now }, created: false };
+        const set = {
+          hostname: input.hostname,
+          agent_version: input.agent_version,
+          last_seen_at: now,
+          hardware_id: input.hardware_id,
+          ...fingerprintColumns(presented, same),
+        };
+        await tx.updateTable('machines').set(set).where('id', '=', same.id).execute();
+        const changed = drift ? { changed: drift.changed, previous_hardware_id: same.hardware_id } : null;
+        return { machine: { ...same, ...set }, created: false, fingerprint: changed, cloneOf: null };
       }
       const { n } = await tx
         .selectFrom('machines')
@@ -325,14 +373,16 @@ export class MachineLifecycle {
         activated_at: now,
         last_seen_at: now,
         deactivated_at: null,
+        ...fingerprintColumns(presented, null),
+        clone_of: clones.find((m) => m.clone_of === null)?.id ?? clones[0]?.id ?? null,
       };
       await tx.insertInto('machines').values(row).execute();
-      return { machine: row, created: true };
+      return { machine: row, created: true, fingerprint: null, cloneOf: row.clone_of };
     });
     const tokens = await this.issueTokens(lic, machine);
     const certificate = await this.certificateFor(machine.id, certKey, lic.expires_at);
     const nats = await this.natsCredentials(lic, machine.id, input.hostname);
-    return { bundle: { ...tokens, ...certificate, ...nats }, created, license_id: lic.id, customer_id: lic.customer_id, machine_id: machine.id };
+    return { bundle: { ...tokens, ...certificate, ...nats }, created, fingerprint, clone_of: cloneOf, license_id: lic.id, customer_id: lic.customer_id, machine_id: machine.id };
   }
 
   /**
@@ -343,25 +393,60 @@ export class MachineLifecycle {
    * charges the per-machine budget there, so bogus proofs never spend it); it refuses by
    * throwing.
    */
-  async refresh(machineId: string, auth: RefreshAuth, csr: string | undefined, onAuthenticated: (machineId: string) => void = () => {}): Promise<Refreshed> {
+  async refresh(
+    machineId: string,
+    auth: RefreshAuth,
+    csr: string | undefined,
+    onAuthenticated: (machineId: string) => void = () => {},
+    presented: RefreshFingerprint = {},
+  ): Promise<Refreshed> {
     const m = await this.machineRow(machineId);
     const lic = await this.d.licenses.row(m.license_id);
     const ids = { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id };
+    // The host signs its proof with the hardware id it computes now; a changed one is
+    // accepted only when its components still match the machine's under the strategy.
+    const hardwareId = presented.hardware_id ?? m.hardware_id;
     let certKey: CertifiableKey | null;
+    let fingerprint: FingerprintChange | null = null;
+    const update: Partial<Selectable<MachinesTable>> = { last_seen_at: iso(this.clock.now()) };
     try {
-      if ('proof' in auth) await this.checkMachineProof(m, auth.proof, AUD_REFRESH_PROOF);
+      if ('proof' in auth) await this.checkMachineProof(m, auth.proof, AUD_REFRESH_PROOF, hardwareId);
       onAuthenticated(m.id);
       if (m.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
       this.checkUsable(lic, null);
+      const container = containerRefusal(lic, presented.environment ?? null);
+      if (container) throw container;
+      const components = presented.components ?? {};
+      if (hardwareId !== m.hardware_id) {
+        const strategy = lic.fingerprint_match as FingerprintMatch;
+        const r = matchFingerprint(componentsOf(m), components, strategy);
+        if (!r.same) throw driftRefusal(strategy, r.changed);
+        const holder = await this.db
+          .selectFrom('machines')
+          .innerJoin('licenses', 'licenses.id', 'machines.license_id')
+          .select('machines.id')
+          .where('machines.hardware_id', '=', hardwareId)
+          .where('machines.status', '=', 'active')
+          .where('machines.host_key_thumbprint', '<>', m.host_key_thumbprint)
+          .where('licenses.customer_id', '=', lic.customer_id)
+          .executeTakeFirst();
+        if (holder) throw new AegisError('HOST_KEY_MISMATCH', 'this hardware id is already bound to a different host key; deactivate that machine first');
+        fingerprint = { changed: r.changed, previous_hardware_id: m.hardware_id };
+        update.hardware_id = hardwareId;
+      }
+      if (Object.keys(components).length > 0 || presented.environment !== undefined) {
+        Object.assign(update, fingerprintColumns({ hardware_id: hardwareId, components, environment: presented.environment ?? null }, m));
+      }
       certKey = await this.verifyCsr(csr, hostKeyOf(m));
     } catch (e) {
       throw e instanceof AegisError ? new Refusal(e, e instanceof Refusal ? { ...ids, ...e.ids } : ids) : e;
     }
-    await this.db.updateTable('machines').set({ last_seen_at: iso(this.clock.now()) }).where('id', '=', m.id).execute();
-    const tokens = await this.issueTokens(lic, m);
+    await this.db.updateTable('machines').set(update).where('id', '=', m.id).execute();
+    const current = { ...m, ...update };
+    const tokens = await this.issueTokens(lic, current);
     const certificate = await this.certificateFor(m.id, certKey, lic.expires_at);
     const nats = await this.natsCredentials(lic, m.id, m.hostname, true);
-    return { bundle: { ...tokens, ...certificate, ...nats }, ...ids };
+    return { bundle: { ...tokens, ...certificate, ...nats }, fingerprint, ...ids };
   }
 
   // --- the ends of a seat ------------------------------------------------------------
@@ -553,6 +638,10 @@ export class MachineLifecycle {
           if (machine.status !== 'active') return new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; its license token no longer validates');
           return null;
         },
+        entitlements: async (licenseId) => {
+          const row = await this.db.selectFrom('licenses').select('entitlements').where('id', '=', licenseId).executeTakeFirst();
+          return row ? entitlementsOf(row) : [];
+        },
       },
       onVerified,
     );
@@ -576,8 +665,8 @@ export class MachineLifecycle {
     return { machine, license };
   }
 
-  private async checkMachineProof(m: Selectable<MachinesTable>, proof: unknown, audience: string): Promise<void> {
-    await acceptProof(this.db, this.clock, proof, { audience, hardwareId: m.hardware_id, key: publicKeyFromJwk(hostKeyOf(m)) });
+  private async checkMachineProof(m: Selectable<MachinesTable>, proof: unknown, audience: string, hardwareId = m.hardware_id): Promise<void> {
+    await acceptProof(this.db, this.clock, proof, { audience, hardwareId, key: publicKeyFromJwk(hostKeyOf(m)) });
   }
 
   /** The key a CSR proved (checked against the host key), or null without a CSR or a CA. */
@@ -627,6 +716,7 @@ export class MachineLifecycle {
       product: { name: PRODUCT_NAME, allowed_major_versions: license.allowed_major_versions },
       tier: license.tier as Tier,
       features: license.features,
+      entitlements: license.entitlements,
       hwid: m.hardware_id,
       cnf: { jkt: m.host_key_thumbprint },
     });
@@ -637,6 +727,8 @@ export class MachineLifecycle {
       hwid: m.hardware_id,
       tier: license.tier,
       features: license.features,
+      // Entitlements mapped to kernel bits (24..30) join the tier features' bits.
+      extraMask: entitlementMask(license.entitlements),
       iat,
       exp: kernelExp,
     });
@@ -649,6 +741,18 @@ export class MachineLifecycle {
       jwks: this.d.keys.jwks(),
     };
   }
+}
+
+/** The fingerprint columns of a machine row: the presented components (or the recorded ones when none came) and environment. */
+function fingerprintColumns(
+  p: PresentedFingerprint,
+  recorded: Pick<MachinesTable, 'fingerprint_components' | 'environment'> | null,
+): Pick<MachinesTable, 'fingerprint_components' | 'environment'> {
+  const has = Object.keys(p.components).length > 0;
+  return {
+    fingerprint_components: has ? JSON.stringify(p.components) : (recorded?.fingerprint_components ?? null),
+    environment: p.environment ?? recorded?.environment ?? null,
+  };
 }
 
 function hostKeyOf(m: Pick<MachinesTable, 'host_public_key'>): Ed25519PublicJwk {

@@ -16,6 +16,13 @@ import {
   LICENSED_TIERS,
   ValidationError,
   LICENSE_STATUSES,
+  CLONE_POLICIES,
+  COMPONENT_DIGEST_PATTERN,
+  ENTITLEMENT_PATTERN,
+  FINGERPRINT_COMPONENT_NAMES,
+  FINGERPRINT_MATCH_STRATEGIES,
+  HOST_ENVIRONMENTS,
+  MAX_ENTITLEMENTS,
   computeFingerprint,
   isEd25519PublicJwk,
   AUD_ACTIVATION_PROOF,
@@ -29,6 +36,8 @@ import {
   VALIDATE_RESULT_SCHEMA,
   pagedSchema,
   type ActivationRequest,
+  type EntitlementsRequest,
+  type RefreshRequest,
   type Customer,
   type CustomerInput,
   type IssuedLicense,
@@ -45,7 +54,7 @@ import type { ApiKeys, ApiPrincipal, Scope } from './api_keys.js';
 import type { AuditLog } from './audit.js';
 import { NOT_FOUND_MESSAGE, type Customers } from './customers.js';
 import type { Licenses } from './licenses.js';
-import { auditRefusal, type DeactivationAuth, type MachineLifecycle, type RefreshAuth } from './machine_lifecycle.js';
+import { auditRefusal, type DeactivationAuth, type FingerprintChange, type MachineLifecycle, type RefreshAuth, type RefreshFingerprint } from './machine_lifecycle.js';
 import { parsePage } from './pagination.js';
 import type { RateLimiter, RateLimits } from './rate_limit.js';
 import { Router, type Request, type Reply } from './http/router.js';
@@ -60,6 +69,16 @@ import { JWKS_DOC } from './routes_jwks.js';
 import { MAX_LIMIT } from './pagination.js';
 
 const str = (max: number) => ({ type: 'string', minLength: 1, maxLength: max });
+/** Entitlement codes in a request: each of ENTITLEMENT_PATTERN, at most MAX_ENTITLEMENTS, no repeats. */
+const entitlementList = { type: 'array', maxItems: MAX_ENTITLEMENTS, uniqueItems: true, items: { type: 'string', pattern: ENTITLEMENT_PATTERN.source } };
+/** Named fingerprint components: only known names, each a salted SHA-256 digest in hex. */
+const componentsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  maxProperties: FINGERPRINT_COMPONENT_NAMES.length,
+  properties: Object.fromEntries(FINGERPRINT_COMPONENT_NAMES.map((n) => [n, { type: 'string', pattern: COMPONENT_DIGEST_PATTERN.source }])),
+};
+const environmentSchema = { type: 'string', enum: [...HOST_ENVIRONMENTS] };
 const nullableStr = (max: number) => ({ type: ['string', 'null'], maxLength: max });
 
 const customerCreate = validator<CustomerInput>({
@@ -95,7 +114,17 @@ const licenseIssue = validator<IssueLicenseRequest>({
     allowed_major_versions: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[0-9]{1,6}$' } },
     features: { type: 'array', maxItems: 64, items: { type: 'string', enum: FEATURES } },
     fleet: { type: 'string', pattern: FLEET_NAME_PATTERN.source },
+    entitlements: entitlementList,
+    fingerprint_match: { type: 'string', enum: [...FINGERPRINT_MATCH_STRATEGIES] },
+    clone_policy: { type: 'string', enum: [...CLONE_POLICIES] },
+    allow_containers: { type: 'boolean' },
   },
+});
+const entitlementsBody = validator<EntitlementsRequest>({
+  type: 'object',
+  additionalProperties: false,
+  required: ['entitlements'],
+  properties: { entitlements: { ...entitlementList, minItems: 1 } },
 });
 const revokeBody = validator<{ reason: string }>({
   type: 'object',
@@ -114,6 +143,7 @@ const validateBody = validator<ValidateRequest>({
     hardware_id: str(128),
     module_name: { type: 'string', pattern: MODULE_NAME_PATTERN.source },
     odoo_version: { type: 'string', pattern: HOST_VERSION_PATTERN.source },
+    entitlements: entitlementList,
   },
 });
 const activationBody = validator<ActivationRequest>({
@@ -132,13 +162,21 @@ const activationBody = validator<ActivationRequest>({
     agent_version: str(64),
     proof: { type: 'string', minLength: 1, maxLength: 4096 },
     csr: { type: 'string', minLength: 1, maxLength: 8192 },
+    components: componentsSchema,
+    environment: environmentSchema,
   },
 });
-const refreshBody = validator<{ proof: string; csr?: string }>({
+/** What a refresh may say about the host's hardware now (both listeners). */
+export const refreshFingerprintProperties = {
+  hardware_id: { type: 'string', pattern: HARDWARE_ID_PATTERN.source },
+  components: componentsSchema,
+  environment: environmentSchema,
+};
+const refreshBody = validator<RefreshRequest & { proof: string }>({
   type: 'object',
   additionalProperties: false,
   required: ['proof'],
-  properties: { proof: { type: 'string', minLength: 1, maxLength: 4096 }, csr: { type: 'string', minLength: 1, maxLength: 8192 } },
+  properties: { proof: { type: 'string', minLength: 1, maxLength: 4096 }, csr: { type: 'string', minLength: 1, maxLength: 8192 }, ...refreshFingerprintProperties },
 });
 const proofBody = validator<{ proof: string }>({
   type: 'object',
@@ -189,12 +227,36 @@ export async function refreshMachine(
   auth: RefreshAuth,
   csr: string | undefined,
   onAuthenticated?: (machineId: string) => void,
+  fingerprint: RefreshFingerprint = {},
 ): Promise<TokenBundle> {
+  let r;
   try {
-    return (await lifecycle.refresh(machineId, auth, csr, onAuthenticated)).bundle;
+    r = await lifecycle.refresh(machineId, auth, csr, onAuthenticated, fingerprint);
   } catch (e) {
     return auditRefusal(audit, e, { event_type: 'machine.refresh', actor: `machine:${machineId}`, machine_id: machineId, client_ip: req.clientIp });
   }
+  if (r.fingerprint) await auditFingerprintChange(audit, r, `machine:${machineId}`, req.clientIp, r.bundle.machine_id);
+  return r.bundle;
+}
+
+/** Records that a machine's hardware changed within its license's strategy (component names, never digests). */
+async function auditFingerprintChange(
+  audit: AuditLog,
+  ids: { license_id: string; customer_id: string; fingerprint: FingerprintChange | null },
+  actor: string,
+  clientIp: string,
+  machineId: string,
+): Promise<void> {
+  if (!ids.fingerprint) return;
+  await audit.record({
+    event_type: 'machine.fingerprint_updated',
+    actor,
+    license_id: ids.license_id,
+    customer_id: ids.customer_id,
+    machine_id: machineId,
+    client_ip: clientIp,
+    data: { changed: ids.fingerprint.changed, previous_hardware_id: ids.fingerprint.previous_hardware_id },
+  });
 }
 
 export interface RouteDeps {
@@ -502,6 +564,45 @@ export function buildRouter(d: RouteDeps): Router {
       },
     },
   );
+  for (const method of ['POST', 'DELETE'] as const) {
+    const add = method === 'POST';
+    r.add(
+      method,
+      '/api/v1/licenses/:id/entitlements',
+      async (req) => {
+        const p = await authorize(req, 'licenses:write');
+        const { entitlements } = entitlementsBody(req.body);
+        await tenancy.assertLicense(p, req.params.id!);
+        const { license, changed } = await d.licenses.changeEntitlements(req.params.id!, entitlements, add, ctx.dialect);
+        if (changed.length > 0) {
+          await d.audit.record({
+            event_type: add ? 'license.entitlements_attached' : 'license.entitlements_detached',
+            actor: actorOf(p),
+            license_id: license.id,
+            customer_id: license.customer_id,
+            client_ip: req.clientIp,
+            data: { entitlements: changed },
+          });
+          ctx.events.emit('license.changed', license.id);
+        }
+        return ok<License>(license);
+      },
+      {
+        body: true,
+        doc: {
+          summary: add ? 'Attach entitlements to a license' : 'Detach entitlements from a license',
+          description: add
+            ? `Operator-defined codes (\`${ENTITLEMENT_PATTERN.source}\`, at most ${MAX_ENTITLEMENTS} on a license). They appear in machine and module license tokens signed from now on (\`entitlements\` claim), at once in \`/validate\`, and those mapped to kernel bits in the kernel token's \`fmask\`. Attaching one already held changes nothing.`
+            : 'Detached codes are missing from `/validate` at once and from every token signed from now on. Detaching one not held changes nothing.',
+          tag: 'licenses',
+          auth: { kind: 'api_key', scope: 'licenses:write' },
+          request: { schema: entitlementsBody.schema, example: { entitlements: ['reports.export', 'kernel.usb_guard'] } },
+          responses: { 200: { description: 'The license with its entitlements now.', schema: LICENSE_SCHEMA } },
+          errors: ['NOT_FOUND', 'SIGNING_KEY_UNAVAILABLE'],
+        },
+      },
+    );
+  }
   r.add('POST', '/api/v1/licenses/validate', async (req) => {
     // Per IP first: that is all unauthenticated traffic can be charged to.
     d.limiter.take(`validate:ip:${req.clientIp}`, d.limits.validatePerIp);
@@ -567,36 +668,43 @@ export function buildRouter(d: RouteDeps): Router {
       license_id: result.license_id,
       customer_id: result.customer_id,
       machine_id: result.machine_id,
-      data: { hardware_id: input.hardware_id, agent_version: input.agent_version },
+      data: {
+        hardware_id: input.hardware_id,
+        agent_version: input.agent_version,
+        environment: input.environment ?? null,
+        ...(result.clone_of ? { clone_of: result.clone_of } : {}),
+      },
     });
+    await auditFingerprintChange(d.audit, result, base.actor, req.clientIp, result.machine_id);
     return ok<TokenBundle>(result.bundle, result.created ? 201 : 200);
   }, {
     doc: {
       summary: 'Activate a host on a license',
-      description: 'Takes a seat (201), or renews the same machine\'s (200). With a `csr` and a server CA the answer carries a client certificate.',
+      description: 'Takes a seat (201), or renews the same machine\'s (200): the same host key with the same hardware id, or with `components` that still match the machine\'s under the license\'s `fingerprint_match`. A VM clone of an active machine (same machine_id and product_uuid components, another host key) is 409 `MACHINE_CLONE_DETECTED` under `clone_policy: refuse`, a seat of its own under `new_machine`. `environment: container` is 403 `CONTAINER_NOT_ALLOWED` unless the license allows containers. With a `csr` and a server CA the answer carries a client certificate.',
       tag: 'machines',
       auth: { kind: 'host_proof', audience: AUD_ACTIVATION_PROOF },
       request: { schema: activationBody.schema },
       responses: { 200: { description: 'The same machine, activated again.', schema: TOKEN_BUNDLE_SCHEMA }, 201: { description: 'A new seat.', schema: TOKEN_BUNDLE_SCHEMA } },
-      errors: ['NOT_FOUND', 'RATE_LIMITED', 'SEAT_LIMIT', 'HOST_KEY_MISMATCH', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'CONFLICT', 'SIGNING_KEY_UNAVAILABLE'],
+      errors: ['NOT_FOUND', 'RATE_LIMITED', 'SEAT_LIMIT', 'HOST_KEY_MISMATCH', 'MACHINE_CLONE_DETECTED', 'CONTAINER_NOT_ALLOWED', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'CONFLICT', 'SIGNING_KEY_UNAVAILABLE'],
     },
   });
   r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
     const id = req.params.id!;
     d.limiter.take(`refresh:ip:${req.clientIp}`, d.limits.refreshPerIp);
-    const { proof, csr } = refreshBody(req.body);
+    const { proof, csr, ...fingerprint } = refreshBody(req.body);
     // Per machine only once the proof checked: bogus proofs naming a machine must not
     // spend its budget and lock its genuine refresh out.
     const perMachine = (machineId: string) => d.limiter.take(`refresh:machine:${machineId}`, d.limits.refreshPerMachine);
-    return ok<TokenBundle>(await refreshMachine(d.lifecycle, d.audit, req, id, { proof }, csr, perMachine));
+    return ok<TokenBundle>(await refreshMachine(d.lifecycle, d.audit, req, id, { proof }, csr, perMachine, fingerprint));
   }, {
     doc: {
       summary: 'Refresh a machine\'s tokens',
+      description: 'A host whose hardware changed signs its proof with its new `hardware_id` and sends its `components`: within the license\'s `fingerprint_match` the machine keeps its seat and takes the new hardware id; beyond it 409 `FINGERPRINT_MISMATCH` (activate: a new machine).',
       tag: 'machines',
       auth: { kind: 'host_proof', audience: AUD_REFRESH_PROOF },
       request: { schema: refreshBody.schema },
       responses: { 200: { description: 'Fresh tokens.', schema: TOKEN_BUNDLE_SCHEMA } },
-      errors: ['NOT_FOUND', 'RATE_LIMITED', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'SIGNING_KEY_UNAVAILABLE'],
+      errors: ['NOT_FOUND', 'RATE_LIMITED', 'FINGERPRINT_MISMATCH', 'HOST_KEY_MISMATCH', 'CONTAINER_NOT_ALLOWED', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'SIGNING_KEY_UNAVAILABLE'],
     },
   });
   r.add(

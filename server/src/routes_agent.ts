@@ -21,13 +21,14 @@ import {
   type AgentSnapshotsResponse,
   type AgentTokenRequest,
   type IssuedAgentToken,
+  type RefreshRequest,
   type TokenBundle,
 } from '../../protocol/src/index.js';
 import { requestedScopes } from './agent_tokens.js';
 import type { AuditLog } from './audit.js';
 import type { Reply, Request, Router } from './http/router.js';
 import type { AgentCaller, MachineLifecycle } from './machine_lifecycle.js';
-import { refreshMachine } from './routes.js';
+import { refreshMachine, refreshFingerprintProperties } from './routes.js';
 import type { Orchestrator } from './rollout/orchestrator.js';
 import { validator } from './validation.js';
 
@@ -48,10 +49,10 @@ const tokenBody = validator<AgentTokenRequest>({
     proof: { type: 'string', minLength: 1, maxLength: 4096 },
   },
 });
-const refreshBody = validator<{ csr?: string }>({
+const refreshBody = validator<RefreshRequest>({
   type: 'object',
   additionalProperties: false,
-  properties: { csr: { type: 'string', minLength: 1, maxLength: 8192 } },
+  properties: { csr: { type: 'string', minLength: 1, maxLength: 8192 }, ...refreshFingerprintProperties },
 });
 
 function reply<T>(status: number, body: T): Reply {
@@ -93,8 +94,8 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
 
   r.add('POST', AGENT_API.refresh, async (req) => {
     const who = await caller(req, 'license:refresh');
-    const { csr } = refreshBody(req.body ?? {});
-    return reply<TokenBundle>(200, await refreshMachine(lifecycle, d.audit, req, who.machineId, { transport: 'agent-listener' }, csr));
+    const { csr, proof: _proof, ...fingerprint } = refreshBody(req.body ?? {});
+    return reply<TokenBundle>(200, await refreshMachine(lifecycle, d.audit, req, who.machineId, { transport: 'agent-listener' }, csr, undefined, fingerprint));
   }, {
     doc: {
       summary: 'Refresh this machine\'s tokens (agent listener)',
@@ -102,7 +103,7 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
       auth: { kind: 'agent_token', scope: 'license:refresh' },
       request: { schema: refreshBody.schema, required: false },
       responses: { 200: { description: 'Fresh tokens (and a new client certificate for a CSR).', schema: TOKEN_BUNDLE_SCHEMA } },
-      errors: ['LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'SIGNING_KEY_UNAVAILABLE'],
+      errors: ['LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'FINGERPRINT_MISMATCH', 'HOST_KEY_MISMATCH', 'CONTAINER_NOT_ALLOWED', 'SIGNING_KEY_UNAVAILABLE'],
     },
   });
 

@@ -32,6 +32,8 @@ export interface KernelTokenInput {
   hwid: string;
   tier: Tier;
   features: Feature[];
+  /** `fmask` bits beyond the features' own: entitlements mapped to kernel bits. */
+  extraMask?: number;
   /** Seconds since the epoch. */
   iat: number;
   nbf?: number;
@@ -126,7 +128,7 @@ export class TokenService {
       hwid: input.hwid,
       tier: input.tier,
       features: input.features,
-      fmask: featureMask(input.features),
+      fmask: (featureMask(input.features) | (input.extraMask ?? 0)) >>> 0,
       iat: input.iat,
       nbf: input.nbf ?? input.iat,
       exp: input.exp,

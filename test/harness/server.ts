@@ -16,7 +16,12 @@ import type { RateLimits } from '../../server/src/rate_limit.js';
 import {
   AUD_ACTIVATION_PROOF,
   computeFingerprint,
+  fingerprintComponents,
+  fingerprintSalt,
+  normalizeLicenseKey,
   publicJwkOf,
+  type FingerprintComponents,
+  type HardwareFacts,
   signHostProof,
   type Ed25519PublicJwk,
 } from '../../protocol/src/index.js';
@@ -135,13 +140,32 @@ export async function startTestServer(
 export class TestHost {
   readonly privateKey: KeyObject;
   readonly jwk: Ed25519PublicJwk;
-  readonly hardwareId: string;
+  hardwareId: string;
+  facts: HardwareFacts;
 
-  constructor(readonly name: string) {
+  /** `facts` gives the host's hardware (a clone passes its original's); unset: unique facts. */
+  constructor(readonly name: string, facts?: HardwareFacts) {
     const { privateKey } = generateKeyPairSync('ed25519');
     this.privateKey = privateKey;
     this.jwk = publicJwkOf(privateKey);
-    this.hardwareId = computeFingerprint({ machine_id: `${name}-${Math.random()}`, macs: ['52:54:00:00:00:01'] }).hardware_id;
+    this.facts = facts ?? { machine_id: `${name}-${Math.random()}`, macs: ['52:54:00:00:00:01'] };
+    this.hardwareId = computeFingerprint(this.facts).hardware_id;
+  }
+
+  /** Its hardware changes (a NIC or disk replaced): new facts, new hardware id, same host key. */
+  setFacts(facts: HardwareFacts): void {
+    this.facts = facts;
+    this.hardwareId = computeFingerprint(facts).hardware_id;
+  }
+
+  /** The salted component digests the agent sends for license `licenseKey`. */
+  components(licenseKey: string): FingerprintComponents {
+    return fingerprintComponents(this.facts, fingerprintSalt(normalizeLicenseKey(licenseKey)!));
+  }
+
+  /** An activation that sends the named fingerprint components, as the agent does. */
+  fingerprintedActivation(licenseKey: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return this.activation(licenseKey, { components: this.components(licenseKey), ...extra });
   }
 
   proof(aud: string, overrides: { iat?: number; jti?: string; hwid?: string } = {}): string {

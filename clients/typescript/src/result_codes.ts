@@ -21,6 +21,7 @@ export const RESULT_CODES = [
   'MACHINE_UNKNOWN',
   'MODULE_MISMATCH',
   'VERSION_NOT_ALLOWED',
+  'ENTITLEMENT_MISSING',
 ] as const;
 export type ResultCode = (typeof RESULT_CODES)[number];
 

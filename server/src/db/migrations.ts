@@ -391,6 +391,23 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('webhook_state').execute();
         await db.schema.dropTable('webhook_deliveries').execute();
         await db.schema.dropTable('webhook_endpoints').execute();
+        },
+      },
+    '0012_fingerprints_entitlements': {
+      // Named fingerprint components per machine (salted digests), the per-license matching
+      // strategy, clone and container policies, and operator-defined entitlements.
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('licenses').addColumn('entitlements', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+        await db.schema.alterTable('licenses').addColumn('fingerprint_match', 'text', (c) => c.notNull().defaultTo('majority')).execute();
+        await db.schema.alterTable('licenses').addColumn('clone_policy', 'text', (c) => c.notNull().defaultTo('refuse')).execute();
+        await db.schema.alterTable('licenses').addColumn('allow_containers', 'integer', (c) => c.notNull().defaultTo(1)).execute();
+        await db.schema.alterTable('machines').addColumn('fingerprint_components', 'text').execute();
+        await db.schema.alterTable('machines').addColumn('environment', 'text').execute();
+        await db.schema.alterTable('machines').addColumn('clone_of', 'text').execute();
+      },
+      async down(db: Kysely<any>) {
+        for (const col of ['clone_of', 'environment', 'fingerprint_components']) await db.schema.alterTable('machines').dropColumn(col).execute();
+        for (const col of ['allow_containers', 'clone_policy', 'fingerprint_match', 'entitlements']) await db.schema.alterTable('licenses').dropColumn(col).execute();
       },
     },
   };

@@ -44,6 +44,11 @@ export interface LicensesTable {
    */
   token_claims: string | null;
   token_kid: string | null;
+  /** JSON array of operator-defined entitlement codes, sorted. */
+  entitlements: string;
+  fingerprint_match: string; // any | majority | all
+  clone_policy: string; // refuse | new_machine
+  allow_containers: number; // 0 | 1
 }
 
 export interface MachinesTable {
@@ -58,6 +63,11 @@ export interface MachinesTable {
   activated_at: string;
   last_seen_at: string;
   deactivated_at: string | null;
+  /** JSON object: fingerprint component name → salted digest; null when the agent sent none. */
+  fingerprint_components: string | null;
+  environment: string | null; // host | vm | container
+  /** The machine this one is a clone of (activated under clone_policy new_machine). */
+  clone_of: string | null;
 }
 
 export interface UsedProofsTable {
