@@ -158,3 +158,14 @@ export {
   ACCEPTED_SCHEMA,
 } from './wire_schemas.js';
 export type { JsonSchema } from './wire_schemas.js';
+// Debian versions and the dpkg status inventory: what a vulnerability match compares.
+export {
+  DebianVersionError,
+  parseDebianVersion,
+  compareVersionPart,
+  compareParsedDebianVersions,
+  compareDebianVersions,
+} from './debian_version.js';
+export type { DebianVersion } from './debian_version.js';
+export { parseDpkgStatus, DEFAULT_DPKG_STATUS_LIMITS, DEBIAN_PACKAGE_NAME } from './dpkg_status.js';
+export type { InstalledPackage, DpkgInventory, DpkgStatusProblem, DpkgStatusProblemCode, DpkgStatusLimits } from './dpkg_status.js';
