@@ -204,3 +204,14 @@ export {
   WEBHOOK_EVENT_TYPES,
 } from './webhook.js';
 export type { WebhookVerdict, WebhookRefusalCode, VerifyWebhookOptions, WebhookEventType, WebhookEvent } from './webhook.js';
+// Debian versions and the dpkg status inventory: what a vulnerability match compares.
+export {
+  DebianVersionError,
+  parseDebianVersion,
+  compareVersionPart,
+  compareParsedDebianVersions,
+  compareDebianVersions,
+} from './debian_version.js';
+export type { DebianVersion } from './debian_version.js';
+export { parseDpkgStatus, DEFAULT_DPKG_STATUS_LIMITS, DEBIAN_PACKAGE_NAME } from './dpkg_status.js';
+export type { InstalledPackage, DpkgInventory, DpkgStatusProblem, DpkgStatusProblemCode, DpkgStatusLimits } from './dpkg_status.js';

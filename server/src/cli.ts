@@ -14,6 +14,7 @@ import { migrateToLatest } from './db/migrations.js';
 import { KeyStore } from './keys/keystore.js';
 import { FleetKeys, fleetExists, type FleetKey } from './rollout/fleet_keys.js';
 import { DEFAULT_TRUST_DOMAIN, initPki } from './pki/authority.js';
+import { formatFindings, runMatch } from './intel/intel_cli.js';
 
 function configOf(cmd: Command): ServerConfig {
   return loadConfig(cmd.optsWithGlobals<ConfigFlags>());
@@ -237,6 +238,21 @@ admin
     const done = await withDatabase(configOf(cmd), (k) => k.revoke(id));
     if (!done) throw new AegisError('NOT_FOUND', `no active API key ${id}`);
     process.stdout.write(`revoked ${id}\n`);
+  });
+
+const intel = program.command('intel').description('package vulnerability intelligence (offline-first)');
+intel
+  .command('match')
+  .description('match a dpkg status file against vulnerability feeds (no database, no agent); exit 3 when part of the status file could not be read')
+  .requiredOption('--dpkg-status <file>', 'the dpkg status file (/var/lib/dpkg/status)')
+  .requiredOption('--release <codename>', 'the Debian release the host runs (bookworm, or 12)')
+  .option('--feed <file|dir|url>', 'an OSV record, array, directory or all.zip, or the Debian tracker JSON (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--json', 'print the findings as a JSON array')
+  .action(async (o: { dpkgStatus: string; release: string; feed: string[]; json?: boolean }) => {
+    const { findings, inventory } = await runMatch(o.dpkgStatus, o.release, o.feed);
+    process.stdout.write(o.json ? JSON.stringify(findings, null, 2) + '\n' : formatFindings(findings));
+    for (const p of inventory.problems) process.stderr.write(`aegis-server: ${o.dpkgStatus}: paragraph ${p.paragraph} (line ${p.line}) skipped: ${p.code}: ${p.message}\n`);
+    if (inventory.problems.length > 0) process.exitCode = 3;
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
