@@ -8,7 +8,7 @@
  * is answered only for the requesting machine's own fleet (requestedEnvelope), and a fleet
  * no license names gets no envelope and no sequence row.
  */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import {
   AUD_FLEET_LICENSE,
   TOKEN_ISSUER,
@@ -40,14 +40,34 @@ export class FleetLicensePublisher {
     private readonly onError: (message: string, meta: object) => void,
   ) {}
 
+  /**
+   * The next sequence number of a fleet's envelopes. Publishers run concurrently (the
+   * periodic one, one triggered by a license change, another replica): the row is changed
+   * by a single UPDATE that locks it until the transaction ends, and created with ON
+   * CONFLICT DO NOTHING, so two of them never read the same number or both insert it.
+   */
   private async nextSeq(fleet: string): Promise<number> {
     return this.db.transaction().execute(async (tx) => {
-      const row = await tx.selectFrom('fleet_sequence').select('seq').where('fleet', '=', fleet).executeTakeFirst();
       // Time-based floor: a database restored from an old backup still moves forward.
-      const next = Math.max(Number(row?.seq ?? 0) + 1, Date.now());
-      if (row) await tx.updateTable('fleet_sequence').set({ seq: next }).where('fleet', '=', fleet).execute();
-      else await tx.insertInto('fleet_sequence').values({ fleet, seq: next }).execute();
-      return next;
+      const floor = Date.now();
+      const bump = async (): Promise<number | null> => {
+        const r = await tx
+          .updateTable('fleet_sequence')
+          .set({ seq: sql<number>`case when seq + 1 > ${floor} then seq + 1 else ${floor} end` })
+          .where('fleet', '=', fleet)
+          .executeTakeFirst();
+        if (Number(r.numUpdatedRows) === 0) return null;
+        const row = await tx.selectFrom('fleet_sequence').select('seq').where('fleet', '=', fleet).executeTakeFirstOrThrow();
+        return Number(row.seq);
+      };
+      const bumped = await bump();
+      if (bumped !== null) return bumped;
+      const ins = await tx.insertInto('fleet_sequence').values({ fleet, seq: floor }).onConflict((oc) => oc.column('fleet').doNothing()).executeTakeFirst();
+      if (Number(ins.numInsertedOrUpdatedRows ?? 0n) === 1) return floor;
+      // Another publisher created the row meanwhile: move on from its number.
+      const after = await bump();
+      if (after === null) throw new Error(`fleet_sequence row of ${fleet} vanished while publishing`);
+      return after;
     });
   }
 
