@@ -24,6 +24,8 @@ export interface ModuleLicenseClaims {
   module: { technical_name: string; allowed_major_versions: string[] };
   tier: string;
   features: string[];
+  /** Operator-defined entitlements of the license, sorted (absent in tokens issued before them). */
+  entitlements?: string[];
   /** A hardware fingerprint, when a token is bound to one (module tokens today are not). */
   hwid?: string;
 }
