@@ -82,8 +82,9 @@ export class SegClient {
 
   constructor(private readonly d: SegClientDeps) {
     this.floor = new SegFloor(d.store);
-    // A snapshot cached by an agent that predates the saved floor still sets one; a local
-    // snapshot (control socket) never does.
+    // The policy cache lifts the floor where it is ahead (a cache older than the floor file,
+    // or a stop between applying a message and saving the floor); a local snapshot (control
+    // socket) never does.
     for (const id of d.policy.configuredServiceIds()) {
       const r = d.policy.record(id);
       if (r && r.source !== 'local') this.floor.seed(id, { revision: r.revision, stage: r.stage, iat: 0 });

@@ -59,9 +59,15 @@ export class SegFloor {
     return this.entries.get(id) ?? null;
   }
 
-  /** Seeds a service with no saved floor (a cache written before the floor existed). */
+  /**
+   * Lifts the floor in memory to what the policy cache holds: a cache written before the
+   * floor existed, or an agent stopped between applying a message and saving the floor
+   * (the cache then says enforce while the floor still says the canary of that revision).
+   * Never lowers it; the next raise() saves it.
+   */
   seed(id: number, e: FloorEntry): void {
-    if (!this.entries.has(id)) this.entries.set(id, e);
+    const prev = this.entries.get(id);
+    if (!prev || compareFloor(e, prev) > 0) this.entries.set(id, e);
   }
 
   /** Raises the floor for a service (never lowers it) and saves it before returning. */

@@ -66,6 +66,15 @@ class Recorder {
   }
 }
 
+/** Waits for a log line; on timeout the agent's last lines say what it did instead. */
+async function eventuallyLogged(agent: TestAgent, what: string, line: (l: string) => boolean): Promise<void> {
+  try {
+    await eventually(what, () => agent.logs.some(line));
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; agent logs:\n${agent.logs.slice(-40).join('\n')}`);
+  }
+}
+
 async function view(agent: TestAgent): Promise<{ revision: number | null; stage: string | null }> {
   const services = (await agent.api('GET', '/v1/snapshots')).body.services as Array<{ service_id: number; revision: number | null; stage: string | null }>;
   const v = services.find((x) => x.service_id === SERVICE);
@@ -114,7 +123,7 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     await agent.stop();
     agent = await startAgent(opts);
     await agent.waitReady();
-    await eventually('replayed canary refused', () => agent.logs.some((x) => x.includes('rejected a snapshot message') && x.includes('replay or rollback refused')));
+    await eventuallyLogged(agent, 'replayed canary refused', (x) => x.includes('rejected a snapshot message') && x.includes('replay or rollback refused'));
     t.same(await view(agent), { revision: r1.body.revision, stage: 'enforce' }, 'after a restart the replayed canary message does not demote enforce');
 
     // A message signed while the server clock stood two hours back is past its exp.
@@ -124,7 +133,7 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     s.clock.offsetMs = 0;
     t.equal(claimsOf(stale[0]!).revision, r2.body.revision, 'a newer revision, but signed long ago');
     box.replay = stale;
-    await eventually('expired message refused', () => agent.logs.some((x) => x.includes('rejected a snapshot message') && x.includes('expired at')));
+    await eventuallyLogged(agent, 'expired message refused', (x) => x.includes('rejected a snapshot message') && x.includes('expired at'));
     t.same(await view(agent), { revision: r1.body.revision, stage: 'enforce' }, 'the expired message is not obeyed');
 
     // The floor outlives the snapshot: withdrawn locally, restarted, the replay still fails.
@@ -133,7 +142,7 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     await agent.stop();
     agent = await startAgent(opts);
     await agent.waitReady();
-    await eventually('replay refused without a running snapshot', () => agent.logs.some((x) => x.includes('replay or rollback refused')));
+    await eventuallyLogged(agent, 'replay refused without a running snapshot', (x) => x.includes('replay or rollback refused'));
     t.same(await view(agent), { revision: null, stage: null }, 'nothing older comes back after withdrawal and restart');
 
     // Local snapshots live apart: three PUTs (local revision numbers above the server's) and a
@@ -183,7 +192,7 @@ export function snapshotReplaySuite(t: Test, newDatabase: DatabaseFactory): void
     const rc = claimsOf(recorded[0]!);
     t.equal((rc.exp ?? 0) - rc.iat, 900, 'exp is iat + the message lifetime, not the 24 h TTL');
     box.replay = recorded;
-    await eventually('a 20-minute-old message refused', () => agent.logs.some((x) => x.includes('rejected a snapshot message') && x.includes('expired at')));
+    await eventuallyLogged(agent, 'a 20-minute-old message refused', (x) => x.includes('rejected a snapshot message') && x.includes('expired at'));
     t.same(await view(agent), { revision: null, stage: null }, 'the recorded message is not obeyed, floor or no floor');
     box.replay = null;
     await eventually('the fresh message is obeyed', async () => (await view(agent)).revision === posted.body.revision);
