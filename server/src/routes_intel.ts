@@ -90,7 +90,7 @@ const FINDING_PARAMS = new Set(FINDING_QUERY_DOC.map((q) => q.name));
 const FINDING_EXAMPLE = {
   items: [
     {
-      machine_id: 'm_3f1f6c1b2a10',
+      machine_id: '3f1f6c1b-2a10-4c1e-9a51-3f1f6c1b2a10',
       advisory: 'DEBIAN-CVE-2024-6387',
       aliases: ['CVE-2024-6387'],
       package: 'openssh-server',
@@ -262,7 +262,7 @@ export function addAgentInventoryRoute(r: Router, d: AgentInventoryRouteDeps): v
           sockets: [{ proto: 'tcp', address: '0.0.0.0', port: 22, pid: 612, exe: '/usr/sbin/sshd', package: 'openssh-server' }],
         },
       },
-      responses: { 200: { description: 'Stored and matched.', schema: INVENTORY_ACCEPTED_SCHEMA, example: { machine_id: 'm_3f1f6c1b2a10', seq: 1, packages: 1, findings: 0 } } },
+      responses: { 200: { description: 'Stored and matched.', schema: INVENTORY_ACCEPTED_SCHEMA, example: { machine_id: '3f1f6c1b-2a10-4c1e-9a51-3f1f6c1b2a10', seq: 1, packages: 1, findings: 0 } } },
       errors: ['CONFLICT', 'PAYLOAD_TOO_LARGE'],
     },
   });
