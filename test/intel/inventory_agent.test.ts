@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { loadFeedPath } from '../../server/src/intel/feed_loader.js';
 import { agentDir, cleanupDir, startAgent, type TestAgent } from '../harness/agent.js';
 import { startTestServer, type TestServer } from '../harness/server.js';
+import { startMtlsServer } from '../harness/mtls.js';
 
 let s: TestServer;
 const dir = agentDir();
@@ -142,4 +143,35 @@ t.test('inventory: full, then diff; import, exposed finding; upgrade removes it;
   await ready(b);
   await until('a full report after the restart', async () => b.logs.some((x) => x.includes('inventory reported') && x.includes('"kind":"full"')));
   t.equal((await packages()).body.packages.length, 3);
+});
+
+t.test('with mTLS the inventory goes over the agent listener with a certificate-bound token', async (t) => {
+  const m = await startMtlsServer();
+  t.teardown(() => m.close());
+  const d = agentDir();
+  t.teardown(() => cleanupDir(d));
+  const statusPath = join(d, 'status');
+  writeStatus(statusPath, paragraph('openssh-server', '1:9.2p1-2+deb12u2', 'openssh'));
+  const osRelease = join(d, 'os-release');
+  writeFileSync(osRelease, 'VERSION_CODENAME=bookworm\n');
+  const c = await m.req('POST', '/api/v1/customers', { name: 'Inventory mTLS' });
+  const lic = await m.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual' });
+  const a = await startAgent({
+    serverUrl: m.url,
+    dir: d,
+    hardwareFacts: { machine_id: `inventory-mtls-${process.pid}`, macs: ['52:54:00:aa:bb:02'] },
+    extraConfig: { agent_server_url: m.agentUrl, dpkg_status_path: statusPath, dpkg_info_dir: join(d, 'no-info'), os_release_path: osRelease, inventory_interval_seconds: 1 },
+  });
+  t.teardown(() => a.stop());
+  await ready(a);
+  t.equal((await a.api('POST', '/v1/activate', { license_key: lic.body.license_key })).status, 200);
+  const machineId = (await a.api('GET', '/v1/status')).body.machine_id as string;
+  const got = await until('the inventory over mTLS', async () => {
+    const r = await m.req('GET', `/api/v1/machines/${machineId}/packages`);
+    return r.body.seq !== null && r.body;
+  });
+  t.same(got.packages.map((p: { package: string }) => p.package), ['openssh-server']);
+  t.ok((await a.api('GET', '/v1/status')).body.mtls.last_ok_at, 'the agent listener was used');
+  const main = await fetch(`${m.url}/api/v1/agent/inventory`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  t.equal(main.status, 404, 'with mTLS on, the main listener has no inventory route');
 });
