@@ -57,6 +57,14 @@ export interface AgentConfig {
   trusted_keys: string[];
   /** A JWKS file installed with the agent whose keys are trusted like trusted_keys. */
   trusted_jwks_path: string;
+  /** dpkg's status file, read for the package inventory at start and whenever it changes; empty: no inventory. */
+  dpkg_status_path: string;
+  /** dpkg's per-package file lists (`<package>.list`): which package owns a listening socket's executable. */
+  dpkg_info_dir: string;
+  /** Where the Debian release codename is read (VERSION_CODENAME). */
+  os_release_path: string;
+  /** Seconds between inventory checks (status file mtime and listening sockets); a change to the file is seen at once. */
+  inventory_interval_seconds: number;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
@@ -94,6 +102,10 @@ export function defaults(): AgentConfig {
     allow_insecure_http: false,
     trusted_keys: [],
     trusted_jwks_path: '',
+    dpkg_status_path: '/var/lib/dpkg/status',
+    dpkg_info_dir: '/var/lib/dpkg/info',
+    os_release_path: '/etc/os-release',
+    inventory_interval_seconds: 60,
   };
 }
 
@@ -136,6 +148,10 @@ const SCHEMA = {
     allow_insecure_http: { type: 'boolean' },
     trusted_keys: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
     trusted_jwks_path: { type: 'string', pattern: '^(/.*)?$' },
+    dpkg_status_path: { type: 'string', pattern: '^(/.*)?$' },
+    dpkg_info_dir: { type: 'string', pattern: '^/' },
+    os_release_path: { type: 'string', pattern: '^/' },
+    inventory_interval_seconds: { type: 'integer', minimum: 1, maximum: 86400 },
   },
 } as const;
 
@@ -169,11 +185,13 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_FLEET_KEY_FILE: 'fleet_key_file',
   LICENSE_KEY_PATH: 'license_key_path',
   AEGIS_TRUSTED_JWKS_PATH: 'trusted_jwks_path',
+  AEGIS_DPKG_STATUS_PATH: 'dpkg_status_path',
 };
 
 /** Settings given as numbers in the environment. */
 const NUMERIC_ENV: Record<string, keyof AgentConfig> = {
   AEGIS_STATUS_INTERVAL: 'status_interval_seconds',
+  AEGIS_INVENTORY_INTERVAL: 'inventory_interval_seconds',
   AEGIS_FALLBACK_INTERVAL: 'fallback_interval_seconds',
   AEGIS_FLOW_LOG_ENTRIES: 'flow_log_entries',
 };

@@ -12,6 +12,7 @@ import { FleetLicense } from './fleet_license.js';
 import { JwksCache } from './jwks_cache.js';
 import { AgentBus } from './nats/agent_bus.js';
 import { SegClient } from './seg_client.js';
+import { InventoryReporter } from './inventory/inventory_reporter.js';
 import { checkSnapshot, ControlApi, JsonLinesStream } from './control_api.js';
 import { entryOf, FlowLog, matchesQuery, parseFlowLogQuery } from './flow_log.js';
 import { sdNotify } from './datapath/index.js';
@@ -57,6 +58,8 @@ export class AgentDaemon {
   private jwks!: JwksCache;
   private fleet: FleetLicense | null = null;
   private seg!: SegClient;
+  /** The package inventory reported to the server; null when dpkg_status_path is empty. */
+  private inventory: InventoryReporter | null = null;
   private flowLog!: FlowLog;
   private stopFlowLog: (() => void) | null = null;
   private bus: AgentBus | null = null;
@@ -207,6 +210,18 @@ export class AgentDaemon {
       this.watchdog = setInterval(() => void this.notify({ watchdog: true }), Math.max(500, usec / 2000));
     }
     this.seg.start();
+    if (c.dpkg_status_path) {
+      this.inventory = new InventoryReporter({
+        paths: { dpkgStatus: c.dpkg_status_path, dpkgInfoDir: c.dpkg_info_dir, osRelease: c.os_release_path },
+        link: this.link,
+        license: this.license,
+        log: this.log,
+        intervalMs: c.inventory_interval_seconds * 1000,
+      });
+      this.inventory.start();
+      // Activated (or another machine): the next check sends a full inventory for it.
+      this.license.on('change', () => void this.inventory?.trigger());
+    }
     this.stopFlowLog = this.policy.onFlow((e) => this.flowLog.add(entryOf(e)));
     void this.connectNats();
     this.log.info('aegis-agent ready', {
@@ -338,6 +353,7 @@ export class AgentDaemon {
       mtls: mtls ? { url: mtls.url, certificate: this.certificate.current, last_ok_at: mtls.last_ok_at, last_error: mtls.last_error } : null,
       snapshot_source: this.seg.lastSource,
       flow_reports: { lines_dropped: this.seg.flowLinesDropped },
+      inventory: this.inventory?.status ?? { enabled: false },
       datapath: { available: this.policy.datapathAvailable, reason: this.policy.datapathAvailable ? null : `datapath unavailable: ${this.policy.datapathReason}` },
       token_path: this.kernelToken.writtenTo ?? this.config.token_path,
       token_fallback: this.kernelToken.fallback,
@@ -459,6 +475,7 @@ export class AgentDaemon {
       this.fleet?.stop();
       this.stopFlowLog?.();
       await this.seg?.stop();
+      await this.inventory?.stop();
       await this.api.close();
       await this.policy?.close();
     })();

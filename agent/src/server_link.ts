@@ -15,6 +15,9 @@ import {
   type ActivationRequest,
   type AgentScope,
   type AgentSnapshotsResponse,
+  type InventoryAccepted,
+  type InventoryReport,
+  type IssuedAgentToken,
   type JwksDocument,
   type SignedJwksDocument,
   type RefreshRequest,
@@ -118,6 +121,19 @@ export class ServerLink {
     const viaChannel = await this.overChannel('snapshots', 'snapshots:read', 'GET', AGENT_API.snapshots, undefined, check);
     if (viaChannel !== undefined) return viaChannel;
     return check(await this.request<AgentSnapshotsResponse | null>({ method: 'GET', path: ROUTES.snapshots(machineId), headers: { 'x-aegis-proof': proof() }, timeoutMs: READ_TIMEOUT_MS }));
+  }
+
+  /**
+   * Reports the package inventory (scope `inventory`): over the agent listener when this
+   * host has a certificate, else with an access token got by a host-key proof (aud
+   * aegis-agent-token) from server_url, whose agent routes then serve it. Failures are
+   * thrown, not retried on the other route: a CONFLICT from either is the same answer.
+   */
+  async inventory(machineId: string, proof: () => string, report: InventoryReport): Promise<InventoryAccepted> {
+    const ch = this.channel;
+    if (ch?.ready) return ch.call<InventoryAccepted>('inventory', 'POST', AGENT_API.inventory, report);
+    const token = await this.request<IssuedAgentToken>({ method: 'POST', path: AGENT_API.token, body: { scope: ['inventory'], machine_id: machineId, proof: proof() }, timeoutMs: LICENSING_TIMEOUT_MS });
+    return this.request<InventoryAccepted>({ method: 'POST', path: AGENT_API.inventory, body: report, headers: { authorization: `Bearer ${token.access_token}` }, timeoutMs: LICENSING_TIMEOUT_MS });
   }
 
   /** The key set signed by every key in it (`/.well-known/jwks.signed`): how rotations reach pinned agents. */

@@ -10,8 +10,8 @@ export const AUD_AGENT_API = 'aegis-agent-api';
 export const AUD_AGENT_TOKEN_PROOF = 'aegis-agent-token';
 export const AGENT_TOKEN_TTL_SECONDS = 15 * 60;
 
-/** Scopes of the agent endpoints: the telemetry family first, then licensing, snapshots and status. */
-export const AGENT_SCOPES = ['file_analysis', 'threat_reporting', 'telemetry', 'license:refresh', 'snapshots:read', 'status:write'] as const;
+/** Scopes of the agent endpoints: the telemetry family first, then licensing, snapshots, status and the package inventory. */
+export const AGENT_SCOPES = ['file_analysis', 'threat_reporting', 'telemetry', 'license:refresh', 'snapshots:read', 'status:write', 'inventory'] as const;
 export type AgentScope = (typeof AGENT_SCOPES)[number];
 
 export function isAgentScope(s: unknown): s is AgentScope {
@@ -25,6 +25,7 @@ export const AGENT_API = {
   snapshots: '/api/v1/agent/snapshots',
   status: '/api/v1/agent/status',
   telemetry: '/api/v1/agent/telemetry',
+  inventory: '/api/v1/agent/inventory',
 } as const;
 
 export interface AgentTokenClaims {

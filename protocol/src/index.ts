@@ -215,3 +215,14 @@ export {
 export type { DebianVersion } from './debian_version.js';
 export { parseDpkgStatus, DEFAULT_DPKG_STATUS_LIMITS, DEBIAN_PACKAGE_NAME } from './dpkg_status.js';
 export type { InstalledPackage, DpkgInventory, DpkgStatusProblem, DpkgStatusProblemCode, DpkgStatusLimits } from './dpkg_status.js';
+export {
+  MAX_INVENTORY_PACKAGES,
+  MAX_INVENTORY_SOCKETS,
+  MAX_INVENTORY_BODY_BYTES,
+  INVENTORY_PACKAGE_SCHEMA,
+  LISTENING_SOCKET_SCHEMA,
+  INVENTORY_REPORT_SCHEMA,
+  INVENTORY_ACCEPTED_SCHEMA,
+  packageKey,
+} from './inventory.js';
+export type { InventoryPackage, ListeningSocket, InventoryReport, InventoryAccepted } from './inventory.js';

@@ -20,6 +20,8 @@ export const SCOPES = [
   'metrics:read',
   'webhooks:read',
   'webhooks:write',
+  /** Findings and package inventories of machines (tenancy applies). */
+  'intel:read',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

@@ -30,6 +30,9 @@ import { Tenancy } from './tenancy.js';
 import { addJwksRoutes, JWKS_DOC } from './routes_jwks.js';
 import { addDocsRoutes } from './routes_docs.js';
 import { addWebhookRoutes } from './routes_webhooks.js';
+import { addAgentInventoryRoute, addIntelRoutes } from './routes_intel.js';
+import { IntelStore } from './intel/intel_store.js';
+import { FeedRefresher } from './intel/feed_import.js';
 import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
@@ -86,6 +89,9 @@ export interface App {
   metricsHttp: HttpServerHandle | null;
   /** Webhook endpoints, the delivery outbox and its dispatcher. */
   webhooks: Webhooks;
+  /** Advisories, inventories and findings; and the periodic feed refresh (AEGIS_INTEL_FEEDS). */
+  intel: IntelStore;
+  intelRefresher: FeedRefresher;
   close(): Promise<void>;
 }
 
@@ -183,9 +189,14 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
+  const intel = new IntelStore(db, clock);
+  addIntelRoutes(router, { apiKeys, tenancy, store: intel });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
-  if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
+  if (!agentTls) {
+    addAgentRoutes(router, { ...agentDeps, requireMtls: false });
+    addAgentInventoryRoute(router, { lifecycle, store: intel, audit, requireMtls: false });
+  }
   // Last: the document lists what this listener serves.
   addDocsRoutes(router, { version: SERVER_VERSION });
   const http = await listen(createHttpServer(router, log, config.http, clock, metrics.observeRequest), config.host, config.port);
@@ -207,6 +218,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     const agentRouter = new Router();
     agentRouter.add('GET', '/.well-known/jwks.json', async () => ({ status: 200, body: ctx.keys.jwks() }), { doc: JWKS_DOC });
     addAgentRoutes(agentRouter, { ...agentDeps, requireMtls: true });
+    addAgentInventoryRoute(agentRouter, { lifecycle, store: intel, audit, requireMtls: true });
     try {
       agentHttp = await listen(createMtlsServer(agentRouter, log, agentTls, config.http, clock, metrics.observeRequest), config.mtls.host, config.mtls.port);
     } catch (err) {
@@ -243,6 +255,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   }, 60_000);
   pruner.unref();
   webhooks.start();
+  const intelRefresher = new FeedRefresher(intel, config.intelFeeds, config.intelRefreshSeconds, log);
+  intelRefresher.start();
   log.info('aegis-server listening', {
     url: http.url,
     agent_url: agentHttp?.url ?? null,
@@ -271,8 +285,11 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     metrics,
     metricsHttp,
     webhooks,
+    intel,
+    intelRefresher,
     async close() {
       clearInterval(pruner);
+      await intelRefresher.close();
       await webhooks.close();
       await distribution?.close();
       await metricsHttp?.close();

@@ -15,6 +15,8 @@ import { KeyStore } from './keys/keystore.js';
 import { FleetKeys, fleetExists, type FleetKey } from './rollout/fleet_keys.js';
 import { DEFAULT_TRUST_DOMAIN, initPki } from './pki/authority.js';
 import { formatFindings, runMatch } from './intel/intel_cli.js';
+import { formatImport, importFeed } from './intel/feed_import.js';
+import { IntelStore } from './intel/intel_store.js';
 
 function configOf(cmd: Command): ServerConfig {
   return loadConfig(cmd.optsWithGlobals<ConfigFlags>());
@@ -253,6 +255,26 @@ intel
     process.stdout.write(o.json ? JSON.stringify(findings, null, 2) + '\n' : formatFindings(findings));
     for (const p of inventory.problems) process.stderr.write(`aegis-server: ${o.dpkgStatus}: paragraph ${p.paragraph} (line ${p.line}) skipped: ${p.code}: ${p.message}\n`);
     if (inventory.problems.length > 0) process.exitCode = 3;
+  });
+
+intel
+  .command('import <feed...>')
+  .description('import vulnerability feeds (file, directory of OSV records, all.zip, Debian tracker JSON, or http(s) URL) into the database; each feed in one transaction, and a refused feed changes nothing')
+  .option('--json', 'print each import summary as JSON')
+  .action(async (feeds: string[], o: { json?: boolean }, cmd: Command) => {
+    const config = configOf(cmd);
+    const { db, dialect } = openDatabase(config.databaseUrl);
+    try {
+      await migrateToLatest(db, dialect);
+      const store = new IntelStore(db, systemClock);
+      for (const f of feeds) {
+        if (!o.json) process.stderr.write(`importing ${f}…\n`);
+        const outcome = await importFeed(store, f);
+        process.stdout.write(o.json ? JSON.stringify(outcome) + '\n' : formatImport(outcome));
+      }
+    } finally {
+      await db.destroy();
+    }
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

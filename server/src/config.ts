@@ -68,6 +68,18 @@ export interface ServerConfig {
   metricsMaxSeries: number;
   /** Webhook delivery: retries, timeouts and which addresses may be reached (AEGIS_WEBHOOK_*). */
   webhooks: WebhookSettings;
+  /** Vulnerability feed URLs imported periodically (AEGIS_INTEL_FEEDS, comma-separated; empty: off). */
+  intelFeeds: string[];
+  /** Seconds between feed refreshes (AEGIS_INTEL_REFRESH_SECONDS). */
+  intelRefreshSeconds: number;
+}
+
+function intelFeedsFrom(env: NodeJS.ProcessEnv): string[] {
+  const list = (env.AEGIS_INTEL_FEEDS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const u of list) {
+    if (!/^https?:\/\/[^\s]+$/i.test(u)) throw new Error(`AEGIS_INTEL_FEEDS must be comma-separated http(s) URLs, got ${JSON.stringify(u)}`);
+  }
+  return list;
 }
 
 /** Series kept per per-entity metric family unless AEGIS_METRICS_MAX_SERIES says otherwise. */
@@ -274,6 +286,8 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     mtls,
     http: httpLimitsFrom(env),
     webhooks: webhookSettingsFrom(env),
+    intelFeeds: intelFeedsFrom(env),
+    intelRefreshSeconds: intSetting(env, 'AEGIS_INTEL_REFRESH_SECONDS', 6 * 3600, 1, 7 * 86400),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     metricsListen: metricsListenFrom(env),

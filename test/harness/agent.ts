@@ -121,6 +121,8 @@ export async function startAgent(o: AgentOptions): Promise<TestAgent> {
       kmod_hwid_path: join(dir, 'kmod-hwid'),
       // No NATS unless a test asks for it (then it passes nats_url in extraConfig).
       nats_url: '',
+      // No package inventory unless a test asks for it (test/intel/inventory_agent.test.ts).
+      dpkg_status_path: '',
       log_level: 'debug',
       ...o.extraConfig,
     }),

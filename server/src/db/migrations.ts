@@ -410,6 +410,82 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         for (const col of ['allow_containers', 'clone_policy', 'fingerprint_match', 'entitlements']) await db.schema.alterTable('licenses').dropColumn(col).execute();
       },
     },
+    '0015_advisories_findings': {
+      // Imported advisories (one row each, the affected entries as JSON, and an index row
+      // per release and source package), each machine's reported package inventory and
+      // listening sockets, the findings matched from both, and the feed URLs' validators.
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('advisories')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('feed', 'text', (c) => c.notNull())
+          .addColumn('aliases', 'text', (c) => c.notNull())
+          .addColumn('severity', 'text')
+          .addColumn('modified', 'text')
+          .addColumn('withdrawn', 'text')
+          .addColumn('affected', 'text', (c) => c.notNull())
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('imported_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('advisory_packages')
+          .addColumn('advisory_id', 'text', (c) => c.notNull().references('advisories.id').onDelete('cascade'))
+          .addColumn('ecosystem', 'text', (c) => c.notNull())
+          .addColumn('release', 'text', (c) => c.notNull())
+          .addColumn('package', 'text', (c) => c.notNull())
+          .addColumn('fixed_versions', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('advisory_packages_pk', ['advisory_id', 'ecosystem', 'release', 'package'])
+          .execute();
+        await db.schema.createIndex('advisory_packages_lookup').on('advisory_packages').columns(['release', 'package']).execute();
+        await db.schema
+          .createTable('machine_inventories')
+          .addColumn('machine_id', 'text', (c) => c.primaryKey().references('machines.id').onDelete('cascade'))
+          .addColumn('release', 'text', (c) => c.notNull())
+          .addColumn('seq', 'integer', (c) => c.notNull())
+          .addColumn('sockets', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('machine_packages')
+          .addColumn('machine_id', 'text', (c) => c.notNull().references('machines.id').onDelete('cascade'))
+          .addColumn('package', 'text', (c) => c.notNull())
+          .addColumn('architecture', 'text', (c) => c.notNull())
+          .addColumn('version', 'text', (c) => c.notNull())
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('source_version', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('machine_packages_pk', ['machine_id', 'package', 'architecture'])
+          .execute();
+        await db.schema
+          .createTable('findings')
+          .addColumn('machine_id', 'text', (c) => c.notNull().references('machines.id').onDelete('cascade'))
+          .addColumn('advisory_id', 'text', (c) => c.notNull())
+          .addColumn('package', 'text', (c) => c.notNull())
+          .addColumn('architecture', 'text', (c) => c.notNull())
+          .addColumn('version', 'text', (c) => c.notNull())
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('source_version', 'text', (c) => c.notNull())
+          .addColumn('fixed_version', 'text')
+          .addColumn('severity', 'text')
+          .addColumn('severity_level', 'text', (c) => c.notNull())
+          .addColumn('exposed', 'integer', (c) => c.notNull())
+          .addColumn('sockets', 'text', (c) => c.notNull())
+          .addColumn('first_seen_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('findings_pk', ['machine_id', 'advisory_id', 'package', 'architecture'])
+          .execute();
+        await db.schema.createIndex('findings_advisory').on('findings').columns(['advisory_id']).execute();
+        await db.schema
+          .createTable('intel_feed_state')
+          .addColumn('url', 'text', (c) => c.primaryKey())
+          .addColumn('etag', 'text')
+          .addColumn('last_modified', 'text')
+          .addColumn('checked_at', 'text', (c) => c.notNull())
+          .addColumn('last_error', 'text')
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        for (const t of ['intel_feed_state', 'findings', 'machine_packages', 'machine_inventories', 'advisory_packages', 'advisories']) await db.schema.dropTable(t).execute();
+      },
+    },
   };
 }
 

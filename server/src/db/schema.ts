@@ -225,7 +225,80 @@ export interface WebhookStateTable {
   value: string;
 }
 
+/** An imported advisory; `affected` is the JSON of its entries (events as text). */
+export interface AdvisoriesTable {
+  id: string;
+  feed: string; // osv | debian-tracker
+  aliases: string; // JSON array
+  severity: string | null;
+  modified: string | null;
+  withdrawn: string | null;
+  affected: string; // JSON array of { release, package, ranges, versions, severity }
+  source: string; // the file, archive entry or URL it came from
+  imported_at: string;
+}
+
+/** One (release, source package) an advisory affects: the lookup an inventory is matched by. */
+export interface AdvisoryPackagesTable {
+  advisory_id: string;
+  ecosystem: string; // Debian
+  release: string;
+  package: string;
+  fixed_versions: string; // JSON array
+}
+
+/** A machine's last reported inventory: its release, the report sequence and its listening sockets. */
+export interface MachineInventoriesTable {
+  machine_id: string;
+  release: string;
+  seq: number;
+  sockets: string; // JSON array of ListeningSocket
+  updated_at: string;
+}
+
+export interface MachinePackagesTable {
+  machine_id: string;
+  package: string;
+  architecture: string;
+  version: string;
+  source: string;
+  source_version: string;
+}
+
+/** An advisory matching a package installed on a machine. */
+export interface FindingsTable {
+  machine_id: string;
+  advisory_id: string;
+  package: string;
+  architecture: string;
+  version: string;
+  source: string;
+  source_version: string;
+  fixed_version: string | null;
+  severity: string | null;
+  /** none, low, medium, high, critical or unknown: what ?severity= filters on. */
+  severity_level: string;
+  exposed: number; // 1: the package owns a listening socket's executable
+  sockets: string; // JSON array of those sockets
+  first_seen_at: string;
+}
+
+/** Conditional-request validators of each configured feed URL. */
+export interface IntelFeedStateTable {
+  url: string;
+  etag: string | null;
+  last_modified: string | null;
+  checked_at: string;
+  last_error: string | null;
+}
+
 export interface Database {
+  advisories: AdvisoriesTable;
+  advisory_packages: AdvisoryPackagesTable;
+  machine_inventories: MachineInventoriesTable;
+  machine_packages: MachinePackagesTable;
+  findings: FindingsTable;
+  intel_feed_state: IntelFeedStateTable;
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_state: WebhookStateTable;
