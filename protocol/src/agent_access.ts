@@ -25,6 +25,8 @@ export const AGENT_API = {
   snapshots: '/api/v1/agent/snapshots',
   status: '/api/v1/agent/status',
   telemetry: '/api/v1/agent/telemetry',
+  threats: '/api/v1/agent/threats',
+  files: '/api/v1/agent/files',
 } as const;
 
 export interface AgentTokenClaims {

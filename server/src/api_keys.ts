@@ -20,6 +20,11 @@ export const SCOPES = [
   'metrics:read',
   'webhooks:read',
   'webhooks:write',
+  /** YARA rules and hash lists (operator intel; an unrestricted key only). */
+  'intel:read',
+  'intel:write',
+  /** GET /api/v1/events: what agents reported (threats, file verdicts, telemetry). */
+  'events:read',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

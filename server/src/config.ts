@@ -3,6 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
 import { DEFAULT_FLOW_MAX_ROWS, DEFAULT_FLOW_RETENTION_DAYS } from './rollout/flow_log.js';
+import { eventSettingsFrom, type EventSettings } from './events/settings.js';
 import { DEFAULT_WEBHOOK_SETTINGS, type WebhookSettings } from './webhooks/webhooks.js';
 
 export interface ServerConfig {
@@ -68,6 +69,8 @@ export interface ServerConfig {
   metricsMaxSeries: number;
   /** Webhook delivery: retries, timeouts and which addresses may be reached (AEGIS_WEBHOOK_*). */
   webhooks: WebhookSettings;
+  /** Event ingest: retention, file and batch limits, YARA (server/src/events/settings.ts). */
+  events: EventSettings;
 }
 
 /** Series kept per per-entity metric family unless AEGIS_METRICS_MAX_SERIES says otherwise. */
@@ -274,6 +277,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     mtls,
     http: httpLimitsFrom(env),
     webhooks: webhookSettingsFrom(env),
+    events: eventSettingsFrom(env),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     metricsListen: metricsListenFrom(env),
