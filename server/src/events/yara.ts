@@ -76,7 +76,7 @@ export class Yara {
       if (r.code === 0) return;
       const text = `${r.stderr}\n${r.stdout}`.split(dir + '/').join('').trim();
       const errors = text.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 20);
-      const why = r.killed ? 'the compiler timed out' : errors[0] ?? `yarac exited ${r.code}`;
+      const why = r.killed ? 'the compiler timed out' : errors.find((l) => /error/i.test(l)) ?? errors[0] ?? `yarac exited ${r.code}`;
       throw new AegisError('YARA_RULE_INVALID', `the rule does not compile: ${why}`, { details: { errors: r.killed ? [why] : errors } });
     });
   }
