@@ -319,4 +319,24 @@ export function eventIngestSuite(t: Test, newDatabase: DatabaseFactory): void {
     t.same(await s.app.events.prune(), { expired: 1, over_cap: 0 }, 'older than two days: expired');
     t.same(((await s.req('GET', '/api/v1/events')).body.items as any[]).map((e) => e.kind), ['new', 'new', 'new', 'new']);
   });
+
+  t.test('a scan that runs out of time is unknown, and scans queue rather than pile up', async (t) => {
+    if (!requireCapability(t, missingCommand('yara', 'yarac'))) return;
+    const url = await newDatabase();
+    const s = await startTestServer({ ...(url === undefined ? {} : { databaseUrl: url }), env: { AEGIS_YARA_TIMEOUT_SECONDS: '1' } });
+    t.teardown(() => s.close());
+    const h = await activateTestHost(s, 'ev-slow');
+    // Quadratic in the file's size: 64 KiB takes far longer than a second.
+    const slow = 'rule slow { condition: for all i in (0..filesize) : ( for all j in (0..filesize) : ( uint8(i) != uint8(j) + 7 ) ) }';
+    t.equal((await s.req('POST', '/api/v1/yara-rules', { name: 'slow', source: slow })).status, 201, JSON.stringify(slow));
+    const bytes = Buffer.alloc(64 * 1024);
+    const body = { sha256: sha('sha256', bytes), content_base64: bytes.toString('base64') };
+    const started = Date.now();
+    const answers = await Promise.all([0, 1, 2].map(async () => agentPost(s, AGENT_API.files, body, await token(s, h, ['file_analysis']))));
+    const took = Date.now() - started;
+    for (const a of answers) t.same([a.status, a.body.verdict, a.body.scan?.status], [200, 'unknown', 'timeout'], 'timed out: unknown, and said so');
+    t.ok(took >= 1500, `three one-second scans, two at a time, took ${took} ms`);
+    const kept = (await s.req('GET', '/api/v1/events?source=file_verdict')).body.items as any[];
+    t.same(kept.map((e) => [e.kind, e.body.scan.status]), [['unknown', 'timeout'], ['unknown', 'timeout'], ['unknown', 'timeout']], 'each kept as an unknown verdict');
+  });
 }

@@ -59,13 +59,35 @@ async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 /** `include "…"` anywhere in a rule: refused before the compiler sees it. */
 const INCLUDE = /(^|[^A-Za-z0-9_])include\s*"/;
 
+/** yara processes at once; more scans wait their turn (each can take the whole timeout). */
+const MAX_CONCURRENT = 2;
+
 export class Yara {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
   constructor(
     private readonly opts: { yara: string; yarac: string; timeoutSeconds: number },
   ) {}
 
+  private async slot<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= MAX_CONCURRENT) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+
   /** Compiles `source` alone; YARA_RULE_INVALID with the compiler's message if it does not compile. */
   async check(source: string): Promise<void> {
+    return this.slot(() => this.compile(source));
+  }
+
+  private async compile(source: string): Promise<void> {
     if (INCLUDE.test(source)) {
       throw new AegisError('YARA_RULE_INVALID', 'the rule does not compile: include is not allowed', { details: { errors: ['include is not allowed: send the rule whole'] } });
     }
@@ -84,7 +106,7 @@ export class Yara {
   /** Runs every rule over `bytes`: the matches, or why the scan did not finish. */
   async scan(rules: readonly YaraRuleSource[], bytes: Buffer): Promise<YaraScan> {
     if (rules.length === 0) return { status: 'ok', matches: [] };
-    return withDir(async (dir) => {
+    return this.slot(() => withDir(async (dir) => {
       const args = ['--print-namespace', '--no-warnings', '--fast-scan', `--timeout=${this.opts.timeoutSeconds}`];
       const byNs = new Map<string, string>();
       for (const [i, r] of rules.entries()) {
@@ -107,6 +129,6 @@ export class Yara {
         if (m && id) matches.push({ id, rule: m[2]! });
       }
       return { status: 'ok', matches };
-    });
+    }));
   }
 }
