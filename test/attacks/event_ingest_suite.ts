@@ -22,7 +22,9 @@ import { SCOPES } from '../../server/src/api_keys.js';
 import { openDatabase } from '../../server/src/db/database.js';
 import { migratorFor } from '../../server/src/db/migrations.js';
 import { missingCommand, requireCapability } from '../harness/capabilities.js';
-import { activateTestHost, startTestServer, type ActivatedHost, type TestServer } from '../harness/server.js';
+import { activateTestHost, startTestServer, TestHost, type ActivatedHost, type TestServer } from '../harness/server.js';
+import { startMtlsServer, tlsRequest } from '../harness/mtls.js';
+import { createHostCsr } from '../../agent/src/csr.js';
 
 export type DatabaseFactory = () => Promise<string | undefined>;
 
@@ -338,5 +340,34 @@ export function eventIngestSuite(t: Test, newDatabase: DatabaseFactory): void {
     t.ok(took >= 1500, `three one-second scans, two at a time, took ${took} ms`);
     const kept = (await s.req('GET', '/api/v1/events?source=file_verdict')).body.items as any[];
     t.same(kept.map((e) => [e.kind, e.body.scan.status]), [['unknown', 'timeout'], ['unknown', 'timeout'], ['unknown', 'timeout']], 'each kept as an unknown verdict');
+  });
+
+  t.test('over mTLS: certificate-bound tokens, filed under the certificate\'s machine', async (t) => {
+    const url = await newDatabase();
+    const s = await startMtlsServer(url === undefined ? {} : { databaseUrl: url });
+    t.teardown(() => s.close());
+    const c = await s.req('POST', '/api/v1/customers', { name: 'mTLS events' });
+    const l = await s.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'server', license_type: 'perpetual', max_machines: 5 });
+    const activate = async (name: string) => {
+      const host = new TestHost(name);
+      const r = await s.req('POST', '/api/v1/activations', host.activation(l.body.license_key, { csr: await createHostCsr(host.privateKey, name) }), { key: null });
+      if (r.status !== 201) throw new Error(JSON.stringify(r.body));
+      return { id: r.body.machine_id as string, cert: r.body.client_certificate as string, key: host.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string };
+    };
+    const a = await activate('mtls-ev-a');
+    const b = await activate('mtls-ev-b');
+    const call = (m: { cert: string; key: string }, path: string, body: unknown, bearer?: string) => tlsRequest(s.agentUrl, 'POST', path, { ca: s.caPem, cert: m.cert, key: m.key, body, ...(bearer ? { token: bearer } : {}) });
+    const tok = async (m: { cert: string; key: string }, scope: string[]) => (await call(m, AGENT_API.token, { scope })).body.access_token as string;
+    const threat = { kind: 'cryptominer', severity: 'medium', observed_at: new Date().toISOString(), process: { pid: 77, exe: '/tmp/xmrig' } };
+    const ok = await call(a, AGENT_API.threats, threat, await tok(a, ['threat_reporting']));
+    t.same([ok.status, ok.body.machine_id], [201, a.id], 'filed under the certificate\'s machine');
+    const lifted = await call(b, AGENT_API.threats, threat, await tok(a, ['threat_reporting']));
+    t.equal(lifted.status, 401, "A's token with B's certificate is refused");
+    const verdict = await call(a, AGENT_API.files, { sha256: sha('sha256', 'x') }, await tok(a, ['file_analysis']));
+    t.same([verdict.status, verdict.body.verdict], [200, 'unknown']);
+    const main = await s.req('POST', AGENT_API.threats, threat, { key: null });
+    t.equal(main.status, 404, 'with mTLS on, the main listener has no agent routes');
+    const kept = (await s.req('GET', '/api/v1/events')).body.items as any[];
+    t.same(kept.map((e) => [e.source, e.machine_id]).sort(), [['file_verdict', a.id], ['threat', a.id]], "only A's two events, nothing for B");
   });
 }
