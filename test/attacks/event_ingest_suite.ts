@@ -300,6 +300,10 @@ export function eventIngestSuite(t: Test, newDatabase: DatabaseFactory): void {
       t.equal((await s.req('GET', `/api/v1/events?${q}`)).status, 400, `${q}: 400`);
     }
     t.same((await events('&source=threat,file_verdict&kind=ransomware.behaviour')).every((e) => e.source === 'threat'), true, 'source and kind filter');
+    const gone = await s.req('DELETE', `/api/v1/customers/${b1.customerId}?force=true`);
+    t.equal(gone.status, 204, JSON.stringify(gone.body));
+    t.same((await events('')).filter((e) => e.customer_id === b1.customerId || e.machine_id === b1.machineId), [], "a deleted customer's events go with it");
+    t.ok((await events('')).some((e) => e.customer_id === a1.customerId), "…and no one else's");
     const since = (await events(`&machine=${a2.machineId}&source=telemetry`))[1].at;
     t.ok((await events(`&machine=${a2.machineId}&since=${since}`)).every((e) => e.at >= since), 'since filters by when it happened');
   });
