@@ -26,6 +26,8 @@ export const AGENT_API = {
   status: '/api/v1/agent/status',
   telemetry: '/api/v1/agent/telemetry',
   inventory: '/api/v1/agent/inventory',
+  threats: '/api/v1/agent/threats',
+  files: '/api/v1/agent/files',
 } as const;
 
 export interface AgentTokenClaims {

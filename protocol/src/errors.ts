@@ -30,6 +30,10 @@ export type ErrorCode =
   | 'SIGNING_KEY_UNAVAILABLE'
   | 'INSECURE_KEY_FILE'
   | 'WEBHOOK_URL_REFUSED'
+  /** A file's bytes do not hash to the digests sent with them. */
+  | 'HASH_MISMATCH'
+  /** A YARA rule that does not compile (the compiler's message in details). */
+  | 'YARA_RULE_INVALID'
   | 'INTERNAL';
 
 export class AegisError extends Error {

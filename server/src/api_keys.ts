@@ -20,8 +20,12 @@ export const SCOPES = [
   'metrics:read',
   'webhooks:read',
   'webhooks:write',
-  /** Findings and package inventories of machines (tenancy applies). */
+  /** Findings and package inventories of machines (tenancy applies); YARA rules and hash lists (an unrestricted key only). */
   'intel:read',
+  /** YARA rules and hash lists: they judge every customer's files, so an unrestricted key only. */
+  'intel:write',
+  /** GET /api/v1/events: what agents reported (threats, file verdicts, telemetry). */
+  'events:read',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

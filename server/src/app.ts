@@ -36,6 +36,10 @@ import { FeedRefresher } from './intel/feed_import.js';
 import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
+import { EventStore } from './events/store.js';
+import { FileIntel } from './events/intel_store.js';
+import { addEventRoutes } from './events/routes.js';
+import { Yara } from './events/yara.js';
 import { Orchestrator } from './rollout/orchestrator.js';
 import { startDistribution, type Distribution } from './rollout/distribution.js';
 import { FleetLicensePublisher } from './rollout/fleet_publisher.js';
@@ -67,6 +71,8 @@ export interface App {
   agents: AgentRegistry;
   /** Every accepted flow report line, pruned by age and row count. */
   flowLog: FlowLog;
+  /** What hosts reported (threats, file verdicts, telemetry), pruned by age and row count. */
+  events: EventStore;
   fleet: FleetLicensePublisher | null;
   distribution: Distribution | null;
   apiKeys: ApiKeys;
@@ -122,6 +128,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta), messageLifetime);
   const flowLog = new FlowLog(db, clock, { days: config.flowRetentionDays, maxRows: config.flowMaxRows });
   const agents = new AgentRegistry(db, clock, flowLog);
+  const events = new EventStore(db, clock, { days: config.events.retentionDays, maxRows: config.events.maxRows });
+  const fileIntel = new FileIntel(db, clock, new Yara({ yara: config.events.yara, yarac: config.events.yarac, timeoutSeconds: config.events.yaraTimeoutSeconds }));
   const certs = new MachineCertificates(db, clock);
   let issuer: CertificateIssuer | null = null;
   let agentTls: { cert: string; key: string; clientCa: string } | null = null;
@@ -191,7 +199,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
   const intel = new IntelStore(db, clock);
   addIntelRoutes(router, { apiKeys, tenancy, store: intel });
-  const agentDeps = { lifecycle, orchestrator, audit };
+  addEventRoutes(router, { apiKeys, audit, tenancy, events, intel: fileIntel });
+  const agentDeps = { lifecycle, orchestrator, audit, ingest: { events, intel: fileIntel, settings: config.events, clock } };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) {
     addAgentRoutes(router, { ...agentDeps, requireMtls: false });
@@ -250,6 +259,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
     certs.prune().catch((e: unknown) => log.warn('pruning certificate records failed', { error: (e as Error).message }));
     flowLog.prune().catch((e: unknown) => log.warn('pruning the flow log failed', { error: (e as Error).message }));
+    events.prune().catch((e: unknown) => log.warn('pruning the events failed', { error: (e as Error).message }));
     // Counts of refusals beyond the audit bound are written once their minute is over.
     audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
   }, 60_000);
@@ -270,6 +280,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     orchestrator,
     agents,
     flowLog,
+    events,
     fleet,
     distribution,
     apiKeys,

@@ -3,6 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
 import { DEFAULT_FLOW_MAX_ROWS, DEFAULT_FLOW_RETENTION_DAYS } from './rollout/flow_log.js';
+import { eventSettingsFrom, type EventSettings } from './events/settings.js';
 import { DEFAULT_WEBHOOK_SETTINGS, type WebhookSettings } from './webhooks/webhooks.js';
 
 export interface ServerConfig {
@@ -72,6 +73,8 @@ export interface ServerConfig {
   intelFeeds: string[];
   /** Seconds between feed refreshes (AEGIS_INTEL_REFRESH_SECONDS). */
   intelRefreshSeconds: number;
+  /** Event ingest: retention, file and batch limits, YARA (server/src/events/settings.ts). */
+  events: EventSettings;
 }
 
 function intelFeedsFrom(env: NodeJS.ProcessEnv): string[] {
@@ -288,6 +291,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     webhooks: webhookSettingsFrom(env),
     intelFeeds: intelFeedsFrom(env),
     intelRefreshSeconds: intSetting(env, 'AEGIS_INTEL_REFRESH_SECONDS', 6 * 3600, 1, 7 * 86400),
+    events: eventSettingsFrom(env),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     metricsListen: metricsListenFrom(env),

@@ -503,6 +503,8 @@ export class MachineLifecycle {
     const { revokedLicenseIds, machineIds } = await this.d.customers.delete(customerId, force);
     const revoked = await this.revokeMachines(machineIds);
     const agents_removed = await this.d.agents.forgetMachines(machineIds);
+    // What its hosts reported (server/src/events/) goes with the customer.
+    await this.db.deleteFrom('events').where('customer_id', '=', customerId).execute();
     return { revoked_license_ids: revokedLicenseIds, machine_ids: machineIds, agents_removed, ...revoked };
   }
 

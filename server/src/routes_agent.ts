@@ -31,6 +31,7 @@ import type { AgentCaller, MachineLifecycle } from './machine_lifecycle.js';
 import { refreshMachine, refreshFingerprintProperties } from './routes.js';
 import type { Orchestrator } from './rollout/orchestrator.js';
 import { validator } from './validation.js';
+import { addAgentIngestRoutes, type IngestDeps } from './events/routes.js';
 
 export interface AgentRouteDeps {
   lifecycle: MachineLifecycle;
@@ -38,6 +39,8 @@ export interface AgentRouteDeps {
   audit: AuditLog;
   /** True on the mTLS listener: a request without a verified client certificate is refused. */
   requireMtls: boolean;
+  /** Where threats, file verdicts and telemetry go. */
+  ingest: IngestDeps;
 }
 
 const tokenBody = validator<AgentTokenRequest>({
@@ -139,26 +142,6 @@ export function addAgentRoutes(r: Router, d: AgentRouteDeps): void {
     },
   });
 
-  r.add(
-    'POST',
-    AGENT_API.telemetry,
-    async (req) => {
-      const who = await caller(req, 'telemetry');
-      if (req.body === null || typeof req.body !== 'object') {
-        throw new AegisError('VALIDATION_FAILED', 'body must be a JSON object', { details: [{ path: '', message: 'must be an object' }] });
-      }
-      await lifecycle.recordSeen(who.machineId);
-      return reply<AcceptedResponse>(202, { accepted: true });
-    },
-    {
-      maxBody: 256 * 1024,
-      doc: {
-        summary: 'Send telemetry',
-        tag: 'agent',
-        auth: { kind: 'agent_token', scope: 'telemetry' },
-        request: { schema: { type: 'object', description: 'Any JSON object, up to 256 KiB.' } },
-        responses: { 202: { description: 'Accepted; marks the machine seen.', schema: ACCEPTED_SCHEMA } },
-      },
-    },
-  );
+  // Threats, file verdicts and telemetry: server/src/events/routes.ts.
+  addAgentIngestRoutes(r, caller, lifecycle, d.ingest);
 }

@@ -156,8 +156,10 @@ export function mtlsSuite(t: Test, newDatabase: DatabaseFactory): void {
     t.equal(status.status, 202);
     const seen = await s.req('GET', `/api/v1/agents/${a.id}`);
     t.equal(seen.body.host, 'tok-a', 'status filed under the machine the certificate names');
-    const tel = await call(a, 'POST', AGENT_API.telemetry, { token: await token(a, ['telemetry']), body: { cpu: 0.1 } });
-    t.equal(tel.status, 202);
+    const tel = await call(a, 'POST', AGENT_API.telemetry, { token: await token(a, ['telemetry']), body: { events: [{ kind: 'host.load', at: new Date().toISOString(), fields: { cpu: 0.1 } }] } });
+    t.same([tel.status, tel.body], [202, { accepted: 1 }], 'telemetry filed as events');
+    const loose = await call(a, 'POST', AGENT_API.telemetry, { token: await token(a, ['telemetry']), body: { cpu: 0.1 } });
+    t.equal(loose.status, 400, 'telemetry is a batch of events, not any object');
 
     // The replay record is in the database: a second server replica shares it.
     const rows = await s.app.ctx.db.selectFrom('used_proofs').select('jti').where('jti', '=', `agent-jti:${claims.jti}`).execute();

@@ -486,6 +486,58 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         for (const t of ['intel_feed_state', 'findings', 'machine_packages', 'machine_inventories', 'advisory_packages', 'advisories']) await db.schema.dropTable(t).execute();
       },
     },
+    '0016_events': {
+      // One time-ordered table of what hosts report (threats, file verdicts, telemetry, and
+      // later flows) for the correlator's windows, and the operator's intel the file
+      // verdicts are judged by: YARA rules (compiled before they are kept) and hash lists.
+      async up(db: Kysely<any>) {
+        const key = dialect === 'postgres' ? 'bigserial' : 'integer';
+        await db.schema
+          .createTable('events')
+          .addColumn('id', sql.raw(key) as any, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text')
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('received_at', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('severity', 'text')
+          .addColumn('body', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('events_machine_at').on('events').columns(['machine_id', 'at', 'id']).execute();
+        await db.schema.createIndex('events_source_at').on('events').columns(['source', 'at', 'id']).execute();
+        await db.schema.createIndex('events_at').on('events').columns(['at', 'id']).execute();
+        await db.schema.createIndex('events_customer_at').on('events').columns(['customer_id', 'at', 'id']).execute();
+        await db.schema
+          .createTable('yara_rules')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('verdict', 'text', (c) => c.notNull())
+          .addColumn('description', 'text')
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('hash_list_entries')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('list', 'text', (c) => c.notNull())
+          .addColumn('algorithm', 'text', (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .addColumn('verdict', 'text', (c) => c.notNull())
+          .addColumn('description', 'text')
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('hash_list_entries_unique', ['list', 'algorithm', 'hash'])
+          .execute();
+        await db.schema.createIndex('hash_list_entries_hash').on('hash_list_entries').columns(['algorithm', 'hash']).execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('hash_list_entries').execute();
+        await db.schema.dropTable('yara_rules').execute();
+        await db.schema.dropTable('events').execute();
+      },
+    },
   };
 }
 

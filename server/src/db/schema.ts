@@ -292,7 +292,48 @@ export interface IntelFeedStateTable {
   last_error: string | null;
 }
 
+/** What hosts reported, in time order (server/src/events/). */
+export interface EventsTable {
+  id: Generated<number>;
+  source: string; // threat | file_verdict | telemetry | flow
+  machine_id: string;
+  /** The customer of the machine's license when the event was received. */
+  customer_id: string | null;
+  /** When it happened on the host (checked against the server's clock on ingest). */
+  at: string;
+  received_at: string;
+  kind: string;
+  severity: string | null; // info | low | medium | high | critical
+  body: string; // JSON object
+}
+
+/** Operator YARA rules, compiled before they were kept. */
+export interface YaraRulesTable {
+  id: string;
+  name: string;
+  source: string;
+  verdict: string; // malicious | suspicious
+  description: string | null;
+  created_by: string;
+  created_at: string;
+}
+
+/** Operator hash lists: one digest per row. */
+export interface HashListEntriesTable {
+  id: string;
+  list: string;
+  algorithm: string; // sha256 | sha1 | md5
+  hash: string; // lower-case hex
+  verdict: string; // malicious | suspicious | clean
+  description: string | null;
+  created_by: string;
+  created_at: string;
+}
+
 export interface Database {
+  events: EventsTable;
+  yara_rules: YaraRulesTable;
+  hash_list_entries: HashListEntriesTable;
   advisories: AdvisoriesTable;
   advisory_packages: AdvisoryPackagesTable;
   machine_inventories: MachineInventoriesTable;

@@ -9,6 +9,7 @@ import { ValidationError, type FlowLogVerdict, type FlowProto } from '../../../p
 import type { Database } from '../db/schema.js';
 import { iso, type Clock } from '../clock.js';
 import type { FlowRow } from './flow_report.js';
+import { pruneByAgeAndRows } from '../db/retention.js';
 
 export const DEFAULT_FLOW_RETENTION_DAYS = 7;
 export const DEFAULT_FLOW_MAX_ROWS = 5_000_000;
@@ -195,26 +196,7 @@ export class FlowLog {
    * cap. Returns how many of each were removed.
    */
   async prune(): Promise<{ expired: number; over_cap: number }> {
-    const cutoff = iso(new Date(this.clock.now().getTime() - this.retention.days * 86_400_000));
-    const expired = await this.db.deleteFrom('flow_log').where('received_at', '<', cutoff).executeTakeFirst();
-    let overCap = 0n;
-    const edge = await this.db
-      .selectFrom('flow_log')
-      .select(['received_at', 'id'])
-      .orderBy('received_at', 'desc')
-      .orderBy('id', 'desc')
-      .offset(this.retention.maxRows)
-      .limit(1)
-      .executeTakeFirst();
-    if (edge) {
-      const id = Number(edge.id);
-      const r = await this.db
-        .deleteFrom('flow_log')
-        .where((eb) => eb.or([eb('received_at', '<', edge.received_at), eb.and([eb('received_at', '=', edge.received_at), eb('id', '<=', id)])]))
-        .executeTakeFirst();
-      overCap = r.numDeletedRows;
-    }
-    return { expired: Number(expired.numDeletedRows), over_cap: Number(overCap) };
+    return pruneByAgeAndRows(this.db as Kysely<any>, 'flow_log', 'received_at', this.retention, this.clock.now());
   }
 
   /** Drops the flows of machines that were deleted. */
