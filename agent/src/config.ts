@@ -57,6 +57,10 @@ export interface AgentConfig {
   trusted_keys: string[];
   /** A JWKS file installed with the agent whose keys are trusted like trusted_keys. */
   trusted_jwks_path: string;
+  /** host:port of a TCP listener serving GET /metrics without authentication; empty: metrics only on the control socket. */
+  metrics_listen: string;
+  /** Let metrics_listen be an address that is not loopback (anything that reaches it reads the metrics). */
+  metrics_allow_remote: boolean;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
@@ -94,6 +98,8 @@ export function defaults(): AgentConfig {
     allow_insecure_http: false,
     trusted_keys: [],
     trusted_jwks_path: '',
+    metrics_listen: '',
+    metrics_allow_remote: false,
   };
 }
 
@@ -136,6 +142,8 @@ const SCHEMA = {
     allow_insecure_http: { type: 'boolean' },
     trusted_keys: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
     trusted_jwks_path: { type: 'string', pattern: '^(/.*)?$' },
+    metrics_listen: { type: 'string', maxLength: 64, pattern: '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]+):[0-9]{1,5})?$' },
+    metrics_allow_remote: { type: 'boolean' },
   },
 } as const;
 
@@ -169,6 +177,7 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   AEGIS_FLEET_KEY_FILE: 'fleet_key_file',
   LICENSE_KEY_PATH: 'license_key_path',
   AEGIS_TRUSTED_JWKS_PATH: 'trusted_jwks_path',
+  AEGIS_METRICS_LISTEN: 'metrics_listen',
 };
 
 /** Settings given as numbers in the environment. */
@@ -232,6 +241,12 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
     const v = env[name];
     if (v !== undefined && v !== '') fromEnv[key] = /^\d+$/.test(v) ? Number(v) : v;
   }
+  const remote = env.AEGIS_METRICS_ALLOW_REMOTE;
+  if (remote !== undefined && remote !== '') {
+    if (/^(1|true|yes)$/i.test(remote)) fromEnv.metrics_allow_remote = true;
+    else if (/^(0|false|no)$/i.test(remote)) fromEnv.metrics_allow_remote = false;
+    else problems.push(`AEGIS_METRICS_ALLOW_REMOTE: must be true or false, got ${JSON.stringify(remote)}`);
+  }
   const insecure = env.AEGIS_ALLOW_INSECURE_HTTP;
   if (insecure !== undefined && insecure !== '') {
     if (/^(1|true|yes)$/i.test(insecure)) fromEnv.allow_insecure_http = true;
@@ -273,8 +288,25 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
       );
     }
   }
+  if (problems.length === 0) {
+    const c = merged as unknown as AgentConfig;
+    const where = metricsAddress(c.metrics_listen);
+    if (c.metrics_listen && where === null) problems.push(`metrics_listen: ${JSON.stringify(c.metrics_listen)} is not host:port with a port up to 65535 (e.g. 127.0.0.1:9465; port 0 picks a free one, logged at start)`);
+    else if (where && !isLoopbackHost(where.host) && !c.metrics_allow_remote) {
+      problems.push(
+        `metrics_listen: ${c.metrics_listen} is not a loopback address and the metrics listener has no authentication; bind 127.0.0.1, or set metrics_allow_remote: true (AEGIS_METRICS_ALLOW_REMOTE=true) for a private network only Prometheus reaches`,
+      );
+    }
+  }
   if (problems.length > 0) throw new ConfigError([...new Set(problems)]);
   return { config: merged as unknown as AgentConfig, file };
+}
+
+/** metrics_listen as host and port (IPv6 without brackets); null when empty or malformed. */
+export function metricsAddress(listen: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(listen);
+  if (!m || Number(m[3]) > 65535) return null;
+  return { host: m[1] ?? m[2]!, port: Number(m[3]) };
 }
 
 /** Loopback hosts: a plain http:// server there never crosses a network. */
