@@ -28,6 +28,7 @@ import { agentDir, cleanupDir, startAgent, type TestAgent } from './harness/agen
 import { missingCommand, requireCapability } from './harness/capabilities.js';
 import { helperScript, makeCgroup, missingDatapath, removeCgroup, runNodeInCgroup, testPinRoot } from './harness/datapath.js';
 import { parseExposition, promtoolCheckMetrics, type Exposition } from './harness/prometheus_text.js';
+import { startNats } from './harness/nats.js';
 import { startTestServer } from './harness/server.js';
 
 const DOC = fileURLToPath(new URL('../../docs/observability.md', import.meta.url));
@@ -145,10 +146,12 @@ t.test('without a datapath: the scrape answers and says so', async (t) => {
   t.equal(parseExposition(await tcp.text()).value('aegis_agent_datapath_available'), 0, 'the TCP listener serves the same');
 });
 
-if (requireCapability(t, missingCommand('promtool'))) {
+if (requireCapability(t, missingCommand('promtool', 'nats-server'))) {
   t.test('an enforced service: counters move with real traffic; both endpoints; documented names and labels', { timeout: 120_000 }, async (t) => {
     if (!requireCapability(t, await missingDatapath())) return;
-    const s = await startTestServer();
+    const nats = await startNats();
+    t.teardown(() => nats.stop());
+    const s = await startTestServer({ natsUrl: nats.url });
     t.teardown(() => s.close());
     const cust = await s.req('POST', '/api/v1/customers', { name: 'Metrics' });
     const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual', max_machines: 1 });
@@ -169,7 +172,7 @@ if (requireCapability(t, missingCommand('promtool'))) {
       pinRoot,
       services: { '411': cgroup },
       hardwareFacts: { machine_id: `metrics-host-${process.pid}` },
-      extraConfig: { metrics_listen: '127.0.0.1:0', socket_group: 'nogroup' },
+      extraConfig: { metrics_listen: '127.0.0.1:0', socket_group: 'nogroup', nats_url: nats.url, status_interval_seconds: 1 },
     });
     t.teardown(async () => {
       await a.stop();
@@ -231,6 +234,17 @@ if (requireCapability(t, missingCommand('promtool'))) {
     t.equal(after.value('aegis_agent_license_state', { state: 'licensed' }), 1);
     t.equal(after.value('aegis_agent_license_state', { state: 'community' }), 0);
     t.equal(after.value('aegis_agent_licensed'), 1);
+    // NATS: the agent reconnected as its machine at activation and reports every second.
+    let withNats = after;
+    for (let i = 0; i < 150; i++) {
+      withNats = (await scrape()).e;
+      if (withNats.value('aegis_agent_nats_connected') === 1 && (withNats.value('aegis_agent_last_report_timestamp_seconds') ?? 0) > 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    t.equal(withNats.value('aegis_agent_nats_configured'), 1);
+    t.equal(withNats.value('aegis_agent_nats_connected'), 1, 'connected to nats-server');
+    const reported = withNats.value('aegis_agent_last_report_timestamp_seconds') ?? 0;
+    t.ok(reported > Date.now() / 1000 - 30 && reported <= Date.now() / 1000 + 1, `a status report went out (${reported})`);
     const token = (await a.api('GET', '/v1/token')).body;
     t.equal(after.value('aegis_agent_kernel_token_expiry_seconds'), Date.parse(token.expires_at) / 1000, 'the kernel token\'s exp, as GET /v1/token says');
 
