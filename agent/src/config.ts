@@ -65,6 +65,10 @@ export interface AgentConfig {
   os_release_path: string;
   /** Seconds between inventory checks (status file mtime and listening sockets); a change to the file is seen at once. */
   inventory_interval_seconds: number;
+  /** host:port of a TCP listener serving GET /metrics without authentication; empty: metrics only on the control socket. */
+  metrics_listen: string;
+  /** Let metrics_listen be an address that is not loopback (anything that reaches it reads the metrics). */
+  metrics_allow_remote: boolean;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
@@ -106,6 +110,8 @@ export function defaults(): AgentConfig {
     dpkg_info_dir: '/var/lib/dpkg/info',
     os_release_path: '/etc/os-release',
     inventory_interval_seconds: 60,
+    metrics_listen: '',
+    metrics_allow_remote: false,
   };
 }
 
@@ -152,6 +158,8 @@ const SCHEMA = {
     dpkg_info_dir: { type: 'string', pattern: '^/' },
     os_release_path: { type: 'string', pattern: '^/' },
     inventory_interval_seconds: { type: 'integer', minimum: 1, maximum: 86400 },
+    metrics_listen: { type: 'string', maxLength: 64, pattern: '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]+):[0-9]{1,5})?$' },
+    metrics_allow_remote: { type: 'boolean' },
   },
 } as const;
 
@@ -186,6 +194,7 @@ const ENV_KEYS: Record<string, keyof AgentConfig> = {
   LICENSE_KEY_PATH: 'license_key_path',
   AEGIS_TRUSTED_JWKS_PATH: 'trusted_jwks_path',
   AEGIS_DPKG_STATUS_PATH: 'dpkg_status_path',
+  AEGIS_METRICS_LISTEN: 'metrics_listen',
 };
 
 /** Settings given as numbers in the environment. */
@@ -250,6 +259,12 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
     const v = env[name];
     if (v !== undefined && v !== '') fromEnv[key] = /^\d+$/.test(v) ? Number(v) : v;
   }
+  const remote = env.AEGIS_METRICS_ALLOW_REMOTE;
+  if (remote !== undefined && remote !== '') {
+    if (/^(1|true|yes)$/i.test(remote)) fromEnv.metrics_allow_remote = true;
+    else if (/^(0|false|no)$/i.test(remote)) fromEnv.metrics_allow_remote = false;
+    else problems.push(`AEGIS_METRICS_ALLOW_REMOTE: must be true or false, got ${JSON.stringify(remote)}`);
+  }
   const insecure = env.AEGIS_ALLOW_INSECURE_HTTP;
   if (insecure !== undefined && insecure !== '') {
     if (/^(1|true|yes)$/i.test(insecure)) fromEnv.allow_insecure_http = true;
@@ -291,8 +306,25 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
       );
     }
   }
+  if (problems.length === 0) {
+    const c = merged as unknown as AgentConfig;
+    const where = metricsAddress(c.metrics_listen);
+    if (c.metrics_listen && where === null) problems.push(`metrics_listen: ${JSON.stringify(c.metrics_listen)} is not host:port with a port up to 65535 (e.g. 127.0.0.1:9465; port 0 picks a free one, logged at start)`);
+    else if (where && !isLoopbackHost(where.host) && !c.metrics_allow_remote) {
+      problems.push(
+        `metrics_listen: ${c.metrics_listen} is not a loopback address and the metrics listener has no authentication; bind 127.0.0.1, or set metrics_allow_remote: true (AEGIS_METRICS_ALLOW_REMOTE=true) for a private network only Prometheus reaches`,
+      );
+    }
+  }
   if (problems.length > 0) throw new ConfigError([...new Set(problems)]);
   return { config: merged as unknown as AgentConfig, file };
+}
+
+/** metrics_listen as host and port (IPv6 without brackets); null when empty or malformed. */
+export function metricsAddress(listen: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(listen);
+  if (!m || Number(m[3]) > 65535) return null;
+  return { host: m[1] ?? m[2]!, port: Number(m[3]) };
 }
 
 /** Loopback hosts: a plain http:// server there never crosses a network. */

@@ -47,6 +47,14 @@ export class JsonLinesStream {
   constructor(readonly start: (write: (value: unknown) => void) => () => void) {}
 }
 
+/** A handler's answer that is not JSON: sent as is with its content type (GET /metrics). */
+export class TextReply {
+  constructor(
+    readonly contentType: string,
+    readonly text: string,
+  ) {}
+}
+
 interface Route {
   method: string;
   pattern: RegExp;
@@ -137,6 +145,11 @@ export class ControlApi {
     if (res.destroyed || req.socket.destroyed) return;
     if (payload instanceof JsonLinesStream) {
       this.stream(res, payload);
+      return;
+    }
+    if (payload instanceof TextReply) {
+      res.writeHead(status, { 'content-type': payload.contentType, 'cache-control': 'no-store' });
+      res.end(payload.text);
       return;
     }
     res.writeHead(status, { 'content-type': 'application/json' });

@@ -7,13 +7,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { normalizeLicenseKey, type Feature, type Tier } from '../../protocol/src/index.js';
-import { fleetKeyOf, insecureServerUrl, loadConfig, type AgentConfig, type ConfigSources } from './config.js';
+import { fleetKeyOf, insecureServerUrl, loadConfig, metricsAddress, type AgentConfig, type ConfigSources } from './config.js';
 import { FleetLicense } from './fleet_license.js';
 import { JwksCache } from './jwks_cache.js';
 import { AgentBus } from './nats/agent_bus.js';
 import { SegClient } from './seg_client.js';
 import { InventoryReporter } from './inventory/inventory_reporter.js';
-import { checkSnapshot, ControlApi, JsonLinesStream } from './control_api.js';
+import { AgentMetrics, type AgentMetricsSnapshot } from './agent_metrics.js';
+import { checkSnapshot, ControlApi, JsonLinesStream, TextReply } from './control_api.js';
+import { MetricsListener } from './metrics_listener.js';
 import { entryOf, FlowLog, matchesQuery, parseFlowLogQuery } from './flow_log.js';
 import { sdNotify } from './datapath/index.js';
 import { AgentError } from './errors.js';
@@ -63,6 +65,8 @@ export class AgentDaemon {
   private flowLog!: FlowLog;
   private stopFlowLog: (() => void) | null = null;
   private bus: AgentBus | null = null;
+  private readonly metrics: AgentMetrics;
+  private metricsListener: MetricsListener | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private readonly startedAt = Date.now();
   private stopping: Promise<void> | null = null;
@@ -76,6 +80,23 @@ export class AgentDaemon {
     this.anchors = new TrustAnchors(config, config.state_dir); // so is an unreadable trusted_jwks_path
     this.log = createAgentLogger(config.log_level, config.log_format);
     this.api = new ControlApi(this.log);
+    this.metrics = new AgentMetrics({ version: AGENT_VERSION, read: () => this.metricsSnapshot() });
+  }
+
+  /** What a scrape reads (every family's collect callback shares this one read). */
+  private async metricsSnapshot(): Promise<AgentMetricsSnapshot> {
+    const { services, datapathError } = await this.policy.metricsViews();
+    const token = this.license.kernelToken;
+    const exp = Number(token ? decodeUnverified(token)?.claims.exp : NaN);
+    return {
+      services,
+      datapathError,
+      datapathAvailable: this.policy.datapathAvailable,
+      license: { state: this.license.state, licensed: this.editionInfo().edition === 'licensed', kernelTokenExpiry: Number.isFinite(exp) ? exp : null },
+      nats: { configured: this.config.nats_url !== '', connected: this.bus?.isConnected() ?? false },
+      lastReportAt: this.seg.lastReportAt,
+      flowLog: { added: this.flowLog.added, overwritten: this.flowLog.overwritten, reportLinesDropped: this.seg.flowLinesDropped },
+    };
   }
 
   /** Licensed when this host's own license or its fleet's license is valid; features are the union. */
@@ -203,6 +224,12 @@ export class AgentDaemon {
 
     this.routes();
     await this.api.listen(c.socket_path, c.socket_group, c.admin_group);
+    // Read at start only: a reload keeps the running listener.
+    const metricsAt = metricsAddress(c.metrics_listen);
+    if (metricsAt) {
+      this.metricsListener = await MetricsListener.start(metricsAt, this.metrics, this.log);
+      this.log.info('metrics listener', { url: this.metricsListener.url, remote_allowed: c.metrics_allow_remote });
+    }
 
     await this.notify({ ready: true, status: this.statusLine() });
     const usec = Number(process.env.WATCHDOG_USEC);
@@ -368,6 +395,7 @@ export class AgentDaemon {
     const lic = () => this.license;
     this.api
       .on('GET', '/v1/status', async () => this.status())
+      .on('GET', '/metrics', async () => new TextReply(this.metrics.contentType, await this.metrics.scrape()))
       .on('GET', '/v1/license', async () => ({
         state: lic().state,
         machine_id: lic().machineId,
@@ -477,6 +505,7 @@ export class AgentDaemon {
       await this.seg?.stop();
       await this.inventory?.stop();
       await this.api.close();
+      await this.metricsListener?.close();
       await this.policy?.close();
     })();
     return this.stopping;

@@ -114,6 +114,8 @@ export class FlowLog {
   private readonly followers = new Set<(e: FlowLogEntry) => void>();
   /** Entries pushed out of the ring since start (the log is bounded, not lossless). */
   overwritten = 0;
+  /** Entries added since start. */
+  added = 0;
 
   constructor(readonly capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('flow log capacity must be a positive integer');
@@ -121,6 +123,7 @@ export class FlowLog {
   }
 
   add(e: FlowLogEntry): void {
+    this.added++;
     if (this.size === this.capacity) this.overwritten++;
     else this.size++;
     this.ring[this.next] = e;

@@ -11,7 +11,7 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatapathMode, Feature, MapSnapshot, Stage } from '../../protocol/src/index.js';
-import { cgroup2Mount, open, probe, type Datapath, type FlowEvent, type RuleCounters, type ServiceStats } from './datapath/index.js';
+import { cgroup2Mount, open, probe, type Datapath, type FlowEvent, type RuleCounters, type ServiceCounters, type ServiceStats } from './datapath/index.js';
 import type { AgentConfig } from './config.js';
 import { resolveCgroupPath } from './config.js';
 import { AgentError } from './errors.js';
@@ -50,6 +50,20 @@ export interface SnapshotView {
   counters: { allowed: number; dropped: number; would_drop: number } | null;
 }
 
+/** One service as the metrics see it (policy.metricsViews()). */
+export interface ServiceMetricsView {
+  service_id: number;
+  bound: boolean;
+  revision: number | null;
+  stage: Stage | null;
+  mode: DatapathMode | null;
+  /** Seconds left before the snapshot lapses (fractional); null without one. */
+  ttl_left_s: number | null;
+  counters: ServiceCounters | null;
+  rules: RuleCounters | null;
+  last_apply_seconds: number | null;
+}
+
 function checkRecord(v: unknown): string | null {
   const r = v as Partial<SnapshotRecord> | null;
   if (!r || typeof r !== 'object') return 'not an object';
@@ -78,6 +92,8 @@ export class PolicyManager {
   private applied = new Map<number, { snapshot: MapSnapshot; mode: DatapathMode; generation: number }>();
   private generationRevisions = new Map<number, Map<number, number>>();
   private lastGeneration = 0;
+  /** Wall time of the last datapath apply per service (build, swap and the serialised wait), for the metrics. */
+  private lastApply = new Map<number, { seconds: number; at: number }>();
 
   constructor(
     private config: AgentConfig,
@@ -213,7 +229,9 @@ export class PolicyManager {
     const mode = this.modeOf(rec);
     const prev = this.applied.get(id);
     const generation = prev && prev.snapshot === rec.snapshot && prev.mode === mode ? prev.generation : this.newGeneration();
+    const started = performance.now();
     await this.datapath.apply(id, rec.snapshot, { mode, expiresAt, generation, onExpiry: this.config.expiry_behaviour });
+    this.lastApply.set(id, { seconds: (performance.now() - started) / 1000, at: Date.now() });
     this.applied.set(id, { snapshot: rec.snapshot, mode, generation });
     const gens = this.generationRevisions.get(id) ?? new Map<number, number>();
     gens.delete(generation);
@@ -332,6 +350,51 @@ export class PolicyManager {
         counters: c ? { allowed: c.allowed, dropped: c.dropped, would_drop: c.wouldDrop } : null,
       };
     });
+  }
+
+  /**
+   * What the metrics read at scrape time, per configured or recorded service: the record in
+   * force, the kernel's counters and the per-rule counts of the generation in force (both
+   * null without a datapath), and the last apply's duration.
+   */
+  async metricsViews(): Promise<{ services: ServiceMetricsView[]; datapathError: boolean }> {
+    let stats: ServiceStats[] = [];
+    let datapathError = false;
+    if (this.datapath) {
+      try {
+        stats = await this.datapath.stats();
+      } catch (e) {
+        datapathError = true;
+        this.log.warn('metrics: cannot read the datapath counters', { error: (e as Error).message });
+      }
+    }
+    const ids = [...new Set([...this.services.keys(), ...this.records.keys()])].sort((a, b) => a - b);
+    const out: ServiceMetricsView[] = [];
+    for (const id of ids) {
+      const rec = this.records.get(id);
+      const st = stats.find((s) => s.serviceId === id);
+      let rules: RuleCounters | null = null;
+      if (this.datapath && st?.policy) {
+        try {
+          rules = await this.datapath.ruleCounters(id);
+        } catch (e) {
+          datapathError = true;
+          this.log.warn('metrics: cannot read rule counters', { service_id: id, error: (e as Error).message });
+        }
+      }
+      out.push({
+        service_id: id,
+        bound: this.services.get(id)?.bound ?? false,
+        revision: rec?.revision ?? null,
+        stage: rec?.stage ?? null,
+        mode: rec ? this.modeOf(rec) : null,
+        ttl_left_s: rec ? Math.max(0, (this.expiresAt(rec) - Date.now()) / 1000) : null,
+        counters: st?.counters ?? null,
+        rules,
+        last_apply_seconds: this.lastApply.get(id)?.seconds ?? null,
+      });
+    }
+    return { services: out, datapathError };
   }
 
   get datapathAvailable(): boolean {

@@ -77,6 +77,8 @@ export class SegClient {
   flowLinesDropped = 0;
   private stopFlows: (() => void) | null = null;
   lastSource: 'nats' | 'http' | null = null;
+  /** When the last status report was handed to NATS without error (ms since the epoch); null: never. */
+  lastReportAt: number | null = null;
   lastFallbackAt: string | null = null;
   lastFallbackError: string | null = null;
 
@@ -245,7 +247,12 @@ export class SegClient {
       ...(this.d.clock ? { clock: this.d.clock() } : {}),
       sent_at: new Date().toISOString(),
     };
-    await bus.publishStatus(status).catch(() => undefined);
+    await bus.publishStatus(status).then(
+      () => {
+        this.lastReportAt = Date.now();
+      },
+      () => undefined,
+    );
     if (this.flowCounts.size === 0) return;
     const before = this.flowLinesDropped;
     for (const r of this.takeFlowReports()) {

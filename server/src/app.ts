@@ -11,7 +11,7 @@ import { ServerContext } from './context.js';
 import { Customers } from './customers.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
-import { createHttpServer, createMtlsServer, listen, type HttpServerHandle } from './http/http_server.js';
+import { createHttpServer, createHttpsMainServer, createMtlsServer, listen, type CorsPolicy, type HttpServerHandle } from './http/http_server.js';
 import { Router } from './http/router.js';
 import { AgentTokens } from './agent_tokens.js';
 import { addAgentRoutes } from './routes_agent.js';
@@ -107,6 +107,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const clock = opts.clock ?? systemClock;
   const keys = KeyStore.open(config.keysDir);
   keys.signingKey(); // fail fast: no key, or a key others can read
+  // Before the database: a certificate that cannot serve is a configuration error, found at once.
+  const mainTls = config.tls ? readTlsFiles(config.tls) : null;
   const { db, dialect, description } = openDatabase(config.databaseUrl);
   try {
     const { applied } = await migrateToLatest(db, dialect);
@@ -208,7 +210,17 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   }
   // Last: the document lists what this listener serves.
   addDocsRoutes(router, { version: SERVER_VERSION });
-  const http = await listen(createHttpServer(router, log, config.http, clock, metrics.observeRequest), config.host, config.port);
+  const cors: CorsPolicy = { origins: new Set(config.corsOrigins) };
+  let http: HttpServerHandle;
+  try {
+    const server = mainTls
+      ? createHttpsMainServer(router, log, mainTls, config.http, clock, metrics.observeRequest, cors)
+      : createHttpServer(router, log, config.http, clock, metrics.observeRequest, 'main', cors);
+    http = await listen(server, config.host, config.port);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
   let metricsHttp: HttpServerHandle | null = null;
   if (config.metricsListen) {
     const metricsRouter = new Router();
@@ -309,6 +321,27 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
       await audit.flush().catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
       await db.destroy();
     },
+  };
+}
+
+/** Reads the main listener's certificate and key (the key 0600), naming the file and the setting. */
+function readTlsFiles(t: NonNullable<ServerConfig['tls']>): { cert: string; key: string; certPath: string; keyPath: string } {
+  const read = (path: string, what: string, setting: string, secret: boolean): string => {
+    try {
+      if (secret && (statSync(path).mode & 0o077) !== 0) {
+        throw new AegisError('INSECURE_KEY_FILE', `the TLS key ${path} must not be readable by group or others (chmod 600 ${path})`);
+      }
+      return readFileSync(path, 'utf8');
+    } catch (e) {
+      if (e instanceof AegisError) throw e;
+      throw new Error(`HTTPS is enabled but the ${what} ${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); check ${setting}`, { cause: e });
+    }
+  };
+  return {
+    cert: read(t.certPath, 'TLS certificate', '--tls-cert / AEGIS_TLS_CERT', false),
+    key: read(t.keyPath, 'TLS key', '--tls-key / AEGIS_TLS_KEY', true),
+    certPath: t.certPath,
+    keyPath: t.keyPath,
   };
 }
 

@@ -104,6 +104,8 @@ const program = new Command('aegis-server')
   .addOption(new Option('--agent-listen <host:port>', 'mTLS agent listener address (env AEGIS_AGENT_LISTEN; default 127.0.0.1:8443)'))
   .addOption(new Option('--ssl-cert <path>', 'agent listener certificate; enables mTLS (env SERVER_CERT_PATH)'))
   .addOption(new Option('--ssl-key <path>', 'agent listener private key; enables mTLS (env SERVER_KEY_PATH)'))
+  .addOption(new Option('--tls-cert <path>', 'serve the main listener over HTTPS with this certificate (PEM; env AEGIS_TLS_CERT)'))
+  .addOption(new Option('--tls-key <path>', 'private key of --tls-cert (PEM, mode 0600; env AEGIS_TLS_KEY)'))
   .addOption(new Option('--mtls-ca <path>', 'CA that client certificates must chain to; enables mTLS (env CLIENT_CA_CERT_PATH)'))
   .showHelpAfterError();
 

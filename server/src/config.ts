@@ -75,6 +75,10 @@ export interface ServerConfig {
   intelRefreshSeconds: number;
   /** Event ingest: retention, file and batch limits, YARA (server/src/events/settings.ts). */
   events: EventSettings;
+  /** The main listener over HTTPS (--tls-cert/--tls-key, AEGIS_TLS_CERT/AEGIS_TLS_KEY); null: plain HTTP. */
+  tls: { certPath: string; keyPath: string } | null;
+  /** Browser origins allowed to call the main listener (AEGIS_CORS_ORIGINS); empty: no CORS headers at all. */
+  corsOrigins: string[];
 }
 
 function intelFeedsFrom(env: NodeJS.ProcessEnv): string[] {
@@ -200,6 +204,8 @@ export interface ConfigFlags {
   sslCert?: string;
   sslKey?: string;
   mtlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 function truthy(v: string | undefined): boolean {
@@ -221,6 +227,41 @@ export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
   if (!m || Number(m[3]) > 65535) throw new Error(`--listen must be host:port (e.g. 127.0.0.1:8000), got ${JSON.stringify(listen)}`);
   return { host: m[1] ?? m[2]!, port: Number(m[3]) };
+}
+
+/** --tls-cert/--tls-key (or AEGIS_TLS_CERT/AEGIS_TLS_KEY): both or neither. */
+function tlsFrom(flags: ConfigFlags, env: NodeJS.ProcessEnv): ServerConfig['tls'] {
+  const certPath = flags.tlsCert ?? (env.AEGIS_TLS_CERT || undefined);
+  const keyPath = flags.tlsKey ?? (env.AEGIS_TLS_KEY || undefined);
+  if (certPath === undefined && keyPath === undefined) return null;
+  if (certPath === undefined || keyPath === undefined) {
+    throw new Error(`HTTPS on the main listener needs both a certificate and its key: --tls-cert (AEGIS_TLS_CERT) and --tls-key (AEGIS_TLS_KEY); only the ${certPath === undefined ? 'key' : 'certificate'} was given`);
+  }
+  return { certPath, keyPath };
+}
+
+/**
+ * AEGIS_CORS_ORIGINS: origins (scheme://host[:port], comma-separated) whose pages may call
+ * the API. Each must be exactly an origin: no path, no wildcard, no "null".
+ */
+export function parseCorsOrigins(text: string | undefined): string[] {
+  if (text === undefined || text.trim() === '') return [];
+  const out: string[] = [];
+  for (const o of text.split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (o === '*') throw new Error('AEGIS_CORS_ORIGINS: "*" is refused: list each origin that may call the API (e.g. https://console.example.com)');
+    let origin: string | null = null;
+    try {
+      const u = new URL(o);
+      if (u.protocol === 'https:' || u.protocol === 'http:') origin = u.origin;
+    } catch {
+      /* reported below */
+    }
+    if (origin === null || origin !== o) {
+      throw new Error(`AEGIS_CORS_ORIGINS: ${JSON.stringify(o)} is not an origin; write scheme://host[:port] with no path or trailing slash, lower case (e.g. https://console.example.com${origin && origin !== o ? `; did you mean ${origin}?` : ''})`);
+    }
+    if (!out.includes(origin)) out.push(origin);
+  }
+  return out;
 }
 
 /** Default lifetime of a machine's NATS credentials: one day, renewed on refresh. */
@@ -295,6 +336,8 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     metricsListen: metricsListenFrom(env),
+    tls: tlsFrom(flags, env),
+    corsOrigins: parseCorsOrigins(env.AEGIS_CORS_ORIGINS),
     metricsMaxSeries: intSetting(env, 'AEGIS_METRICS_MAX_SERIES', DEFAULT_METRICS_MAX_SERIES, 1, 10_000),
     natsUrl: flags.natsUrl ?? env.NATS_URL ?? '',
     natsUser: env.AEGIS_NATS_USER ?? '',

@@ -27,6 +27,36 @@ export interface MtlsOptions {
   clientCa: string;
 }
 
+/** PEM material of the main listener over HTTPS. */
+export interface TlsOptions {
+  cert: string;
+  key: string;
+}
+
+/**
+ * Browser origins allowed to call a listener. Only listed origins get CORS headers, and
+ * only their preflights are answered; never Access-Control-Allow-Credentials (the API
+ * authenticates with headers, never cookies, so a page has nothing ambient to send).
+ */
+export interface CorsPolicy {
+  origins: ReadonlySet<string>;
+}
+
+const CORS_METHODS = 'GET, POST, PUT, PATCH, DELETE';
+/** What a page may send: the API key headers, a JSON body, conditional GETs. */
+const CORS_REQUEST_HEADERS = 'authorization, content-type, x-api-key, if-none-match, if-modified-since';
+/** What a page may read beyond the CORS-safelisted response headers. */
+const CORS_EXPOSED_HEADERS = 'retry-after, etag, last-modified, allow';
+
+/** The main listener's certificate and key cannot serve: named, with what to do. */
+export class TlsConfigError extends Error {
+  readonly code = 'TLS_CONFIG_INVALID';
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'TlsConfigError';
+  }
+}
+
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 /** The route label of a request no route matched (404, 405): never the raw path. */
@@ -134,8 +164,42 @@ export function createMtlsServer(router: Router, log: Logger, tls: MtlsOptions, 
   return capped(server, limits, log, 'agent');
 }
 
-export function createHttpServer(router: Router, log: Logger, limits: HttpLimits, clock: Clock = systemClock, observe?: RequestObserver, listener = 'main'): HttpServer {
-  return capped(createServer(listenerOptions(limits), requestListener(router, log, clock, observe)), limits, log, listener);
+export function createHttpServer(router: Router, log: Logger, limits: HttpLimits, clock: Clock = systemClock, observe?: RequestObserver, listener = 'main', cors?: CorsPolicy): HttpServer {
+  return capped(createServer(listenerOptions(limits), requestListener(router, log, clock, observe, cors)), limits, log, listener);
+}
+
+/**
+ * The main listener over HTTPS (TLS 1.2 or later, no client certificate). A certificate
+ * and key that do not belong together, or that are not PEM, fail here, at start, with a
+ * TlsConfigError naming both files.
+ */
+export function createHttpsMainServer(
+  router: Router,
+  log: Logger,
+  tls: TlsOptions & { certPath: string; keyPath: string },
+  limits: HttpLimits,
+  clock: Clock = systemClock,
+  observe?: RequestObserver,
+  cors?: CorsPolicy,
+): HttpsServer {
+  let server: HttpsServer;
+  try {
+    server = createHttpsServer(
+      { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', handshakeTimeout: limits.headersTimeoutMs, ...listenerOptions(limits) },
+      requestListener(router, log, clock, observe, cors),
+    );
+  } catch (e) {
+    const why = (e as Error).message;
+    const mismatch = /key values mismatch/i.test(why);
+    throw new TlsConfigError(
+      mismatch
+        ? `the TLS key ${tls.keyPath} is not the key of the certificate ${tls.certPath} (key values mismatch); give the key the certificate was issued for (--tls-key / AEGIS_TLS_KEY)`
+        : `the TLS certificate ${tls.certPath} and key ${tls.keyPath} cannot be used (${why}); both must be PEM (--tls-cert / AEGIS_TLS_CERT, --tls-key / AEGIS_TLS_KEY)`,
+      e,
+    );
+  }
+  server.on('tlsClientError', (err) => log.debug('TLS handshake refused', { listener: 'main', error: err.message }));
+  return capped(server, limits, log, 'main');
 }
 
 /**
@@ -172,11 +236,46 @@ function capped<S extends Server>(server: S, limits: HttpLimits, log: Logger, li
   return server;
 }
 
-function requestListener(router: Router, log: Logger, clock: Clock, observe?: RequestObserver): (req: IncomingMessage, res: ServerResponse) => void {
+/**
+ * CORS for one request: the headers a listed origin gets, or, for a preflight (OPTIONS
+ * with Origin and Access-Control-Request-Method), the whole answer: 204 for a listed
+ * origin, 403 with no CORS headers for any other. Nothing at all without a policy.
+ */
+function corsFor(req: IncomingMessage, cors: CorsPolicy | undefined): { preflight: Reply | null; headers: Record<string, string> } {
+  if (!cors || cors.origins.size === 0) return { preflight: null, headers: {} };
+  const origin = typeof req.headers.origin === 'string' ? req.headers.origin : null;
+  const listed = origin !== null && cors.origins.has(origin);
+  const preflight = req.method === 'OPTIONS' && origin !== null && req.headers['access-control-request-method'] !== undefined;
+  if (preflight) {
+    if (!listed) {
+      return { preflight: errorReply(new AegisError('FORBIDDEN', `origin ${JSON.stringify(origin.slice(0, 200))} may not call this API (it is not in AEGIS_CORS_ORIGINS)`), { vary: 'Origin' }), headers: {} };
+    }
+    return {
+      preflight: {
+        status: 204,
+        body: null,
+        headers: {
+          'access-control-allow-origin': origin,
+          'access-control-allow-methods': CORS_METHODS,
+          'access-control-allow-headers': CORS_REQUEST_HEADERS,
+          'access-control-max-age': '600',
+          vary: 'Origin, Access-Control-Request-Method, Access-Control-Request-Headers',
+        },
+      },
+      headers: {},
+    };
+  }
+  if (!listed) return { preflight: null, headers: { vary: 'Origin' } };
+  return { preflight: null, headers: { 'access-control-allow-origin': origin, 'access-control-expose-headers': CORS_EXPOSED_HEADERS, vary: 'Origin' } };
+}
+
+function requestListener(router: Router, log: Logger, clock: Clock, observe?: RequestObserver, cors?: CorsPolicy): (req: IncomingMessage, res: ServerResponse) => void {
   return (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     const routed = { route: UNMATCHED_ROUTE };
-    void handle(router, req, routed).then((reply) => {
+    const c = corsFor(req, cors);
+    const answer = c.preflight ? (req.resume(), Promise.resolve(c.preflight)) : handle(router, req, routed);
+    void answer.then((reply) => {
       // Nobody is left to answer (the client hung up, or a timeout closed the connection).
       if (res.destroyed || req.socket.destroyed) return;
       const payload = reply.status === 204 || reply.status === 304 ? '' : (reply.raw ?? JSON.stringify(reply.body));
@@ -188,6 +287,7 @@ function requestListener(router: Router, log: Logger, clock: Clock, observe?: Re
         // its own clock to tell a clock that is off from a forged proof.
         date: clock.now().toUTCString(),
         ...(reply.headers ?? {}),
+        ...c.headers,
       });
       res.end(payload);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
