@@ -16,7 +16,7 @@ import type { ServiceMetricsView } from './policy.js';
 export const MAX_RULE_SERIES_PER_SERVICE = 256;
 
 /** The license states the agent can be in (licensing.ts), each exported 1 or 0. */
-export const LICENSE_STATES = ['licensed', 'community', 'activating'] as const;
+export const LICENSE_STATES = ['licensed', 'grace', 'community', 'activating'] as const;
 const MODES = ['enforce', 'observe'] as const;
 
 /** What one scrape reads. */

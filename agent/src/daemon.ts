@@ -101,7 +101,8 @@ export class AgentDaemon {
 
   /** Licensed when this host's own license or its fleet's license is valid; features are the union. */
   editionInfo(): { edition: 'licensed' | 'community'; tier: Tier | null; features: Feature[]; reason: string } {
-    const own = this.license.state === 'licensed';
+    // In grace the host's own license still licenses its features (until the grace ends).
+    const own = this.license.state === 'licensed' || this.license.state === 'grace';
     const fleet = this.fleet?.active() ?? false;
     if (!own && !fleet) {
       const why = this.fleet && this.fleet.claims ? `fleet license ${this.fleet.claims.status}` : this.license.reason;
@@ -370,6 +371,9 @@ export class AgentDaemon {
       hostname: this.config.hostname || osHostname(),
       edition: e.edition,
       edition_reason: e.reason,
+      license_state: lic.state,
+      grace_ends_at: lic.graceEndsAt?.toISOString() ?? null,
+      last_heartbeat_at: lic.lastHeartbeatAt,
       machine_id: lic.machineId,
       tier: e.tier,
       features: e.features,

@@ -9,7 +9,8 @@ import { compactVerify, createLocalJWKSet, decodeProtectedHeader, type JSONWebKe
 import { AUD_LICENSE, TOKEN_ALG, type LicenseClaims } from '../../protocol/src/index.js';
 
 export type OfflineVerdict =
-  | { ok: true; claims: LicenseClaims }
+  /** `graceEndsAt`: past exp but within the token's grace claim (exp + grace_seconds). */
+  | { ok: true; claims: LicenseClaims; graceEndsAt?: Date }
   | { ok: false; code: 'MALFORMED' | 'SIGNATURE_INVALID' | 'UNKNOWN_KEY' | 'EXPIRED' | 'HWID_MISMATCH' | 'HOST_KEY_MISMATCH' | 'VERSION_MISMATCH' | 'WRONG_AUDIENCE'; message: string };
 
 export interface Expectations {
@@ -44,7 +45,11 @@ export async function verifyLicenseOffline(token: string, jwks: JSONWebKeySet, w
   }
   if (c.aud !== AUD_LICENSE) return { ok: false, code: 'WRONG_AUDIENCE', message: 'not a license token' };
   const now = Math.floor((want.now ?? new Date()).getTime() / 1000);
-  if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) {
+  let graceEndsAt: Date | undefined;
+  if (typeof c.exp === 'number' && c.exp <= now && typeof c.grace_seconds === 'number' && c.grace_seconds > 0 && now < c.exp + c.grace_seconds) {
+    // Expired, within the license's grace period: still licensed until the grace ends.
+    graceEndsAt = new Date((c.exp + c.grace_seconds) * 1000);
+  } else if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) {
     const at = typeof c.exp === 'number' ? new Date(c.exp * 1000).toISOString() : String(c.exp);
     // A perpetual license's token ends too (it bounds how long a host runs offline on
     // it): that token needs a refresh from the server, the license is not over.
@@ -58,7 +63,7 @@ export async function verifyLicenseOffline(token: string, jwks: JSONWebKeySet, w
   if (allowed.length > 0 && (major === undefined || !allowed.includes(String(Number(major))))) {
     return { ok: false, code: 'VERSION_MISMATCH', message: `agent ${want.agentVersion} not allowed (majors ${allowed.join(', ')})` };
   }
-  return { ok: true, claims: c };
+  return graceEndsAt ? { ok: true, claims: c, graceEndsAt } : { ok: true, claims: c };
 }
 
 /** Decodes a compact JWS without verifying (for display). */

@@ -16,6 +16,7 @@ import type { JSONWebKeySet } from 'jose';
 import {
   AUD_ACTIVATION_PROOF,
   AUD_DEACTIVATION_PROOF,
+  AUD_HEARTBEAT_PROOF,
   AUD_REFRESH_PROOF,
   normalizeLicenseKey,
   fingerprintComponents,
@@ -81,7 +82,8 @@ const checkJwks = (v: unknown) =>
     ? null
     : 'not a JWKS';
 
-export type LicenseState = 'licensed' | 'community' | 'activating';
+/** `grace`: the license (or this host's token) expired, within its grace period: licensed features stay on until graceEndsAt. */
+export type LicenseState = 'licensed' | 'grace' | 'community' | 'activating';
 
 export interface LicenseDeps {
   store: StateStore;
@@ -120,6 +122,12 @@ export class LicenseManager extends EventEmitter {
   private expiryTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
   private stopped = false;
+  /** While in grace: when it ends (then community). */
+  graceEndsAt: Date | null = null;
+  private graceTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private heartbeatSeq = 0;
+  lastHeartbeatAt: string | null = null;
   /** Serialises activate/refresh/deactivate: one conversation with the server at a time. */
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -132,7 +140,7 @@ export class LicenseManager extends EventEmitter {
   }
 
   get features(): Feature[] {
-    return this.state === 'licensed' ? (this.claims?.features ?? []) : [];
+    return this.state === 'licensed' || this.state === 'grace' ? (this.claims?.features ?? []) : [];
   }
 
   get kernelTokenExpiresAt(): string | null {
@@ -158,7 +166,7 @@ export class LicenseManager extends EventEmitter {
     this.state = state;
     this.reason = reason;
     if (changed) {
-      this.d.log.info(state === 'licensed' ? 'licensed' : `running as community edition: ${reason}`, {
+      this.d.log.info(state === 'licensed' ? 'licensed' : state === 'grace' ? `license in grace: ${reason}` : `running as community edition: ${reason}`, {
         edition: state,
         tier: this.claims?.tier,
         machine_id: this.machineId,
@@ -203,12 +211,19 @@ export class LicenseManager extends EventEmitter {
       return;
     }
     this.claims = verdict.claims;
-    this.set('licensed', `${verdict.claims.tier} license ${verdict.claims.license_id}`);
-    this.armExpiry();
+    if (verdict.graceEndsAt) {
+      // Expired while this host was off or out of contact, within the grace period.
+      this.enterGrace(verdict.graceEndsAt);
+      this.schedule(0);
+    } else {
+      this.set('licensed', `${verdict.claims.tier} license ${verdict.claims.license_id}`);
+      this.armExpiry();
+    }
+    this.armHeartbeats();
     // Put the cached kernel token back in place if it is still valid (a reboot may have
     // lost it); a stale one is replaced by the first refresh.
     if (Date.parse(this.tokens.kernel_token_expires_at) > this.d.clock.effectiveNow().getTime()) await this.d.kernelToken.write(this.tokens.kernel_token);
-    this.scheduleByHalfLife();
+    if (!verdict.graceEndsAt) this.scheduleByHalfLife();
   }
 
   activate(licenseKey: string): Promise<LicenseClaims> {
@@ -281,8 +296,10 @@ export class LicenseManager extends EventEmitter {
     this.retrying = false;
     await this.d.certificate.adopt(bundle);
     await this.d.kernelToken.write(tokens.kernel_token);
+    this.clearGrace();
     this.set('licensed', `${verdict.claims.tier} license ${verdict.claims.license_id}`);
     this.armExpiry();
+    this.armHeartbeats();
     this.scheduleByHalfLife();
     return verdict.claims;
   }
@@ -342,6 +359,14 @@ export class LicenseManager extends EventEmitter {
     } catch (e) {
       const err = e as AgentError;
       this.lastError = { code: String(err.code), message: err.message };
+      if (e instanceof ServerError && e.endsLicense && e.code === 'LICENSE_EXPIRED' && this.state === 'grace') {
+        // Expired, as this host already knows: the grace period runs on. Ask again now and
+        // then (the license may be renewed); the grace timer ends it.
+        this.retrying = true;
+        this.d.log.warn('license expired; in grace until its end', { grace_ends_at: this.graceEndsAt?.toISOString() });
+        this.schedule(Math.min(backoffDelay(this.attempt++, this.d.backoff ?? DEFAULT_BACKOFF), 300_000));
+        return;
+      }
       if (e instanceof ServerError && e.endsLicense) {
         // The server's own word that the license or seat is over: retrying cannot help. Say
         // why and stop. Anything else (a proxy's 403, a refused proof, a 5xx) is retried.
@@ -400,6 +425,14 @@ export class LicenseManager extends EventEmitter {
       this.expiryTimer = null;
       void this.serial(async () => {
         const perpetual = this.claims?.license_type === 'perpetual';
+        const exp = this.claims?.exp;
+        const grace = this.claims?.grace_seconds;
+        if (typeof exp === 'number' && typeof grace === 'number' && grace > 0 && this.d.clock.effectiveNow().getTime() < (exp + grace) * 1000) {
+          // Within the grace period: licensed features stay on until it ends.
+          this.enterGrace(new Date((exp + grace) * 1000));
+          this.schedule(0);
+          return;
+        }
         this.claims = null;
         await this.d.kernelToken.remove();
         this.set('community', perpetual ? 'license token expired; refreshing it from the server' : 'license expired');
@@ -407,6 +440,62 @@ export class LicenseManager extends EventEmitter {
       });
     }, Math.min(Math.max(0, ms), 2 ** 31 - 1));
     this.expiryTimer.unref();
+  }
+
+  /** Grace: licensed features stay on (claims kept, kernel token left in place) until `until`, then community. */
+  private enterGrace(until: Date): void {
+    this.graceEndsAt = until;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    const ms = until.getTime() - this.d.clock.effectiveNow().getTime();
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = null;
+      void this.serial(async () => {
+        if (this.state !== 'grace') return;
+        this.graceEndsAt = null;
+        this.claims = null;
+        await this.d.kernelToken.remove();
+        this.set('community', 'license expired; its grace period ended');
+      });
+    }, Math.min(Math.max(0, ms), 2 ** 31 - 1));
+    this.graceTimer.unref();
+    this.set('grace', `license expired; in its grace period until ${until.toISOString()}`);
+  }
+
+  private clearGrace(): void {
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
+    this.graceEndsAt = null;
+  }
+
+  /**
+   * Heartbeats when the license asks for them (`heartbeat_interval_seconds` or a floating
+   * lease in the token): every half interval (or half lease), each proof signed with the
+   * host key and a seq that only grows (milliseconds, never below the last one sent).
+   */
+  private armHeartbeats(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    const interval = this.claims?.heartbeat_interval_seconds;
+    const lease = this.claims?.lease_ttl_seconds;
+    const every = Math.min(typeof interval === 'number' ? interval : Infinity, typeof lease === 'number' ? lease : Infinity);
+    if (!Number.isFinite(every) || this.stopped) return;
+    const beat = () => void this.heartbeatOnce();
+    this.heartbeatTimer = setInterval(beat, Math.max(1000, (every * 1000) / 2));
+    this.heartbeatTimer.unref();
+    beat();
+  }
+
+  private async heartbeatOnce(): Promise<void> {
+    const machine = this.machine;
+    if (!machine) return;
+    this.heartbeatSeq = Math.max(this.heartbeatSeq + 1, Date.now());
+    try {
+      await this.d.link.heartbeat(machine.machine_id, signHostProof(this.d.identity.privateKey, { aud: AUD_HEARTBEAT_PROOF, hwid: this.d.hardwareId, seq: this.heartbeatSeq }));
+      this.lastHeartbeatAt = new Date().toISOString();
+    } catch (e) {
+      this.d.log.warn('heartbeat failed', { code: (e as AgentError).code, reason: (e as Error).message });
+      if (e instanceof ServerError && e.code === 'MACHINE_DEACTIVATED') this.refreshNow().catch(() => undefined);
+    }
   }
 
   /** What a host-key proof needs, once this host holds a seat (the HTTP fallback uses it). */
@@ -417,6 +506,9 @@ export class LicenseManager extends EventEmitter {
   private clearTimers(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    this.clearGrace();
     this.timer = null;
     this.expiryTimer = null;
     this.nextRefreshAt = null;

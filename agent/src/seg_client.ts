@@ -244,6 +244,8 @@ export class SegClient {
       tier: e.tier,
       datapath: { available: this.d.policy.datapathAvailable, reason: this.d.policy.datapathAvailable ? null : this.d.policy.datapathReason },
       services: views.map((v) => ({ service_id: v.service_id, revision: v.revision, stage: v.stage, mode: v.mode, ttl_left_s: v.ttl_left_s, counters: v.counters })),
+      license_state: this.d.license.state,
+      grace_ends_at: this.d.license.graceEndsAt?.toISOString() ?? null,
       ...(this.d.clock ? { clock: this.d.clock() } : {}),
       sent_at: new Date().toISOString(),
     };

@@ -107,6 +107,11 @@ export class ServerLink {
     return this.request<TokenBundle>({ method: 'POST', path: ROUTES.refresh(machineId), body, timeoutMs: LICENSING_TIMEOUT_MS });
   }
 
+  /** A heartbeat (host-key proof, `aud: aegis-heartbeat`, with a growing `seq`); renews a floating lease. */
+  heartbeat(machineId: string, proof: string): Promise<unknown> {
+    return this.request<unknown>({ method: 'POST', path: `/api/v1/machines/${encodeURIComponent(machineId)}/heartbeat`, body: { proof }, timeoutMs: LICENSING_TIMEOUT_MS });
+  }
+
   /** Frees this host's seat (host-key proof, `aud: aegis-deactivation`). */
   deactivate(machineId: string, proof: string): Promise<unknown> {
     return this.request<unknown>({ method: 'DELETE', path: ROUTES.machine(machineId), body: { proof }, timeoutMs: LICENSING_TIMEOUT_MS });

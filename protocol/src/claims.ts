@@ -14,6 +14,8 @@ export const AUD_ACTIVATION_PROOF = 'aegis-activation';
 export const AUD_REFRESH_PROOF = 'aegis-refresh';
 export const AUD_DEACTIVATION_PROOF = 'aegis-deactivation';
 export const AUD_SNAPSHOTS_PROOF = 'aegis-snapshots';
+/** A machine's heartbeat: a host proof that also carries a strictly increasing `seq`. */
+export const AUD_HEARTBEAT_PROOF = 'aegis-heartbeat';
 
 /** Proof iat must be within this many seconds of the server's clock. */
 export const PROOF_MAX_SKEW_SECONDS = 300;
@@ -47,6 +49,15 @@ export interface LicenseClaims {
   entitlements: string[];
   hwid: string;
   cnf: { jkt: string };
+  /**
+   * Grace after `exp` (the license's expiry, or the token's end when the host lost
+   * contact): until `exp + grace_seconds` a verifier answers VALID_IN_GRACE. Absent: none.
+   */
+  grace_seconds?: number;
+  /** Seconds between the heartbeats the license requires of this machine; absent: none required. */
+  heartbeat_interval_seconds?: number;
+  /** A floating license's lease: the seat lapses unless renewed within this many seconds. */
+  lease_ttl_seconds?: number;
 }
 
 /**
@@ -72,7 +83,13 @@ export interface HostProofClaims {
   hwid: string;
   iat: number;
   jti: string;
+  /** Heartbeats only: strictly greater than the machine's last accepted heartbeat's. */
+  seq?: number;
 }
+
+/** What a license's heartbeat culler does to a machine that missed its window (and grace). */
+export const HEARTBEAT_CULL_STRATEGIES = ['deactivate', 'keep'] as const;
+export type HeartbeatCull = (typeof HEARTBEAT_CULL_STRATEGIES)[number];
 
 /** Validation verdicts of POST /api/v1/licenses/validate. */
 export const VALIDATION_CODES = [
@@ -97,6 +114,10 @@ export const VALIDATION_CODES = [
   'VERSION_NOT_ALLOWED',
   /** The caller required `entitlements` that the license does not grant (now, per the server). */
   'ENTITLEMENT_MISSING',
+  /** Expired (the license, or the token of a host that lost contact) but within the license's grace period: still valid until `grace_ends_at`. */
+  'VALID_IN_GRACE',
+  /** The machine missed its heartbeat window under `heartbeat_cull: keep`: its seat is kept, its token does not validate until it heartbeats again. */
+  'HEARTBEAT_DEAD',
 ] as const;
 export type ValidationCode = (typeof VALIDATION_CODES)[number];
 

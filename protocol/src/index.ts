@@ -23,6 +23,8 @@ export {
   AUD_REFRESH_PROOF,
   AUD_DEACTIVATION_PROOF,
   AUD_SNAPSHOTS_PROOF,
+  AUD_HEARTBEAT_PROOF,
+  HEARTBEAT_CULL_STRATEGIES,
   PROOF_MAX_SKEW_SECONDS,
   LICENSE_TYPES,
   DEFAULT_KERNEL_TOKEN_TTL_SECONDS,
@@ -30,7 +32,7 @@ export {
   VALIDATION_CODES,
   PRODUCT_NAME,
 } from './claims.js';
-export type { LicenseClaims, KernelClaims, HostProofClaims, LicenseType, ValidationCode } from './claims.js';
+export type { LicenseClaims, KernelClaims, HostProofClaims, LicenseType, ValidationCode, HeartbeatCull } from './claims.js';
 export {
   FINGERPRINT_VERSION,
   HARDWARE_ID_PATTERN,
@@ -125,6 +127,8 @@ export type {
   IssuedAgentToken,
   AgentSnapshotsResponse,
   AcceptedResponse,
+  HeartbeatRequest,
+  HeartbeatResponse,
 } from './wire.js';
 export { AUD_AGENT_API, AUD_AGENT_TOKEN_PROOF, AGENT_TOKEN_TTL_SECONDS, AGENT_SCOPES, AGENT_API, isAgentScope } from './agent_access.js';
 export type { AgentScope, AgentTokenClaims } from './agent_access.js';
@@ -182,6 +186,7 @@ export {
   LICENSE_SCHEMA,
   ISSUED_LICENSE_SCHEMA,
   MACHINE_SCHEMA,
+  HEARTBEAT_RESPONSE_SCHEMA,
   JWK_SCHEMA,
   JWKS_SCHEMA,
   SIGNED_JWKS_SCHEMA,

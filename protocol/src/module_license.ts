@@ -56,4 +56,6 @@ export interface ModuleLicenseClaims {
   features: Feature[];
   /** Operator-defined entitlements of the license, sorted (absent in tokens issued before them). */
   entitlements?: string[];
+  /** Grace after `exp`: offline verifiers answer VALID_IN_GRACE until `exp + grace_seconds`. */
+  grace_seconds?: number;
 }

@@ -106,6 +106,10 @@ export interface AgentStatusReport {
     ttl_left_s: number | null;
     counters: { allowed: number; dropped: number; would_drop: number } | null;
   }>;
+  /** This host's own license: licensed, grace (expired, within its grace period), community, activating (absent from older agents). */
+  license_state?: 'licensed' | 'grace' | 'community' | 'activating';
+  /** With license_state grace: when the grace ends. */
+  grace_ends_at?: string | null;
   /** The host's clock against what it already saw signed (absent from older agents). */
   clock?: { clock_tampered: boolean; behind_seconds: number };
   sent_at: string;

@@ -4,7 +4,7 @@
  * only: a field added or renamed here is added or renamed for all three at once.
  */
 import type { Feature, LicensedTier, Tier } from './tiers.js';
-import type { LicenseType, ValidationCode } from './claims.js';
+import type { HeartbeatCull, LicenseType, ValidationCode } from './claims.js';
 import type { Ed25519PublicJwk } from './jose_keys.js';
 import type { ClonePolicy, FingerprintComponentName, FingerprintComponents, FingerprintMatch, HostEnvironment } from './fingerprint_components.js';
 
@@ -67,6 +67,15 @@ export interface License {
   clone_policy: ClonePolicy;
   /** Whether hosts that report running in a container may activate. */
   allow_containers: boolean;
+  /** Seconds between the heartbeats each machine must send; null: none required. */
+  heartbeat_interval_seconds: number | null;
+  /** What a machine that misses its heartbeat window (and grace) becomes. */
+  heartbeat_cull: HeartbeatCull;
+  /** Seats are leased for `lease_ttl_seconds` and lapse unless renewed (heartbeat). */
+  floating: boolean;
+  lease_ttl_seconds: number | null;
+  /** Grace after expiry and after lost contact (missed heartbeats); null: none. */
+  grace_period_seconds: number | null;
   expires_at: string | null;
   revoked_at: string | null;
   revoke_reason: string | null;
@@ -98,6 +107,11 @@ export interface IssueLicenseRequest {
   fingerprint_match?: FingerprintMatch;
   clone_policy?: ClonePolicy;
   allow_containers?: boolean;
+  heartbeat_interval_seconds?: number | null;
+  heartbeat_cull?: HeartbeatCull;
+  floating?: boolean;
+  lease_ttl_seconds?: number | null;
+  grace_period_seconds?: number | null;
 }
 
 /** `POST` and `DELETE /api/v1/licenses/{id}/entitlements`. */
@@ -127,6 +141,27 @@ export interface Machine {
   environment: HostEnvironment | null;
   /** The machine this one was activated as a clone of (clone_policy new_machine), else null. */
   clone_of: string | null;
+  /** alive, or dead (missed its heartbeat window under heartbeat_cull keep); null when its license wants no heartbeats. */
+  heartbeat_status: 'alive' | 'dead' | null;
+  last_heartbeat_at: string | null;
+  /** A floating license's lease on this seat; null otherwise. */
+  lease_expires_at: string | null;
+}
+
+/** `POST /api/v1/machines/{id}/heartbeat`: a host proof (aud aegis-heartbeat) with a strictly increasing `seq`. */
+export interface HeartbeatRequest {
+  proof: string;
+}
+
+/** The answer to a heartbeat. */
+export interface HeartbeatResponse {
+  machine_id: string;
+  heartbeat_status: 'alive';
+  last_heartbeat_at: string;
+  /** The next heartbeat is due before this (null when the license wants none). */
+  next_heartbeat_due_at: string | null;
+  lease_expires_at: string | null;
+  seq: number;
 }
 
 /** One key of `/.well-known/jwks.json`. */
@@ -164,6 +199,8 @@ export interface ValidateResult {
   claims?: Record<string, unknown>;
   /** The license's entitlements as the server holds them now (once the token verified and the license is usable). */
   entitlements?: string[];
+  /** With VALID_IN_GRACE: when the grace ends (then EXPIRED, or the machine is culled). */
+  grace_ends_at?: string;
 }
 
 /** `POST /api/v1/activations`. */

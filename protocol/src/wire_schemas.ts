@@ -5,7 +5,7 @@
  * without changing these fails there. Plain data, no I/O.
  */
 import { FEATURES, TIERS } from './tiers.js';
-import { LICENSE_TYPES, VALIDATION_CODES } from './claims.js';
+import { HEARTBEAT_CULL_STRATEGIES, LICENSE_TYPES, VALIDATION_CODES } from './claims.js';
 import { CLONE_POLICIES, FINGERPRINT_COMPONENT_NAMES, FINGERPRINT_MATCH_STRATEGIES, HOST_ENVIRONMENTS } from './fingerprint_components.js';
 import { LICENSE_STATUSES } from './wire.js';
 
@@ -87,6 +87,11 @@ const licenseProperties = {
   fingerprint_match: { type: 'string', enum: [...FINGERPRINT_MATCH_STRATEGIES] },
   clone_policy: { type: 'string', enum: [...CLONE_POLICIES] },
   allow_containers: { type: 'boolean' },
+  heartbeat_interval_seconds: { type: ['integer', 'null'], minimum: 1 },
+  heartbeat_cull: { type: 'string', enum: [...HEARTBEAT_CULL_STRATEGIES] },
+  floating: { type: 'boolean' },
+  lease_ttl_seconds: { type: ['integer', 'null'], minimum: 1 },
+  grace_period_seconds: { type: ['integer', 'null'], minimum: 0 },
   expires_at: nullableDateTime,
   revoked_at: nullableDateTime,
   revoke_reason: nullableString,
@@ -116,6 +121,18 @@ export const MACHINE_SCHEMA: JsonSchema = record({
   fingerprint_components: { type: 'array', items: { type: 'string', enum: [...FINGERPRINT_COMPONENT_NAMES] } },
   environment: { type: ['string', 'null'], enum: [...HOST_ENVIRONMENTS, null] },
   clone_of: nullableString,
+  heartbeat_status: { type: ['string', 'null'], enum: ['alive', 'dead', null] },
+  last_heartbeat_at: nullableDateTime,
+  lease_expires_at: nullableDateTime,
+});
+
+export const HEARTBEAT_RESPONSE_SCHEMA: JsonSchema = record({
+  machine_id: string,
+  heartbeat_status: { type: 'string', enum: ['alive'] },
+  last_heartbeat_at: dateTime,
+  next_heartbeat_due_at: nullableDateTime,
+  lease_expires_at: nullableDateTime,
+  seq: { type: 'integer', minimum: 1 },
 });
 
 export const JWK_SCHEMA: JsonSchema = record({ kid: string, alg: string, kty: string, crv: string, use: string, x: string }, ['alg', 'kty', 'crv', 'use', 'x']);
@@ -130,8 +147,8 @@ export const SIGNED_JWKS_SCHEMA: JsonSchema = record({
 });
 
 export const VALIDATE_RESULT_SCHEMA: JsonSchema = record(
-  { valid: { type: 'boolean' }, code: { type: 'string', enum: [...VALIDATION_CODES] }, message: string, claims: { type: 'object' }, entitlements: { type: 'array', items: string } },
-  ['claims', 'entitlements'],
+  { valid: { type: 'boolean' }, code: { type: 'string', enum: [...VALIDATION_CODES] }, message: string, claims: { type: 'object' }, entitlements: { type: 'array', items: string }, grace_ends_at: dateTime },
+  ['claims', 'entitlements', 'grace_ends_at'],
 );
 
 const natsCredentials = record({ creds: string, user_public_key: string, expires_at: nullableDateTime });

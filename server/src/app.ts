@@ -276,6 +276,12 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
   }, 60_000);
   pruner.unref();
+  // The heartbeat culler: machines past their heartbeat window and grace, lapsed floating
+  // leases. Judged at the server's clock (tests move it and call lifecycle.cull()).
+  const culler = setInterval(() => {
+    lifecycle.cull().catch((e: unknown) => log.warn('culling machines failed', { error: (e as Error).message }));
+  }, config.cullIntervalSeconds * 1000);
+  culler.unref();
   webhooks.start();
   const intelRefresher = new FeedRefresher(intel, config.intelFeeds, config.intelRefreshSeconds, log);
   intelRefresher.start();
@@ -312,6 +318,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     intelRefresher,
     async close() {
       clearInterval(pruner);
+      clearInterval(culler);
       await intelRefresher.close();
       await webhooks.close();
       await distribution?.close();

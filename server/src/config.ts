@@ -47,6 +47,8 @@ export interface ServerConfig {
   natsCa: string;
   /** How often current snapshots are republished (the TTL renewal hosts see). */
   segRepublishSeconds: number;
+  /** How often the heartbeat culler runs (AEGIS_CULL_INTERVAL_SECONDS, default 30). */
+  cullIntervalSeconds: number;
   /** The PKI directory (`aegis-server pki init`): CA that issues machine certificates. */
   pkiDir: string;
   /** Lifetime of machine client certificates (AEGIS_CLIENT_CERT_TTL, seconds). */
@@ -297,6 +299,10 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
   if (!Number.isInteger(republish) || republish < 1 || republish > 3600) {
     throw new Error(`AEGIS_SEG_REPUBLISH_SECONDS must be 1..3600, got ${JSON.stringify(env.AEGIS_SEG_REPUBLISH_SECONDS)}`);
   }
+  const cull = Number(env.AEGIS_CULL_INTERVAL_SECONDS ?? 30);
+  if (!Number.isInteger(cull) || cull < 1 || cull > 3600) {
+    throw new Error(`AEGIS_CULL_INTERVAL_SECONDS must be 1..3600, got ${JSON.stringify(env.AEGIS_CULL_INTERVAL_SECONDS)}`);
+  }
   const keysDir = flags.keysDir ?? env.AEGIS_KEYS_DIR ?? 'keys';
   const pkiDir = flags.pkiDir ?? env.AEGIS_PKI_DIR ?? join(keysDir, 'pki');
   const certTtlText = env.AEGIS_CLIENT_CERT_TTL;
@@ -346,6 +352,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     natsOperatorConfig: env.AEGIS_NATS_OPERATOR_CONFIG ?? '',
     natsCa: env.AEGIS_NATS_CA ?? '',
     segRepublishSeconds: republish,
+    cullIntervalSeconds: cull,
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
     keysDir,
     kernelTokenTtlSeconds: ttl,

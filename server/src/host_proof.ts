@@ -34,8 +34,8 @@ function invalid(message: string): AegisError {
   return new AegisError('PROOF_INVALID', `proof rejected: ${message}`);
 }
 
-/** Verifies a proof and records its jti; throws PROOF_INVALID or PROOF_REPLAYED. */
-export async function acceptProof(db: Kysely<Database>, clock: Clock, proof: unknown, want: ProofExpectation): Promise<void> {
+/** Verifies a proof and records its jti; throws PROOF_INVALID or PROOF_REPLAYED; answers its claims. */
+export async function acceptProof(db: Kysely<Database>, clock: Clock, proof: unknown, want: ProofExpectation): Promise<Record<string, unknown>> {
   const decoded = decodeCompact(proof);
   if (!decoded) throw invalid('not a compact JWS');
   if (decoded.header.alg !== TOKEN_ALG) throw invalid(`algorithm must be ${TOKEN_ALG}`);
@@ -61,6 +61,7 @@ export async function acceptProof(db: Kysely<Database>, clock: Clock, proof: unk
     if (exists) throw new AegisError('PROOF_REPLAYED', 'proof rejected: this jti was already used');
     throw cause;
   }
+  return c;
 }
 
 /** Drops replay records that can no longer matter (their iat is outside the window). */

@@ -30,10 +30,18 @@ const LEEWAY_SECONDS = 30;
  * MACHINE_DEACTIVATED, and NOT_FOUND for a machine the server does not hold under that
  * license. The machine lifecycle answers it.
  */
-export type SeatRefusalLookup = (licenseId: string, machineId: string) => Promise<AegisError | null>;
+export type SeatRefusalLookup = (licenseId: string, machineId: string) => Promise<SeatAnswer>;
+
+/**
+ * A seat or license lookup's answer: null (usable), a refusal (mapped to its verdict), a
+ * verdict of its own (HEARTBEAT_DEAD), or usable but in grace until `grace_ends_at`
+ * (an expired license within its grace period, a machine that missed its heartbeat window
+ * within grace).
+ */
+export type SeatAnswer = AegisError | { code: ValidationCode; message: string } | { grace_ends_at: Date } | null;
 
 /** Why a license cannot be used now (LICENSE_REVOKED, also for a deleted one; LICENSE_EXPIRED), or null. */
-export type LicenseRefusalLookup = (licenseId: string) => Promise<AegisError | null>;
+export type LicenseRefusalLookup = (licenseId: string) => Promise<SeatAnswer>;
 
 /** The entitlements a license holds now (the server's record, which may be newer than a token's claim). */
 export type EntitlementsLookup = (licenseId: string) => Promise<string[]>;
@@ -104,11 +112,19 @@ export async function validateLicenseToken(
   if (c.iat > now + LEEWAY_SECONDS || (typeof c.nbf === 'number' && c.nbf > now + LEEWAY_SECONDS)) {
     return fail('NOT_YET_VALID', 'token is not valid yet');
   }
-  if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) {
+  // A token past its exp that carries a grace claim is in grace until exp + grace_seconds.
+  let graceEnd: number | null = null;
+  if (typeof c.exp === 'number' && c.exp <= now && typeof c.grace_seconds === 'number' && c.grace_seconds > 0 && now < c.exp + c.grace_seconds) {
+    graceEnd = (c.exp + c.grace_seconds) * 1000;
+  } else if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp <= now)) {
     const refresh = moduleToken ? '' : '; a machine that still holds its seat refreshes it';
     return fail('EXPIRED', `license token expired${typeof c.exp === 'number' ? ` at ${new Date(c.exp * 1000).toISOString()}` : ''}${refresh}`);
   }
-  const refusal = moduleToken ? await lookups.license(c.license_id) : await lookups.seat(c.license_id, c.sub as string);
+  const answer = moduleToken ? await lookups.license(c.license_id) : await lookups.seat(c.license_id, c.sub as string);
+  let refusal: AegisError | null = null;
+  if (answer instanceof AegisError) refusal = answer;
+  else if (answer && 'grace_ends_at' in answer) graceEnd = Math.min(graceEnd ?? Infinity, answer.grace_ends_at.getTime());
+  else if (answer) return fail(answer.code, answer.message);
   if (refusal) {
     const code = SEAT_VERDICTS[refusal.code];
     if (code === 'MACHINE_UNKNOWN') return fail(code, 'the machine this token names is not registered under its license');
@@ -132,6 +148,10 @@ export async function validateLicenseToken(
   const missing = (input.entitlements ?? []).filter((e) => !entitlements.includes(e));
   if (missing.length > 0) {
     return { valid: false, code: 'ENTITLEMENT_MISSING', message: `the license does not grant: ${[...new Set(missing)].join(', ')}`, claims: c, entitlements };
+  }
+  if (graceEnd !== null) {
+    const grace_ends_at = new Date(graceEnd).toISOString();
+    return { valid: true, code: 'VALID_IN_GRACE', message: `license is in its grace period until ${grace_ends_at}`, claims: c, entitlements, grace_ends_at };
   }
   return { valid: true, code: 'VALID', message: 'license is valid', claims: c, entitlements };
 }

@@ -18,6 +18,7 @@ import {
   normalizeLicenseKey,
   canonicalEntitlements,
   DEFAULT_CLONE_POLICY,
+  type HeartbeatCull,
   DEFAULT_FINGERPRINT_MATCH,
   FINGERPRINT_COMPONENT_NAMES,
   MAX_ENTITLEMENTS,
@@ -90,6 +91,11 @@ export function toLicense(r: Selectable<LicensesTable>, now: Date): License {
     fingerprint_match: r.fingerprint_match as FingerprintMatch,
     clone_policy: r.clone_policy as ClonePolicy,
     allow_containers: Number(r.allow_containers) === 1,
+    heartbeat_interval_seconds: r.heartbeat_interval_seconds === null ? null : Number(r.heartbeat_interval_seconds),
+    heartbeat_cull: (r.heartbeat_cull ?? 'deactivate') as HeartbeatCull,
+    floating: Number(r.floating) === 1,
+    lease_ttl_seconds: r.lease_ttl_seconds === null ? null : Number(r.lease_ttl_seconds),
+    grace_period_seconds: r.grace_period_seconds === null ? null : Number(r.grace_period_seconds),
     expires_at: r.expires_at,
     revoked_at: r.revoked_at,
     revoke_reason: r.revoke_reason,
@@ -108,13 +114,36 @@ export function componentsOf(r: Pick<MachinesTable, 'fingerprint_components'>): 
   return r.fingerprint_components === null ? {} : (JSON.parse(r.fingerprint_components) as Partial<Record<FingerprintComponentName, string>>);
 }
 
+/**
+ * The heartbeat and floating-lease columns of a license from an issue request, checked:
+ * a floating license needs a lease TTL, a lease TTL needs a floating license.
+ */
+export function licensePolicyColumns(
+  input: Pick<IssueLicenseRequest, 'heartbeat_interval_seconds' | 'heartbeat_cull' | 'floating' | 'lease_ttl_seconds' | 'grace_period_seconds'>,
+): Pick<LicensesTable, 'heartbeat_interval_seconds' | 'heartbeat_cull' | 'floating' | 'lease_ttl_seconds' | 'grace_period_seconds'> {
+  const floating = input.floating === true;
+  const lease = input.lease_ttl_seconds ?? null;
+  if (floating && lease === null) throw new ValidationError([{ path: '/lease_ttl_seconds', message: 'a floating license needs lease_ttl_seconds' }]);
+  if (!floating && lease !== null) throw new ValidationError([{ path: '/lease_ttl_seconds', message: 'only a floating license leases seats' }]);
+  return {
+    heartbeat_interval_seconds: input.heartbeat_interval_seconds ?? null,
+    heartbeat_cull: input.heartbeat_cull ?? 'deactivate',
+    floating: floating ? 1 : 0,
+    lease_ttl_seconds: lease,
+    grace_period_seconds: input.grace_period_seconds ?? null,
+  };
+}
+
 export function toMachine(r: Selectable<MachinesTable>): Machine {
-  const { host_public_key: _omit, fingerprint_components: _digests, ...rest } = r;
+  const { host_public_key: _omit, fingerprint_components: _digests, heartbeat_seq: _seq, ...rest } = r;
   const recorded = componentsOf(r);
   return {
     ...rest,
     fingerprint_components: FINGERPRINT_COMPONENT_NAMES.filter((n) => recorded[n] !== undefined),
     environment: r.environment as HostEnvironment | null,
+    heartbeat_status: (r.heartbeat_status ?? null) as Machine['heartbeat_status'],
+    last_heartbeat_at: r.last_heartbeat_at ?? null,
+    lease_expires_at: r.lease_expires_at ?? null,
   };
 }
 
@@ -224,6 +253,7 @@ export class Licenses {
         tier,
         features: effectiveFeatures(tier, extra),
         entitlements,
+        ...(input.grace_period_seconds ? { grace_seconds: input.grace_period_seconds } : {}),
       } as ModuleLicenseClaims;
       token = await this.tokens.signModuleLicense(claims, null);
     }
@@ -251,6 +281,7 @@ export class Licenses {
       fingerprint_match: input.fingerprint_match ?? DEFAULT_FINGERPRINT_MATCH,
       clone_policy: input.clone_policy ?? DEFAULT_CLONE_POLICY,
       allow_containers: input.allow_containers === false ? 0 : 1,
+      ...licensePolicyColumns(input),
     };
     await this.db.insertInto('licenses').values(row).execute();
     return { license: { ...toLicense(row, now), token: token?.token ?? null }, license_key: key };

@@ -23,6 +23,7 @@ import {
   AUD_ACTIVATION_PROOF,
   AUD_AGENT_TOKEN_PROOF,
   AUD_DEACTIVATION_PROOF,
+  AUD_HEARTBEAT_PROOF,
   AUD_REFRESH_PROOF,
   AUD_SNAPSHOTS_PROOF,
   DEFAULT_KERNEL_TOKEN_TTL_SECONDS,
@@ -49,6 +50,7 @@ import {
   matchFingerprint,
   type FingerprintComponentName,
   type FingerprintComponents,
+  type HeartbeatResponse,
   type FingerprintMatch,
   type HostEnvironment,
 } from '../../protocol/src/index.js';
@@ -59,9 +61,10 @@ import type { AgentTokens } from './agent_tokens.js';
 import type { AuditEntry, AuditLog } from './audit.js';
 import { NOT_FOUND_MESSAGE, type Customers } from './customers.js';
 import { acceptProof, publicKeyFromJwk } from './host_proof.js';
+import { expiryGraceEnd, freshHeartbeatColumns, heartbeatVerdict, leaseEnd, leaseLapsed } from './heartbeats.js';
 import type { PeerCertificate } from './http/router.js';
 import type { KeyStore } from './keys/keystore.js';
-import { validateLicenseToken } from './license_validation.js';
+import { validateLicenseToken, type SeatAnswer } from './license_validation.js';
 import { componentsOf, entitlementsOf, majorOf, statusOf, toLicense, toMachine, type Licenses } from './licenses.js';
 import { clonesOf, cloneRefusal, containerRefusal, driftedMachine, driftRefusal, type PresentedFingerprint } from './machine_fingerprint.js';
 import type { NatsAuthority } from './nats/credentials.js';
@@ -96,7 +99,8 @@ export async function auditRefusal(audit: AuditLog, err: unknown, entry: Omit<Au
 }
 
 /** The license columns the "may it be used now" decision reads. */
-export type LicenseUsabilityFields = Pick<LicensesTable, 'status' | 'expires_at' | 'revoke_reason' | 'allowed_major_versions'> & Partial<Pick<LicensesTable, 'module_name'>>;
+export type LicenseUsabilityFields = Pick<LicensesTable, 'status' | 'expires_at' | 'revoke_reason' | 'allowed_major_versions'> &
+  Partial<Pick<LicensesTable, 'module_name' | 'grace_period_seconds'>>;
 
 /**
  * Why a license cannot be used at `now` (LICENSE_REVOKED, LICENSE_EXPIRED, and with an
@@ -104,10 +108,12 @@ export type LicenseUsabilityFields = Pick<LicensesTable, 'status' | 'expires_at'
  * it is this comparison with the clock, and every credential handed out is capped at the
  * license's expiry (tokens, certificates, NATS users).
  */
-export function licenseRefusal(lic: LicenseUsabilityFields, now: Date, agentVersion: string | null): AegisError | null {
+export function licenseRefusal(lic: LicenseUsabilityFields, now: Date, agentVersion: string | null, opts: { grace?: boolean } = {}): AegisError | null {
   const status = statusOf(lic, now);
   if (status === 'revoked') return new AegisError('LICENSE_REVOKED', `license revoked${lic.revoke_reason ? `: ${lic.revoke_reason}` : ''}`);
-  if (status === 'expired') return new AegisError('LICENSE_EXPIRED', `license expired at ${lic.expires_at}`);
+  // Within its grace period an expired license still heartbeats and validates (VALID_IN_GRACE).
+  const inGrace = opts.grace === true && expiryGraceEnd({ grace_period_seconds: null, ...lic }, now) !== null;
+  if (status === 'expired' && !inGrace) return new AegisError('LICENSE_EXPIRED', `license expired at ${lic.expires_at}`);
   if (agentVersion !== null) {
     // A module license licenses a product module (its versions are that product's host
     // versions), never an aegis-agent host: activating or refreshing with it is refused.
@@ -289,7 +295,7 @@ export class MachineLifecycle {
     const presented: PresentedFingerprint = { hardware_id: input.hardware_id, components: input.components ?? {}, environment: input.environment ?? null };
     const container = containerRefusal(lic, presented.environment);
     if (container) throw new Refusal(container, ids);
-    const { machine, created, fingerprint, cloneOf } = await this.db.transaction().execute(async (tx) => {
+    const { machine, created, fingerprint, cloneOf, released } = await this.db.transaction().execute(async (tx) => {
       // Serialise activations of one customer (the hardware id binding below is per
       // customer) and of one license (the seat count read below must not change before
       // our insert commits). PostgreSQL takes row locks, the license first and then the
@@ -342,10 +348,23 @@ export class MachineLifecycle {
           last_seen_at: now,
           hardware_id: input.hardware_id,
           ...fingerprintColumns(presented, same),
+          // Activating again is contact: the heartbeat window and a floating lease start anew.
+          ...freshHeartbeatColumns(lic, this.clock.now()),
         };
         await tx.updateTable('machines').set(set).where('id', '=', same.id).execute();
         const changed = drift ? { changed: drift.changed, previous_hardware_id: same.hardware_id } : null;
-        return { machine: { ...same, ...set }, created: false, fingerprint: changed, cloneOf: null };
+        return { machine: { ...same, ...set }, created: false, fingerprint: changed, cloneOf: null, released: [] as Released[] };
+      }
+      // Seats whose floating lease lapsed, or whose machine missed its heartbeat window and
+      // grace under heartbeat_cull deactivate, are free now, culler or not: they end here.
+      const released = endedSeats(lic, onLicense, this.clock.now());
+      if (released.length > 0) {
+        await tx
+          .updateTable('machines')
+          .set({ status: 'deactivated', deactivated_at: now })
+          .where('id', 'in', released.map((r) => r.id))
+          .where('status', '=', 'active')
+          .execute();
       }
       const { n } = await tx
         .selectFrom('machines')
@@ -375,10 +394,13 @@ export class MachineLifecycle {
         deactivated_at: null,
         ...fingerprintColumns(presented, null),
         clone_of: clones.find((m) => m.clone_of === null)?.id ?? clones[0]?.id ?? null,
+        ...freshHeartbeatColumns(lic, this.clock.now()),
+        heartbeat_seq: 0,
       };
       await tx.insertInto('machines').values(row).execute();
-      return { machine: row, created: true, fingerprint: null, cloneOf: row.clone_of };
+      return { machine: row, created: true, fingerprint: null, cloneOf: row.clone_of, released };
     });
+    await this.endReleased(lic, released);
     const tokens = await this.issueTokens(lic, machine);
     const certificate = await this.certificateFor(machine.id, certKey, lic.expires_at);
     const nats = await this.natsCredentials(lic, machine.id, input.hostname);
@@ -414,6 +436,11 @@ export class MachineLifecycle {
       onAuthenticated(m.id);
       if (m.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
       this.checkUsable(lic, null);
+      const ended = endedSeats(lic, [m], this.clock.now());
+      if (ended.length > 0) {
+        await this.endSeat(lic, ended[0]!);
+        throw new AegisError('MACHINE_DEACTIVATED', `${ended[0]!.why}; activate it again`);
+      }
       const container = containerRefusal(lic, presented.environment ?? null);
       if (container) throw container;
       const components = presented.components ?? {};
@@ -447,6 +474,149 @@ export class MachineLifecycle {
     const certificate = await this.certificateFor(m.id, certKey, lic.expires_at);
     const nats = await this.natsCredentials(lic, m.id, m.hostname, true);
     return { bundle: { ...tokens, ...certificate, ...nats }, fingerprint, ...ids };
+  }
+
+  // --- heartbeats, floating leases and the culler -------------------------------------
+
+  /**
+   * A machine's heartbeat: a host proof (aud aegis-heartbeat, single-use jti, iat within
+   * the skew window) signed by the machine's own host key, carrying a `seq` strictly
+   * greater than the last accepted one's. Marks the machine alive (a dead one under
+   * heartbeat_cull keep comes back), starts its heartbeat window anew and renews a
+   * floating lease. A seat whose lease lapsed or that missed its window and grace under
+   * heartbeat_cull deactivate is ended here (MACHINE_DEACTIVATED): a heartbeat never
+   * revives it. `onAuthenticated` runs once the proof checked.
+   */
+  async heartbeat(machineId: string, proof: unknown, onAuthenticated: (machineId: string) => void = () => {}): Promise<{ response: HeartbeatResponse; revived: boolean } & SeatIds> {
+    const m = await this.machineRow(machineId);
+    const lic = await this.d.licenses.row(m.license_id);
+    const ids = { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id };
+    const now = this.clock.now();
+    let seq: number;
+    try {
+      const claims = await acceptProof(this.db, this.clock, proof, { audience: AUD_HEARTBEAT_PROOF, hardwareId: m.hardware_id, key: publicKeyFromJwk(hostKeyOf(m)) });
+      onAuthenticated(m.id);
+      seq = claims.seq as number;
+      if (typeof claims.seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) throw new AegisError('PROOF_INVALID', 'proof rejected: a heartbeat proof carries an integer seq of at least 1');
+      if (seq <= Number(m.heartbeat_seq)) throw new AegisError('PROOF_REPLAYED', `proof rejected: heartbeat seq ${seq} is not greater than the last accepted (${Number(m.heartbeat_seq)})`);
+      if (m.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
+      const refusal = licenseRefusal(lic, now, null, { grace: true });
+      if (refusal) throw refusal;
+      const ended = endedSeats(lic, [m], now);
+      if (ended.length > 0) {
+        await this.endSeat(lic, ended[0]!);
+        throw new AegisError('MACHINE_DEACTIVATED', `${ended[0]!.why}; activate it again`);
+      }
+    } catch (e) {
+      throw e instanceof AegisError ? new Refusal(e, ids) : e;
+    }
+    const beats = lic.heartbeat_interval_seconds !== null;
+    const set = {
+      last_heartbeat_at: iso(now),
+      heartbeat_seq: seq,
+      heartbeat_status: beats ? 'alive' : null,
+      lease_expires_at: leaseEnd(lic, now),
+      last_seen_at: iso(now),
+    };
+    // Conditional on the seq still being below ours and the seat still held: two copies of
+    // one heartbeat racing (or a cull between our read and this write) cannot both win.
+    const r = await this.db
+      .updateTable('machines')
+      .set(set)
+      .where('id', '=', m.id)
+      .where('status', '=', 'active')
+      .where('heartbeat_seq', '<', seq)
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) throw new Refusal(new AegisError('PROOF_REPLAYED', 'proof rejected: a heartbeat with this seq or a later one was accepted meanwhile'), ids);
+    const next = beats ? new Date(now.getTime() + Number(lic.heartbeat_interval_seconds) * 1000).toISOString() : null;
+    return {
+      ...ids,
+      revived: m.heartbeat_status === 'dead',
+      response: { machine_id: m.id, heartbeat_status: 'alive', last_heartbeat_at: set.last_heartbeat_at, next_heartbeat_due_at: next, lease_expires_at: set.lease_expires_at, seq },
+    };
+  }
+
+  /**
+   * The culler: every active machine of a license with heartbeats or floating seats is
+   * judged at the server's clock. A lapsed lease ends the seat; a machine past its window
+   * and grace is deactivated (seat freed) or, under heartbeat_cull keep, marked dead (seat
+   * kept). Each change is conditional on the row still being as read, so replicas running
+   * the culler at once end a seat once. Answers what it did.
+   */
+  async cull(): Promise<{ deactivated: string[]; dead: string[] }> {
+    const now = this.clock.now();
+    const rows = await this.db
+      .selectFrom('machines')
+      .innerJoin('licenses', 'licenses.id', 'machines.license_id')
+      .selectAll('machines')
+      .select(['licenses.heartbeat_interval_seconds', 'licenses.heartbeat_cull', 'licenses.floating', 'licenses.lease_ttl_seconds', 'licenses.grace_period_seconds'])
+      .where('machines.status', '=', 'active')
+      .where((eb) => eb.or([eb('licenses.heartbeat_interval_seconds', 'is not', null), eb('licenses.floating', '=', 1)]))
+      .execute();
+    const deactivated: string[] = [];
+    const dead: string[] = [];
+    for (const row of rows) {
+      const ended = endedSeats(row, [row], now);
+      if (ended.length > 0) {
+        const lic = await this.d.licenses.row(row.license_id);
+        if (await this.endSeat(lic, ended[0]!)) deactivated.push(row.id);
+        continue;
+      }
+      const v = heartbeatVerdict(row, row, now);
+      if (v.state === 'missed' && v.cull === 'keep') {
+        const r = await this.db
+          .updateTable('machines')
+          .set({ heartbeat_status: 'dead' })
+          .where('id', '=', row.id)
+          .where('status', '=', 'active')
+          .where('heartbeat_status', '=', 'alive')
+          .where('heartbeat_seq', '=', row.heartbeat_seq)
+          .executeTakeFirst();
+        if (Number(r.numUpdatedRows) === 1) {
+          dead.push(row.id);
+          const lic = await this.d.licenses.row(row.license_id);
+          await this.d.audit.record({
+            event_type: 'machine.heartbeat_dead',
+            actor: 'aegis-server',
+            license_id: lic.id,
+            customer_id: lic.customer_id,
+            machine_id: row.id,
+            data: { last_heartbeat_at: row.last_heartbeat_at, heartbeat_cull: 'keep' },
+          });
+        }
+      }
+    }
+    return { deactivated, dead };
+  }
+
+  /** Ends one seat the heartbeat rules ended (conditional: once), revokes what hung off it and audits; true when this call ended it. */
+  private async endSeat(lic: Selectable<LicensesTable>, seat: Released): Promise<boolean> {
+    const r = await this.db
+      .updateTable('machines')
+      .set({ status: 'deactivated', deactivated_at: iso(this.clock.now()) })
+      .where('id', '=', seat.id)
+      .where('status', '=', 'active')
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) return false;
+    await this.endReleased(lic, [seat]);
+    return true;
+  }
+
+  /** Revokes and audits seats already set deactivated (by activation's transaction or endSeat). */
+  private async endReleased(lic: Selectable<LicensesTable>, released: readonly Released[]): Promise<void> {
+    if (released.length === 0) return;
+    const revoked = await this.revokeMachines(released.map((r) => r.id));
+    for (const r of released) {
+      await this.d.audit.record({
+        event_type: r.kind === 'lease' ? 'machine.lease_expired' : 'machine.culled',
+        actor: 'aegis-server',
+        license_id: lic.id,
+        customer_id: lic.customer_id,
+        machine_id: r.id,
+        reason: r.why,
+        data: { certificates_revoked: revoked.certificates_revoked, nats_users_revoked: revoked.nats_users_revoked },
+      });
+    }
   }
 
   // --- the ends of a seat ------------------------------------------------------------
@@ -616,29 +786,39 @@ export class MachineLifecycle {
   }
 
   private validateToken(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
-    const licenseRefusalOf = async (licenseId: string): Promise<AegisError | null> => {
-      const row = await this.db
-        .selectFrom('licenses')
-        .select(['status', 'expires_at', 'revoke_reason', 'allowed_major_versions'])
-        .where('id', '=', licenseId)
-        .executeTakeFirst();
+    const licenseRow = (licenseId: string) => this.db.selectFrom('licenses').selectAll().where('id', '=', licenseId).executeTakeFirst();
+    const licenseAnswer = (row: Selectable<LicensesTable> | undefined): SeatAnswer => {
       // A deleted license reads as revoked: its tokens must stop validating too.
       if (!row) return new AegisError('LICENSE_REVOKED', 'license revoked');
-      return licenseRefusal(row, this.clock.now(), null);
+      const now = this.clock.now();
+      const refusal = licenseRefusal(row, now, null, { grace: true });
+      if (refusal) return refusal;
+      const grace = expiryGraceEnd(row, now);
+      return grace ? { grace_ends_at: grace } : null;
     };
     return validateLicenseToken(
       this.clock,
       this.d.tokens,
       input,
       {
-        license: licenseRefusalOf,
+        license: async (licenseId) => licenseAnswer(await licenseRow(licenseId)),
         seat: async (licenseId, machineId) => {
-          const refusal = await licenseRefusalOf(licenseId);
-          if (refusal) return refusal;
-          const machine = await this.db.selectFrom('machines').select(['status', 'license_id']).where('id', '=', machineId).executeTakeFirst();
+          const lic = await licenseRow(licenseId);
+          const answer = licenseAnswer(lic);
+          if (answer && !('grace_ends_at' in answer)) return answer;
+          const machine = await this.db.selectFrom('machines').selectAll().where('id', '=', machineId).executeTakeFirst();
           if (!machine || machine.license_id !== licenseId) return new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
           if (machine.status !== 'active') return new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; its license token no longer validates');
-          return null;
+          // Judged at the server's clock whether or not the culler has run yet.
+          const now = this.clock.now();
+          const ended = endedSeats(lic!, [machine], now);
+          if (ended.length > 0) return new AegisError('MACHINE_DEACTIVATED', `this machine's seat ended: ${ended[0]!.why}`);
+          const v = heartbeatVerdict(lic!, machine, now);
+          if (v.state === 'dead' || (v.state === 'missed' && v.cull === 'keep')) {
+            return { code: 'HEARTBEAT_DEAD', message: 'this machine missed its heartbeat window; its seat is kept, and it validates again once it heartbeats' };
+          }
+          const ends = [answer?.grace_ends_at, v.state === 'grace' ? v.until : undefined].filter((d): d is Date => d !== undefined);
+          return ends.length > 0 ? { grace_ends_at: new Date(Math.min(...ends.map((d) => d.getTime()))) } : null;
         },
         entitlements: async (licenseId) => {
           const row = await this.db.selectFrom('licenses').select('entitlements').where('id', '=', licenseId).executeTakeFirst();
@@ -647,6 +827,11 @@ export class MachineLifecycle {
       },
       onVerified,
     );
+  }
+
+  /** A machine as the API shows it (heartbeat state, lease and last heartbeat included). */
+  async getMachine(id: string): Promise<Machine> {
+    return toMachine(await this.machineRow(id));
   }
 
   // --- helpers -----------------------------------------------------------------------------
@@ -721,9 +906,14 @@ export class MachineLifecycle {
       entitlements: license.entitlements,
       hwid: m.hardware_id,
       cnf: { jkt: m.host_key_thumbprint },
+      // The license's policy, for the host: grace after exp, heartbeat interval, lease.
+      ...(lic.grace_period_seconds ? { grace_seconds: Number(lic.grace_period_seconds) } : {}),
+      ...(lic.heartbeat_interval_seconds !== null ? { heartbeat_interval_seconds: Number(lic.heartbeat_interval_seconds) } : {}),
+      ...(Number(lic.floating) === 1 && lic.lease_ttl_seconds !== null ? { lease_ttl_seconds: Number(lic.lease_ttl_seconds) } : {}),
     });
-    // The kernel token never outlives the license.
-    const kernelExp = Math.min(iat + this.kernelTtlSeconds, licenseExp ?? Number.MAX_SAFE_INTEGER);
+    // The kernel token never outlives the license and its grace period (the host keeps
+    // enforcing licensed features until the grace ends).
+    const kernelExp = Math.min(iat + this.kernelTtlSeconds, licenseExp === undefined ? Number.MAX_SAFE_INTEGER : licenseExp + Number(lic.grace_period_seconds ?? 0));
     const kernel_token = await this.d.tokens.signKernel({
       sub: m.id,
       hwid: m.hardware_id,
@@ -755,6 +945,28 @@ function fingerprintColumns(
     fingerprint_components: has ? JSON.stringify(p.components) : (recorded?.fingerprint_components ?? null),
     environment: p.environment ?? recorded?.environment ?? null,
   };
+}
+
+/** A seat the heartbeat rules ended: a lapsed floating lease, or a missed window under heartbeat_cull deactivate. */
+interface Released {
+  id: string;
+  kind: 'lease' | 'heartbeat';
+  why: string;
+}
+
+/** Which of `machines` (active ones of license `lic`) the heartbeat rules have ended at `now`. */
+function endedSeats(lic: Parameters<typeof heartbeatVerdict>[0], machines: readonly Selectable<MachinesTable>[], now: Date): Released[] {
+  const out: Released[] = [];
+  for (const m of machines) {
+    if (m.status !== 'active') continue;
+    if (leaseLapsed(lic, m, now)) {
+      out.push({ id: m.id, kind: 'lease', why: `its floating lease lapsed at ${m.lease_expires_at}` });
+      continue;
+    }
+    const v = heartbeatVerdict(lic, m, now);
+    if (v.state === 'missed' && v.cull === 'deactivate') out.push({ id: m.id, kind: 'heartbeat', why: `it missed its heartbeat window (last heartbeat ${m.last_heartbeat_at ?? m.activated_at})` });
+  }
+  return out;
 }
 
 function hostKeyOf(m: Pick<MachinesTable, 'host_public_key'>): Ed25519PublicJwk {

@@ -17,6 +17,7 @@ import {
   ValidationError,
   LICENSE_STATUSES,
   CLONE_POLICIES,
+  HEARTBEAT_CULL_STRATEGIES,
   COMPONENT_DIGEST_PATTERN,
   ENTITLEMENT_PATTERN,
   FINGERPRINT_COMPONENT_NAMES,
@@ -28,6 +29,8 @@ import {
   AUD_ACTIVATION_PROOF,
   AUD_DEACTIVATION_PROOF,
   AUD_REFRESH_PROOF,
+  AUD_HEARTBEAT_PROOF,
+  HEARTBEAT_RESPONSE_SCHEMA,
   CUSTOMER_SCHEMA,
   ISSUED_LICENSE_SCHEMA,
   LICENSE_SCHEMA,
@@ -37,6 +40,7 @@ import {
   pagedSchema,
   type ActivationRequest,
   type EntitlementsRequest,
+  type HeartbeatResponse,
   type RefreshRequest,
   type Customer,
   type CustomerInput,
@@ -118,6 +122,11 @@ const licenseIssue = validator<IssueLicenseRequest>({
     fingerprint_match: { type: 'string', enum: [...FINGERPRINT_MATCH_STRATEGIES] },
     clone_policy: { type: 'string', enum: [...CLONE_POLICIES] },
     allow_containers: { type: 'boolean' },
+    heartbeat_interval_seconds: { type: ['integer', 'null'], minimum: 1, maximum: 31_536_000 },
+    heartbeat_cull: { type: 'string', enum: [...HEARTBEAT_CULL_STRATEGIES] },
+    floating: { type: 'boolean' },
+    lease_ttl_seconds: { type: ['integer', 'null'], minimum: 1, maximum: 31_536_000 },
+    grace_period_seconds: { type: ['integer', 'null'], minimum: 0, maximum: 31_536_000 },
   },
 });
 const entitlementsBody = validator<EntitlementsRequest>({
@@ -705,6 +714,48 @@ export function buildRouter(d: RouteDeps): Router {
       request: { schema: refreshBody.schema },
       responses: { 200: { description: 'Fresh tokens.', schema: TOKEN_BUNDLE_SCHEMA } },
       errors: ['NOT_FOUND', 'RATE_LIMITED', 'FINGERPRINT_MISMATCH', 'HOST_KEY_MISMATCH', 'CONTAINER_NOT_ALLOWED', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'LICENSE_SUSPENDED', 'MACHINE_DEACTIVATED', 'SIGNING_KEY_UNAVAILABLE'],
+    },
+  });
+  r.add('POST', '/api/v1/machines/:id/heartbeat', async (req) => {
+    const id = req.params.id!;
+    d.limiter.take(`heartbeat:ip:${req.clientIp}`, d.limits.refreshPerIp);
+    const { proof } = proofBody(req.body);
+    const perMachine = (machineId: string) => d.limiter.take(`heartbeat:machine:${machineId}`, d.limits.refreshPerMachine);
+    let r;
+    try {
+      r = await d.lifecycle.heartbeat(id, proof, perMachine);
+    } catch (e) {
+      return refused(e, { event_type: 'machine.heartbeat', actor: `machine:${id}`, machine_id: id, client_ip: req.clientIp });
+    }
+    // Only changes of state are audited (a dead machine coming back), not every beat.
+    if (r.revived) {
+      await d.audit.record({ event_type: 'machine.heartbeat_revived', actor: `machine:${id}`, machine_id: id, license_id: r.license_id, customer_id: r.customer_id, client_ip: req.clientIp });
+    }
+    return ok<HeartbeatResponse>(r.response);
+  }, {
+    doc: {
+      summary: 'A machine\'s heartbeat (renews a floating lease)',
+      description:
+        'The body is a host proof (aud `aegis-heartbeat`) signed by the machine\'s own host key with a `seq` claim strictly greater than its last accepted heartbeat\'s; each proof is single-use. Marks the machine alive (a `dead` one under `heartbeat_cull: keep` comes back), starts its heartbeat window anew and renews a floating license\'s lease. A seat whose lease lapsed, or that missed its window and grace under `heartbeat_cull: deactivate`, has ended: 409 `MACHINE_DEACTIVATED`, activate again.',
+      tag: 'machines',
+      auth: { kind: 'host_proof', audience: AUD_HEARTBEAT_PROOF },
+      request: { schema: proofBody.schema },
+      responses: { 200: { description: 'Accepted: the machine\'s heartbeat state now.', schema: HEARTBEAT_RESPONSE_SCHEMA } },
+      errors: ['NOT_FOUND', 'RATE_LIMITED', 'PROOF_INVALID', 'PROOF_REPLAYED', 'LICENSE_REVOKED', 'LICENSE_EXPIRED', 'MACHINE_DEACTIVATED'],
+    },
+  });
+  r.add('GET', '/api/v1/machines/:id', async (req) => {
+    const p = await authorize(req, 'licenses:read');
+    await tenancy.assertMachine(p, req.params.id!);
+    return ok<Machine>(await d.lifecycle.getMachine(req.params.id!));
+  }, {
+    doc: {
+      summary: 'Get a machine',
+      description: 'With its heartbeat state (`heartbeat_status` alive or dead, `last_heartbeat_at`) and a floating license\'s `lease_expires_at`.',
+      tag: 'machines',
+      auth: { kind: 'api_key', scope: 'licenses:read' },
+      responses: { 200: { description: 'The machine.', schema: MACHINE_SCHEMA } },
+      errors: ['NOT_FOUND'],
     },
   });
   r.add(

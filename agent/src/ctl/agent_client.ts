@@ -14,6 +14,9 @@ export interface AgentStatus {
   hostname: string;
   edition: 'licensed' | 'community';
   edition_reason: string;
+  /** This host's own license: licensed, grace, community, activating (absent from older agents). */
+  license_state?: string;
+  grace_ends_at?: string | null;
   machine_id: string | null;
   tier: string | null;
   features: string[];

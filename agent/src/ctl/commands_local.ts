@@ -58,6 +58,7 @@ function showStatus(ctx: Ctx, s: AgentStatus): void {
   const datapath = s.datapath.available ? 'available' : `unavailable: ${orDash(s.datapath.reason).replace(/^datapath unavailable:\s*/i, '')}`;
   ctx.out.fields([
     ['Edition', `${s.edition} (${s.edition_reason})`],
+    ['License state', s.license_state === 'grace' ? `grace (until ${orDash(s.grace_ends_at)})` : orDash(s.license_state)],
     ['Tier', orDash(s.tier)],
     ['Features', list(s.features)],
     ['Machine', orDash(s.machine_id)],

@@ -99,6 +99,20 @@ class OfflineVerification(unittest.TestCase):
         bool_iat = sign_ed25519(self.key, HEADER, module_claims(True))  # type: ignore[arg-type]
         self.assertEqual(self.verify(bool_iat).code, "MALFORMED")
 
+    def test_grace_claim_answers_valid_in_grace_until_its_end(self) -> None:
+        exp = self.now - 600
+        token = sign_ed25519(self.key, HEADER, module_claims(self.now - 3600, exp=exp, grace_seconds=3600))
+        r = self.verify(token, clock_skew=0)
+        self.assertTrue(r.ok, "within exp + grace_seconds the token is still good")
+        self.assertEqual(r.code, "VALID_IN_GRACE")
+        self.assertEqual(r.grace_ends_at, float(exp + 3600))
+        self.assertEqual(self.verify(token, now=exp + 3600, clock_skew=0).code, "EXPIRED", "at the grace end: EXPIRED")
+        self.assertEqual(self.verify(token, now=exp - 10, clock_skew=0).code, "VALID", "before exp: VALID")
+        no_grace = sign_ed25519(self.key, HEADER, module_claims(self.now - 3600, exp=exp))
+        self.assertEqual(self.verify(no_grace, clock_skew=0).code, "EXPIRED", "no grace claim, no grace")
+        forged = sign_ed25519(Ed25519PrivateKey.generate(), HEADER, module_claims(self.now - 3600, exp=exp, grace_seconds=10**9))
+        self.assertEqual(self.verify(forged, clock_skew=0).code, "SIGNATURE_INVALID", "a grace claim added by another signer is refused")
+
     def test_audience_and_claims(self) -> None:
         for aud in ("aegis-license", ["aegis-module-license"], None):
             t = sign_ed25519(self.key, HEADER, module_claims(self.now, aud=aud))

@@ -22,6 +22,8 @@ export const RESULT_CODES = [
   'MODULE_MISMATCH',
   'VERSION_NOT_ALLOWED',
   'ENTITLEMENT_MISSING',
+  'VALID_IN_GRACE',
+  'HEARTBEAT_DEAD',
 ] as const;
 export type ResultCode = (typeof RESULT_CODES)[number];
 

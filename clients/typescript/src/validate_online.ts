@@ -39,6 +39,8 @@ export interface OnlineResult {
   code: ResultCode;
   message: string;
   claims?: ModuleLicenseClaims;
+  /** With VALID_IN_GRACE: when the grace ends (ISO 8601). */
+  grace_ends_at?: string;
   /** online: the server answered now; cache: a cached server answer; offline: verified here. */
   source: 'online' | 'cache' | 'offline';
 }
@@ -108,13 +110,15 @@ async function ask(serverUrl: string, request: OnlineRequest, options: OnlineOpt
     throw new Unreachable((e as Error).message);
   }
   if (res.status >= 500 || res.status === 429) throw new Unreachable(`HTTP ${res.status}`);
-  const answer = (await res.json().catch(() => null)) as { valid?: unknown; code?: unknown; message?: unknown; claims?: unknown; error?: { code?: unknown; message?: unknown } } | null;
+  const answer = (await res.json().catch(() => null)) as { valid?: unknown; code?: unknown; message?: unknown; claims?: unknown; grace_ends_at?: unknown; error?: { code?: unknown; message?: unknown } } | null;
   if (res.status !== 200 || answer === null || !isCode(answer.code) || typeof answer.valid !== 'boolean') {
     const why = answer?.error ? `${String(answer.error.code)}: ${String(answer.error.message)}` : `HTTP ${res.status}`;
     throw new LicenseClientError('SERVER_ERROR', `the server refused the validation request (${why})`);
   }
   return {
-    ok: answer.valid && answer.code === 'VALID',
+    // VALID_IN_GRACE is valid too, until grace_ends_at.
+    ok: answer.valid && (answer.code === 'VALID' || answer.code === 'VALID_IN_GRACE'),
+    ...(typeof answer.grace_ends_at === 'string' ? { grace_ends_at: answer.grace_ends_at } : {}),
     code: answer.code,
     message: typeof answer.message === 'string' ? answer.message : answer.code,
     ...(answer.claims && typeof answer.claims === 'object' ? { claims: answer.claims as ModuleLicenseClaims } : {}),

@@ -28,6 +28,8 @@ export interface ModuleLicenseClaims {
   entitlements?: string[];
   /** A hardware fingerprint, when a token is bound to one (module tokens today are not). */
   hwid?: string;
+  /** Grace after exp: until exp + grace_seconds the token verifies VALID_IN_GRACE. */
+  grace_seconds?: number;
 }
 
 export interface VerifyOptions {
@@ -57,6 +59,8 @@ export interface VerifyResult {
   message: string;
   /** The verified claims; present once the signature verified. */
   claims?: ModuleLicenseClaims;
+  /** With VALID_IN_GRACE: when the grace ends (ISO 8601); after it the token is EXPIRED. */
+  grace_ends_at?: string;
 }
 
 export const DEFAULT_CLOCK_SKEW_SECONDS = 30;
@@ -91,7 +95,11 @@ export function verifyLicenseToken(token: string, options: VerifyOptions): Verif
   const skew = options.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS;
   const now = Math.floor((options.now ?? Date.now()) / 1000);
   if (c.iat > now + skew || (typeof c.nbf === 'number' && c.nbf > now + skew)) return fail('NOT_YET_VALID', 'token is not valid yet');
-  if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp + skew <= now)) {
+  // Past exp, a token with a grace claim is in grace until exp + grace_seconds (no skew on that end).
+  let graceEnd: number | null = null;
+  if (typeof c.exp === 'number' && c.exp + skew <= now && typeof c.grace_seconds === 'number' && c.grace_seconds > 0 && now < c.exp + c.grace_seconds) {
+    graceEnd = c.exp + c.grace_seconds;
+  } else if (c.exp !== undefined && (typeof c.exp !== 'number' || c.exp + skew <= now)) {
     return fail('EXPIRED', `license token expired${typeof c.exp === 'number' ? ` at ${new Date(c.exp * 1000).toISOString()}` : ''}`);
   }
   if (options.revoked) {
@@ -106,6 +114,10 @@ export function verifyLicenseToken(token: string, options: VerifyOptions): Verif
   }
   if (typeof c.hwid === 'string' && options.fingerprint !== c.hwid) {
     return fail('HWID_MISMATCH', options.fingerprint === undefined ? 'license is bound to a host fingerprint and none was given' : 'license is bound to another host');
+  }
+  if (graceEnd !== null) {
+    const grace_ends_at = new Date(graceEnd * 1000).toISOString();
+    return { ok: true, code: 'VALID_IN_GRACE', message: `license expired; in its grace period until ${grace_ends_at}`, claims: c as unknown as ModuleLicenseClaims, grace_ends_at };
   }
   return { ok: true, code: 'VALID', message: 'license is valid', claims: c as unknown as ModuleLicenseClaims };
 }

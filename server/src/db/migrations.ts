@@ -410,6 +410,26 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         for (const col of ['allow_containers', 'clone_policy', 'fingerprint_match', 'entitlements']) await db.schema.alterTable('licenses').dropColumn(col).execute();
       },
     },
+    '0014_heartbeats_floating': {
+      async up(db: Kysely<any>) {
+        // License policy: heartbeats, floating leases and grace. Defaults keep the old behaviour.
+        await db.schema.alterTable('licenses').addColumn('heartbeat_interval_seconds', 'integer').execute();
+        await db.schema.alterTable('licenses').addColumn('heartbeat_cull', 'text', (c) => c.notNull().defaultTo('deactivate')).execute();
+        await db.schema.alterTable('licenses').addColumn('floating', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema.alterTable('licenses').addColumn('lease_ttl_seconds', 'integer').execute();
+        await db.schema.alterTable('licenses').addColumn('grace_period_seconds', 'integer').execute();
+        // A machine's heartbeat state: alive | dead (null: its license wants none), the
+        // last accepted heartbeat's time and seq (replays and reorders are refused), its lease.
+        await db.schema.alterTable('machines').addColumn('heartbeat_status', 'text').execute();
+        await db.schema.alterTable('machines').addColumn('last_heartbeat_at', 'text').execute();
+        await db.schema.alterTable('machines').addColumn('heartbeat_seq', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema.alterTable('machines').addColumn('lease_expires_at', 'text').execute();
+      },
+      async down(db: Kysely<any>) {
+        for (const col of ['lease_expires_at', 'heartbeat_seq', 'last_heartbeat_at', 'heartbeat_status']) await db.schema.alterTable('machines').dropColumn(col).execute();
+        for (const col of ['grace_period_seconds', 'lease_ttl_seconds', 'floating', 'heartbeat_cull', 'heartbeat_interval_seconds']) await db.schema.alterTable('licenses').dropColumn(col).execute();
+      },
+    },
     '0015_advisories_findings': {
       // Imported advisories (one row each, the affected entries as JSON, and an index row
       // per release and source package), each machine's reported package inventory and

@@ -49,6 +49,11 @@ export interface LicensesTable {
   fingerprint_match: string; // any | majority | all
   clone_policy: string; // refuse | new_machine
   allow_containers: number; // 0 | 1
+  heartbeat_interval_seconds: number | null;
+  heartbeat_cull: string; // deactivate | keep
+  floating: number; // 0 | 1
+  lease_ttl_seconds: number | null;
+  grace_period_seconds: number | null;
 }
 
 export interface MachinesTable {
@@ -68,6 +73,10 @@ export interface MachinesTable {
   environment: string | null; // host | vm | container
   /** The machine this one is a clone of (activated under clone_policy new_machine). */
   clone_of: string | null;
+  heartbeat_status: string | null; // alive | dead | null (no heartbeat required)
+  last_heartbeat_at: string | null;
+  heartbeat_seq: number | string; // bigint: PostgreSQL answers a string
+  lease_expires_at: string | null;
 }
 
 export interface UsedProofsTable {

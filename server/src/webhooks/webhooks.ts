@@ -71,6 +71,9 @@ const EVENT_OF_AUDIT: Readonly<Record<string, WebhookEventType>> = {
   'machine.activated': 'machine.activated',
   'machine.reactivated': 'machine.activated',
   'machine.deactivated': 'machine.deactivated',
+  // Seats ended by the heartbeat culler or a lapsed floating lease.
+  'machine.culled': 'machine.deactivated',
+  'machine.lease_expired': 'machine.deactivated',
   'machine.clock_tampered': 'machine.clock_tampered',
 };
 

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import time
+from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Union
@@ -94,7 +95,7 @@ def _cached_result(entry: Any) -> Optional[Result]:
         return None
     claims = entry.get("claims")
     code = entry["code"]
-    return Result(code == codes.VALID, code, claims if isinstance(claims, dict) else None, str(entry.get("message", "")), "cache")
+    return Result(code in (codes.VALID, codes.VALID_IN_GRACE), code, claims if isinstance(claims, dict) else None, str(entry.get("message", "")), "cache")
 
 
 def _server_result(status: int, body: Any) -> Result:
@@ -102,9 +103,19 @@ def _server_result(status: int, body: Any) -> Result:
         detail = body.get("error") if isinstance(body, dict) else None
         raise ServerAnswerError(f"{VALIDATE_PATH} answered {status}: {json.dumps(detail) if detail is not None else 'no verdict'}")
     code, valid, message, claims = body.get("code"), body.get("valid"), body.get("message"), body.get("claims")
-    if not codes.is_validation_code(code) or not isinstance(valid, bool) or valid != (code == codes.VALID):
+    if not codes.is_validation_code(code) or not isinstance(valid, bool) or valid != (code in (codes.VALID, codes.VALID_IN_GRACE)):
         raise ServerAnswerError(f"{VALIDATE_PATH} answered no known verdict ({code!r}, valid {valid!r})")
-    return Result(valid, str(code), claims if isinstance(claims, dict) else None, str(message or ""), "server")
+    grace = body.get("grace_ends_at")
+    grace_ends_at = _iso_seconds(grace) if isinstance(grace, str) else None
+    return Result(valid, str(code), claims if isinstance(claims, dict) else None, str(message or ""), "server", grace_ends_at)
+
+
+def _iso_seconds(text: str) -> Optional[float]:
+    """Seconds since the epoch of the server's ISO 8601 time, or None when it is none."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def validate_online(

@@ -29,6 +29,8 @@ class Result:
     claims: Optional[Dict[str, Any]]
     message: str
     source: Source = field(default="offline")
+    #: With VALID_IN_GRACE: when the grace ends (seconds since the epoch); after it, EXPIRED.
+    grace_ends_at: Optional[float] = field(default=None)
 
 
 def _fail(code: str, message: str, claims: Optional[Dict[str, Any]] = None) -> Result:
@@ -120,9 +122,14 @@ def verify_license_token(
     nbf = c.get("nbf")
     if c["iat"] > t + clock_skew or (_is_number(nbf) and nbf > t + clock_skew):
         return _fail(codes.NOT_YET_VALID, "token is not valid yet", c)
+    grace_ends_at: Optional[float] = None
     if "exp" in c:
         exp = c["exp"]
-        if not _is_number(exp) or exp + clock_skew <= t:
+        grace = c.get("grace_seconds")
+        if _is_number(exp) and exp + clock_skew <= t and _is_number(grace) and grace > 0 and t < exp + grace:
+            # Past exp, a token with a grace claim is in grace until exp + grace_seconds.
+            grace_ends_at = float(exp + grace)
+        elif not _is_number(exp) or exp + clock_skew <= t:
             return _fail(codes.EXPIRED, "license token expired" + (f" at {exp}" if _is_number(exp) else ""), c)
     if revoked is not None and c["license_id"] in revoked:
         return _fail(codes.REVOKED, "the license server answered that this license is revoked", c)
@@ -139,4 +146,6 @@ def verify_license_token(
         return _fail(codes.HWID_MISMATCH, "the license is bound to an instance fingerprint; none was given", c)
     if fingerprint is not None and fingerprint != hwid:
         return _fail(codes.HWID_MISMATCH, "a module license is bound to no hardware" if hwid is None else "license is bound to other hardware", c)
+    if grace_ends_at is not None:
+        return Result(True, codes.VALID_IN_GRACE, c, f"license expired; in its grace period until {grace_ends_at:.0f}", "offline", grace_ends_at)
     return Result(True, codes.VALID, c, "license is valid")
