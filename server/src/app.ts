@@ -30,6 +30,7 @@ import { Tenancy } from './tenancy.js';
 import { addJwksRoutes, JWKS_DOC } from './routes_jwks.js';
 import { addDocsRoutes } from './routes_docs.js';
 import { addWebhookRoutes } from './routes_webhooks.js';
+import { addOfflineRoutes } from './routes_offline.js';
 import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
@@ -183,6 +184,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
+  addOfflineRoutes(router, { apiKeys, audit, lifecycle, tenancy, clock });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
