@@ -204,7 +204,7 @@ export function addOfflineRoutes(r: Router, d: OfflineRouteDeps): void {
       doc: {
         summary: 'Activate an air-gapped host from its offline request file',
         description:
-          `The body is the file \`aegisctl activate --offline\` wrote on the host: \`{format: "${OFFLINE_REQUEST_FORMAT}", jws}\`, a compact JWS (typ \`${OFFLINE_REQUEST_TYP}\`) signed by the host key its payload names, the payload the online activation body without proof and CSR plus \`nonce\` and \`iat\`. A changed byte or another key is 400 \`PROOF_INVALID\`, so is a file older than 7 days; a second use is 409 \`PROOF_REPLAYED\` and takes no seat. The seat is bound exactly as online (seat limit, fingerprint strategy, clone and container policies). The answer is the license file for \`aegisctl install-license\`: the token bundle online activation answers, machine-bound (hwid and host key thumbprint), with expiry. A key limited to a customer gets 404 for another customer's license.`,
+          `The body is the file \`aegisctl activate --offline\` wrote on the host: \`{format: "${OFFLINE_REQUEST_FORMAT}", jws}\`, a compact JWS (typ \`${OFFLINE_REQUEST_TYP}\`) signed by the host key its payload names, the payload the online activation body without proof and CSR plus \`nonce\` and \`iat\`. A changed byte or another key is 401 \`PROOF_INVALID\`, so is a file older than 7 days; a second use is 401 \`PROOF_REPLAYED\` and takes no seat. The seat is bound exactly as online (seat limit, fingerprint strategy, clone and container policies). The answer is the license file for \`aegisctl install-license\`: the token bundle online activation answers, machine-bound (hwid and host key thumbprint), with expiry. A key limited to a customer gets 404 for another customer's license.`,
         tag: 'machines',
         auth: { kind: 'api_key', scope: 'licenses:write' },
         request: { schema: requestFile.schema },
@@ -256,7 +256,7 @@ export function addOfflineRoutes(r: Router, d: OfflineRouteDeps): void {
       maxBody: OFFLINE_FILE_MAX_BYTES,
       doc: {
         summary: 'Free the seat of an air-gapped host from its offline release file',
-        description: `The body is the file \`aegisctl deactivate --offline\` wrote: \`{format: "${OFFLINE_RELEASE_FORMAT}", jws}\`, a JWS (typ \`${OFFLINE_RELEASE_TYP}\`) signed by the key the machine is bound to, naming its machine_id, with \`nonce\` and \`iat\`. Another key or a changed byte is 400 \`PROOF_INVALID\`; a second use 409 \`PROOF_REPLAYED\`. A key limited to a customer gets 404 for another customer's machine.`,
+        description: `The body is the file \`aegisctl deactivate --offline\` wrote: \`{format: "${OFFLINE_RELEASE_FORMAT}", jws}\`, a JWS (typ \`${OFFLINE_RELEASE_TYP}\`) signed by the key the machine is bound to, naming its machine_id, with \`nonce\` and \`iat\`. Another key or a changed byte is 401 \`PROOF_INVALID\`; a second use 401 \`PROOF_REPLAYED\`. A key limited to a customer gets 404 for another customer's machine.`,
         tag: 'machines',
         auth: { kind: 'api_key', scope: 'licenses:write' },
         request: { schema: releaseFile.schema },
