@@ -186,7 +186,7 @@ export function localCommands(io: CtlIo): Command[] {
     .action(
       action(io, async (ctx, [arg], opts) => {
         const raw = (opts.licenseKey as string | undefined) ?? arg;
-        if (raw === undefined) throw new UsageError('give the license key (argument or --license-key)');
+        if (raw === undefined) throw new UsageError("missing required argument 'key' (or --license-key)");
         const key = checkLicenseKey(raw === '-' ? await readKeyFromStdin(io) : raw);
         const agent = ctx.agent();
         if (opts.offline) {
