@@ -217,23 +217,30 @@ export function localCommands(io: CtlIo): Command[] {
     .option('--offline', 'air-gapped host: drop the license now and write a signed release (aegisctl offline-deactivate frees the seat)')
     .option('--out <file>', 'with --offline: where to write the release (mode 0600)')
     .action(
-    action(io, async (ctx, _args, opts) => {
-      const agent = ctx.agent();
-      if (opts.offline) {
-        const out = opts.out as string | undefined;
-        if (!out) throw new UsageError('--offline needs --out FILE (where to write the release)');
-        const release = await agent.offlineRelease();
-        const { machine_id, ...file } = release;
-        await writeOfflineFile(out, file);
-        ctx.out.result({ deactivated: true, machine_id, written: out }, () =>
-          ctx.out.line(`released machine ${machine_id} here (community edition now); wrote ${out}: submit it with aegisctl offline-deactivate ${out} to free the seat`),
-        );
-        return;
-      }
-      const d = await ctx.out.waiting('deactivating (aegis-agent is asking aegis-server)', () => agent.deactivate());
-      ctx.out.result(d, () => ctx.out.line(`deactivated machine ${orDash(d.machine_id)}; its seat is free and this host runs the community edition`));
-    }),
-  );
+      action(io, async (ctx, _args, opts) => {
+        const agent = ctx.agent();
+        if (opts.offline) {
+          const out = opts.out as string | undefined;
+          if (!out) throw new UsageError('--offline needs --out FILE (where to write the release)');
+          const { machine_id, ...file } = await agent.offlineRelease();
+          try {
+            await writeOfflineFile(out, file);
+          } catch (e) {
+            // The license is already dropped: say where the agent kept its copy.
+            throw new UsageError(`released machine ${machine_id}, but cannot write ${out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+              hint: 'the agent keeps a copy as offline-release.json in its state dir; submit that one',
+            });
+          }
+          ctx.out.result({ deactivated: true, machine_id, written: out }, () =>
+            ctx.out.line(`released machine ${machine_id} here (community edition now); wrote ${out}: submit it with aegisctl offline-deactivate ${out} to free the seat`),
+          );
+          return;
+        }
+        if (opts.out) throw new UsageError('--out is for --offline only');
+        const d = await ctx.out.waiting('deactivating (aegis-agent is asking aegis-server)', () => agent.deactivate());
+        ctx.out.result(d, () => ctx.out.line(`deactivated machine ${orDash(d.machine_id)}; its seat is free and this host runs the community edition`));
+      }),
+    );
 
   const snapshots = new Command('snapshots').description('segmentation policy applied per service: revision, stage, mode, counters').action(
     action(io, async (ctx) => {
