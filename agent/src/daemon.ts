@@ -471,6 +471,24 @@ export class AgentDaemon {
         return { state: lic().state, reason: lic().reason, kernel_token_expires_at: lic().kernelTokenExpiresAt, last_error: lic().lastError };
       })
       .on('POST', '/v1/deactivate', async () => ({ deactivated: true, ...(await lic().deactivate()) }))
+      // Offline (air-gapped) activation: the request file, the license file, the release file.
+      .on('POST', '/v1/offline/request', async (body) => {
+        const key = (body as { license_key?: unknown } | null)?.license_key;
+        if (typeof key !== 'string' || normalizeLicenseKey(key) === null) {
+          throw new AgentError('BAD_REQUEST', 'license_key must be a license key like AEGIS-XXXXX-XXXXX-XXXXX-XXXXX', { status: 400 });
+        }
+        return lic().offlineRequest(key);
+      })
+      .on('POST', '/v1/offline/install', async (body) => {
+        const claims = await lic().installOffline(body);
+        return {
+          machine_id: lic().machineId,
+          tier: claims.tier,
+          features: claims.features,
+          license_expires_at: typeof claims.exp === 'number' ? new Date(claims.exp * 1000).toISOString() : null,
+        };
+      })
+      .on('POST', '/v1/offline/release', async () => lic().offlineRelease())
       .on('POST', '/v1/reload', async () => {
         await this.reload();
         return { reloaded: true };

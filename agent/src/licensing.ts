@@ -30,7 +30,23 @@ import {
   type Feature,
   type LicenseClaims,
   type TokenBundle,
+  AUD_KERNEL,
+  OFFLINE_FILE_MAX_BYTES,
+  OFFLINE_LICENSE_FORMAT,
+  OFFLINE_RELEASE_FORMAT,
+  OFFLINE_RELEASE_TYP,
+  OFFLINE_REQUEST_FORMAT,
+  OFFLINE_REQUEST_TYP,
+  TOKEN_ALG,
+  isEd25519PublicJwk,
+  jwkThumbprint,
+  newOfflineNonce,
+  signOfflineJws,
+  type OfflineActivationClaims,
+  type OfflineReleaseClaims,
+  type OfflineSignedFile,
 } from '../../protocol/src/index.js';
+import { compactVerify, createLocalJWKSet, type JWK } from 'jose';
 import type { ClientCertificate } from './client_certificate.js';
 import type { ClockGuard } from './clock_guard.js';
 import { AgentError } from './errors.js';
@@ -52,6 +68,8 @@ export const MACHINE_FILE = 'machine.json';
 /** NATS credentials issued at activation (a .creds file). */
 export const NATS_CREDS_FILE = 'nats.creds';
 export const LICENSE_FILE = 'license.json';
+/** A copy of the last offline release this host signed (aegisctl deactivate --offline), in case its output was lost. */
+export const OFFLINE_RELEASE_FILE = 'offline-release.json';
 
 interface MachineRecord {
   machine_id: string;
@@ -59,6 +77,8 @@ interface MachineRecord {
   activated_at: string;
   /** The license's fingerprint salt (derived from its key at activation): refreshes send components under it. */
   fingerprint_salt?: string;
+  /** Installed from an offline license file (aegisctl install-license), not activated online. */
+  offline?: boolean;
 }
 
 interface TokenRecord {
@@ -258,9 +278,127 @@ export class LicenseManager extends EventEmitter {
     });
   }
 
-  /** Verifies, caches and applies a token bundle from the server. */
-  private async adopt(bundle: TokenBundle, machine: MachineRecord): Promise<LicenseClaims> {
-    const jwks: JSONWebKeySet = await this.d.jwks.admit(bundle.jwks as JSONWebKeySet, 'activation or refresh answer');
+  /**
+   * An offline activation request for `licenseKey` (aegisctl activate --offline): what an
+   * online activation sends, without proof or CSR, with a nonce and iat, signed by the
+   * host key. Nothing changes on this host until the license file comes back.
+   */
+  offlineRequest(licenseKey: string): OfflineSignedFile {
+    const key = normalizeLicenseKey(licenseKey);
+    if (key === null) throw new AgentError('BAD_REQUEST', 'that is not a license key (AEGIS-XXXXX-XXXXX-XXXXX-XXXXX)', { status: 400 });
+    const claims: OfflineActivationClaims = {
+      license_key: key,
+      hardware_id: this.d.hardwareId,
+      components: fingerprintComponents(this.d.facts, fingerprintSalt(key)),
+      environment: this.d.environment,
+      host_public_key: this.d.identity.publicJwk,
+      hostname: this.d.hostname,
+      agent_version: this.d.agentVersion,
+      nonce: newOfflineNonce(),
+      iat: Math.floor(this.d.clock.effectiveNow().getTime() / 1000),
+    };
+    this.d.log.info('wrote an offline activation request', { nonce: claims.nonce, hardware_id: claims.hardware_id });
+    return { format: OFFLINE_REQUEST_FORMAT, jws: signOfflineJws(this.d.identity.privateKey, OFFLINE_REQUEST_TYP, claims) };
+  }
+
+  /**
+   * Installs a license file from an offline activation (aegisctl install-license), with no
+   * network: its tokens must verify with a key this host already trusts (a pinned trust
+   * anchor, or with no anchors a key of the cached JWKS; never a key the file itself
+   * brings), and be bound to this host (hardware id, host key). Anything else is refused
+   * before a byte of the state changes, so the previous license stays as it was.
+   */
+  installOffline(file: unknown): Promise<LicenseClaims> {
+    return this.serial(async () => {
+      const refuse = (code: string, message: string, status = 400): never => {
+        this.d.log.warn('refused an offline license file', { code, reason: message });
+        throw new AgentError(code, `license file refused: ${message}`, { status });
+      };
+      if (JSON.stringify(file ?? null).length > OFFLINE_FILE_MAX_BYTES) refuse('LICENSE_FILE_INVALID', `larger than ${OFFLINE_FILE_MAX_BYTES} bytes`, 413);
+      const f = file as Record<string, unknown> | null;
+      if (f === null || typeof f !== 'object' || Array.isArray(f)) refuse('LICENSE_FILE_INVALID', 'not a JSON object');
+      if (f!.format !== OFFLINE_LICENSE_FORMAT) refuse('LICENSE_FILE_INVALID', `format must be ${OFFLINE_LICENSE_FORMAT}`);
+      const b = f!.bundle as Record<string, unknown> | null;
+      if (b === null || typeof b !== 'object' || Array.isArray(b)) refuse('LICENSE_FILE_INVALID', 'bundle must be an object');
+      for (const k of ['machine_id', 'license_token', 'kernel_token', 'kernel_token_expires_at']) {
+        if (typeof b![k] !== 'string') refuse('LICENSE_FILE_INVALID', `bundle.${k} must be a string`);
+      }
+      const offered = b!.jwks as JSONWebKeySet | undefined;
+      if (!offered || !Array.isArray(offered.keys)) refuse('LICENSE_FILE_INVALID', 'bundle.jwks must be a key set');
+      const bundle = b as unknown as TokenBundle;
+      const jwks = await this.trustedKeysFor(offered!);
+      if (jwks.keys.length === 0) {
+        refuse('UNTRUSTED_KEY', 'it is signed by no key this host trusts: pin the server key first (aegisctl trust add, trusted_keys or trusted_jwks_path)', 403);
+      }
+      const verdict = await verifyLicenseOffline(bundle.license_token, jwks, {
+        hardwareId: this.d.hardwareId,
+        hostKeyThumbprint: this.d.identity.thumbprint,
+        agentVersion: this.d.agentVersion,
+        now: this.d.clock.effectiveNow(),
+      });
+      if (!verdict.ok) refuse(verdict.code === 'HWID_MISMATCH' || verdict.code === 'HOST_KEY_MISMATCH' ? 'NOT_THIS_HOST' : 'LICENSE_FILE_INVALID', verdict.message);
+      const claims = (verdict as { claims: LicenseClaims }).claims;
+      if (claims.sub !== bundle.machine_id || f!.machine_id !== bundle.machine_id) refuse('LICENSE_FILE_INVALID', 'machine_id does not match the license token');
+      // The kernel token goes to the kernel module as is: it must be the server's too, for this machine.
+      try {
+        const { payload } = await compactVerify(bundle.kernel_token, createLocalJWKSet(jwks), { algorithms: [TOKEN_ALG] });
+        const k = JSON.parse(Buffer.from(payload).toString('utf8')) as Record<string, unknown>;
+        if (k.aud !== AUD_KERNEL || k.sub !== bundle.machine_id || k.hwid !== this.d.hardwareId) refuse('NOT_THIS_HOST', 'the kernel token is not for this machine');
+      } catch (e) {
+        if (e instanceof AgentError) throw e;
+        refuse('LICENSE_FILE_INVALID', `kernel token does not verify (${(e as Error).message})`);
+      }
+      const adopted = await this.adopt(
+        bundle,
+        { machine_id: bundle.machine_id, server_url: this.d.link.serverUrl, activated_at: new Date().toISOString(), offline: true },
+        jwks,
+      );
+      this.d.log.info('installed an offline license file', { machine_id: bundle.machine_id, tier: adopted.tier, license_id: adopted.license_id });
+      return adopted;
+    });
+  }
+
+  /** The keys of `offered` this host trusts without the network: pinned anchors, or (no anchors) keys it already cached. */
+  private async trustedKeysFor(offered: JSONWebKeySet): Promise<JSONWebKeySet> {
+    const tp = (k: JWK) => (isEd25519PublicJwk(k) ? jwkThumbprint(k) : null);
+    if (this.d.jwks.pinned) {
+      try {
+        return await this.d.jwks.admit(offered, 'offline license file');
+      } catch {
+        return { keys: [] };
+      }
+    }
+    const known = new Set((this.d.jwks.current()?.keys ?? []).map(tp).filter((t): t is string => t !== null));
+    return { keys: offered.keys.filter((k) => known.has(tp(k) ?? '')) };
+  }
+
+  /**
+   * Offline deactivation (aegisctl deactivate --offline): signs a release of this seat with
+   * the host key and drops the license here at once; the operator submits the release so
+   * the server frees the seat. A copy is kept in the state dir.
+   */
+  offlineRelease(): Promise<OfflineSignedFile & { machine_id: string }> {
+    return this.serial(async () => {
+      const machine = this.machine;
+      if (!machine) throw new AgentError('NOT_ACTIVATED', 'this host has no activated license', { status: 409 });
+      const claims: OfflineReleaseClaims = {
+        machine_id: machine.machine_id,
+        hardware_id: this.d.hardwareId,
+        host_key_thumbprint: this.d.identity.thumbprint,
+        nonce: newOfflineNonce(),
+        iat: Math.floor(this.d.clock.effectiveNow().getTime() / 1000),
+      };
+      const release: OfflineSignedFile = { format: OFFLINE_RELEASE_FORMAT, jws: signOfflineJws(this.d.identity.privateKey, OFFLINE_RELEASE_TYP, claims) };
+      await this.d.store.write(OFFLINE_RELEASE_FILE, release);
+      await this.dropLicense('released offline (submit the release file: aegisctl offline-deactivate)');
+      this.d.log.info('released this seat offline', { machine_id: machine.machine_id, nonce: claims.nonce });
+      return { ...release, machine_id: machine.machine_id };
+    });
+  }
+
+  /** Verifies, caches and applies a token bundle from the server (`trusted`: keys already admitted). */
+  private async adopt(bundle: TokenBundle, machine: MachineRecord, trusted?: JSONWebKeySet): Promise<LicenseClaims> {
+    const jwks: JSONWebKeySet = trusted ?? (await this.d.jwks.admit(bundle.jwks as JSONWebKeySet, 'activation or refresh answer'));
     const verdict = await verifyLicenseOffline(bundle.license_token, jwks, {
       hardwareId: this.d.hardwareId,
       hostKeyThumbprint: this.d.identity.thumbprint,

@@ -90,6 +90,22 @@ export type { ParsedCidr } from './cidr.js';
 export { jwkThumbprint, publicJwkOf, isEd25519PublicJwk } from './jose_keys.js';
 export type { Ed25519PublicJwk } from './jose_keys.js';
 export { signHostProof } from './host_proof.js';
+export {
+  OFFLINE_REQUEST_FORMAT,
+  OFFLINE_LICENSE_FORMAT,
+  OFFLINE_RELEASE_FORMAT,
+  OFFLINE_REQUEST_TYP,
+  OFFLINE_RELEASE_TYP,
+  OFFLINE_FILE_MAX_AGE_SECONDS,
+  OFFLINE_FILE_MAX_BYTES,
+  OFFLINE_NONCE_PATTERN,
+  newOfflineNonce,
+  signOfflineJws,
+  decodeOfflineJws,
+  verifyOfflineJws,
+  offlineAgeRefusal,
+} from './offline_files.js';
+export type { OfflineActivationClaims, OfflineReleaseClaims, OfflineSignedFile, OfflineLicenseFile } from './offline_files.js';
 export { ENVELOPE_VERSION, FLEET_KEY_BYTES, MAX_ENVELOPE_BYTES, EnvelopeError, parseFleetKey, deriveFleetKey, sealEnvelope, openEnvelope } from './envelope.js';
 export type { SealedEnvelope } from './envelope.js';
 export { AUD_SEG_MAP, AUD_FLEET_LICENSE } from './seg_messages.js';

@@ -33,6 +33,7 @@ import { addWebhookRoutes } from './routes_webhooks.js';
 import { addAgentInventoryRoute, addIntelRoutes } from './routes_intel.js';
 import { IntelStore } from './intel/intel_store.js';
 import { FeedRefresher } from './intel/feed_import.js';
+import { addOfflineRoutes } from './routes_offline.js';
 import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
@@ -199,6 +200,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
+  addOfflineRoutes(router, { apiKeys, audit, lifecycle, tenancy, clock });
   const intel = new IntelStore(db, clock);
   addIntelRoutes(router, { apiKeys, tenancy, store: intel });
   addEventRoutes(router, { apiKeys, audit, tenancy, events, intel: fileIntel });

@@ -16,7 +16,7 @@
  *
  * HTTP handlers parse, authorize, call this service and audit; they do not touch storage.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type KeyObject } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import {
   AegisError,
@@ -72,7 +72,46 @@ import { machineIdOfSpiffe } from './pki/authority.js';
 import type { CertifiableKey, CertificateIssuer } from './pki/issuer.js';
 import { certificateRefused, type CertifiedPeer, type MachineCertificates } from './pki/machine_certs.js';
 import type { AgentRegistry } from './rollout/agents.js';
+import { TenancyError } from './tenancy.js';
 import type { TokenService } from './tokens.js';
+
+/** An activation request without its proof: what the seat binding reads (online and offline alike). */
+export type SeatRequest = Omit<ActivationRequest, 'proof'>;
+/** Runs once the license key resolved (rate limit, tenancy); refuses by throwing. */
+export type OnLicense = (licenseId: string) => void | Promise<void>;
+/** A verified offline file's single-use record: its nonce, kept until `expiresAt`. */
+export interface OfflineGrant {
+  nonce: string;
+  expiresAt: string;
+}
+/** How an activation is authenticated: a host-key proof, or an offline request already verified. */
+type ActivationAuth = { proof: unknown } | { offline: OfflineGrant };
+/**
+ * Deactivation by an offline release: `authorize` applies the caller's tenancy to the
+ * machine, `release` verifies the file with the machine's host key and returns its nonce.
+ */
+export interface OfflineReleaseAuth {
+  authorize: (machineId: string) => Promise<void>;
+  release: (hostKey: KeyObject, machine: Pick<MachinesTable, 'id' | 'hardware_id' | 'host_key_thumbprint'>) => OfflineGrant;
+}
+
+/**
+ * Records an offline file's nonce in `tx`; PROOF_REPLAYED when it was used before. The
+ * insert conflicts on the primary key; concurrent uses serialise on it (PostgreSQL) or on
+ * the one connection (SQLite), so exactly one commits.
+ */
+async function useNonce(tx: Kysely<Database>, now: string, g: OfflineGrant, kind: 'activation' | 'release', machineId: string | null, ids: Refusal['ids']): Promise<void> {
+  const seen = await tx.selectFrom('offline_nonces').select('nonce').where('nonce', '=', g.nonce).executeTakeFirst();
+  const replayed = () => new Refusal(new AegisError('PROOF_REPLAYED', `this offline ${kind === 'activation' ? 'request' : 'release'} file was already used`), ids);
+  if (seen) throw replayed();
+  try {
+    await tx.insertInto('offline_nonces').values({ nonce: g.nonce, kind, machine_id: machineId, used_at: now, expires_at: g.expiresAt }).execute();
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (code === '23505' || /UNIQUE constraint failed/.test((e as Error).message ?? '')) throw replayed();
+    throw e;
+  }
+}
 
 /** Thrown refusals carry the ids the audit record needs. */
 export class Refusal extends AegisError {
@@ -265,9 +304,25 @@ export class MachineLifecycle {
    * `onLicense` runs once the key has resolved to a license and before any work on it
    * (the HTTP layer applies its per-license rate limit there).
    */
-  async activate(input: ActivationRequest, onLicense: (licenseId: string) => void = () => {}): Promise<Activation> {
+  async activate(input: ActivationRequest, onLicense: OnLicense = () => {}): Promise<Activation> {
+    const { proof, ...request } = input;
+    return this.activateObserved(request, { proof }, onLicense);
+  }
+
+  /**
+   * Activates a machine from an offline request file the caller has already opened
+   * (offline_activation.ts: the host key's signature over it verified, its age checked).
+   * The same seat binding as online activation: only the proof check differs, the file's
+   * nonce is recorded in the seat's transaction instead (a second use is PROOF_REPLAYED
+   * and takes no seat).
+   */
+  activateOffline(request: SeatRequest, grant: OfflineGrant, onLicense: OnLicense = () => {}): Promise<Activation> {
+    return this.activateObserved(request, { offline: grant }, onLicense);
+  }
+
+  private async activateObserved(request: SeatRequest, auth: ActivationAuth, onLicense: OnLicense): Promise<Activation> {
     try {
-      const a = await this.activateSeat(input, onLicense);
+      const a = await this.activateSeat(request, auth, onLicense);
       this.d.observer?.activated(a.created ? 'created' : 'reactivated');
       return a;
     } catch (e) {
@@ -276,18 +331,20 @@ export class MachineLifecycle {
     }
   }
 
-  private async activateSeat(input: ActivationRequest, onLicense: (licenseId: string) => void): Promise<Activation> {
+  private async activateSeat(input: SeatRequest, auth: ActivationAuth, onLicense: OnLicense): Promise<Activation> {
     // A bad CSR is refused before the seat is touched.
     const certKey = await this.verifyCsr(input.csr, input.host_public_key);
     const lic = await this.d.licenses.rowByKey(input.license_key);
     const ids = { license_id: lic.id, customer_id: lic.customer_id };
-    onLicense(lic.id);
+    await onLicense(lic.id);
     const hostKey = publicKeyFromJwk(input.host_public_key);
     const thumbprint = jwkThumbprint(input.host_public_key);
-    try {
-      await acceptProof(this.db, this.clock, input.proof, { audience: AUD_ACTIVATION_PROOF, hardwareId: input.hardware_id, key: hostKey });
-    } catch (e) {
-      throw e instanceof AegisError ? new Refusal(e, ids) : e;
+    if ('proof' in auth) {
+      try {
+        await acceptProof(this.db, this.clock, auth.proof, { audience: AUD_ACTIVATION_PROOF, hardwareId: input.hardware_id, key: hostKey });
+      } catch (e) {
+        throw e instanceof AegisError ? new Refusal(e, ids) : e;
+      }
     }
     this.checkUsable(lic, input.agent_version);
 
@@ -305,6 +362,9 @@ export class MachineLifecycle {
         await tx.selectFrom('licenses').select('id').where('id', '=', lic.id).forUpdate().executeTakeFirstOrThrow();
         await tx.selectFrom('customers').select('id').where('id', '=', lic.customer_id).forUpdate().executeTakeFirstOrThrow();
       }
+      // An offline request is used once: its nonce is taken in the seat's transaction, so
+      // a refused activation leaves it usable and a replay never reaches the seat count.
+      if ('offline' in auth) await useNonce(tx, iso(this.clock.now()), auth.offline, 'activation', null, ids);
       const strategy = lic.fingerprint_match as FingerprintMatch;
       const onLicense = await tx.selectFrom('machines').selectAll().where('license_id', '=', lic.id).where('status', '=', 'active').execute();
       const sameKey = onLicense.filter((m) => m.host_key_thumbprint === thumbprint);
@@ -626,7 +686,7 @@ export class MachineLifecycle {
    * agent listener refuses them at once) and its NATS users. `proof` is required unless
    * the caller is an admin (authorised by the HTTP layer).
    */
-  async deactivate(machineId: string, auth: DeactivationAuth): Promise<Deactivation> {
+  async deactivate(machineId: string, auth: DeactivationAuth | OfflineReleaseAuth): Promise<Deactivation> {
     try {
       const d = await this.deactivateSeat(machineId, auth);
       this.d.observer?.deactivated('ok');
@@ -637,18 +697,33 @@ export class MachineLifecycle {
     }
   }
 
-  private async deactivateSeat(machineId: string, auth: DeactivationAuth): Promise<Deactivation> {
+  private async deactivateSeat(machineId: string, auth: DeactivationAuth | OfflineReleaseAuth): Promise<Deactivation> {
     const m = await this.machineRow(machineId);
     const lic = await this.d.licenses.row(m.license_id);
-    if (!('admin' in auth)) {
-      try {
+    const ids = { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id };
+    let grant: OfflineGrant | null = null;
+    try {
+      if ('release' in auth) {
+        await auth.authorize(m.id);
+        // The release is checked against the key this seat is bound to.
+        grant = auth.release(publicKeyFromJwk(hostKeyOf(m)), m);
+      } else if (!('admin' in auth)) {
         await this.checkMachineProof(m, auth.proof, AUD_DEACTIVATION_PROOF);
-      } catch (e) {
-        throw e instanceof AegisError ? new Refusal(e, { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id }) : e;
       }
+    } catch (e) {
+      throw e instanceof AegisError && !(e instanceof TenancyError) ? new Refusal(e, ids) : e;
     }
     const now = iso(this.clock.now());
-    await this.db.updateTable('machines').set({ status: 'deactivated', deactivated_at: now }).where('id', '=', m.id).where('status', '=', 'active').execute();
+    if (grant) {
+      const g = grant;
+      await this.db.transaction().execute(async (tx) => {
+        await useNonce(tx, now, g, 'release', m.id, ids);
+        const r = await tx.updateTable('machines').set({ status: 'deactivated', deactivated_at: now }).where('id', '=', m.id).where('status', '=', 'active').executeTakeFirst();
+        if (Number(r.numUpdatedRows) === 0) throw new Refusal(new AegisError('MACHINE_DEACTIVATED', 'this machine was already deactivated'), ids);
+      });
+    } else {
+      await this.db.updateTable('machines').set({ status: 'deactivated', deactivated_at: now }).where('id', '=', m.id).where('status', '=', 'active').execute();
+    }
     const revoked = await this.revokeMachines([m.id]);
     return { machine: toMachine(await this.machineRow(m.id)), license_id: lic.id, customer_id: lic.customer_id, ...revoked };
   }

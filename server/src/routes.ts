@@ -155,7 +155,7 @@ const validateBody = validator<ValidateRequest>({
     entitlements: entitlementList,
   },
 });
-const activationBody = validator<ActivationRequest>({
+export const activationBody = validator<ActivationRequest>({
   type: 'object',
   additionalProperties: false,
   required: ['license_key', 'hardware_id', 'host_public_key', 'hostname', 'agent_version', 'proof'],

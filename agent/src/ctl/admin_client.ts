@@ -15,6 +15,7 @@ import type {
   LicenseType,
   LicensedTier,
   Machine,
+  OfflineLicenseFile,
   Paged,
 } from '../../../protocol/src/index.js';
 import { ExitCode } from './exit_codes.js';
@@ -197,6 +198,15 @@ export class AdminClient {
   }
   revokeLicense(id: string, reason: string): Promise<License> {
     return this.callBody('DELETE', `/api/v1/licenses/${enc(id)}/revoke`, { reason }, true, `license ${id}`);
+  }
+
+  /** An offline activation request file → the machine-bound license file for the host. */
+  offlineActivate(request: unknown): Promise<OfflineLicenseFile> {
+    return this.callBody('POST', '/api/v1/machines/offline-activations', request);
+  }
+  /** An offline release file → the deactivated machine. */
+  offlineDeactivate(release: unknown): Promise<Machine> {
+    return this.callBody('POST', '/api/v1/machines/offline-deactivations', release);
   }
 
   jwks(): Promise<JwksDocument> {

@@ -2,6 +2,7 @@
  * aegis-agent's local control API (HTTP over its Unix socket) as aegisctl uses it. The
  * types are the socket API's contract; the daemon owns the implementation.
  */
+import type { OfflineSignedFile } from '../../../protocol/src/index.js';
 import { ExitCode } from './exit_codes.js';
 import { ProtocolError, UnreachableError } from './errors.js';
 import { describeErrno, sendRequest, streamLines, type FailureMapper, type Target } from './http_transport.js';
@@ -245,6 +246,15 @@ export class AgentClient {
   }
   deactivate(): Promise<{ deactivated: boolean; machine_id: string | null }> {
     return this.call('POST', '/v1/deactivate');
+  }
+  offlineRequest(licenseKey: string): Promise<OfflineSignedFile> {
+    return this.call('POST', '/v1/offline/request', { license_key: licenseKey });
+  }
+  installLicense(file: unknown): Promise<Activated> {
+    return this.call('POST', '/v1/offline/install', file);
+  }
+  offlineRelease(): Promise<OfflineSignedFile & { machine_id: string }> {
+    return this.call('POST', '/v1/offline/release');
   }
   refresh(): Promise<{ state: string; reason?: string; kernel_token_expires_at: string | null; last_error: { code: string; message: string } | null }> {
     return this.call('POST', '/v1/refresh');

@@ -22,6 +22,7 @@ import {
 } from '../../../protocol/src/index.js';
 import { contextOf, parseIntRange, parseIsoDate, parseList, parseText, type Ctx, type CtlIo } from './context.js';
 import { UsageError, ProtocolError } from './errors.js';
+import { readOfflineFile, writeOfflineFile } from './offline_files.js';
 import type { Column } from './output.js';
 import { formatWhen } from './time_format.js';
 
@@ -400,6 +401,44 @@ function keysCommand(io: CtlIo): Command {
     );
 }
 
+// --- offline activation ------------------------------------------------------------
+
+/** The operator's side of offline activation: request file → license file, release file → seat freed. */
+function offlineCommands(io: CtlIo): Command[] {
+  const activate = new Command('offline-activate')
+    .description('turn an offline activation request (aegisctl activate --offline on the host) into a machine-bound license file')
+    .argument('<request>', 'the request file')
+    .requiredOption('--out <file>', 'where to write the license file (mode 0600)')
+    .action(
+      action(io, async (ctx, [path], opts) => {
+        const request = readOfflineFile(path!, 'activation request');
+        const file = await ctx.server().offlineActivate(request);
+        const out = opts.out as string;
+        await writeOfflineFile(out, file);
+        ctx.out.result({ written: out, machine_id: file.machine_id, license_id: file.license_id, hostname: file.hostname, license_expires_at: file.bundle.license_expires_at }, () => {
+          ctx.out.line(`wrote the license file ${out} for machine ${file.machine_id}; on the host: aegisctl install-license ${out}`);
+          ctx.out.fields([
+            ['Host', file.hostname],
+            ['License', file.license_id],
+            ['License expires', formatWhen(file.bundle.license_expires_at, ctx.now, 'never')],
+            ['Kernel token expires', formatWhen(file.bundle.kernel_token_expires_at, ctx.now)],
+          ]);
+        });
+      }),
+    );
+  const deactivate = new Command('offline-deactivate')
+    .description('free the seat of a host that released it offline (aegisctl deactivate --offline on the host)')
+    .argument('<release>', 'the release file')
+    .action(
+      action(io, async (ctx, [path]) => {
+        const release = readOfflineFile(path!, 'release file');
+        const m = await ctx.server().offlineDeactivate(release);
+        ctx.out.result(m, () => ctx.out.line(`deactivated machine ${m.id} (${m.hostname}); its seat is free`));
+      }),
+    );
+  return [activate, deactivate];
+}
+
 export function adminCommands(io: CtlIo): Command[] {
-  return [customersCommand(io), licensesCommand(io), keysCommand(io)];
+  return [customersCommand(io), licensesCommand(io), keysCommand(io), ...offlineCommands(io)];
 }

@@ -9,6 +9,7 @@ import type { Column } from './output.js';
 import { action } from './commands_admin.js';
 import type { Ctx, CtlIo } from './context.js';
 import { UsageError } from './errors.js';
+import { readOfflineFile, writeOfflineFile } from './offline_files.js';
 import { formatDuration, formatEpoch, formatWhen } from './time_format.js';
 
 const orDash = (v: unknown) => (v === null || v === undefined || v === '' ? '-' : String(v));
@@ -178,12 +179,28 @@ export function localCommands(io: CtlIo): Command[] {
   );
 
   const activate = new Command('activate')
-    .description('activate this host with a license key (use "-" to read the key from standard input, keeping it out of ps)')
-    .argument('<key>', 'license key, AEGIS-XXXXX-XXXXX-XXXXX-XXXXX, or -')
+    .description('activate this host with a license key (use "-" to read the key from standard input, keeping it out of ps); --offline writes a signed request file for an operator instead')
+    .argument('[key]', 'license key, AEGIS-XXXXX-XXXXX-XXXXX-XXXXX, or -')
+    .option('--license-key <key>', 'the license key (instead of the argument)')
+    .option('--offline', 'air-gapped host: write a signed activation request (aegisctl offline-activate turns it into a license file)')
+    .option('--out <file>', 'with --offline: where to write the request (mode 0600)')
     .action(
-      action(io, async (ctx, [raw]) => {
-        const key = checkLicenseKey(raw === '-' ? await readKeyFromStdin(io) : raw!);
+      action(io, async (ctx, [arg], opts) => {
+        const raw = (opts.licenseKey as string | undefined) ?? arg;
+        if (raw === undefined) throw new UsageError("missing required argument 'key' (or --license-key)");
+        const key = checkLicenseKey(raw === '-' ? await readKeyFromStdin(io) : raw);
         const agent = ctx.agent();
+        if (opts.offline) {
+          const out = opts.out as string | undefined;
+          if (!out) throw new UsageError('--offline needs --out FILE (where to write the request)');
+          const request = await agent.offlineRequest(key);
+          await writeOfflineFile(out, request);
+          ctx.out.result({ written: out, format: request.format }, () =>
+            ctx.out.line(`wrote the offline activation request ${out}; on a connected machine: aegisctl offline-activate ${out} --out license-file.json, then here: aegisctl install-license license-file.json`),
+          );
+          return;
+        }
+        if (opts.out) throw new UsageError('--out is for --offline only');
         const a = await ctx.out.waiting('activating (aegis-agent is asking aegis-server)', () => agent.activate(key));
         ctx.out.result(a, () => {
           ctx.out.line(`activated: this host is machine ${a.machine_id}`);
@@ -196,13 +213,35 @@ export function localCommands(io: CtlIo): Command[] {
       }),
     );
 
-  const deactivate = new Command('deactivate').description("release this host's seat; the agent falls back to the community edition").action(
-    action(io, async (ctx) => {
-      const agent = ctx.agent();
-      const d = await ctx.out.waiting('deactivating (aegis-agent is asking aegis-server)', () => agent.deactivate());
-      ctx.out.result(d, () => ctx.out.line(`deactivated machine ${orDash(d.machine_id)}; its seat is free and this host runs the community edition`));
-    }),
-  );
+  const deactivate = new Command('deactivate')
+    .description("release this host's seat; the agent falls back to the community edition; --offline writes a signed release file for an operator")
+    .option('--offline', 'air-gapped host: drop the license now and write a signed release (aegisctl offline-deactivate frees the seat)')
+    .option('--out <file>', 'with --offline: where to write the release (mode 0600)')
+    .action(
+      action(io, async (ctx, _args, opts) => {
+        const agent = ctx.agent();
+        if (opts.offline) {
+          const out = opts.out as string | undefined;
+          if (!out) throw new UsageError('--offline needs --out FILE (where to write the release)');
+          const { machine_id, ...file } = await agent.offlineRelease();
+          try {
+            await writeOfflineFile(out, file);
+          } catch (e) {
+            // The license is already dropped: say where the agent kept its copy.
+            throw new UsageError(`released machine ${machine_id}, but cannot write ${out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+              hint: 'the agent keeps a copy as offline-release.json in its state dir; submit that one',
+            });
+          }
+          ctx.out.result({ deactivated: true, machine_id, written: out }, () =>
+            ctx.out.line(`released machine ${machine_id} here (community edition now); wrote ${out}: submit it with aegisctl offline-deactivate ${out} to free the seat`),
+          );
+          return;
+        }
+        if (opts.out) throw new UsageError('--out is for --offline only');
+        const d = await ctx.out.waiting('deactivating (aegis-agent is asking aegis-server)', () => agent.deactivate());
+        ctx.out.result(d, () => ctx.out.line(`deactivated machine ${orDash(d.machine_id)}; its seat is free and this host runs the community edition`));
+      }),
+    );
 
   const snapshots = new Command('snapshots').description('segmentation policy applied per service: revision, stage, mode, counters').action(
     action(io, async (ctx) => {
@@ -313,5 +352,23 @@ export function localCommands(io: CtlIo): Command[] {
       }),
     );
 
-  return [status, hwid, license, activate, deactivate, refresh, snapshots, reload, token, flows];
+  const installLicense = new Command('install-license')
+    .description('install a license file from an offline activation (no network needed); the agent verifies it is signed by a trusted server key and bound to this host')
+    .argument('<file>', 'the license file aegisctl offline-activate wrote')
+    .action(
+      action(io, async (ctx, [path]) => {
+        const file = readOfflineFile(path!, 'license file');
+        const a = await ctx.agent().installLicense(file);
+        ctx.out.result(a, () => {
+          ctx.out.line(`installed: this host is machine ${a.machine_id}`);
+          ctx.out.fields([
+            ['Tier', a.tier],
+            ['Features', list(a.features)],
+            ['License expires', formatWhen(a.license_expires_at, ctx.now, 'never')],
+          ]);
+        });
+      }),
+    );
+
+  return [status, hwid, license, activate, deactivate, installLicense, refresh, snapshots, reload, token, flows];
 }

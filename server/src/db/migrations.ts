@@ -410,6 +410,23 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         for (const col of ['allow_containers', 'clone_policy', 'fingerprint_match', 'entitlements']) await db.schema.alterTable('licenses').dropColumn(col).execute();
       },
     },
+    '0013_offline_activation': {
+      // Nonces of offline activation requests and releases already used: each file is
+      // accepted once. Rows outlive the file's max age (after that its iat refuses it).
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('offline_nonces')
+          .addColumn('nonce', 'text', (c) => c.primaryKey())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('machine_id', 'text')
+          .addColumn('used_at', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('offline_nonces').execute();
+      },
+    },
     '0014_heartbeats_floating': {
       async up(db: Kysely<any>) {
         // License policy: heartbeats, floating leases and grace. Defaults keep the old behaviour.

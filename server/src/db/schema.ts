@@ -85,6 +85,15 @@ export interface UsedProofsTable {
   expires_at: string;
 }
 
+/** A used offline activation request or release (0013_offline_activation). */
+export interface OfflineNoncesTable {
+  nonce: string;
+  kind: 'activation' | 'release';
+  machine_id: string | null;
+  used_at: string;
+  expires_at: string;
+}
+
 export interface ApiKeysTable {
   id: string;
   name: string;
@@ -363,6 +372,7 @@ export interface Database {
   licenses: LicensesTable;
   machines: MachinesTable;
   used_proofs: UsedProofsTable;
+  offline_nonces: OfflineNoncesTable;
   api_keys: ApiKeysTable;
   audit_logs: AuditLogsTable;
 }
