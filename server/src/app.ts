@@ -30,6 +30,8 @@ import { Tenancy } from './tenancy.js';
 import { addJwksRoutes, JWKS_DOC } from './routes_jwks.js';
 import { addDocsRoutes } from './routes_docs.js';
 import { addWebhookRoutes } from './routes_webhooks.js';
+import { addConsoleRoutes } from './routes_console.js';
+import { ConsoleSessions } from './console/sessions.js';
 import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
@@ -106,6 +108,9 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const tokens = new TokenService(keys);
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
+  // The operator console's sessions stand for the key they signed in with (http/auth.ts).
+  const consoleSessions = new ConsoleSessions(apiKeys, clock, config.console);
+  apiKeys.sessions = consoleSessions;
   const audit = new AuditLog(db, clock, opts.auditRefusalsPerMinute);
   // Every audited event that is a webhook event is queued in the statement that audits it.
   const webhooks = new Webhooks(db, clock, keys, config.webhooks, log);
@@ -183,6 +188,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
+  addConsoleRoutes(router, { apiKeys, audit, sessions: consoleSessions });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });
@@ -237,6 +243,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const pruner = setInterval(() => {
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
     certs.prune().catch((e: unknown) => log.warn('pruning certificate records failed', { error: (e as Error).message }));
+    consoleSessions.sweep();
     flowLog.prune().catch((e: unknown) => log.warn('pruning the flow log failed', { error: (e as Error).message }));
     // Counts of refusals beyond the audit bound are written once their minute is over.
     audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
