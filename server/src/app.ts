@@ -188,7 +188,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
-  addConsoleRoutes(router, { apiKeys, audit, sessions: consoleSessions });
+  addConsoleRoutes(router, { apiKeys, audit, sessions: consoleSessions, keys: ctx.keys, clock });
   const agentDeps = { lifecycle, orchestrator, audit };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) addAgentRoutes(router, { ...agentDeps, requireMtls: false });

@@ -11,6 +11,9 @@ import { readFileSync } from 'node:fs';
 import { AegisError } from '../../protocol/src/index.js';
 import type { ApiKeys } from './api_keys.js';
 import type { AuditLog } from './audit.js';
+import { authorize } from './http/auth.js';
+import type { KeyStore } from './keys/keystore.js';
+import type { Clock } from './clock.js';
 import { ConsoleSessions, CSRF_HEADER, SESSION_COOKIE } from './console/sessions.js';
 import type { Reply, Request, Router } from './http/router.js';
 import type { RouteDoc } from './http/route_doc.js';
@@ -73,7 +76,31 @@ const SESSION_EXAMPLE = {
 
 const TAG = 'console';
 
-export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: AuditLog; sessions: ConsoleSessions }): void {
+const SIGNING_KEYS_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['items'],
+  properties: {
+    items: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['kid', 'active', 'retired', 'created_at', 'retired_at', 'age_seconds'],
+        properties: {
+          kid: { type: 'string' },
+          active: { type: 'boolean' },
+          retired: { type: 'boolean' },
+          created_at: { type: 'string' },
+          retired_at: { type: ['string', 'null'] },
+          age_seconds: { type: 'number', minimum: 0 },
+        },
+      },
+    },
+  },
+} as const;
+
+export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: AuditLog; sessions: ConsoleSessions; keys: KeyStore; clock: Clock }): void {
   const { sessions, audit } = d;
   const assets = new Map<string, Asset>();
   const load = (name: string, type: string): Asset => {
@@ -121,6 +148,36 @@ export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: A
         auth: { kind: 'public' },
         responses: { 200: { description: 'The file, with its content type.' }, 304: { description: 'Not modified (ETag).' } },
         errors: ['NOT_FOUND'],
+      },
+    },
+  );
+
+  // The overview's signing keys: which is active and how old each is (public keys only, as in the JWKS).
+  router.add(
+    'GET',
+    '/api/v1/admin/signing-keys',
+    async (req) => {
+      await authorize(d.apiKeys, req, 'admin:read');
+      const now = d.clock.now().getTime();
+      const items = d.keys.kids().map((kid) => {
+        const k = d.keys.info(kid);
+        return { kid, active: k.active, retired: k.retired, created_at: k.created_at, retired_at: k.retired_at, age_seconds: Math.max(0, Math.round((now - new Date(k.created_at).getTime()) / 1000)) };
+      });
+      return { status: 200, body: { items } };
+    },
+    {
+      doc: {
+        summary: 'Signing keys and their age',
+        description: 'Every key id in the keyring: active, retired, created (the public halves are in /.well-known/jwks.json).',
+        tag: 'admin',
+        auth: { kind: 'api_key', scope: 'admin:read' },
+        responses: {
+          200: {
+            description: 'The keyring.',
+            schema: SIGNING_KEYS_SCHEMA,
+            example: { items: [{ kid: 'k-2026-01-01', active: true, retired: false, created_at: '2026-01-01T00:00:00.000Z', retired_at: null, age_seconds: 86400 }] },
+          },
+        },
       },
     },
   );
