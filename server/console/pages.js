@@ -175,8 +175,8 @@ export function Licenses() {
         <label>Type
           <select name="license_type">${['subscription', 'perpetual', 'demo'].map((t) => html`<option>${t}</option>`)}</select>
         </label>
-        <label>Seats <input name="max_machines" type="number" min="1" max="100000" value="5" required /></label>
-        <label>Days <input name="duration_days" type="number" min="1" max="36500" value="365" /></label>
+        <label>Seats <input name="max_machines" type="number" min="1" max="100000" defaultValue="5" required /></label>
+        <label>Days <input name="duration_days" type="number" min="1" max="36500" defaultValue="365" /></label>
         <button type="submit">Issue license</button>
       </form>
     </section>
@@ -200,7 +200,7 @@ export function Licenses() {
               ? html`<span class="muted">${l.revoke_reason || ''}</span>`
               : revoking === l.id
                 ? html`<form class="row-form" onSubmit=${(e) => revoke(e, l)}>
-                    <label>Reason <input name="reason" required maxlength="500" value="contract ended" /></label>
+                    <label>Reason <input name="reason" required maxlength="500" defaultValue="contract ended" /></label>
                     <button type="submit" class="danger">Confirm revoke</button>
                     <button type="button" class="secondary" onClick=${() => setRevoking(null)}>Cancel</button>
                   </form>`
@@ -494,9 +494,9 @@ export function Audit() {
     <section class="card" aria-labelledby="audit-filters">
       <h2 id="audit-filters">Filters</h2>
       <form class="inline-form" onSubmit=${apply}>
-        <label>Event type <input name="event_type" placeholder="license.revoked" value=${filter.event_type} /></label>
-        <label>Customer <input name="customer_id" placeholder="id or external id" value=${filter.customer_id} /></label>
-        <label>Since <input name="since" type="datetime-local" value=${filter.since} /></label>
+        <label>Event type <input name="event_type" placeholder="license.revoked" defaultValue=${filter.event_type} /></label>
+        <label>Customer <input name="customer_id" placeholder="id or external id" defaultValue=${filter.customer_id} /></label>
+        <label>Since <input name="since" type="datetime-local" defaultValue=${filter.since} /></label>
         <button type="submit">Apply filters</button>
       </form>
     </section>
