@@ -155,10 +155,10 @@ if (requireCapability(t, chromiumMissing())) {
     // --- audit -----------------------------------------------------------------------
     await go('audit', 'Audit log');
     await page.locator('code', { hasText: 'console.signed_in' }).first().waitFor();
-    await page.getByLabel('Event type').fill('license.created');
+    await page.getByLabel('Event type').fill('license.issued');
     await page.getByRole('button', { name: 'Apply filters' }).click();
     await page.locator('caption', { hasText: /of 3$/ }).waitFor();
-    t.equal(await page.locator('tbody code', { hasText: 'seg.map' }).count(), 0, 'filtered to license.created');
+    t.equal(await page.locator('tbody code', { hasText: 'seg.map' }).count(), 0, 'filtered to license.issued');
     await shot('audit');
 
     // --- keyboard: tab reaches the navigation, focus is visible ---------------------
