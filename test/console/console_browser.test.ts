@@ -237,7 +237,7 @@ if (requireCapability(t, chromiumMissing())) {
     s.clock.offsetMs = 0;
 
     // --- a key limited to one customer ---------------------------------------------------
-    const limited = await s.app.apiKeys.create('acme-ops', [...SCOPES].filter((x) => x !== 'metrics:read'), seed.b.customerId);
+    const limited = await s.app.apiKeys.create('globex-ops', [...SCOPES].filter((x) => x !== 'metrics:read'), seed.b.customerId);
     await page.getByLabel('Admin API key').fill(limited.key);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.locator('[data-testid="who"]', { hasText: 'limited to customer' }).waitFor();
