@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
+import { loadConfig } from '../../server/src/config.js';
 import { activateTestHost, startTestServer, type TestServer } from '../harness/server.js';
 
 export type DatabaseFactory = () => Promise<string | undefined>;
@@ -183,6 +184,22 @@ export function consoleSessionSuite(t: Test, newDatabase: DatabaseFactory): void
     t.equal((await d.req('GET', '/api/v1/licenses')).status, 200);
     await s.app.apiKeys.revoke(k.id);
     t.equal((await d.req('GET', '/api/v1/licenses')).status, 401, 'revoking the key ends its sessions at once');
+  });
+
+  t.test('behind a proxy: AEGIS_CONSOLE_ORIGINS names the origins writes may come from', async (t) => {
+    t.throws(() => loadConfig({}, { AEGIS_CONSOLE_ORIGINS: 'https://aegis.example.com/path' }), /no path/);
+    t.throws(() => loadConfig({}, { AEGIS_CONSOLE_ORIGINS: 'aegis.example.com' }), /AEGIS_CONSOLE_ORIGINS/);
+    t.throws(() => loadConfig({}, { AEGIS_CONSOLE_SESSION_SECONDS: '5' }), /AEGIS_CONSOLE_SESSION_SECONDS/);
+    t.same(loadConfig({}, { AEGIS_CONSOLE_ORIGINS: 'https://aegis.example.com, https://ops.example.com:8443' }).console.origins, ['https://aegis.example.com', 'https://ops.example.com:8443']);
+    const s = await start({ AEGIS_CONSOLE_ORIGINS: 'https://aegis.example.com' });
+    t.teardown(() => s.close());
+    const own = await raw(s, 'POST', '/console/api/session', { api_key: s.adminKey }, { origin: s.url });
+    t.same([own.status, own.body.error.details?.reason], [403, 'origin'], 'the Host-derived origin no longer counts once origins are configured');
+    const viaProxy = await raw(s, 'POST', '/console/api/session', { api_key: s.adminKey }, { origin: 'https://aegis.example.com' });
+    t.equal(viaProxy.status, 201, 'the configured origin signs in');
+    const cookie = viaProxy.headers.get('set-cookie')!.split(';')[0]!;
+    const write = await raw(s, 'POST', '/api/v1/customers', { name: 'via proxy' }, { cookie, origin: 'https://aegis.example.com', 'x-csrf-token': viaProxy.body.csrf_token });
+    t.equal(write.status, 201, 'and writes');
   });
 
   t.test('the console files: a fixed list, a strict policy, nothing else reachable', async (t) => {
