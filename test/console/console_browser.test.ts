@@ -180,6 +180,35 @@ if (requireCapability(t, chromiumMissing())) {
     await page.keyboard.press('Enter');
     await page.locator('h1#page-title', { hasText: 'Licenses' }).waitFor();
     t.equal(await page.evaluate(() => document.activeElement?.id), 'page-title', 'Enter follows the link and focus moves to the page heading');
+    // Contrast: every visible text on the page against its effective background, WCAG AA.
+    const lowContrast = await page.evaluate(() => {
+      const rgb = (c: string) => (c.match(/[\d.]+/g) ?? []).map(Number);
+      const lum = ([r, g, b]: number[]) => {
+        const f = (v: number) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+        return 0.2126 * f(r!) + 0.7152 * f(g!) + 0.0722 * f(b!);
+      };
+      const bgOf = (el: any): number[] => {
+        for (let e = el; e; e = e.parentElement) {
+          const c = rgb(getComputedStyle(e).backgroundColor);
+          if (c.length === 3 || (c.length === 4 && c[3]! > 0)) return c.slice(0, 3);
+        }
+        return [255, 255, 255];
+      };
+      const bad: string[] = [];
+      let checked = 0;
+      for (const el of document.querySelectorAll('body *')) {
+        const own = [...el.childNodes].some((n: any) => n.nodeType === 3 && n.textContent.trim());
+        if (!own || el.closest('svg') || el.disabled || !el.getClientRects().length) continue;
+        checked++;
+        const fg = lum(rgb(getComputedStyle(el).color).slice(0, 3));
+        const bg = lum(bgOf(el));
+        const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+        if (ratio < 4.5) bad.push(`${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+      }
+      return { bad, checked };
+    });
+    t.same(lowContrast.bad, [], 'every text has a contrast of at least 4.5:1');
+    t.ok(lowContrast.checked > 40, `${lowContrast.checked} texts checked (badges, buttons, headings, cells, the top bar)`);
     const unlabeled = await page.evaluate(() => [...document.querySelectorAll('input, select')].filter((el: any) => !el.labels?.length).length);
     t.equal(unlabeled, 0, 'every input has a label');
 

@@ -92,7 +92,7 @@ function security(auth: RouteAuth): Array<Record<string, string[]>> {
       return [{ ConsoleSession: [] }];
     case 'api_key_or_host_proof':
       // `{}`: no credential header at all, the body's host proof instead.
-      return [{ ApiKey: [auth.scope] }, { ApiKeyBearer: [auth.scope] }, {}];
+      return [{ ApiKey: [auth.scope] }, { ApiKeyBearer: [auth.scope] }, { ConsoleSession: [auth.scope] }, {}];
     case 'host_proof_header':
       return [{ HostProof: [] }];
     case 'agent_token':
