@@ -41,7 +41,7 @@ function SignIn({ onSignedIn, notice }) {
   return html`<main class="signin" id="main">
     <form class="card" onSubmit=${submit} aria-labelledby="signin-title">
       <h1 id="signin-title">Aegis console</h1>
-      <p>Sign in with an admin API key. The key stays here; the server answers a session that has the key's scopes and customer limit.</p>
+      <p>Sign in with an admin API key. It is sent once; the server answers a session cookie with the key's scopes and customer limit, and the page keeps no copy of the key.</p>
       ${notice && html`<p class="notice" role="status">${notice}</p>`}
       <label for="api_key">Admin API key</label>
       <input id="api_key" name="api_key" type="password" autocomplete="off" required maxlength="256" placeholder="aegis_sk_…" />
