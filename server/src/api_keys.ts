@@ -55,7 +55,16 @@ function hashKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
+/** What signs a request in by the operator console's session cookie (console/sessions.ts). */
+export interface SessionAuthenticator {
+  presented(req: { headers: Record<string, string | string[] | undefined> }): boolean;
+  authenticate(req: any): Promise<{ principal: ApiPrincipal }>;
+}
+
 export class ApiKeys {
+  /** Console sessions: a request without a key may carry one instead (http/auth.ts). */
+  sessions: SessionAuthenticator | null = null;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
@@ -127,6 +136,13 @@ export class ApiKeys {
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
     return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** The principal of key `id` (a console session's), or null when unknown or revoked. */
+  async principalById(id: string): Promise<ApiPrincipal | null> {
+    const row = await this.db.selectFrom('api_keys').selectAll().where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst();
+    if (!row) return null;
+    return { id: row.id, name: row.name, scopes: (JSON.parse(row.scopes) as string[]).filter(isScope), customer_id: row.customer_id };
   }
 
   /** The principal for a presented key, or null when unknown or revoked. */

@@ -34,6 +34,8 @@ import { addAgentInventoryRoute, addIntelRoutes } from './routes_intel.js';
 import { IntelStore } from './intel/intel_store.js';
 import { FeedRefresher } from './intel/feed_import.js';
 import { addOfflineRoutes } from './routes_offline.js';
+import { addConsoleRoutes } from './routes_console.js';
+import { ConsoleSessions } from './console/sessions.js';
 import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
@@ -121,6 +123,9 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const tokens = new TokenService(keys);
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
+  // The operator console's sessions stand for the key they signed in with (http/auth.ts).
+  const consoleSessions = new ConsoleSessions(apiKeys, clock, config.console);
+  apiKeys.sessions = consoleSessions;
   const audit = new AuditLog(db, clock, opts.auditRefusalsPerMinute);
   // Every audited event that is a webhook event is queued in the statement that audits it.
   const webhooks = new Webhooks(db, clock, keys, config.webhooks, log);
@@ -200,6 +205,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
+  addConsoleRoutes(router, { apiKeys, audit, sessions: consoleSessions, keys: ctx.keys, clock });
   addOfflineRoutes(router, { apiKeys, audit, lifecycle, tenancy, clock });
   const intel = new IntelStore(db, clock);
   addIntelRoutes(router, { apiKeys, tenancy, store: intel });
@@ -272,6 +278,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const pruner = setInterval(() => {
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
     certs.prune().catch((e: unknown) => log.warn('pruning certificate records failed', { error: (e as Error).message }));
+    consoleSessions.sweep();
     flowLog.prune().catch((e: unknown) => log.warn('pruning the flow log failed', { error: (e as Error).message }));
     events.prune().catch((e: unknown) => log.warn('pruning the events failed', { error: (e as Error).message }));
     // Counts of refusals beyond the audit bound are written once their minute is over.

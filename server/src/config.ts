@@ -81,6 +81,8 @@ export interface ServerConfig {
   tls: { certPath: string; keyPath: string } | null;
   /** Browser origins allowed to call the main listener (AEGIS_CORS_ORIGINS); empty: no CORS headers at all. */
   corsOrigins: string[];
+  /** The operator console at /console/: session lifetime and origins (AEGIS_CONSOLE_*). */
+  console: ConsoleSettings;
 }
 
 function intelFeedsFrom(env: NodeJS.ProcessEnv): string[] {
@@ -89,6 +91,43 @@ function intelFeedsFrom(env: NodeJS.ProcessEnv): string[] {
     if (!/^https?:\/\/[^\s]+$/i.test(u)) throw new Error(`AEGIS_INTEL_FEEDS must be comma-separated http(s) URLs, got ${JSON.stringify(u)}`);
   }
   return list;
+}
+
+/** The operator console's sessions (see server/src/console/sessions.ts). */
+export interface ConsoleSettings {
+  /** A session ends this many seconds after sign-in (AEGIS_CONSOLE_SESSION_SECONDS, default 8 h). */
+  sessionSeconds: number;
+  /**
+   * Origins a console write may come from (AEGIS_CONSOLE_ORIGINS, comma-separated, e.g.
+   * https://aegis.example.com behind a TLS proxy); empty: the request's own Host, over
+   * the scheme it arrived by.
+   */
+  origins: string[];
+  /** Mark the cookie Secure even over plain HTTP (AEGIS_CONSOLE_SECURE_COOKIE, behind a TLS proxy). */
+  secureCookie: boolean;
+}
+
+function consoleSettingsFrom(env: NodeJS.ProcessEnv): ConsoleSettings {
+  const origins = (env.AEGIS_CONSOLE_ORIGINS ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  for (const o of origins) {
+    let u: URL;
+    try {
+      u = new URL(o);
+    } catch {
+      throw new Error(`AEGIS_CONSOLE_ORIGINS must list origins such as https://aegis.example.com, got ${JSON.stringify(o)}`);
+    }
+    if ((u.protocol !== 'https:' && u.protocol !== 'http:') || u.origin !== o.replace(/\/$/, '')) {
+      throw new Error(`AEGIS_CONSOLE_ORIGINS must list origins (scheme://host[:port], no path), got ${JSON.stringify(o)}`);
+    }
+  }
+  return {
+    sessionSeconds: intSetting(env, 'AEGIS_CONSOLE_SESSION_SECONDS', 8 * 3600, 60, 30 * 86400),
+    origins: origins.map((o) => new URL(o).origin),
+    secureCookie: truthy(env.AEGIS_CONSOLE_SECURE_COOKIE),
+  };
 }
 
 /** Series kept per per-entity metric family unless AEGIS_METRICS_MAX_SERIES says otherwise. */
@@ -339,6 +378,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     intelFeeds: intelFeedsFrom(env),
     intelRefreshSeconds: intSetting(env, 'AEGIS_INTEL_REFRESH_SECONDS', 6 * 3600, 1, 7 * 86400),
     events: eventSettingsFrom(env),
+    console: consoleSettingsFrom(env),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     metricsListen: metricsListenFrom(env),

@@ -766,7 +766,8 @@ export function buildRouter(d: RouteDeps): Router {
       let actor: string;
       let auth: DeactivationAuth;
       let admin: ApiPrincipal | null = null;
-      if (req.headers['x-api-key'] || req.headers.authorization) {
+      // An admin key, or the console session of one.
+      if (req.headers['x-api-key'] || req.headers.authorization || d.apiKeys.sessions?.presented(req)) {
         admin = await authorize(req, 'licenses:write');
         actor = actorOf(admin);
         auth = { admin: true };

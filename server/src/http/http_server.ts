@@ -329,6 +329,7 @@ function requestListener(router: Router, log: Logger, clock: Clock, observe?: Re
       };
       const peer = peerOf(req);
       if (peer) request.peer = peer;
+      if ((req.socket as Partial<TLSSocket>).encrypted) request.secure = true;
       return await match.handler(request);
     } catch (err) {
       if (err instanceof AegisError) {

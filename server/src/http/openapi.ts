@@ -73,7 +73,7 @@ export function errorCodesOf(route: RegisteredRoute): ErrorCode[] {
   if (route.takesBody) for (const c of ['MALFORMED_JSON', 'UNSUPPORTED_MEDIA_TYPE', 'PAYLOAD_TOO_LARGE'] as const) codes.add(c);
   if (route.method === 'GET') codes.add('BAD_REQUEST');
   const auth = route.doc?.auth.kind;
-  if (auth === 'api_key' || auth === 'api_key_or_host_proof' || auth === 'agent_token') {
+  if (auth === 'api_key' || auth === 'api_key_or_host_proof' || auth === 'agent_token' || auth === 'console_session') {
     codes.add('UNAUTHORIZED');
     codes.add('FORBIDDEN');
   }
@@ -87,10 +87,12 @@ function security(auth: RouteAuth): Array<Record<string, string[]>> {
     case 'host_proof':
       return [];
     case 'api_key':
-      return [{ ApiKey: [auth.scope] }, { ApiKeyBearer: [auth.scope] }];
+      return [{ ApiKey: [auth.scope] }, { ApiKeyBearer: [auth.scope] }, { ConsoleSession: [auth.scope] }];
+    case 'console_session':
+      return [{ ConsoleSession: [] }];
     case 'api_key_or_host_proof':
       // `{}`: no credential header at all, the body's host proof instead.
-      return [{ ApiKey: [auth.scope] }, { ApiKeyBearer: [auth.scope] }, {}];
+      return [{ ApiKey: [auth.scope] }, { ApiKeyBearer: [auth.scope] }, { ConsoleSession: [auth.scope] }, {}];
     case 'host_proof_header':
       return [{ HostProof: [] }];
     case 'agent_token':
@@ -103,7 +105,9 @@ function authText(auth: RouteAuth): string {
     case 'public':
       return 'Public: no credential.';
     case 'api_key':
-      return `Admin API key with the \`${auth.scope}\` scope.`;
+      return `Admin API key with the \`${auth.scope}\` scope (or the console session of one; a write then carries X-CSRF-Token).`;
+    case 'console_session':
+      return 'The operator console session cookie; a write carries the session\'s X-CSRF-Token and the console\'s Origin.';
     case 'api_key_or_host_proof':
       return `Admin API key with the \`${auth.scope}\` scope, or no key and a host-key proof (\`aud: ${auth.audience}\`) in the body.`;
     case 'host_proof':
@@ -201,6 +205,12 @@ export function openApiDocument(router: Router, info: OpenApiInfo): Record<strin
         ApiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'Admin API key (`aegis-server admin create-key`); the security requirement names the scope it needs.' },
         ApiKeyBearer: { type: 'http', scheme: 'bearer', description: 'The same admin API key as Authorization: Bearer.' },
         HostProof: { type: 'apiKey', in: 'header', name: 'X-Aegis-Proof', description: 'A host-key proof: compact EdDSA JWS signed by the activated host key.' },
+        ConsoleSession: {
+          type: 'apiKey',
+          in: 'cookie',
+          name: 'aegis_console',
+          description: 'The operator console session (POST /console/api/session): the key it signed in with. Writes also need X-CSRF-Token and a same-origin Origin.',
+        },
         AgentToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'A single-use agent access token from POST /api/v1/agent/token.' },
       },
     },

@@ -11,8 +11,10 @@ import type { Scope } from '../api_keys.js';
 export type RouteAuth =
   /** No credential at all (health, key sets, the document itself). */
   | { kind: 'public' }
-  /** An admin API key (X-API-Key or Authorization: Bearer) holding `scope`. */
+  /** An admin API key (X-API-Key or Authorization: Bearer, or the console session of one) holding `scope`. */
   | { kind: 'api_key'; scope: Scope }
+  /** The operator console's session cookie (writes: its CSRF token and the console's Origin). */
+  | { kind: 'console_session' }
   /** An admin API key with `scope`, or none and a host-key proof in the body instead. */
   | { kind: 'api_key_or_host_proof'; scope: Scope; audience: string }
   /** No API key: a host-key proof in the body (`proof`, signed for `audience`) or a license key. */

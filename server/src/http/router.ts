@@ -27,6 +27,8 @@ export interface Request {
   body: unknown;
   /** Set on the mTLS listener: the verified client certificate of the connection. */
   peer?: PeerCertificate;
+  /** The request arrived over TLS (the console's cookie is then Secure). */
+  secure?: boolean;
 }
 
 export interface Reply {
