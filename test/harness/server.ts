@@ -80,6 +80,10 @@ export async function startTestServer(
     { listen: '127.0.0.1:0', database: opts.databaseUrl ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir, natsUrl: opts.natsUrl ?? '' },
     {
       LOG_LEVEL: 'error',
+      // The tests' fetch (undici) drops an idle socket after 4 s itself; a server closing
+      // it first at 5 s can meet a request sent on it in the same instant on a loaded
+      // machine (ECONNRESET). Tests of the keep-alive limit set their own.
+      AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS: '65000',
       AEGIS_KERNEL_TOKEN_TTL: String(opts.kernelTokenTtlSeconds ?? 3600),
       ...(opts.licenseTokenTtlSeconds === undefined ? {} : { AEGIS_LICENSE_TOKEN_TTL: String(opts.licenseTokenTtlSeconds) }),
       AEGIS_SEG_REPUBLISH_SECONDS: String(opts.republishSeconds ?? 20),
