@@ -26,6 +26,11 @@ export const SCOPES = [
   'intel:write',
   /** GET /api/v1/events: what agents reported (threats, file verdicts, telemetry). */
   'events:read',
+  /** Correlation rules (they run over every customer's events: writing them needs an unrestricted key). */
+  'rules:read',
+  'rules:write',
+  /** Alerts raised by correlation rules (tenancy applies). */
+  'alerts:read',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

@@ -31,6 +31,8 @@ import { addJwksRoutes, JWKS_DOC } from './routes_jwks.js';
 import { addDocsRoutes } from './routes_docs.js';
 import { addWebhookRoutes } from './routes_webhooks.js';
 import { addAgentInventoryRoute, addIntelRoutes } from './routes_intel.js';
+import { addRuleRoutes } from './routes_rules.js';
+import { Correlator, loadRuleDir } from './correlation/correlator.js';
 import { IntelStore } from './intel/intel_store.js';
 import { FeedRefresher } from './intel/feed_import.js';
 import { addOfflineRoutes } from './routes_offline.js';
@@ -101,6 +103,8 @@ export interface App {
   /** Advisories, inventories and findings; and the periodic feed refresh (AEGIS_INTEL_FEEDS). */
   intel: IntelStore;
   intelRefresher: FeedRefresher;
+  /** Correlation rules (AEGIS_RULES_DIR and the API) and the periodic pass that raises alerts. */
+  correlator: Correlator;
   close(): Promise<void>;
 }
 
@@ -210,6 +214,11 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const intel = new IntelStore(db, clock);
   addIntelRoutes(router, { apiKeys, tenancy, store: intel });
   addEventRoutes(router, { apiKeys, audit, tenancy, events, intel: fileIntel });
+  const correlator = new Correlator(db, clock, config.rulesDir ? await loadRuleDir(config.rulesDir) : []);
+  correlator.onAlert = async (a) => {
+    await audit.record({ event_type: 'alert.raised', actor: 'correlator', customer_id: a.customer_id, data: { alert_id: a.id, rule_id: a.rule_id, machine_id: a.machine_id, level: a.level } });
+  };
+  addRuleRoutes(router, { apiKeys, audit, tenancy, correlator });
   const agentDeps = { lifecycle, orchestrator, audit, ingest: { events, intel: fileIntel, settings: config.events, clock } };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) {
@@ -294,6 +303,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   webhooks.start();
   const intelRefresher = new FeedRefresher(intel, config.intelFeeds, config.intelRefreshSeconds, log);
   intelRefresher.start();
+  correlator.start(config.rulesIntervalSeconds, (m, meta) => log.warn(m, meta));
   log.info('aegis-server listening', {
     url: http.url,
     agent_url: agentHttp?.url ?? null,
@@ -325,7 +335,9 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     webhooks,
     intel,
     intelRefresher,
+    correlator,
     async close() {
+      await correlator.close();
       clearInterval(pruner);
       clearInterval(culler);
       await intelRefresher.close();

@@ -77,6 +77,10 @@ export interface ServerConfig {
   intelRefreshSeconds: number;
   /** Event ingest: retention, file and batch limits, YARA (server/src/events/settings.ts). */
   events: EventSettings;
+  /** Correlation rule files loaded at start (AEGIS_RULES_DIR, *.yaml/*.yml/*.json); null: API rules only. */
+  rulesDir: string | null;
+  /** Seconds between correlation passes (AEGIS_RULES_INTERVAL_SECONDS). */
+  rulesIntervalSeconds: number;
   /** The main listener over HTTPS (--tls-cert/--tls-key, AEGIS_TLS_CERT/AEGIS_TLS_KEY); null: plain HTTP. */
   tls: { certPath: string; keyPath: string } | null;
   /** Browser origins allowed to call the main listener (AEGIS_CORS_ORIGINS); empty: no CORS headers at all. */
@@ -378,6 +382,8 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     intelFeeds: intelFeedsFrom(env),
     intelRefreshSeconds: intSetting(env, 'AEGIS_INTEL_REFRESH_SECONDS', 6 * 3600, 1, 7 * 86400),
     events: eventSettingsFrom(env),
+    rulesDir: env.AEGIS_RULES_DIR ? env.AEGIS_RULES_DIR : null,
+    rulesIntervalSeconds: intSetting(env, 'AEGIS_RULES_INTERVAL_SECONDS', 30, 1, 3600),
     console: consoleSettingsFrom(env),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),

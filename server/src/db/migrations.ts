@@ -575,6 +575,43 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('events').execute();
       },
     },
+    '0017_rules_alerts': {
+      // Correlation rules added through the API (rules from AEGIS_RULES_DIR live in memory)
+      // and the alerts they raise, one per rule, group and window.
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('correlation_rules')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('title', 'text', (c) => c.notNull())
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('body', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('alerts')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('rule_id', 'text', (c) => c.notNull())
+          .addColumn('rule_title', 'text', (c) => c.notNull())
+          .addColumn('level', 'text', (c) => c.notNull())
+          .addColumn('group_key', 'text', (c) => c.notNull())
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text')
+          .addColumn('first_event_at', 'text', (c) => c.notNull())
+          .addColumn('last_event_at', 'text', (c) => c.notNull())
+          .addColumn('evidence', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('alerts_rule_group').on('alerts').columns(['rule_id', 'group_key', 'created_at']).execute();
+        await db.schema.createIndex('alerts_machine_created').on('alerts').columns(['machine_id', 'created_at']).execute();
+        await db.schema.createIndex('alerts_customer_created').on('alerts').columns(['customer_id', 'created_at']).execute();
+        await db.schema.createIndex('alerts_created').on('alerts').columns(['created_at', 'id']).execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('alerts').execute();
+        await db.schema.dropTable('correlation_rules').execute();
+      },
+    },
   };
 }
 

@@ -311,6 +311,32 @@ export interface IntelFeedStateTable {
 }
 
 /** What hosts reported, in time order (server/src/events/). */
+export interface CorrelationRulesTable {
+  id: string;
+  title: string;
+  type: string;
+  /** The whole rule as JSON (server/src/correlation/rules.ts). */
+  body: string;
+  created_by: string;
+  created_at: string;
+}
+
+export interface AlertsTable {
+  id: string;
+  rule_id: string;
+  rule_title: string;
+  level: string;
+  /** The group-by field values as a JSON object. */
+  group_key: string;
+  machine_id: string;
+  customer_id: string | null;
+  first_event_at: string;
+  last_event_at: string;
+  /** {event_ids, flow_ids, findings, counts} as JSON. */
+  evidence: string;
+  created_at: string;
+}
+
 export interface EventsTable {
   id: Generated<number>;
   source: string; // threat | file_verdict | telemetry | flow
@@ -366,6 +392,8 @@ export interface Database {
   seg_current: SegCurrentTable;
   agents: AgentsTable;
   flow_log: FlowLogTable;
+  correlation_rules: CorrelationRulesTable;
+  alerts: AlertsTable;
   fleet_sequence: FleetSequenceTable;
   fleet_keys: FleetKeysTable;
   customers: CustomersTable;
