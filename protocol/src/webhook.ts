@@ -24,6 +24,8 @@ export const WEBHOOK_EVENT_TYPES = [
   'machine.activated',
   'machine.deactivated',
   'machine.clock_tampered',
+  /** A correlation rule fired (server/src/correlation). */
+  'alert.raised',
 ] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 

@@ -75,6 +75,7 @@ const EVENT_OF_AUDIT: Readonly<Record<string, WebhookEventType>> = {
   'machine.culled': 'machine.deactivated',
   'machine.lease_expired': 'machine.deactivated',
   'machine.clock_tampered': 'machine.clock_tampered',
+  'alert.raised': 'alert.raised',
 };
 
 export interface WebhookEndpoint {
