@@ -53,8 +53,8 @@ export function eventIngestSuite(t: Test, newDatabase: DatabaseFactory): void {
     const raw = db as unknown as Kysely<any>;
     await raw.insertInto('events').values({ source: 'threat', machine_id: 'm', customer_id: null, at: '2026-12-01T00:00:00.000Z', received_at: '2026-12-01T00:00:00.000Z', kind: 'x', severity: 'low', body: '{}' }).execute();
     const names = (await m.getMigrations()).map((x) => x.name);
-    t.equal(names[names.length - 1], '0016_events', 'the last migration');
-    t.notOk((await m.migrateTo(names[names.length - 2]!)).error, 'down');
+    t.ok(names.includes('0016_events'), 'a migration');
+    t.notOk((await m.migrateTo(names[names.indexOf('0016_events') - 1]!)).error, 'down');
     await t.rejects(raw.selectFrom('events').selectAll().execute(), 'the events table is gone');
     t.notOk((await m.migrateToLatest()).error, 'up again');
     t.same(await raw.selectFrom('events').selectAll().execute(), [], 'empty after a fresh up');
