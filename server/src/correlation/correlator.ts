@@ -267,7 +267,19 @@ export class Correlator {
       };
       await this.db
         .insertInto('alerts')
-        .values({ ...alert, group_key: key, evidence: JSON.stringify(alert.evidence) } as never)
+        .values({
+          id: alert.id,
+          rule_id: alert.rule_id,
+          rule_title: alert.rule_title,
+          level: alert.level,
+          group_key: key,
+          machine_id: alert.machine_id,
+          customer_id: alert.customer_id,
+          first_event_at: alert.first_event_at,
+          last_event_at: alert.last_event_at,
+          evidence: JSON.stringify(alert.evidence),
+          created_at: alert.created_at,
+        })
         .execute();
       raised++;
       if (this.onAlert) await this.onAlert(alert);
