@@ -15,6 +15,8 @@ import type { Test } from 'tap';
 import type { Kysely } from 'kysely';
 import { AGENT_API, AUD_AGENT_TOKEN_PROOF } from '../../protocol/src/index.js';
 import { SCOPES } from '../../server/src/api_keys.js';
+import { openDatabase } from '../../server/src/db/database.js';
+import { migratorFor } from '../../server/src/db/migrations.js';
 import { activateTestHost, startTestServer, type ActivatedHost, type TestServer } from '../harness/server.js';
 
 const snap = (service_id: number) => ({ version: 1, service_id, edges: [{ dst_cidr: '10.9.0.0/24', proto: 'tcp', port: 443 }], ttl_seconds: 900 });
@@ -88,6 +90,23 @@ export function correlationSuite(t: Test, newDatabase: () => Promise<string | un
     return r.body.items as any[];
   };
   const count = async (rule: string) => (await alerts(`?rule=${rule}`)).length;
+
+  t.test('0017_rules_alerts goes up and down', async (t) => {
+    const mdir = mkdtempSync(join(tmpdir(), 'aegis-corrmig-'));
+    t.teardown(() => rmSync(mdir, { recursive: true, force: true }));
+    const { db, dialect } = openDatabase((await newDatabase()) ?? `sqlite:${join(mdir, 'aegis.db')}`);
+    t.teardown(() => db.destroy());
+    const m = migratorFor(db, dialect);
+    t.notOk((await m.migrateToLatest()).error);
+    const names = (await m.getMigrations()).map((x) => x.name);
+    const at = names.indexOf('0017_rules_alerts');
+    t.ok(at > 0, 'a migration');
+    t.notOk((await m.migrateTo(names[at - 1]!)).error, 'down');
+    const raw = db as unknown as Kysely<any>;
+    await t.rejects(raw.selectFrom('alerts').selectAll().execute(), 'the alerts table is gone');
+    t.notOk((await m.migrateToLatest()).error, 'up again');
+    t.same(await raw.selectFrom('correlation_rules').selectAll().execute(), [], 'empty after a fresh up');
+  });
 
   t.test('rule files from AEGIS_RULES_DIR (YAML) are loaded and fire', async (t) => {
     const list = (await s.req('GET', '/api/v1/rules')).body.items as any[];
