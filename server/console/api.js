@@ -33,7 +33,9 @@ export async function api(method, path, body) {
   }
   if (!res.ok) {
     const e = data && data.error ? data.error : { code: 'HTTP_' + res.status, message: res.statusText, details: null };
-    if (res.status === 401 && path !== '/console/api/session') onSignedOut();
+    // Only the session's own refusal ends it: a 401 that judges the request's content
+    // (PROOF_INVALID, PROOF_REPLAYED of an offline file) leaves the operator signed in.
+    if (res.status === 401 && e.code === 'UNAUTHORIZED' && path !== '/console/api/session') onSignedOut();
     throw new ApiError(res.status, e.code, e.message, e.details);
   }
   return data;

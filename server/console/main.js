@@ -5,6 +5,8 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, setSession } from './api.js';
 import { ErrorNote } from './ui.js';
 import { Overview, Licenses, Customers, Machines, Agents, Segmentation, Flows, Audit } from './pages.js';
+import { Findings } from './intel.js';
+import { Offline } from './offline.js';
 
 const PAGES = [
   { path: 'overview', title: 'Overview', page: Overview },
@@ -14,6 +16,8 @@ const PAGES = [
   { path: 'agents', title: 'Agents', page: Agents },
   { path: 'segmentation', title: 'Segmentation', page: Segmentation },
   { path: 'flows', title: 'Flows', page: Flows },
+  { path: 'findings', title: 'Findings', page: Findings },
+  { path: 'offline', title: 'Offline activation', page: Offline },
   { path: 'audit', title: 'Audit log', page: Audit },
 ];
 
