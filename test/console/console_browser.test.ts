@@ -180,7 +180,9 @@ if (requireCapability(t, chromiumMissing())) {
     await page.keyboard.press('Enter');
     await page.locator('h1#page-title', { hasText: 'Licenses' }).waitFor();
     t.equal(await page.evaluate(() => document.activeElement?.id), 'page-title', 'Enter follows the link and focus moves to the page heading');
-    // Contrast: every visible text on the page against its effective background, WCAG AA.
+    // Contrast: every visible text on the page against its effective background, WCAG AA,
+    // once the page's list has arrived (the heading comes first, the rows after a fetch).
+    await page.locator('main table tbody tr').first().waitFor();
     const lowContrast = await page.evaluate(() => {
       const rgb = (c: string) => (c.match(/[\d.]+/g) ?? []).map(Number);
       const lum = ([r, g, b]: number[]) => {
