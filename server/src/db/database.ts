@@ -25,6 +25,12 @@ export function openDatabase(url: string): OpenedDatabase {
     // by the pool and the next query opens a new one; without a listener the pool's
     // 'error' event would end the process instead.
     pool.on('error', () => undefined);
+    // The pool listens only while a connection is idle in it. One checked out (a
+    // transaction between its statements, a scrape's queries) that PostgreSQL terminates
+    // emits 'error' on the client itself, which would end the process too; swallowed here,
+    // the client's next query fails, the caller sees that error, and the pool drops the
+    // dead client when it comes back.
+    pool.on('connect', (client) => client.on('error', () => undefined));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     const safe = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
     return { db, dialect: 'postgres', description: safe };
