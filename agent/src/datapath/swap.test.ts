@@ -100,12 +100,19 @@ t.test('policy swapped 1,000 times under load', { timeout: 300_000 }, async (t) 
   t.equal(bad!.ok, 0, 'the never-allowed target never connected');
   const st = (await dp.stats()).find((s) => s.serviceId === svc)!;
   t.equal(st.policy?.generation, 1000, 'last generation in force');
-  // `allowed` counts first packets judged: a SYN the kernel retransmits (a reused port that
-  // meets the listener's TIME_WAIT socket gets a challenge ACK, then a new SYN a second
-  // later) is judged again. Exact when nothing was retransmitted; never below the
-  // connections, and never above them by more than the SYNs retransmitted meanwhile.
+  // `allowed` counts first packets judged, so it is never below the connections made. It
+  // can be above them, for two reasons the kernel owns:
+  // - A SYN the kernel retransmits is judged again. A reused port that meets the
+  //   listener's TIME_WAIT socket gets a challenge ACK, then a new SYN a second later.
+  // - The flow table is an LRU map. With tens of thousands of short flows in seconds, the
+  //   kernel's LRU (per-CPU free lists) may evict a live entry before the map is full.
+  //   That flow's next packet is then a first packet again: judged by the policy in force
+  //   (still allowed) and counted.
+  // Bound: the SYNs retransmitted meanwhile plus one in a thousand connections.
   const synRetrans = synRetransmits() - synRetransBefore;
-  t.ok(st.counters!.allowed >= ok!.ok && st.counters!.allowed <= ok!.ok + synRetrans,
-    `allowed counter equals the connections made, plus at most the ${synRetrans} SYNs retransmitted (counters ${JSON.stringify(st.counters)})`);
+  const excess = st.counters!.allowed - ok!.ok;
+  t.comment(`allowed - connections = ${excess}; SYNs retransmitted ${synRetrans}`);
+  t.ok(excess >= 0 && excess <= synRetrans + Math.ceil(ok!.ok / 1000),
+    `allowed counter is the connections made, plus at most the ${synRetrans} SYNs retransmitted and 0.1% re-judged after LRU eviction (counters ${JSON.stringify(st.counters)})`);
   t.equal(st.counters?.dropped, bad!.failed, 'dropped counter equals the refused attempts');
 });
