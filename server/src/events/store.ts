@@ -7,10 +7,10 @@
  * (AEGIS_EVENT_RETENTION_DAYS, AEGIS_EVENT_MAX_ROWS) the way the flow log is.
  */
 import type { Kysely } from 'kysely';
-import { ValidationError } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { pruneByAgeAndRows, type Retention } from '../db/retention.js';
 import { iso, type Clock } from '../clock.js';
+import { decodeTimeIdCursor, encodeTimeIdCursor } from '../pagination.js';
 
 export const EVENT_SOURCES = ['threat', 'file_verdict', 'telemetry', 'flow'] as const;
 export type EventSource = (typeof EVENT_SOURCES)[number];
@@ -59,24 +59,13 @@ export interface EventQuery {
   cursor?: EventCursor;
 }
 
-const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
-
 export function encodeEventCursor(c: EventCursor): string {
-  return Buffer.from(JSON.stringify([c.at, c.id])).toString('base64url');
+  return encodeTimeIdCursor(c.at, c.id);
 }
 
 /** Reads a cursor this server handed out; anything else is a 400 naming `cursor`. */
 export function decodeEventCursor(text: string): EventCursor {
-  const bad = () => new ValidationError([{ path: 'cursor', message: 'is not a cursor this server returned (pass next_cursor unchanged)' }]);
-  if (text.length === 0 || text.length > 128 || !/^[A-Za-z0-9_-]+$/.test(text)) throw bad();
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
-  } catch {
-    throw bad();
-  }
-  if (!Array.isArray(v) || v.length !== 2 || typeof v[0] !== 'string' || !ISO_MS.test(v[0]) || !Number.isSafeInteger(v[1]) || (v[1] as number) < 1) throw bad();
-  return { at: v[0], id: v[1] as number };
+  return decodeTimeIdCursor(text);
 }
 
 export class EventStore {

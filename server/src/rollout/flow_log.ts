@@ -5,11 +5,12 @@
  * and is pruned by age (AEGIS_FLOW_RETENTION_DAYS) and size (AEGIS_FLOW_MAX_ROWS).
  */
 import type { Kysely } from 'kysely';
-import { ValidationError, type FlowLogVerdict, type FlowProto } from '../../../protocol/src/index.js';
+import type { FlowLogVerdict, FlowProto } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { iso, type Clock } from '../clock.js';
 import type { FlowRow } from './flow_report.js';
 import { pruneByAgeAndRows } from '../db/retention.js';
+import { decodeTimeIdCursor, encodeTimeIdCursor } from '../pagination.js';
 
 export const DEFAULT_FLOW_RETENTION_DAYS = 7;
 export const DEFAULT_FLOW_MAX_ROWS = 5_000_000;
@@ -65,25 +66,15 @@ export interface FlowLogEntry {
 const DENIED = ['dropped', 'would-drop'] as const;
 const PROPOSABLE_PROTOS = ['tcp', 'udp'] as const;
 
-const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
-
 /** The opaque cursor text of a position (base64url JSON). */
 export function encodeFlowCursor(c: FlowCursor): string {
-  return Buffer.from(JSON.stringify([c.received_at, c.id])).toString('base64url');
+  return encodeTimeIdCursor(c.received_at, c.id);
 }
 
 /** Reads a cursor this server handed out; anything else is a 400 naming `cursor`. */
 export function decodeFlowCursor(text: string): FlowCursor {
-  const bad = () => new ValidationError([{ path: 'cursor', message: 'is not a cursor this server returned (pass next_cursor unchanged)' }]);
-  if (text.length === 0 || text.length > 128 || !/^[A-Za-z0-9_-]+$/.test(text)) throw bad();
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
-  } catch {
-    throw bad();
-  }
-  if (!Array.isArray(v) || v.length !== 2 || typeof v[0] !== 'string' || !ISO_MS.test(v[0]) || !Number.isSafeInteger(v[1]) || (v[1] as number) < 1) throw bad();
-  return { received_at: v[0], id: v[1] as number };
+  const { at, id } = decodeTimeIdCursor(text);
+  return { received_at: at, id };
 }
 
 function protoOut(text: string): FlowProto {
