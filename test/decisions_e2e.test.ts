@@ -164,6 +164,13 @@ t.test('a finding fires a quarantine rule; the canary reaches the kernel, is pro
     return r.state !== 'canary' && r;
   });
   t.equal(promoted.state, 'promoted', promoted.reason);
+  // What the canary counted reached the flow log under its revision: the app port, not the management edge.
+  const wouldDrops = await eventually('the canary\'s would-drops in the flow log', async () => {
+    const items = (await s.req('GET', `/api/v1/flows?machine=${machineId}&verdict=would-drop`)).body.items as Array<{ revision: number; port: number }>;
+    const mine = items.filter((f) => f.revision === rev);
+    return mine.length > 0 && mine;
+  });
+  t.ok(wouldDrops.some((f) => f.port === pApp) && !wouldDrops.some((f) => f.port === pMgmt), 'would-drop: the app port only');
   await eventually('quarantine enforced', async () => same(await probe(cgroup, [pApp, pMgmt]), [false, true]));
   t.pass('promoted: the connection that worked now fails; the management edge still connects');
   t.equal((await snapshots()).mode, 'enforce');
