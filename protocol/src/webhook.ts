@@ -26,6 +26,12 @@ export const WEBHOOK_EVENT_TYPES = [
   'machine.clock_tampered',
   /** A correlation rule fired (server/src/correlation). */
   'alert.raised',
+  /** A rule's action proposed a decision (or, for notify, notified). */
+  'decision.proposed',
+  /** A decision's canary was promoted to enforce. */
+  'decision.promoted',
+  /** A decision was rolled back (by an operator, or by the guard rails: no ack, errors, drops outside its intent). */
+  'decision.rolled_back',
 ] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 

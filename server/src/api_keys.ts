@@ -31,6 +31,9 @@ export const SCOPES = [
   'rules:write',
   /** Alerts raised by correlation rules (tenancy applies). */
   'alerts:read',
+  /** Decisions of rules with an action (tenancy applies): read, and approve/reject. */
+  'decisions:read',
+  'decisions:write',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 

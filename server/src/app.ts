@@ -33,6 +33,8 @@ import { addWebhookRoutes } from './routes_webhooks.js';
 import { addAgentInventoryRoute, addIntelRoutes } from './routes_intel.js';
 import { addRuleRoutes } from './routes_rules.js';
 import { Correlator, loadRuleDir } from './correlation/correlator.js';
+import { Decisions } from './decisions/decisions.js';
+import { addDecisionRoutes } from './routes_decisions.js';
 import { IntelStore } from './intel/intel_store.js';
 import { FeedRefresher } from './intel/feed_import.js';
 import { addOfflineRoutes } from './routes_offline.js';
@@ -105,6 +107,8 @@ export interface App {
   intelRefresher: FeedRefresher;
   /** Correlation rules (AEGIS_RULES_DIR and the API) and the periodic pass that raises alerts. */
   correlator: Correlator;
+  /** Decisions of rules with an action, and the periodic pass of their guard rails. */
+  decisions: Decisions;
   close(): Promise<void>;
 }
 
@@ -215,10 +219,14 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addIntelRoutes(router, { apiKeys, tenancy, store: intel });
   addEventRoutes(router, { apiKeys, audit, tenancy, events, intel: fileIntel });
   const correlator = new Correlator(db, clock, config.rulesDir ? await loadRuleDir(config.rulesDir) : []);
-  correlator.onAlert = async (a) => {
+  const decisions = new Decisions(db, clock, orchestrator, audit, config.decisions, (m, meta) => log.warn(m, meta));
+  correlator.onAlert = async (a, rule) => {
     await audit.record({ event_type: 'alert.raised', actor: 'correlator', customer_id: a.customer_id, data: { alert_id: a.id, rule_id: a.rule_id, machine_id: a.machine_id, level: a.level } });
+    // A decision that cannot be made is logged: the alert stands either way.
+    await decisions.onAlert(a, rule).catch((e: unknown) => log.warn('making a decision failed', { alert_id: a.id, rule_id: a.rule_id, error: (e as Error).message }));
   };
   addRuleRoutes(router, { apiKeys, audit, tenancy, correlator });
+  addDecisionRoutes(router, { apiKeys, tenancy, decisions });
   const agentDeps = { lifecycle, orchestrator, audit, ingest: { events, intel: fileIntel, settings: config.events, clock } };
   // With mTLS on, agent endpoints live only on the mTLS listener (certificate-bound tokens).
   if (!agentTls) {
@@ -304,6 +312,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const intelRefresher = new FeedRefresher(intel, config.intelFeeds, config.intelRefreshSeconds, log);
   intelRefresher.start();
   correlator.start(config.rulesIntervalSeconds, (m, meta) => log.warn(m, meta));
+  decisions.start();
   log.info('aegis-server listening', {
     url: http.url,
     agent_url: agentHttp?.url ?? null,
@@ -336,8 +345,10 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     intel,
     intelRefresher,
     correlator,
+    decisions,
     async close() {
       await correlator.close();
+      await decisions.close();
       clearInterval(pruner);
       clearInterval(culler);
       await intelRefresher.close();

@@ -1,4 +1,5 @@
 /** Server configuration: flags override environment, environment overrides defaults. */
+import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './decisions/decisions.js';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
@@ -81,6 +82,8 @@ export interface ServerConfig {
   rulesDir: string | null;
   /** Seconds between correlation passes (AEGIS_RULES_INTERVAL_SECONDS). */
   rulesIntervalSeconds: number;
+  /** Decisions of rules with an action: canary window, fleet share, pass interval (AEGIS_DECISION_*). */
+  decisions: DecisionSettings;
   /** The main listener over HTTPS (--tls-cert/--tls-key, AEGIS_TLS_CERT/AEGIS_TLS_KEY); null: plain HTTP. */
   tls: { certPath: string; keyPath: string } | null;
   /** Browser origins allowed to call the main listener (AEGIS_CORS_ORIGINS); empty: no CORS headers at all. */
@@ -195,6 +198,21 @@ function intSetting(env: NodeJS.ProcessEnv, name: string, fallback: number, min:
   const n = Number(text);
   if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
   return n;
+}
+
+function decisionSettingsFrom(env: NodeJS.ProcessEnv): DecisionSettings {
+  const d = DEFAULT_DECISION_SETTINGS;
+  const shareText = env.AEGIS_DECISION_MAX_FLEET_SHARE;
+  let maxFleetShare = d.maxFleetShare;
+  if (shareText !== undefined && shareText.trim() !== '') {
+    maxFleetShare = Number(shareText);
+    if (!/^\d*\.?\d+$/.test(shareText.trim()) || !(maxFleetShare > 0 && maxFleetShare <= 1)) throw new Error(`AEGIS_DECISION_MAX_FLEET_SHARE must be a number above 0 and at most 1, got ${JSON.stringify(shareText)}`);
+  }
+  return {
+    canarySeconds: intSetting(env, 'AEGIS_DECISION_CANARY_SECONDS', d.canarySeconds, 1, 7 * 86400),
+    maxFleetShare,
+    intervalSeconds: intSetting(env, 'AEGIS_DECISION_INTERVAL_SECONDS', d.intervalSeconds, 1, 3600),
+  };
 }
 
 function httpLimitsFrom(env: NodeJS.ProcessEnv): HttpLimits {
@@ -385,6 +403,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     rulesDir: env.AEGIS_RULES_DIR ? env.AEGIS_RULES_DIR : null,
     rulesIntervalSeconds: intSetting(env, 'AEGIS_RULES_INTERVAL_SECONDS', 30, 1, 3600),
     console: consoleSettingsFrom(env),
+    decisions: decisionSettingsFrom(env),
     flowRetentionDays: intSetting(env, 'AEGIS_FLOW_RETENTION_DAYS', DEFAULT_FLOW_RETENTION_DAYS, 1, 3650),
     flowMaxRows: intSetting(env, 'AEGIS_FLOW_MAX_ROWS', DEFAULT_FLOW_MAX_ROWS, 1, 1_000_000_000),
     metricsListen: metricsListenFrom(env),

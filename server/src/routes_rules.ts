@@ -11,7 +11,7 @@ import { actorOf, authorize } from './http/auth.js';
 import type { QueryParamDoc } from './http/route_doc.js';
 import type { Router } from './http/router.js';
 import type { Correlator } from './correlation/correlator.js';
-import { GROUP_BY_FIELDS, MAX_RULE_BYTES, MAX_SELECTORS, RULE_LEVELS, RULE_TYPES, SELECTOR_SOURCES } from './correlation/rules.js';
+import { ACTION_TYPES, DECISION_MODES, EDGE_DIRECTIONS, EDGE_PROTOS, GROUP_BY_FIELDS, MAX_MANAGEMENT_EDGES, MAX_RULE_BYTES, MAX_SELECTORS, RULE_LEVELS, RULE_TYPES, SELECTOR_SOURCES } from './correlation/rules.js';
 import { scopeOf, type Tenancy } from './tenancy.js';
 import { validator } from './validation.js';
 
@@ -20,6 +20,28 @@ const CONDITION_SCHEMA = {
   additionalProperties: false,
   minProperties: 1,
   properties: { gt: { type: 'integer' }, gte: { type: 'integer' }, lt: { type: 'integer' }, lte: { type: 'integer' }, eq: { type: 'integer' }, field: { type: 'string', maxLength: 80 } },
+} as const;
+
+/** What an alert of the rule decides (server/src/decisions); per type the fields are checked by parseRule. */
+export const ACTION_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['type'],
+  description: '`quarantine` {allow: management edges kept, everything else denied}; `tighten` {service_id: the segmenter\'s proposal from observed flows}; `notify` (webhook only).',
+  properties: {
+    type: { enum: [...ACTION_TYPES] },
+    allow: {
+      type: 'array',
+      maxItems: MAX_MANAGEMENT_EDGES,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['cidr', 'proto', 'port'],
+        properties: { cidr: { type: 'string', maxLength: 64 }, proto: { enum: [...EDGE_PROTOS] }, port: { type: 'integer', minimum: 0, maximum: 65535 }, direction: { enum: [...EDGE_DIRECTIONS] } },
+      },
+    },
+    service_id: { type: 'integer', minimum: 0, maximum: 4294967295 },
+  },
 } as const;
 
 const RULE_SCHEMA = {
@@ -42,6 +64,8 @@ const RULE_SCHEMA = {
     timespan: { type: 'string', pattern: '^[1-9][0-9]{0,6}(s|m|h|d)$', description: 'Window: 1s to 7d.' },
     condition: CONDITION_SCHEMA,
     level: { enum: [...RULE_LEVELS] },
+    action: ACTION_SCHEMA,
+    mode: { enum: [...DECISION_MODES], description: 'With an action: propose (default, an operator approves) or auto (the guard rails promote or roll back).' },
   },
 } as const;
 

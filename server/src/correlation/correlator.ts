@@ -87,7 +87,7 @@ export class Correlator {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<number> | null = null;
   /** Called with each alert raised (the app audits it, which queues the webhook). */
-  onAlert: ((a: Alert) => Promise<void>) | null = null;
+  onAlert: ((a: Alert, rule: CorrelationRule) => Promise<void>) | null = null;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -282,7 +282,7 @@ export class Correlator {
         })
         .execute();
       raised++;
-      if (this.onAlert) await this.onAlert(alert);
+      if (this.onAlert) await this.onAlert(alert, rule);
     }
     return raised;
   }

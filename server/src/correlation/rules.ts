@@ -18,7 +18,7 @@
  * In temporal rules a selector may carry its own `condition` (gt/gte only: "at least"),
  * counting events or, with `field`, distinct values; without one a single event satisfies it.
  */
-import { ValidationError, type FieldProblem } from '../../../protocol/src/index.js';
+import { CidrError, parseCidr, ValidationError, type FieldProblem } from '../../../protocol/src/index.js';
 
 export const RULE_TYPES = ['event_count', 'value_count', 'temporal', 'temporal_ordered'] as const;
 export type RuleType = (typeof RULE_TYPES)[number];
@@ -74,6 +74,86 @@ export interface CorrelationRule {
   condition?: Condition;
   level: (typeof RULE_LEVELS)[number];
   description?: string;
+  /** What an alert of this rule decides (server/src/decisions); absent: alerts only. */
+  action?: RuleAction;
+  /** propose (default): an operator approves; auto: the guard rails act. Only with an action. */
+  mode?: DecisionMode;
+}
+
+export const ACTION_TYPES = ['quarantine', 'tighten', 'notify'] as const;
+export const DECISION_MODES = ['propose', 'auto'] as const;
+export type DecisionMode = (typeof DECISION_MODES)[number];
+export const EDGE_PROTOS = ['tcp', 'udp', 'icmp', 'any'] as const;
+export const EDGE_DIRECTIONS = ['egress', 'ingress', 'both'] as const;
+/** Management edges a quarantine keeps, at most. */
+export const MAX_MANAGEMENT_EDGES = 64;
+
+/** A management edge: traffic to (egress) or from (ingress) `cidr` on `proto`/`port` that a quarantine keeps. */
+export interface ManagementEdge {
+  cidr: string;
+  proto: (typeof EDGE_PROTOS)[number];
+  port: number;
+  direction: (typeof EDGE_DIRECTIONS)[number];
+}
+
+export type RuleAction =
+  | { type: 'quarantine'; allow: ManagementEdge[] }
+  | { type: 'tighten'; service_id: number }
+  | { type: 'notify' };
+
+function parseAction(v: unknown, problems: FieldProblem[]): RuleAction | undefined {
+  if (!isObj(v)) {
+    problems.push({ path: 'action', message: `must be an object with a type (${ACTION_TYPES.join(', ')})` });
+    return undefined;
+  }
+  const type = v.type;
+  if (typeof type !== 'string' || !(ACTION_TYPES as readonly string[]).includes(type)) {
+    problems.push({ path: 'action.type', message: `must be one of ${ACTION_TYPES.join(', ')}` });
+    return undefined;
+  }
+  const allowed = type === 'quarantine' ? ['type', 'allow'] : type === 'tighten' ? ['type', 'service_id'] : ['type'];
+  for (const k of Object.keys(v)) if (!allowed.includes(k)) problems.push({ path: `action.${k}`, message: `is not a field of a ${type} action (${allowed.join(', ')})` });
+  if (type === 'notify') return { type: 'notify' };
+  if (type === 'tighten') {
+    if (!Number.isSafeInteger(v.service_id) || (v.service_id as number) < 0 || (v.service_id as number) > 0xffffffff) {
+      problems.push({ path: 'action.service_id', message: 'must be an integer from 0 to 4294967295' });
+      return undefined;
+    }
+    return { type: 'tighten', service_id: v.service_id as number };
+  }
+  if (!Array.isArray(v.allow) || v.allow.length > MAX_MANAGEMENT_EDGES) {
+    problems.push({ path: 'action.allow', message: `must be a list of at most ${MAX_MANAGEMENT_EDGES} management edges {cidr, proto, port, direction?} (an empty list cuts everything)` });
+    return undefined;
+  }
+  const allow: ManagementEdge[] = [];
+  const seen = new Set<string>();
+  v.allow.forEach((e, i) => {
+    const path = `action.allow[${i}]`;
+    if (!isObj(e)) {
+      problems.push({ path, message: 'must be an object {cidr, proto, port, direction?}' });
+      return;
+    }
+    for (const k of Object.keys(e)) if (!['cidr', 'proto', 'port', 'direction'].includes(k)) problems.push({ path: `${path}.${k}`, message: 'is not a field of a management edge (cidr, proto, port, direction)' });
+    let cidr: string | null = null;
+    try {
+      const c = parseCidr(e.cidr as string);
+      if (c.hostBitsSet) problems.push({ path: `${path}.cidr`, message: `${String(e.cidr)} has host bits set beyond /${c.prefixLen}; did you mean ${c.canonical}?` });
+      else cidr = c.canonical;
+    } catch (err) {
+      if (!(err instanceof CidrError)) throw err;
+      problems.push({ path: `${path}.cidr`, message: err.message });
+    }
+    if (!(EDGE_PROTOS as readonly unknown[]).includes(e.proto)) problems.push({ path: `${path}.proto`, message: `must be one of ${EDGE_PROTOS.join(', ')}` });
+    if (!Number.isInteger(e.port) || (e.port as number) < 0 || (e.port as number) > 65535) problems.push({ path: `${path}.port`, message: 'must be an integer from 0 to 65535' });
+    if (e.direction !== undefined && !(EDGE_DIRECTIONS as readonly unknown[]).includes(e.direction)) problems.push({ path: `${path}.direction`, message: `must be one of ${EDGE_DIRECTIONS.join(', ')}` });
+    if (cidr === null || !(EDGE_PROTOS as readonly unknown[]).includes(e.proto) || !Number.isInteger(e.port)) return;
+    const edge: ManagementEdge = { cidr, proto: e.proto as ManagementEdge['proto'], port: e.port as number, direction: (e.direction as ManagementEdge['direction'] | undefined) ?? 'both' };
+    const key = JSON.stringify(edge);
+    if (seen.has(key)) problems.push({ path, message: 'is listed twice' });
+    seen.add(key);
+    allow.push(edge);
+  });
+  return { type: 'quarantine', allow };
 }
 
 const ID = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
@@ -161,7 +241,7 @@ function parseSelector(v: unknown, path: string, problems: FieldProblem[], tempo
   return sel;
 }
 
-const TOP_KEYS = ['id', 'title', 'type', 'rules', 'group-by', 'timespan', 'condition', 'level', 'description'];
+const TOP_KEYS = ['id', 'title', 'type', 'rules', 'group-by', 'timespan', 'condition', 'level', 'description', 'action', 'mode'];
 
 /** Parses a rule (already decoded from JSON or YAML); throws a ValidationError naming every problem. */
 export function parseRule(v: unknown): CorrelationRule {
@@ -208,6 +288,11 @@ export function parseRule(v: unknown): CorrelationRule {
     } else if (condition?.field !== undefined) problems.push({ path: 'condition.field', message: 'only value_count takes a field' });
   }
   if (!(RULE_LEVELS as readonly string[]).includes(v.level as string)) problems.push({ path: 'level', message: `must be one of ${RULE_LEVELS.join(', ')}` });
+  const action = v.action === undefined ? undefined : parseAction(v.action, problems);
+  if (v.mode !== undefined) {
+    if (!(DECISION_MODES as readonly unknown[]).includes(v.mode)) problems.push({ path: 'mode', message: `must be one of ${DECISION_MODES.join(', ')}` });
+    else if (v.action === undefined) problems.push({ path: 'mode', message: 'only a rule with an action has a mode' });
+  }
   if (problems.length > 0) throw new ValidationError(problems);
   const rule: CorrelationRule = {
     id: v.id as string,
@@ -221,6 +306,10 @@ export function parseRule(v: unknown): CorrelationRule {
   };
   if (condition) rule.condition = condition;
   if (v.description !== undefined) rule.description = v.description as string;
+  if (action) {
+    rule.action = action;
+    rule.mode = (v.mode as DecisionMode | undefined) ?? 'propose';
+  }
   return rule;
 }
 
@@ -238,6 +327,10 @@ export function ruleToJson(r: CorrelationRule): Record<string, unknown> {
   };
   if (r.condition) out.condition = cond(r.condition);
   if (r.description !== undefined) out.description = r.description;
+  if (r.action) {
+    out.action = r.action;
+    out.mode = r.mode ?? 'propose';
+  }
   return out;
 }
 

@@ -612,6 +612,41 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('correlation_rules').execute();
       },
     },
+    '0018_decisions': {
+      // What an alert of a rule with an action decided, and what that did: one row per
+      // decision; `open_key` (rule and machine) is set while it is open, so a second open
+      // decision for the same rule and machine cannot be inserted.
+      async up(db: Kysely<any>) {
+        const key = dialect === 'postgres' ? 'bigserial' : 'integer';
+        await db.schema
+          .createTable('decisions')
+          .addColumn('id', sql.raw(key) as any, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('rule_id', 'text', (c) => c.notNull())
+          .addColumn('alert_id', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text')
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('mode', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('evidence', 'text', (c) => c.notNull())
+          .addColumn('revisions', 'text', (c) => c.notNull())
+          .addColumn('open_key', 'text', (c) => c.unique())
+          .addColumn('canary_started_at', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('decided_at', 'text')
+          .addColumn('decided_by', 'text')
+          .addColumn('reason', 'text')
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('decisions_created').on('decisions').columns(['created_at', 'id']).execute();
+        await db.schema.createIndex('decisions_state').on('decisions').columns(['state', 'created_at']).execute();
+        await db.schema.createIndex('decisions_customer_created').on('decisions').columns(['customer_id', 'created_at', 'id']).execute();
+        await db.schema.createIndex('decisions_machine_created').on('decisions').columns(['machine_id', 'created_at', 'id']).execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('decisions').execute();
+      },
+    },
   };
 }
 

@@ -337,6 +337,28 @@ export interface AlertsTable {
   created_at: string;
 }
 
+/** What alerts of rules with an action decided (server/src/decisions). */
+export interface DecisionsTable {
+  id: Generated<number>;
+  rule_id: string;
+  alert_id: string;
+  customer_id: string | null;
+  machine_id: string;
+  action: string; // JSON RuleAction
+  mode: string; // propose | auto
+  state: string; // proposed | approved | canary | promoted | rolled_back | failed | rejected | notified
+  evidence: string; // JSON: the alert and its events
+  revisions: string; // JSON: per service, the revision it produced, the one it replaced, the one that restored it
+  /** rule_id + machine_id while open (unique), null once closed. */
+  open_key: string | null;
+  canary_started_at: string | null;
+  created_at: string;
+  decided_at: string | null;
+  decided_by: string | null;
+  reason: string | null;
+  updated_at: string;
+}
+
 export interface EventsTable {
   id: Generated<number>;
   source: string; // threat | file_verdict | telemetry | flow
@@ -394,6 +416,7 @@ export interface Database {
   flow_log: FlowLogTable;
   correlation_rules: CorrelationRulesTable;
   alerts: AlertsTable;
+  decisions: DecisionsTable;
   fleet_sequence: FleetSequenceTable;
   fleet_keys: FleetKeysTable;
   customers: CustomersTable;

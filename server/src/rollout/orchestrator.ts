@@ -213,6 +213,45 @@ export class Orchestrator {
     return { ...rev, rolled_back: newest.revision };
   }
 
+  /** The revision of a service machine `machineId` runs now (its own target or every host's, the newer), or null. */
+  async currentFor(serviceId: number, machineId: string): Promise<number | null> {
+    const rows = await this.db
+      .selectFrom('seg_current')
+      .select('revision')
+      .where('service_id', '=', serviceId)
+      .where((eb) => eb.or([eb('target', '=', machineId), eb('target', '=', ALL_HOSTS)]))
+      .execute();
+    return rows.length === 0 ? null : Math.max(...rows.map((r) => Number(r.revision)));
+  }
+
+  /**
+   * Puts revision `prior`'s content (and stage) back on `targets` as a new, higher revision;
+   * with no prior revision (the targets ran nothing for the service), a snapshot that allows
+   * everything, enforced (a host refuses anything older, so nothing can simply be withdrawn).
+   */
+  async restore(serviceId: number, prior: number | null, targets: string[], actor: string, ttlSeconds = 3600): Promise<Revision> {
+    const base = prior === null ? null : await this.get(serviceId, prior);
+    const open: MapSnapshot = {
+      version: 1,
+      service_id: serviceId,
+      edges: [{ dst_cidr: '0.0.0.0/0', proto: 'any', port: 0 }, { dst_cidr: '::/0', proto: 'any', port: 0 }],
+      allow_cidrs: [{ cidr: '0.0.0.0/0', proto: 'any', port: 0 }, { cidr: '::/0', proto: 'any', port: 0 }],
+      ttl_seconds: ttlSeconds,
+      meta: { source: 'restore', restores: null },
+    };
+    const rev = await this.insertRevision({
+      service_id: serviceId,
+      stage: base ? base.stage : 'enforce',
+      targets,
+      snapshot: base ? base.snapshot : open,
+      created_at: iso(this.clock.now()),
+      created_by: actor,
+      restores_revision: base ? (base.restores_revision ?? base.revision) : null,
+    });
+    await this.publishRevision(rev);
+    return rev;
+  }
+
   /** The targets a service currently runs on (empty when it has no snapshot). */
   async currentTargets(serviceId: number): Promise<string[]> {
     const rows = await this.db.selectFrom('seg_current').select('target').where('service_id', '=', serviceId).execute();

@@ -76,6 +76,11 @@ const EVENT_OF_AUDIT: Readonly<Record<string, WebhookEventType>> = {
   'machine.lease_expired': 'machine.deactivated',
   'machine.clock_tampered': 'machine.clock_tampered',
   'alert.raised': 'alert.raised',
+  'decision.proposed': 'decision.proposed',
+  'decision.notified': 'decision.proposed',
+  'decision.promoted': 'decision.promoted',
+  'decision.rolled_back': 'decision.rolled_back',
+  'decision.failed': 'decision.rolled_back',
 };
 
 export interface WebhookEndpoint {
