@@ -77,6 +77,7 @@ export function startLive() {
   es.addEventListener('end', () => {
     // The session ended on the server: ask it why (a 401 signs the page out).
     closeSource();
+    if (!live.wanted) return;
     api('GET', '/console/api/session').then(() => scheduleRetry(), () => {});
   });
   es.onerror = () => {

@@ -112,6 +112,8 @@ function App() {
     api('GET', '/console/api/session').then(signedIn, () => signedOut(null));
   }, []);
   async function signOut() {
+    // Close the live stream first: the server ends it on sign-out, and the page must not take that for an expiry.
+    stopLive();
     try {
       await api('DELETE', '/console/api/session');
     } finally {
