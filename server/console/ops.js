@@ -207,7 +207,7 @@ export function RevisionDiff({ service, revisions }) {
 }
 
 // --- rollout progress: per service, hosts whose ack matches their current revision ----
-export function RolloutChart({ services, current, hosts }) {
+export function RolloutChart({ services, current, hosts, id = 'rollout' }) {
   const byMachine = new Map(hosts.map((h) => [h.machine_id, h]));
   const rows = services.map((svc) => {
     const cur = current.filter((c) => c.service_id === svc.id);
@@ -226,9 +226,9 @@ export function RolloutChart({ services, current, hosts }) {
   const h = rows.length * rowH + 8;
   const title = 'Rollout progress: hosts that acknowledged their current revision, per service';
   return html`<figure class="chart" data-testid="rollout-chart">
-    <svg viewBox=${`0 0 ${w} ${h}`} width="100%" role="img" aria-labelledby="rollout-title rollout-desc">
-      <title id="rollout-title">${title}</title>
-      <desc id="rollout-desc">${rows.map((r) => `service ${r.id}: ${r.applied} of ${r.total} applied, ${r.failed} failed, ${r.pending} pending`).join('; ')}</desc>
+    <svg viewBox=${`0 0 ${w} ${h}`} width="100%" role="img" aria-labelledby=${`${id}-title ${id}-desc`}>
+      <title id=${id + '-title'}>${title}</title>
+      <desc id=${id + '-desc'}>${rows.map((r) => `service ${r.id}: ${r.applied} of ${r.total} applied, ${r.failed} failed, ${r.pending} pending`).join('; ')}</desc>
       ${rows.map((r, i) => {
         const y = i * rowH + 4;
         const part = (n) => (r.total > 0 ? (n / r.total) * barW : 0);

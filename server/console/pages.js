@@ -391,7 +391,7 @@ export function Segmentation() {
           ${svc.revisions.length > 1 &&
           html`<button type="button" class="secondary" onClick=${() => act('/api/v1/seg/maps/rollback', { service_id: svc.id }, 'Rolled back')}>Roll back</button>`}
         </div>
-        <${RolloutChart} services=${[svc]} current=${current} hosts=${poll.data.view.hosts} />
+        <${RolloutChart} id=${'rollout-' + svc.id} services=${[svc]} current=${current} hosts=${poll.data.view.hosts} />
         <${Table}
           caption=${`Stage per host of service ${svc.id}`}
           rowKey=${(c) => c.target}
