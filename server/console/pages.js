@@ -317,8 +317,21 @@ export function Machines() {
 
 // --- agents ----------------------------------------------------------------------
 export function Agents() {
-  const poll = usePoll(() => api('GET', '/api/v1/agents').then((r) => r.items), [], ['agents', 'acks', 'machines', 'licenses']);
+  const poll = usePoll(async () => {
+    const [agents, lic] = await Promise.all([api('GET', '/api/v1/agents').then((r) => r.items), settle(licensesWithSeats())]);
+    // What the server holds of each agent's machine: a host whose license was revoked (or
+    // whose machine was deactivated) runs community from its next refresh, and the server
+    // no longer files its reports, so its last report would say "licensed" for ever.
+    const held = new Map();
+    for (const l of lic.ok || []) for (const m of l.machines) held.set(m.id, { license: l.status, machine: m.status });
+    return agents.map((a) => ({ ...a, held: held.get(a.machine_id) || null }));
+  }, [], ['agents', 'acks', 'machines', 'licenses']);
   const now = Date.now();
+  const mode = (a) => {
+    if (a.held && a.held.license !== 'active') return html`<span data-mode="community"><${Badge} kind="warn">community<//> license ${a.held.license}</span>`;
+    if (a.held && a.held.machine !== 'active') return html`<span data-mode="community"><${Badge} kind="warn">community<//> machine ${a.held.machine}</span>`;
+    return a.status ? html`<span data-mode=${a.status.edition}>${a.status.edition}${a.status.tier ? ` · ${a.status.tier}` : ''}</span>` : '—';
+  };
   return html`<${PageHead} title="Agents" poll=${poll} />
     <${ErrorNote} error=${poll.error} />
     ${poll.data &&
@@ -330,7 +343,7 @@ export function Agents() {
       cols=${[
         { label: 'Host', cell: (a) => a.host },
         { label: 'State', cell: (a) => html`<${Status} value=${agentState(a, now)} />` },
-        { label: 'License mode', cell: (a) => (a.status ? html`${a.status.edition}${a.status.tier ? ` · ${a.status.tier}` : ''}` : '—') },
+        { label: 'License mode', cell: mode },
         { label: 'Version', cell: (a) => a.status?.agent_version || '—' },
         {
           label: 'Datapath',
