@@ -20,7 +20,7 @@ const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/console/', impo
 if (requireCapability(t, chromiumMissing())) {
   t.test('alerts, decisions, revision diff in chromium', async (t) => {
     mkdirSync(ARTIFACTS, { recursive: true });
-    const s = await startTestServer({ env: { AEGIS_CONSOLE_STREAM_HEARTBEAT_MS: '1000', AEGIS_CONSOLE_STREAM_COALESCE_MS: '50' } });
+    const s = await startTestServer({ env: { AEGIS_CONSOLE_STREAM_HEARTBEAT_MS: '1000', AEGIS_CONSOLE_STREAM_COALESCE_MS: '50', AEGIS_CONSOLE_STREAMS_PER_SESSION: '1' } });
     t.teardown(() => s.close());
     const seed = await seedConsole(s);
     // A third revision of service A: one rule changed port, one added, and an ingress allow.
@@ -115,6 +115,18 @@ if (requireCapability(t, chromiumMissing())) {
     t.equal(await page.evaluate(() => document.activeElement?.closest('label')?.textContent?.trim().startsWith('To revision')), true, 'Tab moves from one revision selector to the other');
     const unlabeled = await page.evaluate(() => [...document.querySelectorAll('input, select')].filter((el: any) => !el.labels?.length).length);
     t.equal(unlabeled, 0, 'every input has a label');
+
+    // --- a second tab past the per-session stream cap: refused (429), it polls instead -----
+    const tab2 = await browser.context.newPage();
+    await tab2.goto(s.url + '/console/#/customers');
+    await tab2.locator('td', { hasText: 'Acme Corp' }).waitFor();
+    await tab2.locator('.live[data-live="polling"]').waitFor();
+    t.match(await tab2.locator('.live').textContent(), /Polling/, 'the second tab says it is polling');
+    await s.req('POST', '/api/v1/customers', { name: 'Polled Inc' });
+    await tab2.locator('td', { hasText: 'Polled Inc' }).waitFor({ timeout: 10_000 });
+    t.pass('and still updates without a reload (the 4 s poll)');
+    t.equal(s.app.live.count(), 1, 'the server holds one stream for the session');
+    await tab2.close();
     t.same(errors, [], 'no script errors');
   });
 }
