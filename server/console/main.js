@@ -2,11 +2,12 @@
 // and the pages. Bundled by scripts/build-console.mjs into dist/console/app.js.
 import { html, render } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, setSession } from './api.js';
+import { api, setSession, startLive, stopLive } from './api.js';
 import { ErrorNote } from './ui.js';
 import { Overview, Licenses, Customers, Machines, Agents, Segmentation, Flows, Audit } from './pages.js';
 import { Findings } from './intel.js';
 import { Offline } from './offline.js';
+import { Alerts, Decisions } from './ops.js';
 
 const PAGES = [
   { path: 'overview', title: 'Overview', page: Overview },
@@ -17,6 +18,8 @@ const PAGES = [
   { path: 'segmentation', title: 'Segmentation', page: Segmentation },
   { path: 'flows', title: 'Flows', page: Flows },
   { path: 'findings', title: 'Findings', page: Findings },
+  { path: 'alerts', title: 'Alerts', page: Alerts },
+  { path: 'decisions', title: 'Decisions', page: Decisions },
   { path: 'offline', title: 'Offline activation', page: Offline },
   { path: 'audit', title: 'Audit log', page: Audit },
 ];
@@ -94,6 +97,7 @@ function App() {
   const [session, setSess] = useState(undefined);
   const [notice, setNotice] = useState(null);
   const signedOut = (why) => {
+    stopLive();
     setSession(null);
     setSess(null);
     if (why) setNotice(why);
@@ -101,12 +105,15 @@ function App() {
   const signedIn = (s) => {
     setSession(s.csrf_token, () => signedOut('Your session ended (expired, signed out elsewhere, or its key was revoked). Sign in again.'));
     setNotice(null);
+    startLive();
     setSess(s);
   };
   useEffect(() => {
     api('GET', '/console/api/session').then(signedIn, () => signedOut(null));
   }, []);
   async function signOut() {
+    // Close the live stream first: the server ends it on sign-out, and the page must not take that for an expiry.
+    stopLive();
     try {
       await api('DELETE', '/console/api/session');
     } finally {

@@ -5,6 +5,7 @@ import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api, all, usePoll } from './api.js';
 import { ago, duration, short, Status, Badge, ErrorNote, PageHead, Table, BarChart, TimeChart } from './ui.js';
+import { Level, RevisionDiff, RolloutChart } from './ops.js';
 
 /** An agent that has not reported for this long is stale; for ten times this, offline. */
 const STALE_MS = 120_000;
@@ -35,15 +36,16 @@ function Section({ title, id, children }) {
 // --- overview ------------------------------------------------------------------
 export function Overview() {
   const poll = usePoll(async () => {
-    const [ready, keys, stats, lic, agents] = await Promise.all([
+    const [ready, keys, stats, lic, agents, alerts] = await Promise.all([
       settle(api('GET', '/readyz').catch((e) => (e.status === 503 ? e : Promise.reject(e)))),
       settle(api('GET', '/api/v1/admin/signing-keys')),
       settle(api('GET', '/api/v1/admin/stats')),
       settle(licensesWithSeats()),
       settle(api('GET', '/api/v1/agents')),
+      settle(api('GET', '/api/v1/alerts?limit=1000')),
     ]);
-    return { ready, keys, stats, lic, agents };
-  });
+    return { ready, keys, stats, lic, agents, alerts };
+  }, [], ['licenses', 'machines', 'agents', 'alerts', 'customers']);
   const d = poll.data;
   const now = Date.now();
   return html`<${PageHead} title="Overview" poll=${poll} />
@@ -86,6 +88,19 @@ export function Overview() {
               </dl>`;
             })()}
       <//>
+      <${Section} title="Alerts" id="h-alerts">
+        ${d.alerts.err
+          ? html`<${ErrorNote} error=${d.alerts.err} />`
+          : (() => {
+              const day = d.alerts.ok.items.filter((a) => now - new Date(a.created_at).getTime() < 86_400_000);
+              const levels = ['critical', 'high', 'medium', 'low'];
+              return html`<dl class="counts">
+                  <div><dt>last 24 h</dt><dd data-count="alerts-24h">${day.length}</dd></div>
+                  ${levels.map((l) => html`<div><dt><${Level} value=${l} /></dt><dd data-count=${'alerts-' + l}>${day.filter((a) => a.level === l).length}</dd></div>`)}
+                </dl>
+                <p><a href="#/alerts">All alerts</a></p>`;
+            })()}
+      <//>
       <${Section} title="Totals" id="h-stats">
         ${d.stats.err
           ? html`<${ErrorNote} error=${d.stats.err} />`
@@ -116,7 +131,7 @@ export function Licenses() {
   const poll = usePoll(async () => {
     const [licenses, customers] = await Promise.all([licensesWithSeats(), all('/api/v1/customers')]);
     return { licenses, customers };
-  });
+  }, [], ['licenses', 'machines', 'customers']);
   const [issued, setIssued] = useState(null);
   const [error, setError] = useState(null);
   const [revoking, setRevoking] = useState(null);
@@ -212,7 +227,7 @@ export function Licenses() {
 
 // --- customers -------------------------------------------------------------------
 export function Customers() {
-  const poll = usePoll(() => all('/api/v1/customers'));
+  const poll = usePoll(() => all('/api/v1/customers'), [], ['customers']);
   const [error, setError] = useState(null);
   async function create(e) {
     e.preventDefault();
@@ -257,7 +272,7 @@ export function Customers() {
 
 // --- machines --------------------------------------------------------------------
 export function Machines() {
-  const poll = usePoll(licensesWithSeats);
+  const poll = usePoll(licensesWithSeats, [], ['licenses', 'machines']);
   const [error, setError] = useState(null);
   const [confirm, setConfirm] = useState(null);
   const rows = (poll.data || []).flatMap((l) => l.machines.map((m) => ({ ...m, license: l })));
@@ -302,8 +317,21 @@ export function Machines() {
 
 // --- agents ----------------------------------------------------------------------
 export function Agents() {
-  const poll = usePoll(() => api('GET', '/api/v1/agents').then((r) => r.items));
+  const poll = usePoll(async () => {
+    const [agents, lic] = await Promise.all([api('GET', '/api/v1/agents').then((r) => r.items), settle(licensesWithSeats())]);
+    // What the server holds of each agent's machine: a host whose license was revoked (or
+    // whose machine was deactivated) runs community from its next refresh, and the server
+    // no longer files its reports, so its last report would say "licensed" for ever.
+    const held = new Map();
+    for (const l of lic.ok || []) for (const m of l.machines) held.set(m.id, { license: l.status, machine: m.status });
+    return agents.map((a) => ({ ...a, held: held.get(a.machine_id) || null }));
+  }, [], ['agents', 'acks', 'machines', 'licenses']);
   const now = Date.now();
+  const mode = (a) => {
+    if (a.held && a.held.license !== 'active') return html`<span data-mode="community"><${Badge} kind="warn">community<//> license ${a.held.license}</span>`;
+    if (a.held && a.held.machine !== 'active') return html`<span data-mode="community"><${Badge} kind="warn">community<//> machine ${a.held.machine}</span>`;
+    return a.status ? html`<span data-mode=${a.status.edition}>${a.status.edition}${a.status.tier ? ` · ${a.status.tier}` : ''}</span>` : '—';
+  };
   return html`<${PageHead} title="Agents" poll=${poll} />
     <${ErrorNote} error=${poll.error} />
     ${poll.data &&
@@ -315,7 +343,7 @@ export function Agents() {
       cols=${[
         { label: 'Host', cell: (a) => a.host },
         { label: 'State', cell: (a) => html`<${Status} value=${agentState(a, now)} />` },
-        { label: 'License mode', cell: (a) => (a.status ? html`${a.status.edition}${a.status.tier ? ` · ${a.status.tier}` : ''}` : '—') },
+        { label: 'License mode', cell: mode },
         { label: 'Version', cell: (a) => a.status?.agent_version || '—' },
         {
           label: 'Datapath',
@@ -343,7 +371,7 @@ export function Segmentation() {
     const services = [...new Set(view.current.map((c) => c.service_id))].sort((a, b) => a - b);
     const histories = await Promise.all(services.map((s) => api('GET', `/api/v1/seg/maps/${s}`).then((r) => r.revisions)));
     return { view, services: services.map((s, i) => ({ id: s, revisions: histories[i] })) };
-  });
+  }, [], ['segmentation', 'acks', 'agents']);
   const [error, setError] = useState(null);
   const [done, setDone] = useState(null);
   async function act(path, body, what) {
@@ -376,6 +404,7 @@ export function Segmentation() {
           ${svc.revisions.length > 1 &&
           html`<button type="button" class="secondary" onClick=${() => act('/api/v1/seg/maps/rollback', { service_id: svc.id }, 'Rolled back')}>Roll back</button>`}
         </div>
+        <${RolloutChart} id=${'rollout-' + svc.id} services=${[svc]} current=${current} hosts=${poll.data.view.hosts} />
         <${Table}
           caption=${`Stage per host of service ${svc.id}`}
           rowKey=${(c) => c.target}
@@ -408,6 +437,7 @@ export function Segmentation() {
             { label: 'Created', cell: (r) => ago(r.created_at) },
           ]}
         />
+        <${RevisionDiff} service=${svc.id} revisions=${svc.revisions} />
       </section>`;
     })}`;
 }
@@ -421,7 +451,7 @@ export function Flows() {
     if (filter.direction) q.set('direction', filter.direction);
     const [flows, agents] = await Promise.all([api('GET', `/api/v1/flows?${q}`), api('GET', '/api/v1/agents').catch(() => ({ items: [] }))]);
     return { items: flows.items, hosts: new Map(agents.items.map((a) => [a.machine_id, a.host])) };
-  }, [filter.verdict, filter.direction]);
+  }, [filter.verdict, filter.direction], ['flows']);
   const items = poll.data?.items || [];
   // Drops per minute over the last 30 minutes of what was received.
   const buckets = [];
@@ -481,7 +511,7 @@ export function Audit() {
     const q = new URLSearchParams({ limit: String(AUDIT_PAGE), offset: String(offset) });
     for (const [k, v] of Object.entries(filter)) if (v) q.set(k, k === 'since' ? new Date(v).toISOString() : v);
     return api('GET', `/api/v1/admin/audit-logs?${q}`);
-  }, [filter.event_type, filter.customer_id, filter.since, offset]);
+  }, [filter.event_type, filter.customer_id, filter.since, offset], ['audit']);
   function apply(e) {
     e.preventDefault();
     const f = new FormData(e.currentTarget);

@@ -29,14 +29,16 @@ export function ErrorNote({ error }) {
   return html`<p class="error" role="alert">${error.code}: ${error.message}${hint}</p>`;
 }
 
-export function Live({ updatedAt }) {
-  return html`<p class="live" aria-live="off"><span class="dot" aria-hidden="true"></span> Live${updatedAt ? ` · updated ${updatedAt.toLocaleTimeString()}` : ''}</p>`;
+export function Live({ updatedAt, live }) {
+  return html`<p class=${'live' + (live ? ' live-on' : ' live-off')} aria-live="off" data-live=${live ? 'events' : 'polling'}>
+    <span class="dot" aria-hidden="true"></span> ${live ? 'Live' : 'Polling'}${updatedAt ? ` · updated ${updatedAt.toLocaleTimeString()}` : ''}
+  </p>`;
 }
 
 export function PageHead({ title, poll, children }) {
   return html`<header class="page-head">
     <h1 id="page-title" tabindex="-1">${title}</h1>
-    <div class="page-tools">${children}${poll ? html`<${Live} updatedAt=${poll.updatedAt} />` : null}</div>
+    <div class="page-tools">${children}${poll ? html`<${Live} updatedAt=${poll.updatedAt} live=${poll.live} />` : null}</div>
   </header>`;
 }
 

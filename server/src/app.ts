@@ -40,6 +40,7 @@ import { FeedRefresher } from './intel/feed_import.js';
 import { addOfflineRoutes } from './routes_offline.js';
 import { addConsoleRoutes } from './routes_console.js';
 import { ConsoleSessions } from './console/sessions.js';
+import { LiveHub, topicsOfAudit } from './console/live.js';
 import { Webhooks } from './webhooks/webhooks.js';
 import { AgentRegistry } from './rollout/agents.js';
 import { FlowLog } from './rollout/flow_log.js';
@@ -109,6 +110,8 @@ export interface App {
   correlator: Correlator;
   /** Decisions of rules with an action, and the periodic pass of their guard rails. */
   decisions: Decisions;
+  /** The console's live-update streams (GET /console/api/events). */
+  live: LiveHub;
   close(): Promise<void>;
 }
 
@@ -134,16 +137,23 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   // The operator console's sessions stand for the key they signed in with (http/auth.ts).
   const consoleSessions = new ConsoleSessions(apiKeys, clock, config.console);
   apiKeys.sessions = consoleSessions;
+  // The console's live streams: they end with their session, recheck it at each heartbeat.
+  const live = new LiveHub(config.console.live, (k) => consoleSessions.stillValid(k));
+  consoleSessions.onEnd = (k) => live.endSession(k);
   const audit = new AuditLog(db, clock, opts.auditRefusalsPerMinute);
   // Every audited event that is a webhook event is queued in the statement that audits it.
   const webhooks = new Webhooks(db, clock, keys, config.webhooks, log);
-  audit.listener = (e, handle) => webhooks.enqueue(e, handle);
+  audit.listener = async (e, handle) => {
+    await webhooks.enqueue(e, handle);
+    live.publish(topicsOfAudit(e.event_type), e.customer_id ?? null);
+  };
   // A message must outlive a few republications, so a host that misses one or two still
   // takes the next; and no longer, so a recorded one soon stops being worth replaying.
   const messageLifetime = Math.max(SEG_MESSAGE_MIN_LIFETIME_SECONDS, 3 * config.segRepublishSeconds);
   const orchestrator = new Orchestrator(db, clock, tokens, null, (m, meta) => log.warn(m, meta), messageLifetime);
   const flowLog = new FlowLog(db, clock, { days: config.flowRetentionDays, maxRows: config.flowMaxRows });
   const agents = new AgentRegistry(db, clock, flowLog);
+  agents.onRecorded = (kind, _machine, customer) => live.publish(kind === 'ack' ? ['agents', 'acks', 'segmentation'] : kind === 'status' ? ['agents'] : ['agents', 'flows'], customer);
   const events = new EventStore(db, clock, { days: config.events.retentionDays, maxRows: config.events.maxRows });
   const fileIntel = new FileIntel(db, clock, new Yara({ yara: config.events.yara, yarac: config.events.yarac, timeoutSeconds: config.events.yaraTimeoutSeconds }));
   const certs = new MachineCertificates(db, clock);
@@ -213,7 +223,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   addHealthRoutes(router, { health });
   addMetricsRoute(router, { health, metrics, apiKeys, tenancy });
   addWebhookRoutes(router, { apiKeys, audit, webhooks });
-  addConsoleRoutes(router, { apiKeys, audit, sessions: consoleSessions, keys: ctx.keys, clock });
+  addConsoleRoutes(router, { apiKeys, audit, sessions: consoleSessions, keys: ctx.keys, clock, live });
   addOfflineRoutes(router, { apiKeys, audit, lifecycle, tenancy, clock });
   const intel = new IntelStore(db, clock);
   addIntelRoutes(router, { apiKeys, tenancy, store: intel });
@@ -346,7 +356,9 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     intelRefresher,
     correlator,
     decisions,
+    live,
     async close() {
+      live.close();
       await correlator.close();
       await decisions.close();
       clearInterval(pruner);

@@ -1,5 +1,6 @@
 /** Server configuration: flags override environment, environment overrides defaults. */
 import { DEFAULT_DECISION_SETTINGS, type DecisionSettings } from './decisions/decisions.js';
+import type { LiveSettings } from './console/live.js';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
@@ -112,6 +113,8 @@ export interface ConsoleSettings {
   origins: string[];
   /** Mark the cookie Secure even over plain HTTP (AEGIS_CONSOLE_SECURE_COOKIE, behind a TLS proxy). */
   secureCookie: boolean;
+  /** The live-update streams (server/src/console/live.ts). */
+  live: LiveSettings;
 }
 
 function consoleSettingsFrom(env: NodeJS.ProcessEnv): ConsoleSettings {
@@ -134,6 +137,12 @@ function consoleSettingsFrom(env: NodeJS.ProcessEnv): ConsoleSettings {
     sessionSeconds: intSetting(env, 'AEGIS_CONSOLE_SESSION_SECONDS', 8 * 3600, 60, 30 * 86400),
     origins: origins.map((o) => new URL(o).origin),
     secureCookie: truthy(env.AEGIS_CONSOLE_SECURE_COOKIE),
+    live: {
+      perSession: intSetting(env, 'AEGIS_CONSOLE_STREAMS_PER_SESSION', 4, 1, 100),
+      total: intSetting(env, 'AEGIS_CONSOLE_STREAMS_MAX', 200, 1, 100_000),
+      heartbeatMs: intSetting(env, 'AEGIS_CONSOLE_STREAM_HEARTBEAT_MS', 15_000, 100, 300_000),
+      coalesceMs: intSetting(env, 'AEGIS_CONSOLE_STREAM_COALESCE_MS', 250, 0, 10_000),
+    },
   };
 }
 

@@ -15,6 +15,7 @@ import { authorize } from './http/auth.js';
 import type { KeyStore } from './keys/keystore.js';
 import type { Clock } from './clock.js';
 import { ConsoleSessions, CSRF_HEADER, SESSION_COOKIE } from './console/sessions.js';
+import { LIVE_TOPICS, type LiveHub } from './console/live.js';
 import type { Reply, Request, Router } from './http/router.js';
 import type { RouteDoc } from './http/route_doc.js';
 import { validator } from './validation.js';
@@ -100,7 +101,7 @@ const SIGNING_KEYS_SCHEMA = {
   },
 } as const;
 
-export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: AuditLog; sessions: ConsoleSessions; keys: KeyStore; clock: Clock }): void {
+export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: AuditLog; sessions: ConsoleSessions; keys: KeyStore; clock: Clock; live: LiveHub }): void {
   const { sessions, audit } = d;
   const assets = new Map<string, Asset>();
   const load = (name: string, type: string): Asset => {
@@ -245,6 +246,36 @@ export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: A
         summary: 'Sign out of the console',
         description: 'The session ends on the server at once: its cookie opens nothing afterwards.',
         responses: { 204: { description: 'Signed out; the cookie is cleared.' } },
+      }),
+    },
+  );
+
+  router.add(
+    'GET',
+    '/console/api/events',
+    async (req) => {
+      const { principal: p, session_key } = await sessions.authenticate(req);
+      const why = d.live.refusal(session_key);
+      if (why) throw new AegisError('RATE_LIMITED', why, { details: { retry_after: 30 } });
+      return {
+        status: 200,
+        body: null,
+        headers: { ...PAGE_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' },
+        stream: (sink) => d.live.open(session_key, p.customer_id, sink),
+      };
+    },
+    {
+      doc: sessionDoc({
+        summary: 'Live updates for the console (server-sent events)',
+        description: `A text/event-stream that names what changed, never the data: \`event: change\` with \`{"topics":[…]}\` (of ${LIVE_TOPICS.join(', ')}), coalesced; the page refetches through /api/v1 with its session. A key limited to one customer hears only of that customer. \`event: end\` and the stream closes when the session ends (sign-out, expiry, revoked key). At most AEGIS_CONSOLE_STREAMS_PER_SESSION streams per session and AEGIS_CONSOLE_STREAMS_MAX in all (429 past either); a heartbeat comment every AEGIS_CONSOLE_STREAM_HEARTBEAT_MS.`,
+        responses: {
+          200: {
+            description: 'The event stream (stays open).',
+            schema: { type: 'string' },
+            contentType: 'text/event-stream',
+          },
+        },
+        errors: ['RATE_LIMITED'],
       }),
     },
   );

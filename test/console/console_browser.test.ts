@@ -26,7 +26,7 @@ const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/console/', impo
 if (requireCapability(t, chromiumMissing())) {
   t.test('console in chromium', async (t) => {
     mkdirSync(ARTIFACTS, { recursive: true });
-    const s = await startTestServer({ env: { AEGIS_CONSOLE_SESSION_SECONDS: '900' } });
+    const s = await startTestServer({ env: { AEGIS_CONSOLE_SESSION_SECONDS: '900', AEGIS_CONSOLE_STREAM_HEARTBEAT_MS: '1000' } });
     t.teardown(() => s.close());
     const seed = await seedConsole(s);
     const browser = await launchBrowser();
@@ -93,7 +93,7 @@ if (requireCapability(t, chromiumMissing())) {
     await row.locator('td', { hasText: '0/3' }).waitFor();
     const newHost = await activateViaApi(s, issuedKey, 'app-a3');
     await row.locator('td', { hasText: '1/3' }).waitFor({ timeout: 15_000 });
-    t.pass('seat use updates live (polling), no reload');
+    t.pass('seat use updates live (server-sent events), no reload');
     await shot('licenses');
 
     // --- customers -------------------------------------------------------------------

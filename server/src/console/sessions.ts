@@ -62,6 +62,12 @@ const single = (v: string | string[] | undefined): string | undefined => (Array.
 
 export class ConsoleSessions {
   private readonly sessions = new Map<string, Session>();
+  /** Told of every session that ends (sign-out, expiry, eviction, revoked key): its live streams close. */
+  onEnd: ((sessionKey: string) => void) | null = null;
+
+  private drop(key: string): void {
+    if (this.sessions.delete(key)) this.onEnd?.(key);
+  }
 
   constructor(
     private readonly apiKeys: ApiKeys,
@@ -72,7 +78,7 @@ export class ConsoleSessions {
   /** Opens a session for a principal that just proved its key. */
   open(p: ApiPrincipal): OpenedSession {
     this.sweep();
-    while (this.sessions.size >= MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value!);
+    while (this.sessions.size >= MAX_SESSIONS) this.drop(this.sessions.keys().next().value!);
     const id = randomBytes(32).toString('base64url');
     const csrf = randomBytes(32).toString('base64url');
     const expiresAt = this.clock.now().getTime() + this.settings.sessionSeconds * 1000;
@@ -83,7 +89,29 @@ export class ConsoleSessions {
   /** Ends the request's session; whether there was one. */
   close(req: Request): boolean {
     const id = cookieOf(req, SESSION_COOKIE);
-    return id !== null && this.sessions.delete(digest(id));
+    if (id === null || !this.sessions.has(digest(id))) return false;
+    this.drop(digest(id));
+    return true;
+  }
+
+  /** Whether the session `sessionKey` (as authenticate answers it) is still open and unexpired. */
+  isLive(sessionKey: string): boolean {
+    const s = this.sessions.get(sessionKey);
+    if (!s) return false;
+    if (s.expiresAt <= this.clock.now().getTime()) {
+      this.drop(sessionKey);
+      return false;
+    }
+    return true;
+  }
+
+  /** Whether the session is open, unexpired, and its key not revoked (a live stream's recheck). */
+  async stillValid(sessionKey: string): Promise<boolean> {
+    const s = this.sessions.get(sessionKey);
+    if (!s || !this.isLive(sessionKey)) return false;
+    if (await this.apiKeys.principalById(s.apiKeyId)) return true;
+    this.drop(sessionKey);
+    return false;
   }
 
   /** Whether the request carries a session cookie at all (it may be stale). */
@@ -99,7 +127,7 @@ export class ConsoleSessions {
     const s = this.sessions.get(key);
     if (!s) return null;
     if (s.expiresAt <= this.clock.now().getTime()) {
-      this.sessions.delete(key);
+      this.drop(key);
       return null;
     }
     return s;
@@ -109,7 +137,7 @@ export class ConsoleSessions {
    * The principal of the request's session: UNAUTHORIZED without a live one (or when its
    * key was revoked), FORBIDDEN for a write without the CSRF token or from another origin.
    */
-  async authenticate(req: Request): Promise<{ principal: ApiPrincipal; csrf_token: string; expires_at: string }> {
+  async authenticate(req: Request): Promise<{ principal: ApiPrincipal; csrf_token: string; expires_at: string; session_key: string }> {
     const s = this.live(req);
     if (!s) throw new AegisError('UNAUTHORIZED', 'no console session, or it expired: sign in again');
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -124,7 +152,7 @@ export class ConsoleSessions {
       this.close(req);
       throw new AegisError('UNAUTHORIZED', 'the API key of this console session was revoked');
     }
-    return { principal, csrf_token: s.csrf, expires_at: iso(new Date(s.expiresAt)) };
+    return { principal, csrf_token: s.csrf, expires_at: iso(new Date(s.expiresAt)), session_key: digest(cookieOf(req, SESSION_COOKIE)!) };
   }
 
   /**
@@ -160,7 +188,7 @@ export class ConsoleSessions {
   /** Forgets expired sessions. */
   sweep(): void {
     const now = this.clock.now().getTime();
-    for (const [k, s] of this.sessions) if (s.expiresAt <= now) this.sessions.delete(k);
+    for (const [k, s] of this.sessions) if (s.expiresAt <= now) this.drop(k);
   }
 
   get size(): number {

@@ -289,7 +289,25 @@ function requestListener(router: Router, log: Logger, clock: Clock, observe?: Re
         ...(reply.headers ?? {}),
         ...c.headers,
       });
-      res.end(payload);
+      if (reply.stream) {
+        res.flushHeaders();
+        const closers: (() => void)[] = [];
+        res.on('close', () => {
+          for (const fn of closers.splice(0)) fn();
+        });
+        reply.stream({
+          write: (text) => {
+            if (!res.destroyed && !res.writableEnded) res.write(text);
+          },
+          end: () => {
+            if (!res.writableEnded) res.end();
+          },
+          onClose: (fn) => {
+            if (res.destroyed) fn();
+            else closers.push(fn);
+          },
+        });
+      } else res.end(payload);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       observe?.({ method: req.method ?? 'GET', route: routed.route, status: reply.status, seconds: ms / 1000 });
       log.debug('request', { method: req.method, path: req.url?.split('?')[0], status: reply.status, ms: Math.round(ms * 100) / 100 });

@@ -40,6 +40,18 @@ export interface Reply {
    * as the Prometheus exposition; `headers` name its content type.
    */
   raw?: Buffer | string;
+  /**
+   * A long-lived answer (server-sent events): the headers are sent, then `stream` gets a
+   * sink to write to until it ends the answer or the client goes (onClose).
+   */
+  stream?: (sink: StreamSink) => void;
+}
+
+/** Where a streaming answer writes: text chunks, an end, and news of the client leaving. */
+export interface StreamSink {
+  write(text: string): void;
+  end(): void;
+  onClose(fn: () => void): void;
 }
 
 export type Handler = (req: Request) => Promise<Reply>;

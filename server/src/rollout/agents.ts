@@ -33,6 +33,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 export class AgentRegistry {
+  /** Told of every recorded report, with the customer of the machine (the console's live updates). */
+  onRecorded: ((kind: 'status' | 'ack' | 'flows', machineId: string, customerId: string) => void) | null = null;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
@@ -77,7 +80,7 @@ export class AgentRegistry {
     const machine = await this.db
       .selectFrom('machines')
       .innerJoin('licenses', 'licenses.id', 'machines.license_id')
-      .select(['machines.hostname as hostname', 'machines.status as status', 'licenses.status as license_status', 'licenses.expires_at as expires_at'])
+      .select(['machines.hostname as hostname', 'machines.status as status', 'licenses.status as license_status', 'licenses.expires_at as expires_at', 'licenses.customer_id as customer_id'])
       .where('machines.id', '=', machineId)
       .executeTakeFirst();
     // A machine that was deactivated, or whose license was revoked or ran out, speaks for nothing.
@@ -88,6 +91,7 @@ export class AgentRegistry {
     if (kind === 'status') {
       if (typeof data.edition !== 'string' || !Array.isArray(data.services)) return 'malformed';
       await this.upsert(machineId, hostname, { status: JSON.stringify({ ...data, host: hostname, machine_id: machineId }) });
+      this.onRecorded?.(kind, machineId, machine.customer_id);
       return null;
     }
     if (kind === 'ack') {
@@ -97,6 +101,7 @@ export class AgentRegistry {
       const applied = row ? (JSON.parse(row.applied) as Record<string, unknown>) : {};
       applied[String(data.service_id)] = { ...data, host: hostname };
       await this.upsert(machineId, hostname, { applied: JSON.stringify(applied) });
+      this.onRecorded?.(kind, machineId, machine.customer_id);
       return null;
     }
     // One moment of receipt: what old-format lines' intervals are, and what orders the log.
@@ -111,6 +116,7 @@ export class AgentRegistry {
     if (!(await this.targeted(machineId, report.service_id))) return 'service not targeted at this machine';
     await this.flowLog.append(machineId, report.rows, receivedAt);
     await this.upsert(machineId, hostname, {});
+    this.onRecorded?.(kind, machineId, machine.customer_id);
     return null;
   }
 
