@@ -101,7 +101,8 @@ export class SharedRateLimiter implements Limiter {
     const level = sql<number>`${least}(${dbl(burst)}, rate_buckets.tokens + ${greatest}(${t} - rate_buckets.updated_ms, 0) * ${dbl(rate)})`;
     const taken = sql<number>`case when ${level} >= 1 then ${level} - 1 else ${level} end`;
     // When the bucket is full again (rows past it are pruned): ms to refill, rounded up.
-    const full = sql<number>`${t} + cast((${dbl(burst)} - (${taken})) / ${dbl(rate)} as bigint) + 1`;
+    // Counted from the row's time when it is ahead of this clock, as the refill is.
+    const full = sql<number>`${greatest}(rate_buckets.updated_ms, ${t}) + cast((${dbl(burst)} - (${taken})) / ${dbl(rate)} as bigint) + 1`;
     const row = await this.db
       .insertInto('rate_buckets')
       .values({ key: k, tokens: burst - 1, updated_ms: t, full_at_ms: t + Math.floor(1 / rate) + 1, ok: 1 })
