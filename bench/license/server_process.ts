@@ -16,7 +16,7 @@ const dir = mkdtempSync(join(tmpdir(), 'aegis-bench-'));
 KeyStore.open(join(dir, 'keys')).generate();
 const unlimited = { burst: 1e9, perMinute: 1e9 };
 const app = await startApp(
-  loadConfig({ listen: '127.0.0.1:0', database: process.env.DATABASE_URL ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, {}),
+  loadConfig({ listen: '127.0.0.1:0', database: process.env.DATABASE_URL ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, { AEGIS_RATE_LIMIT_STORE: process.env.AEGIS_RATE_LIMIT_STORE }),
   {
     logger: createLogger({ silent: true }),
     limits: { activationPerIp: unlimited, activationPerLicense: unlimited, refreshPerIp: unlimited, refreshPerMachine: unlimited, validatePerIp: unlimited, validatePerLicense: unlimited },

@@ -22,7 +22,8 @@ import { KeyStore } from './keys/keystore.js';
 import { Licenses } from './licenses.js';
 import { MachineLifecycle } from './machine_lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
-import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimits } from './rate_limit.js';
+import { DEFAULT_RATE_LIMITS, RateLimiter, SharedRateLimiter, type RateLimits } from './rate_limit.js';
+import { Lease } from './lease.js';
 import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
 import { TargetResolver } from './rollout/targets.js';
@@ -112,6 +113,8 @@ export interface App {
   decisions: Decisions;
   /** The console's live-update streams (GET /console/api/events). */
   live: LiveHub;
+  /** The singleton lease (lease.ts): held from the start on SQLite. */
+  lease: Lease;
   close(): Promise<void>;
 }
 
@@ -135,7 +138,18 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   const ctx = new ServerContext(db, dialect, keys, tokens, clock, SERVER_VERSION);
   const apiKeys = new ApiKeys(db, clock);
   // The operator console's sessions stand for the key they signed in with (http/auth.ts).
-  const consoleSessions = new ConsoleSessions(apiKeys, clock, config.console);
+  const consoleSessions = new ConsoleSessions(apiKeys, clock, config.console, db);
+  // Singleton work (republishing, the fleet publisher, pruning, culling, feeds, the
+  // correlator) runs only while this replica holds the lease; the first try is awaited
+  // so a lone replica starts its work at once.
+  const lease = new Lease(db, dialect, {
+    seconds: config.leaseSeconds,
+    onChange: (held, epoch) => log.info(held ? 'singleton lease taken' : 'singleton lease lost', { epoch }),
+    onError: (m, meta) => log.warn(m, meta),
+  });
+  await lease.tryAcquire().catch((e: unknown) => log.warn('taking the singleton lease failed', { error: (e as Error).message }));
+  lease.start();
+  const leader = () => lease.held();
   apiKeys.sessions = consoleSessions;
   // The console's live streams: they end with their session, recheck it at each heartbeat.
   const live = new LiveHub(config.console.live, (k) => consoleSessions.stillValid(k));
@@ -175,6 +189,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
           dir: join(config.keysDir, 'nats'),
           configPath: config.natsOperatorConfig,
           push: { url: config.natsUrl.split(','), ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}) },
+          db,
         })
       : null;
   const customers = new Customers(db, clock);
@@ -207,6 +222,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     observer: metrics,
   });
   const tenancy = new Tenancy(db);
+  let sharedLimiter: SharedRateLimiter | null = null;
   const router = buildRouter({
     tenancy,
     customers,
@@ -214,7 +230,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     lifecycle,
     apiKeys,
     audit,
-    limiter: new RateLimiter(),
+    limiter:
+      config.rateLimitStore === 'database' || (config.rateLimitStore === 'auto' && dialect === 'postgres') ? (sharedLimiter = new SharedRateLimiter(db, dialect)) : new RateLimiter(),
     limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
     ctx,
   });
@@ -289,6 +306,8 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     const key = config.fleetKey;
     if (key) {
       fleet = new FleetLicensePublisher(db, clock, tokens, new FleetKeys(db, key, clock), (f, sealed) => distribution!.bus()!.publishLicense(f, sealed), (m, meta) => log.warn(m, meta));
+      fleet.leader = leader;
+      fleet.intervalMs = config.fleetPublishSeconds * 1000;
     }
     distribution = startDistribution(
       {
@@ -298,31 +317,42 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
         ...(natsAuthority ? { creds: (await natsAuthority.issueServerCredentials()).creds } : {}),
         ...(config.natsCa ? { caFile: config.natsCa } : {}),
         republishMs: config.segRepublishSeconds * 1000,
+        leader,
       },
       { ctx, orchestrator, agents, fleet, log },
     );
   }
   const pruner = setInterval(() => {
+    // Every replica writes its own suppressed-refusal counts; the rest is shared, pruned by the lease holder.
+    audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
+    if (!leader()) return;
+    sharedLimiter?.prune().catch((e: unknown) => log.warn('pruning rate-limit buckets failed', { error: (e as Error).message }));
     pruneProofs(db, clock).catch((e: unknown) => log.warn('pruning used proofs failed', { error: (e as Error).message }));
     certs.prune().catch((e: unknown) => log.warn('pruning certificate records failed', { error: (e as Error).message }));
-    consoleSessions.sweep();
+    consoleSessions.sweep().catch((e: unknown) => log.warn('pruning console sessions failed', { error: (e as Error).message }));
     flowLog.prune().catch((e: unknown) => log.warn('pruning the flow log failed', { error: (e as Error).message }));
     events.prune().catch((e: unknown) => log.warn('pruning the events failed', { error: (e as Error).message }));
-    // Counts of refusals beyond the audit bound are written once their minute is over.
-    audit.flush(clock.now().getTime() - 60_000).catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
   }, 60_000);
   pruner.unref();
   // The heartbeat culler: machines past their heartbeat window and grace, lapsed floating
   // leases. Judged at the server's clock (tests move it and call lifecycle.cull()).
   const culler = setInterval(() => {
+    if (!leader()) return;
     lifecycle.cull().catch((e: unknown) => log.warn('culling machines failed', { error: (e as Error).message }));
   }, config.cullIntervalSeconds * 1000);
   culler.unref();
   webhooks.start();
-  const intelRefresher = new FeedRefresher(intel, config.intelFeeds, config.intelRefreshSeconds, log);
+  const intelRefresher = new FeedRefresher(intel, config.intelFeeds, config.intelRefreshSeconds, log, leader, config.leaseSeconds);
   intelRefresher.start();
-  correlator.start(config.rulesIntervalSeconds, (m, meta) => log.warn(m, meta));
-  decisions.start();
+  correlator.start(config.rulesIntervalSeconds, (m, meta) => log.warn(m, meta), leader);
+  decisions.start(leader);
+  // Another replica's revocations reach this one's account JWT, config fragment and nats-server.
+  const natsSync = natsAuthority
+    ? setInterval(() => {
+        natsAuthority.sync().catch((e: unknown) => log.warn('syncing NATS revocations failed', { error: (e as Error).message }));
+      }, Math.max(1000, (config.leaseSeconds * 1000) / 3))
+    : null;
+  natsSync?.unref();
   log.info('aegis-server listening', {
     url: http.url,
     agent_url: agentHttp?.url ?? null,
@@ -357,8 +387,10 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     correlator,
     decisions,
     live,
+    lease,
     async close() {
       live.close();
+      if (natsSync) clearInterval(natsSync);
       await correlator.close();
       await decisions.close();
       clearInterval(pruner);
@@ -370,6 +402,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
       await agentHttp?.close();
       await http.close();
       await audit.flush().catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
+      await lease.close().catch(() => undefined);
       await db.destroy();
     },
   };

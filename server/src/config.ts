@@ -51,6 +51,12 @@ export interface ServerConfig {
   segRepublishSeconds: number;
   /** How often the heartbeat culler runs (AEGIS_CULL_INTERVAL_SECONDS, default 30). */
   cullIntervalSeconds: number;
+  /** Scale-out (lease.ts): seconds a replica's singleton lease lasts unrenewed (AEGIS_LEASE_SECONDS, default 15). */
+  leaseSeconds: number;
+  /** Where rate-limit budgets live (AEGIS_RATE_LIMIT_STORE): memory (one process) or database (every replica); default database on PostgreSQL. */
+  rateLimitStore: 'memory' | 'database' | 'auto';
+  /** How often every fleet's license is republished (AEGIS_FLEET_PUBLISH_SECONDS, default 300). */
+  fleetPublishSeconds: number;
   /** The PKI directory (`aegis-server pki init`): CA that issues machine certificates. */
   pkiDir: string;
   /** Lifetime of machine client certificates (AEGIS_CLIENT_CERT_TTL, seconds). */
@@ -200,6 +206,13 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpLimits> = {
   maxHeaderBytes: 16 * 1024,
   maxHeadersCount: 100,
 };
+
+function rateLimitStoreFrom(env: NodeJS.ProcessEnv): 'memory' | 'database' | 'auto' {
+  const v = (env.AEGIS_RATE_LIMIT_STORE ?? '').trim();
+  if (v === '') return 'auto';
+  if (v !== 'memory' && v !== 'database') throw new Error(`AEGIS_RATE_LIMIT_STORE must be memory or database, got ${JSON.stringify(v)}`);
+  return v;
+}
 
 function intSetting(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
   const text = env[name];
@@ -427,6 +440,9 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     natsCa: env.AEGIS_NATS_CA ?? '',
     segRepublishSeconds: republish,
     cullIntervalSeconds: cull,
+    leaseSeconds: intSetting(env, 'AEGIS_LEASE_SECONDS', 15, 1, 3600),
+    rateLimitStore: rateLimitStoreFrom(env),
+    fleetPublishSeconds: intSetting(env, 'AEGIS_FLEET_PUBLISH_SECONDS', 300, 1, 86400),
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
     keysDir,
     kernelTokenTtlSeconds: ttl,

@@ -92,7 +92,7 @@ export async function validateLicenseToken(
   tokens: TokenService,
   input: ValidateRequest,
   lookups: ValidationLookups,
-  onVerified: (licenseId: string) => void = () => {},
+  onVerified: (licenseId: string) => void | Promise<void> = () => {},
 ): Promise<ValidateResult> {
   const v = await tokens.verify(input.token);
   if (!v.ok) return { valid: false, code: v.code, message: v.message };
@@ -107,7 +107,7 @@ export async function validateLicenseToken(
   if (moduleToken ? typeof module?.technical_name !== 'string' : typeof c.sub !== 'string') {
     return fail('MALFORMED', moduleToken ? 'module license claims name no module' : 'license claims are incomplete (sub is required)');
   }
-  onVerified(c.license_id);
+  await onVerified(c.license_id);
   const now = Math.floor(clock.now().getTime() / 1000);
   if (c.iat > now + LEEWAY_SECONDS || (typeof c.nbf === 'number' && c.nbf > now + LEEWAY_SECONDS)) {
     return fail('NOT_YET_VALID', 'token is not valid yet');

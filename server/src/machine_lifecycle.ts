@@ -479,7 +479,7 @@ export class MachineLifecycle {
     machineId: string,
     auth: RefreshAuth,
     csr: string | undefined,
-    onAuthenticated: (machineId: string) => void = () => {},
+    onAuthenticated: (machineId: string) => void | Promise<void> = () => {},
     presented: RefreshFingerprint = {},
   ): Promise<Refreshed> {
     const m = await this.machineRow(machineId);
@@ -493,7 +493,7 @@ export class MachineLifecycle {
     const update: Partial<Selectable<MachinesTable>> = { last_seen_at: iso(this.clock.now()) };
     try {
       if ('proof' in auth) await this.checkMachineProof(m, auth.proof, AUD_REFRESH_PROOF, hardwareId);
-      onAuthenticated(m.id);
+      await onAuthenticated(m.id);
       if (m.status !== 'active') throw new AegisError('MACHINE_DEACTIVATED', 'this machine was deactivated; activate it again');
       this.checkUsable(lic, null);
       const ended = endedSeats(lic, [m], this.clock.now());
@@ -547,7 +547,7 @@ export class MachineLifecycle {
    * heartbeat_cull deactivate is ended here (MACHINE_DEACTIVATED): a heartbeat never
    * revives it. `onAuthenticated` runs once the proof checked.
    */
-  async heartbeat(machineId: string, proof: unknown, onAuthenticated: (machineId: string) => void = () => {}): Promise<{ response: HeartbeatResponse; revived: boolean } & SeatIds> {
+  async heartbeat(machineId: string, proof: unknown, onAuthenticated: (machineId: string) => void | Promise<void> = () => {}): Promise<{ response: HeartbeatResponse; revived: boolean } & SeatIds> {
     const m = await this.machineRow(machineId);
     const lic = await this.d.licenses.row(m.license_id);
     const ids = { license_id: lic.id, customer_id: lic.customer_id, machine_id: m.id };
@@ -555,7 +555,7 @@ export class MachineLifecycle {
     let seq: number;
     try {
       const claims = await acceptProof(this.db, this.clock, proof, { audience: AUD_HEARTBEAT_PROOF, hardwareId: m.hardware_id, key: publicKeyFromJwk(hostKeyOf(m)) });
-      onAuthenticated(m.id);
+      await onAuthenticated(m.id);
       seq = claims.seq as number;
       if (typeof claims.seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) throw new AegisError('PROOF_INVALID', 'proof rejected: a heartbeat proof carries an integer seq of at least 1');
       if (seq <= Number(m.heartbeat_seq)) throw new AegisError('PROOF_REPLAYED', `proof rejected: heartbeat seq ${seq} is not greater than the last accepted (${Number(m.heartbeat_seq)})`);
@@ -854,13 +854,13 @@ export class MachineLifecycle {
    * names (deactivated, or not held under that license). `onVerified` runs once the
    * signature has verified (the HTTP layer's per-license budget).
    */
-  async validate(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
+  async validate(input: ValidateRequest, onVerified?: (licenseId: string) => void | Promise<void>): Promise<ValidateResult> {
     const result = await this.validateToken(input, onVerified);
     this.d.observer?.validated(result.code);
     return result;
   }
 
-  private validateToken(input: ValidateRequest, onVerified?: (licenseId: string) => void): Promise<ValidateResult> {
+  private validateToken(input: ValidateRequest, onVerified?: (licenseId: string) => void | Promise<void>): Promise<ValidateResult> {
     const licenseRow = (licenseId: string) => this.db.selectFrom('licenses').selectAll().where('id', '=', licenseId).executeTakeFirst();
     const licenseAnswer = (row: Selectable<LicensesTable> | undefined): SeatAnswer => {
       // A deleted license reads as revoked: its tokens must stop validating too.
@@ -950,7 +950,7 @@ export class MachineLifecycle {
    */
   private async natsCredentials(lic: Selectable<LicensesTable>, machineId: string, hostname: string, renewOnly = false): Promise<{ nats?: NatsCredentialsField }> {
     if (!this.d.nats) return {};
-    if (renewOnly && !this.d.nats.needsRenewal(machineId)) return {};
+    if (renewOnly && !(await this.d.nats.needsRenewal(machineId))) return {};
     const untilLicenseEnds = lic.expires_at === null ? Number.MAX_SAFE_INTEGER : Math.ceil((Date.parse(lic.expires_at) - this.clock.now().getTime()) / 1000);
     const ttlSeconds = Math.max(1, Math.min(this.natsCredentialsTtlSeconds, untilLicenseEnds));
     const c = await this.d.nats.issueAgentCredentials({ machineId, fleet: lic.fleet ?? 'default', hostname, ttlSeconds });

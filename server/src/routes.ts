@@ -60,7 +60,7 @@ import { NOT_FOUND_MESSAGE, type Customers } from './customers.js';
 import type { Licenses } from './licenses.js';
 import { auditRefusal, type DeactivationAuth, type FingerprintChange, type MachineLifecycle, type RefreshAuth, type RefreshFingerprint } from './machine_lifecycle.js';
 import { parsePage } from './pagination.js';
-import type { RateLimiter, RateLimits } from './rate_limit.js';
+import type { Limiter, RateLimits } from './rate_limit.js';
 import { Router, type Request, type Reply } from './http/router.js';
 import { validator } from './validation.js';
 import { actorOf, authorize as authorizeKey } from './http/auth.js';
@@ -235,7 +235,7 @@ export async function refreshMachine(
   machineId: string,
   auth: RefreshAuth,
   csr: string | undefined,
-  onAuthenticated?: (machineId: string) => void,
+  onAuthenticated?: (machineId: string) => void | Promise<void>,
   fingerprint: RefreshFingerprint = {},
 ): Promise<TokenBundle> {
   let r;
@@ -275,7 +275,7 @@ export interface RouteDeps {
   lifecycle: MachineLifecycle;
   apiKeys: ApiKeys;
   audit: AuditLog;
-  limiter: RateLimiter;
+  limiter: Limiter;
   limits: RateLimits;
   ctx: ServerContext;
   /** What an API key limited to one customer may see and change. */
@@ -614,7 +614,7 @@ export function buildRouter(d: RouteDeps): Router {
   }
   r.add('POST', '/api/v1/licenses/validate', async (req) => {
     // Per IP first: that is all unauthenticated traffic can be charged to.
-    d.limiter.take(`validate:ip:${req.clientIp}`, d.limits.validatePerIp);
+    await d.limiter.take(`validate:ip:${req.clientIp}`, d.limits.validatePerIp);
     const input = validateBody(req.body);
     // Per license only once the signature verified: a forged token naming a license must
     // not spend that license's budget and lock its genuine validations out.
@@ -656,7 +656,7 @@ export function buildRouter(d: RouteDeps): Router {
 
   // --- activation and machines ----------------------------------------------------
   r.add('POST', '/api/v1/activations', async (req) => {
-    d.limiter.take(`activate:ip:${req.clientIp}`, d.limits.activationPerIp);
+    await d.limiter.take(`activate:ip:${req.clientIp}`, d.limits.activationPerIp);
     const input = activationBody(req.body);
     // The schema checks the shape; this refuses private members (a JWK with "d").
     if (!isEd25519PublicJwk(input.host_public_key)) {
@@ -699,7 +699,7 @@ export function buildRouter(d: RouteDeps): Router {
   });
   r.add('POST', '/api/v1/machines/:id/refresh', async (req) => {
     const id = req.params.id!;
-    d.limiter.take(`refresh:ip:${req.clientIp}`, d.limits.refreshPerIp);
+    await d.limiter.take(`refresh:ip:${req.clientIp}`, d.limits.refreshPerIp);
     const { proof, csr, ...fingerprint } = refreshBody(req.body);
     // Per machine only once the proof checked: bogus proofs naming a machine must not
     // spend its budget and lock its genuine refresh out.
@@ -718,7 +718,7 @@ export function buildRouter(d: RouteDeps): Router {
   });
   r.add('POST', '/api/v1/machines/:id/heartbeat', async (req) => {
     const id = req.params.id!;
-    d.limiter.take(`heartbeat:ip:${req.clientIp}`, d.limits.refreshPerIp);
+    await d.limiter.take(`heartbeat:ip:${req.clientIp}`, d.limits.refreshPerIp);
     const { proof } = proofBody(req.body);
     const perMachine = (machineId: string) => d.limiter.take(`heartbeat:machine:${machineId}`, d.limits.refreshPerMachine);
     let r;

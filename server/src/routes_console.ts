@@ -197,7 +197,7 @@ export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: A
         await audit.recordRefusal({ event_type: 'console.sign_in', actor: 'console', client_ip: req.clientIp, reason: 'UNAUTHORIZED: unknown or revoked API key' });
         throw new AegisError('UNAUTHORIZED', 'unknown or revoked API key');
       }
-      const s = sessions.open(p);
+      const s = await sessions.open(p);
       await audit.record({ event_type: 'console.signed_in', actor: `api_key:${p.name}`, customer_id: p.customer_id, client_ip: req.clientIp, data: { expires_at: s.expires_at } });
       return {
         status: 201,
@@ -236,7 +236,7 @@ export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: A
     '/console/api/session',
     async (req) => {
       const { principal: p } = await sessions.authenticate(req);
-      sessions.close(req);
+      await sessions.close(req);
       await audit.record({ event_type: 'console.signed_out', actor: `api_key:${p.name}`, customer_id: p.customer_id, client_ip: req.clientIp });
       return { status: 204, body: null, headers: { 'set-cookie': sessions.cookie(req, null) } };
     },

@@ -3,8 +3,10 @@
  * in with. The cookie carries an opaque 256-bit random id; the server keeps only its
  * SHA-256, with the API key's id, a CSRF token and the expiry. Every request re-reads the
  * key, so a session is exactly as strong as its key: same scopes, same customer limit,
- * and it ends when the key is revoked. Sessions live in this process's memory: a restart
- * signs every browser out (nothing to leak from the database, nothing to replicate).
+ * and it ends when the key is revoked. Sessions live in the database (console_sessions),
+ * so a session opened on one replica works on every other and survives a restart, and a
+ * sign-out on one ends it on all. The cookie itself is never stored: a copy of the
+ * database signs nobody in (the CSRF token alone is useless without the cookie).
  *
  * A write through a session (any method but GET/HEAD) must carry the session's CSRF token
  * in X-CSRF-Token (the double submit: the page read it from the sign-in answer, a page of
@@ -14,14 +16,16 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AegisError } from '../../../protocol/src/index.js';
 import type { ApiKeys, ApiPrincipal } from '../api_keys.js';
+import type { Kysely } from 'kysely';
 import { iso, type Clock } from '../clock.js';
+import type { Database } from '../db/schema.js';
 import type { ConsoleSettings } from '../config.js';
 import type { Request } from '../http/router.js';
 
 export const SESSION_COOKIE = 'aegis_console';
 /** The header a console write carries its CSRF token in. */
 export const CSRF_HEADER = 'x-csrf-token';
-/** Sessions held at once; past this the oldest is dropped (a flood of sign-ins cannot grow memory). */
+/** Sessions held at once; past this the oldest are dropped (a flood of sign-ins cannot grow the table). */
 export const MAX_SESSIONS = 10_000;
 
 interface Session {
@@ -61,57 +65,46 @@ export function cookieOf(req: Request, name: string): string | null {
 const single = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
 
 export class ConsoleSessions {
-  private readonly sessions = new Map<string, Session>();
-  /** Told of every session that ends (sign-out, expiry, eviction, revoked key): its live streams close. */
+  /**
+   * Told of every session this replica ends (sign-out, a revoked key): its live streams
+   * close at once. A session ended on another replica is seen by stillValid at the
+   * stream's next heartbeat.
+   */
   onEnd: ((sessionKey: string) => void) | null = null;
-
-  private drop(key: string): void {
-    if (this.sessions.delete(key)) this.onEnd?.(key);
-  }
 
   constructor(
     private readonly apiKeys: ApiKeys,
     private readonly clock: Clock,
     readonly settings: ConsoleSettings,
+    private readonly db: Kysely<Database>,
   ) {}
 
   /** Opens a session for a principal that just proved its key. */
-  open(p: ApiPrincipal): OpenedSession {
-    this.sweep();
-    while (this.sessions.size >= MAX_SESSIONS) this.drop(this.sessions.keys().next().value!);
+  async open(p: ApiPrincipal): Promise<OpenedSession> {
+    await this.sweep();
     const id = randomBytes(32).toString('base64url');
     const csrf = randomBytes(32).toString('base64url');
-    const expiresAt = this.clock.now().getTime() + this.settings.sessionSeconds * 1000;
-    this.sessions.set(digest(id), { apiKeyId: p.id, csrf, expiresAt });
+    const now = this.clock.now().getTime();
+    const expiresAt = now + this.settings.sessionSeconds * 1000;
+    await this.db.insertInto('console_sessions').values({ id_hash: digest(id), api_key_id: p.id, csrf, expires_ms: expiresAt, created_ms: now }).execute();
     return { id, csrf_token: csrf, expires_at: iso(new Date(expiresAt)) };
   }
 
-  /** Ends the request's session; whether there was one. */
-  close(req: Request): boolean {
+  /** Ends the request's session on every replica; whether there was one. */
+  async close(req: Request): Promise<boolean> {
     const id = cookieOf(req, SESSION_COOKIE);
-    if (id === null || !this.sessions.has(digest(id))) return false;
-    this.drop(digest(id));
-    return true;
+    if (id === null || id.length > 100) return false;
+    const key = digest(id);
+    const r = await this.db.deleteFrom('console_sessions').where('id_hash', '=', key).executeTakeFirst();
+    this.onEnd?.(key);
+    return Number(r.numDeletedRows) > 0;
   }
 
-  /** Whether the session `sessionKey` (as authenticate answers it) is still open and unexpired. */
-  isLive(sessionKey: string): boolean {
-    const s = this.sessions.get(sessionKey);
-    if (!s) return false;
-    if (s.expiresAt <= this.clock.now().getTime()) {
-      this.drop(sessionKey);
-      return false;
-    }
-    return true;
-  }
-
-  /** Whether the session is open, unexpired, and its key not revoked (a live stream's recheck). */
+  /** Whether the session `sessionKey` (as authenticate answers it) is open, unexpired, and its key not revoked: a live stream's recheck. */
   async stillValid(sessionKey: string): Promise<boolean> {
-    const s = this.sessions.get(sessionKey);
-    if (!s || !this.isLive(sessionKey)) return false;
-    if (await this.apiKeys.principalById(s.apiKeyId)) return true;
-    this.drop(sessionKey);
-    return false;
+    const row = await this.db.selectFrom('console_sessions').select(['api_key_id', 'expires_ms']).where('id_hash', '=', sessionKey).executeTakeFirst();
+    if (!row || Number(row.expires_ms) <= this.clock.now().getTime()) return false;
+    return (await this.apiKeys.principalById(row.api_key_id)) !== null;
   }
 
   /** Whether the request carries a session cookie at all (it may be stale). */
@@ -120,16 +113,13 @@ export class ConsoleSessions {
   }
 
   /** The live session of the request's cookie, or null (none, unknown, expired). */
-  private live(req: Request): Session | null {
+  private async live(req: Request): Promise<Session | null> {
     const id = cookieOf(req, SESSION_COOKIE);
     if (id === null || id.length > 100) return null;
-    const key = digest(id);
-    const s = this.sessions.get(key);
-    if (!s) return null;
-    if (s.expiresAt <= this.clock.now().getTime()) {
-      this.drop(key);
-      return null;
-    }
+    const row = await this.db.selectFrom('console_sessions').select(['api_key_id', 'csrf', 'expires_ms']).where('id_hash', '=', digest(id)).executeTakeFirst();
+    if (!row) return null;
+    const s = { apiKeyId: row.api_key_id, csrf: row.csrf, expiresAt: Number(row.expires_ms) };
+    if (s.expiresAt <= this.clock.now().getTime()) return null;
     return s;
   }
 
@@ -138,7 +128,7 @@ export class ConsoleSessions {
    * key was revoked), FORBIDDEN for a write without the CSRF token or from another origin.
    */
   async authenticate(req: Request): Promise<{ principal: ApiPrincipal; csrf_token: string; expires_at: string; session_key: string }> {
-    const s = this.live(req);
+    const s = await this.live(req);
     if (!s) throw new AegisError('UNAUTHORIZED', 'no console session, or it expired: sign in again');
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       this.assertOrigin(req);
@@ -149,7 +139,7 @@ export class ConsoleSessions {
     }
     const principal = await this.apiKeys.principalById(s.apiKeyId);
     if (!principal) {
-      this.close(req);
+      await this.close(req);
       throw new AegisError('UNAUTHORIZED', 'the API key of this console session was revoked');
     }
     return { principal, csrf_token: s.csrf, expires_at: iso(new Date(s.expiresAt)), session_key: digest(cookieOf(req, SESSION_COOKIE)!) };
@@ -185,13 +175,17 @@ export class ConsoleSessions {
     return `${SESSION_COOKIE}=${id ?? ''}; Path=/; HttpOnly; SameSite=Strict; ${life}${secure}`;
   }
 
-  /** Forgets expired sessions. */
-  sweep(): void {
-    const now = this.clock.now().getTime();
-    for (const [k, s] of this.sessions) if (s.expiresAt <= now) this.drop(k);
+  /** Forgets expired sessions, and the oldest beyond MAX_SESSIONS. */
+  async sweep(): Promise<void> {
+    await this.db.deleteFrom('console_sessions').where('expires_ms', '<=', this.clock.now().getTime()).execute();
+    const n = Number((await this.db.selectFrom('console_sessions').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+    if (n < MAX_SESSIONS) return;
+    const cut = await this.db.selectFrom('console_sessions').select('created_ms').orderBy('created_ms', 'desc').offset(MAX_SESSIONS - 1).limit(1).executeTakeFirst();
+    if (cut) await this.db.deleteFrom('console_sessions').where('created_ms', '<=', Number(cut.created_ms)).execute();
   }
 
-  get size(): number {
-    return this.sessions.size;
+  /** Sessions held now (expired ones included until the next sweep). */
+  async size(): Promise<number> {
+    return Number((await this.db.selectFrom('console_sessions').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
   }
 }

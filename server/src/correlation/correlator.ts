@@ -100,8 +100,9 @@ export class Correlator {
     }
   }
 
-  start(intervalSeconds: number, warn: (m: string, meta: Record<string, unknown>) => void): void {
+  start(intervalSeconds: number, warn: (m: string, meta: Record<string, unknown>) => void, leader: () => boolean = () => true): void {
     this.timer = setInterval(() => {
+      if (!leader()) return;
       this.evaluate().catch((e: unknown) => warn('correlation pass failed', { error: (e as Error).message }));
     }, intervalSeconds * 1000);
     this.timer.unref();

@@ -647,6 +647,53 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('decisions').execute();
       },
     },
+    // Scale-out: what one replica knew alone, in the database every replica shares.
+    '0019_shared_state': {
+      async up(db: Kysely<any>) {
+        // NATS users issued to machines and their revocations (was <keys>/nats/state.json).
+        await db.schema
+          .createTable('nats_users')
+          .addColumn('user_key', 'text', (c) => c.primaryKey())
+          .addColumn('machine_id', 'text', (c) => c.notNull())
+          .addColumn('host', 'text', (c) => c.notNull())
+          .addColumn('issued_at', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint', (c) => c.notNull())
+          .addColumn('revoked_at', 'bigint')
+          .execute();
+        await db.schema.createIndex('nats_users_machine').on('nats_users').column('machine_id').execute();
+        // Token buckets of the rate limits (one row a key, changed by one atomic upsert).
+        await db.schema
+          .createTable('rate_buckets')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('tokens', 'double precision', (c) => c.notNull())
+          .addColumn('updated_ms', 'bigint', (c) => c.notNull())
+          .addColumn('full_at_ms', 'bigint', (c) => c.notNull())
+          .addColumn('ok', 'integer', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('rate_buckets_full').on('rate_buckets').column('full_at_ms').execute();
+        // Console sessions (SHA-256 of the cookie, never the cookie) and their CSRF tokens.
+        await db.schema
+          .createTable('console_sessions')
+          .addColumn('id_hash', 'text', (c) => c.primaryKey())
+          .addColumn('api_key_id', 'text', (c) => c.notNull())
+          .addColumn('csrf', 'text', (c) => c.notNull())
+          .addColumn('expires_ms', 'bigint', (c) => c.notNull())
+          .addColumn('created_ms', 'bigint', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('console_sessions_expires').on('console_sessions').column('expires_ms').execute();
+        // Singleton work: who holds it, until when, and a fencing epoch bumped on every takeover.
+        await db.schema
+          .createTable('leases')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('holder', 'text', (c) => c.notNull())
+          .addColumn('expires_ms', 'bigint', (c) => c.notNull())
+          .addColumn('epoch', 'bigint', (c) => c.notNull())
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        for (const t of ['leases', 'console_sessions', 'rate_buckets', 'nats_users']) await db.schema.dropTable(t).execute();
+      },
+    },
   };
 }
 

@@ -396,7 +396,47 @@ export interface HashListEntriesTable {
   created_at: string;
 }
 
+/** A NATS user issued to a machine (operator mode); revoked_at set once revoked (unix seconds). */
+export interface NatsUsersTable {
+  user_key: string;
+  machine_id: string;
+  host: string;
+  issued_at: number;
+  /** Unix seconds; 0: the user JWT does not expire. */
+  expires_at: number;
+  revoked_at: number | null;
+}
+
+/** A rate-limit token bucket; `ok` is whether the last take succeeded (read back by the upsert). */
+export interface RateBucketsTable {
+  key: string;
+  tokens: number;
+  updated_ms: number;
+  full_at_ms: number;
+  ok: number;
+}
+
+export interface ConsoleSessionsTable {
+  id_hash: string;
+  api_key_id: string;
+  csrf: string;
+  expires_ms: number;
+  created_ms: number;
+}
+
+/** A singleton lease: the replica holding it, until when, and the epoch bumped on every change of holder. */
+export interface LeasesTable {
+  name: string;
+  holder: string;
+  expires_ms: number;
+  epoch: number;
+}
+
 export interface Database {
+  nats_users: NatsUsersTable;
+  rate_buckets: RateBucketsTable;
+  console_sessions: ConsoleSessionsTable;
+  leases: LeasesTable;
   events: EventsTable;
   yara_rules: YaraRulesTable;
   hash_list_entries: HashListEntriesTable;

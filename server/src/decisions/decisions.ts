@@ -154,8 +154,10 @@ export class Decisions {
     return run;
   }
 
-  start(): void {
+  /** Runs the guard-rail pass every interval while `leader()` says this replica holds the singleton lease. */
+  start(leader: () => boolean = () => true): void {
     this.timer = setInterval(() => {
+      if (!leader()) return;
       this.advance().catch((e: unknown) => this.warn('decision pass failed', { error: (e as Error).message }));
     }, this.settings.intervalSeconds * 1000);
     this.timer.unref();

@@ -53,12 +53,19 @@ export class FeedRefresher {
     private readonly urls: readonly string[],
     private readonly intervalSeconds: number,
     private readonly log: Logger,
+    /** Whether this replica refreshes (the singleton lease); others look again every recheckSeconds. */
+    private readonly leader: () => boolean = () => true,
+    private readonly recheckSeconds = 15,
   ) {}
 
   start(): void {
     if (this.urls.length === 0 || this.intervalSeconds <= 0) return;
     const tick = () => {
       if (this.stopped) return;
+      if (!this.leader()) {
+        this.timer = setTimeout(tick, Math.min(this.intervalSeconds, this.recheckSeconds) * 1000);
+        return;
+      }
       this.running = this.refreshAll().finally(() => {
         this.running = null;
         if (!this.stopped) this.timer = setTimeout(tick, this.intervalSeconds * 1000);

@@ -15,9 +15,13 @@
  * nats-server 2.9.10 closes every JWT user's connection on any reload (they reconnect), so
  * the push is the way to revoke on a running server.
  *
- * Keys live in one directory (0700; seeds 0600, written atomically), with `state.json`
- * listing issued and revoked user keys. One aegis-server owns a directory: two replicas
- * sharing an account would each push their own revocation list.
+ * Keys live in one directory (0700; seeds 0600, written atomically). The issued and
+ * revoked user keys live in the database (`db`: table nats_users), so every replica
+ * issuing users of the account knows every other's: a revocation on one replica is in the
+ * account JWT any replica signs next, and sync() (run every few seconds) rebuilds and
+ * pushes the account JWT when another replica changed the revocations. Without `db`
+ * (tools, single-process tests) they live in `state.json` in the key directory, and a
+ * state.json found when the database holds none is imported once.
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -36,6 +40,8 @@ import {
   type Permissions,
 } from '@nats-io/jwt';
 import { connect, type NatsConnection } from 'nats';
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/schema.js';
 import { accountPushNatsPermissions, agentNatsPermissions, isMachineId, serverNatsPermissions, subjects } from '../../../protocol/src/index.js';
 import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
 import { authConnectOptions, describeError as describe, type NatsTlsOptions } from '../../../runtime/src/nats_connection.js';
@@ -69,6 +75,8 @@ export interface NatsAuthorityOptions {
   /** Names in the JWTs (shown by nats-server). */
   operatorName?: string;
   accountName?: string;
+  /** The shared database: the issued and revoked users live there (nats_users), not in state.json. */
+  db?: Kysely<Database>;
 }
 
 export interface IssuedCredentials {
@@ -239,8 +247,10 @@ export class NatsAuthority {
     const systemJwt = await loadOrEncodeJwt(join(dir, 'system_account.jwt'), (c) => c.sub === system.getPublicKey() && c.iss === operator.getPublicKey(), () =>
       encodeAccount('SYS', system, { limits: ACCOUNT_LIMITS }, { signer: operator }),
     );
-    const a = new NatsAuthority(opts, operator, system, account, operatorJwt, systemJwt, readState(join(dir, 'state.json')));
+    const fileState = opts.db && !existsSync(join(dir, 'state.json')) ? { version: 1 as const, issued: [], revoked: {} } : readState(join(dir, 'state.json'));
+    const a = new NatsAuthority(opts, operator, system, account, operatorJwt, systemJwt, fileState);
     a.prune();
+    if (opts.db) await a.importAndLoad(fileState);
     const accountPath = join(dir, 'account.jwt');
     const stored = existsSync(accountPath) ? readFileSync(accountPath, 'utf8').trim() : '';
     if (stored && a.accountJwtCurrent(stored)) {
@@ -317,7 +327,8 @@ export class NatsAuthority {
    * unrevoked and more than half their lifetime from expiry (renewing only then keeps a
    * handful of live users per machine however often it refreshes).
    */
-  needsRenewal(machineId: string): boolean {
+  async needsRenewal(machineId: string): Promise<boolean> {
+    if (this.opts.db) await this.load();
     const now = nowSeconds();
     return !this.state.issued.some(
       (r) => r.machineId === machineId && this.state.revoked[r.pub] === undefined && (r.exp === 0 || r.exp - now > (r.exp - r.iat) / 2),
@@ -340,10 +351,13 @@ export class NatsAuthority {
     const pub = user.getPublicKey();
     if (agent) {
       const iat = decode(jwt).iat;
-      await this.serialized(() => {
+      await this.serialized(async () => {
         this.prune();
-        this.state.issued.push({ pub, machineId: agent.machineId, host: agent.host, iat, exp });
-        this.saveState();
+        const rec = { pub, machineId: agent.machineId, host: agent.host, iat, exp };
+        this.state.issued.push(rec);
+        if (this.opts.db) {
+          await this.opts.db.insertInto('nats_users').values({ user_key: pub, machine_id: rec.machineId, host: rec.host, issued_at: iat, expires_at: exp, revoked_at: null }).execute();
+        } else this.saveState();
       });
     }
     return { creds: td.decode(fmtCreds(jwt, user)), userPublicKey: pub, expiresAt: exp ? new Date(exp * 1000) : null };
@@ -359,6 +373,7 @@ export class NatsAuthority {
   async revokeAgent(userPublicKeyOrMachineId: string): Promise<RevokeResult> {
     const target = userPublicKeyOrMachineId;
     const revoked = await this.serialized(async () => {
+      if (this.opts.db) return this.revokeInDb(target);
       let keys: Array<{ pub: string; exp: number }>;
       if (USER_KEY.test(target)) {
         const rec = this.state.issued.find((r) => r.pub === target);
@@ -424,6 +439,78 @@ export class NatsAuthority {
     }
   }
 
+  /**
+   * Revokes in the database: the UPDATE .. WHERE revoked_at IS NULL decides which keys
+   * this call newly revoked (two replicas revoking the same machine do not both count it);
+   * then the account JWT is rebuilt from every replica's revocations.
+   */
+  private async revokeInDb(target: string): Promise<string[]> {
+    const db = this.opts.db!;
+    const at = nowSeconds();
+    let fresh: string[];
+    if (USER_KEY.test(target)) {
+      await db.insertInto('nats_users').values({ user_key: target, machine_id: '', host: '', issued_at: at, expires_at: 0, revoked_at: null }).onConflict((oc) => oc.column('user_key').doNothing()).execute();
+      fresh = (await db.updateTable('nats_users').set({ revoked_at: at }).where('user_key', '=', target).where('revoked_at', 'is', null).returning('user_key').execute()).map((r) => r.user_key);
+    } else {
+      fresh = (await db.updateTable('nats_users').set({ revoked_at: at }).where('machine_id', '=', target).where('revoked_at', 'is', null).returning('user_key').execute()).map((r) => r.user_key);
+    }
+    await this.load();
+    if (fresh.length > 0 || !this.accountJwtCurrent(this.accountJwt)) await this.rebuildAccount();
+    return fresh;
+  }
+
+  /** Reads the unexpired issued and revoked users from the database into the cache. */
+  private async load(): Promise<void> {
+    const now = nowSeconds();
+    const rows = await this.opts
+      .db!.selectFrom('nats_users')
+      .selectAll()
+      .where((eb) => eb.or([eb('expires_at', '=', 0), eb('expires_at', '>', now)]))
+      .execute();
+    const issued: IssuedRecord[] = [];
+    const revoked: StateFile['revoked'] = {};
+    for (const r of rows) {
+      const exp = Number(r.expires_at);
+      if (r.revoked_at === null) issued.push({ pub: r.user_key, machineId: r.machine_id, host: r.host, iat: Number(r.issued_at), exp });
+      else revoked[r.user_key] = { at: Number(r.revoked_at), exp };
+    }
+    this.state = { version: 1, issued, revoked };
+  }
+
+  /** On open with a database: a state.json of before takes the database's place once, then the database is read. */
+  private async importAndLoad(file: StateFile): Promise<void> {
+    const db = this.opts.db!;
+    const any = await db.selectFrom('nats_users').select('user_key').limit(1).executeTakeFirst();
+    if (!any && (file.issued.length > 0 || Object.keys(file.revoked).length > 0)) {
+      await db.transaction().execute(async (tx) => {
+        for (const r of file.issued) await tx.insertInto('nats_users').values({ user_key: r.pub, machine_id: r.machineId, host: r.host, issued_at: r.iat, expires_at: r.exp, revoked_at: null }).onConflict((oc) => oc.column('user_key').doNothing()).execute();
+        for (const [k, v] of Object.entries(file.revoked)) {
+          await tx.insertInto('nats_users').values({ user_key: k, machine_id: '', host: '', issued_at: v.at, expires_at: v.exp, revoked_at: v.at }).onConflict((oc) => oc.column('user_key').doUpdateSet({ revoked_at: v.at })).execute();
+        }
+      });
+    }
+    await this.load();
+  }
+
+  /**
+   * Catches up with the other replicas (database only): when the revocations in the
+   * database are not those of the current account JWT, re-signs it, writes the config
+   * fragment and pushes it. Forgets expired users. Whether it changed anything.
+   */
+  async sync(): Promise<boolean> {
+    const db = this.opts.db;
+    if (!db) return false;
+    return this.serialized(async () => {
+      const now = nowSeconds();
+      await db.deleteFrom('nats_users').where('expires_at', '<>', 0).where('expires_at', '<=', now).execute();
+      await this.load();
+      if (this.accountJwtCurrent(this.accountJwt)) return false;
+      await this.rebuildAccount();
+      if (this.opts.push) await this.pushAccount();
+      return true;
+    });
+  }
+
   /** True when `jwt` is this account's, signed by this operator, with exactly the current revocations. */
   private accountJwtCurrent(jwt: string): boolean {
     try {
@@ -444,7 +531,7 @@ export class NatsAuthority {
     if (this.opts.configPath) writeFileAtomic(this.opts.configPath, this.renderServerConfig(), 0o644);
   }
 
-  /** Forgets expired records: an expired user JWT is refused without a revocation entry. */
+  /** Forgets expired records: an expired user JWT is refused without a revocation entry (the database's are dropped by sync()). */
   private prune(): void {
     const now = nowSeconds();
     this.state.issued = this.state.issued.filter((r) => r.exp === 0 || r.exp > now);

@@ -24,6 +24,8 @@ export interface DistributionOptions {
   creds?: string;
   caFile?: string;
   republishMs: number;
+  /** Whether this replica does the periodic republication (the singleton lease); default always. */
+  leader?: () => boolean;
 }
 
 export interface Distribution {
@@ -84,7 +86,9 @@ export function startDistribution(
     }
     d.orchestrator.setPublisher(b);
     await republish();
-    timer = setInterval(() => void republish(), o.republishMs);
+    timer = setInterval(() => {
+      if (o.leader?.() ?? true) void republish();
+    }, o.republishMs);
     timer.unref();
   }
 

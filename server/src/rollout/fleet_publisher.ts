@@ -30,6 +30,10 @@ export type LicensePublish = (fleet: string, sealed: string) => Promise<void>;
 
 export class FleetLicensePublisher {
   private timer: NodeJS.Timeout | null = null;
+  /** Whether this replica runs the periodic publication (the singleton lease); changes are published by whichever replica saw them. */
+  leader: () => boolean = () => true;
+  /** The period of publishAll (AEGIS_FLEET_PUBLISH_SECONDS). */
+  intervalMs = FLEET_PUBLISH_INTERVAL_MS;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -142,8 +146,10 @@ export class FleetLicensePublisher {
     }
   }
 
-  start(intervalMs = FLEET_PUBLISH_INTERVAL_MS): void {
-    this.timer = setInterval(() => void this.publishAll(), intervalMs);
+  start(intervalMs = this.intervalMs): void {
+    this.timer = setInterval(() => {
+      if (this.leader()) void this.publishAll();
+    }, intervalMs);
     this.timer.unref();
   }
 
