@@ -23,7 +23,8 @@ import {
   type Tier,
   type ValidationCode,
 } from '../../protocol/src/index.js';
-import { KID_PATTERN, type KeyStore } from './keys/keystore.js';
+import { KID_PATTERN } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
 
 const MAX_TOKEN_LENGTH = 16 * 1024;
 
@@ -73,7 +74,7 @@ export function decodeCompact(token: unknown): DecodedToken | null {
 }
 
 export class TokenService {
-  constructor(private readonly keys: KeyStore) {}
+  constructor(private readonly keys: Keyring) {}
 
   private async sign(payload: Record<string, unknown>): Promise<string> {
     const { kid, privateKey } = this.keys.signingKey();

@@ -612,6 +612,33 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('correlation_rules').execute();
       },
     },
+    '0020_keyring': {
+      // The database keyring (AEGIS_KEK_FILE, server/src/keys/db_keyring.ts): sealed keys
+      // and secrets, and one state row (active kid, generation). Additive: a replica of the
+      // previous version ignores both tables.
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('keyring_keys')
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('kid', 'text', (c) => c.notNull())
+          .addColumn('public_pem', 'text')
+          .addColumn('sealed', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('retired_at', 'text')
+          .addPrimaryKeyConstraint('keyring_keys_pk', ['kind', 'kid'])
+          .execute();
+        await db.schema
+          .createTable('keyring_state')
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('generation', 'integer', (c) => c.notNull())
+          .addColumn('active_kid', 'text')
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('keyring_state').execute();
+        await db.schema.dropTable('keyring_keys').execute();
+      },
+    },
   };
 }
 

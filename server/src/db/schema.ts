@@ -374,7 +374,25 @@ export interface HashListEntriesTable {
   created_at: string;
 }
 
+/** Database keyring (0020_keyring): sealed keys and secrets; see keys/db_keyring.ts. */
+export interface KeyringKeysTable {
+  kind: string;
+  kid: string;
+  public_pem: string | null;
+  sealed: string;
+  created_at: string;
+  retired_at: string | null;
+}
+
+export interface KeyringStateTable {
+  id: number;
+  generation: number;
+  active_kid: string | null;
+}
+
 export interface Database {
+  keyring_keys: KeyringKeysTable;
+  keyring_state: KeyringStateTable;
   events: EventsTable;
   yara_rules: YaraRulesTable;
   hash_list_entries: HashListEntriesTable;
