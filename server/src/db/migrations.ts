@@ -642,6 +642,11 @@ function migrations(dialect: Dialect): Record<string, Migration> {
   };
 }
 
+/** Every migration this server knows, in order. */
+export function migrationNames(dialect: Dialect): string[] {
+  return Object.keys(migrations(dialect)).sort();
+}
+
 class StaticProvider implements MigrationProvider {
   constructor(private readonly dialect: Dialect) {}
   async getMigrations(): Promise<Record<string, Migration>> {
