@@ -153,7 +153,11 @@ export class TokenService {
     }
     const kid = header.kid;
     if (typeof kid !== 'string' || !KID_PATTERN.test(kid)) return { ok: false, code: 'UNKNOWN_KEY', message: 'missing or invalid kid' };
-    const key = this.keys.verificationKey(kid);
+    let key = this.keys.verificationKey(kid);
+    if (!key && this.keys.refreshForUnknownKid) {
+      await this.keys.refreshForUnknownKid(kid); // another replica may have rotated since the last poll
+      key = this.keys.verificationKey(kid);
+    }
     if (!key) return { ok: false, code: 'UNKNOWN_KEY', message: `unknown or retired key ${kid}` };
     try {
       await compactVerify(token as string, key, { algorithms: [TOKEN_ALG] });

@@ -240,16 +240,17 @@ export class DbKeyring implements Keyring {
 
   verificationKey(kid: string): KeyObject | null {
     const e = this.snap.entries.get(kid);
-    if (!e) {
-      // Perhaps another replica rotated since the last poll: look now (in the background,
-      // at most once a second, so a flood of made-up kids costs one query a second).
-      if (KID_PATTERN.test(kid) && Date.now() - this.lastUnknownRefresh > 1000) {
-        this.lastUnknownRefresh = Date.now();
-        void this.refreshIfChanged();
-      }
-      return null;
-    }
-    return e.retiredAt === null ? e.publicKey : null;
+    return e && e.retiredAt === null ? e.publicKey : null;
+  }
+
+  /**
+   * A kid this replica does not know: perhaps another replica rotated since the last poll.
+   * Looks now, at most once a second, so a flood of made-up kids costs one query a second.
+   */
+  async refreshForUnknownKid(kid: string): Promise<void> {
+    if (this.snap.entries.has(kid) || !KID_PATTERN.test(kid) || Date.now() - this.lastUnknownRefresh < 1000) return;
+    this.lastUnknownRefresh = Date.now();
+    await this.refreshIfChanged();
   }
 
   signingKey(): SigningKey {

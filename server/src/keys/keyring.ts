@@ -40,6 +40,8 @@ export interface Keyring {
   info(kid: string): KeyInfo;
   list(): KeyInfo[];
   verificationKey(kid: string): KeyObject | null;
+  /** Asked before refusing a kid not known here (a shared keyring re-reads; cheap, rate-limited). */
+  refreshForUnknownKid?(kid: string): Promise<void>;
   signingKey(): SigningKey;
   verifyingSigningKeys(): SigningKey[];
   jwks(): Jwks;
