@@ -664,6 +664,19 @@ export function migratorFor(db: Kysely<Database>, dialect: Dialect): Migrator {
 }
 
 export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<MigrationOutcome> {
+  // Rolling upgrade: a replica of version N restarting after one of N+1 migrated meets
+  // migrations it does not know. They are additive, so N runs on that schema, provided it
+  // has every migration of its own (kysely's migrator would refuse the unknown ones).
+  const known = new Set(migrationNames(dialect));
+  const executed = (await db.introspection.getTables()).some((t) => t.name === 'kysely_migration')
+    ? (await sql<{ name: string }>`select name from kysely_migration`.execute(db)).rows.map((r) => r.name)
+    : [];
+  const newer = executed.filter((n) => !known.has(n));
+  if (newer.length > 0) {
+    const missing = [...known].filter((n) => !executed.includes(n));
+    if (missing.length > 0) throw new Error(`the database ran migrations of a newer server (${newer.join(', ')}) but not ${missing.join(', ')}; upgrade this server`);
+    return { applied: [] };
+  }
   const { error, results } = await migratorFor(db, dialect).migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };
