@@ -19,6 +19,8 @@ import { CertificateAuthority } from './pki/authority.js';
 import { CertificateIssuer } from './pki/issuer.js';
 import { MachineCertificates } from './pki/machine_certs.js';
 import { KeyStore } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
+import { DbKeyring, loadKek } from './keys/db_keyring.js';
 import { Licenses } from './licenses.js';
 import { MachineLifecycle } from './machine_lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
@@ -122,14 +124,22 @@ export interface App {
 export async function startApp(config: ServerConfig, opts: AppOptions = {}): Promise<App> {
   const log = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
   const clock = opts.clock ?? systemClock;
-  const keys = KeyStore.open(config.keysDir);
-  keys.signingKey(); // fail fast: no key, or a key others can read
+  // AEGIS_KEK_FILE: the database keyring every replica shares; else the key directory.
+  const kek = config.kekFile ? loadKek(config.kekFile) : null;
+  let keys: Keyring = kek ? (null as unknown as Keyring) : KeyStore.open(config.keysDir);
+  if (!kek) keys.signingKey(); // fail fast: no key, or a key others can read
   // Before the database: a certificate that cannot serve is a configuration error, found at once.
   const mainTls = config.tls ? readTlsFiles(config.tls) : null;
   const { db, dialect, description } = openDatabase(config.databaseUrl);
   try {
     const { applied } = await migrateToLatest(db, dialect);
     if (applied.length > 0) log.info('database migrated', { applied, database: description });
+    if (kek) {
+      const ring = await DbKeyring.open(db, kek, { pollMs: config.keyringPollMs, onError: (err) => log.warn('keyring refresh failed; the keys loaded before stay in use', { error: String(err) }) });
+      // First start (of any replica): one signing key; replicas starting at once agree on it.
+      if (ring.activeKid() === null) log.info('generated the first signing key in the database keyring', { kid: (await ring.rotate(undefined, true)).kid });
+      keys = ring;
+    }
   } catch (err) {
     await db.destroy();
     throw err;
@@ -174,7 +184,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   let issuer: CertificateIssuer | null = null;
   let agentTls: { cert: string; key: string; clientCa: string } | null = null;
   try {
-    const ca = await CertificateAuthority.open(config.pkiDir);
+    const ca = await CertificateAuthority.open(config.pkiDir, keys.secrets);
     if (ca) issuer = new CertificateIssuer(ca, certs, clock, config.clientCertTtlSeconds, tokens);
     if (config.mtls) agentTls = readMtlsFiles(config.mtls);
   } catch (err) {
@@ -187,6 +197,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     config.natsUrl && config.natsOperatorConfig
       ? await NatsAuthority.open({
           dir: join(config.keysDir, 'nats'),
+          ...(keys.secrets ? { seeds: keys.secrets } : {}),
           configPath: config.natsOperatorConfig,
           push: { url: config.natsUrl.split(','), ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}) },
           db,
@@ -391,6 +402,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     async close() {
       live.close();
       if (natsSync) clearInterval(natsSync);
+      keys.close();
       await correlator.close();
       await decisions.close();
       clearInterval(pruner);

@@ -10,10 +10,15 @@ import { startApp, SERVER_VERSION } from './app.js';
 import { systemClock } from './clock.js';
 import { loadConfig, type ConfigFlags, type ServerConfig } from './config.js';
 import { openDatabase } from './db/database.js';
-import { migrateToLatest } from './db/migrations.js';
+import { migrateToLatest, migrationNames } from './db/migrations.js';
+import { DbKeyring, loadKek } from './keys/db_keyring.js';
+import type { Keyring } from './keys/keyring.js';
+import { backupDatabase, restoreDatabase } from './ops/backup.js';
+import { migrateDownOne, migrationStatus } from './ops/migrate.js';
 import { KeyStore } from './keys/keystore.js';
 import { FleetKeys, fleetExists, type FleetKey } from './rollout/fleet_keys.js';
-import { DEFAULT_TRUST_DOMAIN, initPki } from './pki/authority.js';
+import { DEFAULT_TRUST_DOMAIN, PKI_CA, PKI_KIND, initPki } from './pki/authority.js';
+import { readFileSync, rmSync } from 'node:fs';
 import { formatFindings, runMatch } from './intel/intel_cli.js';
 import { formatImport, importFeed } from './intel/feed_import.js';
 import { IntelStore } from './intel/intel_store.js';
@@ -39,6 +44,19 @@ async function withFleetKeys<T>(config: ServerConfig, fn: (keys: FleetKeys, db: 
   try {
     await migrateToLatest(db, dialect);
     return await fn(new FleetKeys(db, master, systemClock), db);
+  } finally {
+    await db.destroy();
+  }
+}
+
+/** The keyring the server uses: the database's with AEGIS_KEK_FILE, else the key directory. */
+async function withKeyring<T>(config: ServerConfig, fn: (keys: Keyring) => Promise<T> | T): Promise<T> {
+  if (!config.kekFile) return fn(KeyStore.open(config.keysDir));
+  const kek = loadKek(config.kekFile);
+  const { db, dialect } = openDatabase(config.databaseUrl);
+  try {
+    await migrateToLatest(db, dialect);
+    return await fn(await DbKeyring.open(db, kek));
   } finally {
     await db.destroy();
   }
@@ -71,8 +89,9 @@ function printAdminKey(k: { name: string; scopes: string[]; customer_id?: string
 }
 
 async function serve(config: ServerConfig): Promise<void> {
-  const keys = KeyStore.open(config.keysDir);
-  if (keys.activeKid() === null) {
+  // A database keyring makes its first key in startApp (once, whichever replica is first).
+  const keys = config.kekFile ? null : KeyStore.open(config.keysDir);
+  if (keys && keys.activeKid() === null) {
     const k = keys.generate();
     process.stderr.write(`aegis-server: first run: generated signing key ${k.kid} in ${config.keysDir}\n`);
   }
@@ -115,17 +134,46 @@ program
   .action(async (_o, cmd: Command) => serve(configOf(cmd)));
 
 program
-  .command('migrate')
-  .description('apply database migrations and exit')
-  .action(async (_o, cmd: Command) => {
+  .command('migrate [action]')
+  .description('apply database migrations (default), "status": list them, "down": revert the last one')
+  .action(async (action: string | undefined, _o, cmd: Command) => {
     const config = configOf(cmd);
+    if (action !== undefined && !['up', 'status', 'down'].includes(action)) throw new AegisError('BAD_REQUEST', `unknown migrate action ${JSON.stringify(action)}: use up, status or down`);
     const { db, dialect, description } = openDatabase(config.databaseUrl);
     try {
-      const { applied } = await migrateToLatest(db, dialect);
-      process.stdout.write(applied.length > 0 ? `applied ${applied.join(', ')} to ${description}\n` : `${description} is up to date\n`);
+      if (action === 'status') {
+        for (const m of await migrationStatus(db, dialect)) process.stdout.write(`${m.name.padEnd(32)} ${m.executed_at ?? 'pending'}\n`);
+      } else if (action === 'down') {
+        const name = await migrateDownOne(db, dialect);
+        process.stdout.write(name ? `reverted ${name} on ${description}\n` : `${description} has no migration to revert\n`);
+      } else {
+        const { applied } = await migrateToLatest(db, dialect);
+        process.stdout.write(applied.length > 0 ? `applied ${applied.join(', ')} to ${description}\n` : `${description} is up to date\n`);
+      }
     } finally {
       await db.destroy();
     }
+  });
+
+program
+  .command('backup')
+  .description('write a backup of the database (SQLite online backup, or pg_dump); keys only as sealed keyring rows')
+  .requiredOption('--out <file>', 'where to write it (0600)')
+  .action(async (o: { out: string }, cmd: Command) => {
+    const config = configOf(cmd);
+    const h = await backupDatabase(config.databaseUrl, o.out, config.kekFile ? loadKek(config.kekFile) : null);
+    process.stdout.write(`backed up ${h.engine} (${h.migrations.length} migrations, ${h.payload_bytes} bytes) to ${o.out}\n`);
+    if (!config.kekFile) process.stderr.write(`note: without AEGIS_KEK_FILE the signing keys are in ${config.keysDir}, not in this backup; back that directory up separately\n`);
+  });
+
+program
+  .command('restore <file>')
+  .description('replace the database with a backup (stop every server first); refuses a corrupt, truncated or foreign file and then writes nothing')
+  .action(async (file: string, _o, cmd: Command) => {
+    const config = configOf(cmd);
+    const dialect = config.databaseUrl.startsWith('postgres') ? 'postgres' : 'sqlite';
+    const h = await restoreDatabase(config.databaseUrl, file, config.kekFile ? loadKek(config.kekFile) : null, migrationNames(dialect));
+    process.stdout.write(`restored the ${h.engine} backup of ${h.created_at} (${h.migrations.length} migrations); start the servers (they apply newer migrations)\n`);
   });
 
 const keys = program.command('keys').description('manage Ed25519 signing keys');
@@ -133,24 +181,24 @@ keys
   .command('generate')
   .description('generate a key pair (the first one becomes the signing key)')
   .option('--kid <id>', 'key id (default aegis-YYYY-NN)')
-  .action((o: { kid?: string }, cmd: Command) => {
-    const k = KeyStore.open(configOf(cmd).keysDir).generate(o.kid);
+  .action(async (o: { kid?: string }, cmd: Command) => {
+    const k = await withKeyring(configOf(cmd), (ring) => ring.generate(o.kid));
     process.stdout.write(`generated ${k.kid}${k.active ? ' (active)' : ''}\n`);
   });
 keys
   .command('rotate')
   .description('generate a new key and sign with it; older keys keep verifying until retired')
   .option('--kid <id>', 'key id (default aegis-YYYY-NN)')
-  .action((o: { kid?: string }, cmd: Command) => {
-    const k = KeyStore.open(configOf(cmd).keysDir).rotate(o.kid);
+  .action(async (o: { kid?: string }, cmd: Command) => {
+    const k = await withKeyring(configOf(cmd), (ring) => ring.rotate(o.kid));
     process.stdout.write(`rotated: ${k.kid} now signs\n`);
   });
 keys
   .command('list')
   .description('list keys')
   .option('--json', 'machine-readable output')
-  .action((o: { json?: boolean }, cmd: Command) => {
-    const list = KeyStore.open(configOf(cmd).keysDir).list();
+  .action(async (o: { json?: boolean }, cmd: Command) => {
+    const list = await withKeyring(configOf(cmd), (ring) => ring.list());
     if (o.json) {
       process.stdout.write(JSON.stringify(list, null, 2) + '\n');
       return;
@@ -164,8 +212,8 @@ keys
 keys
   .command('retire <kid>')
   .description('stop publishing and accepting a key')
-  .action((kid: string, _o, cmd: Command) => {
-    KeyStore.open(configOf(cmd).keysDir).retire(kid);
+  .action(async (kid: string, _o, cmd: Command) => {
+    await withKeyring(configOf(cmd), (ring) => ring.retire(kid));
     process.stdout.write(`retired ${kid}: it is no longer in the JWKS and its tokens no longer verify\n`);
   });
 
@@ -181,7 +229,14 @@ pki
   .action(async (o: { trustDomain: string; dir?: string; dns: string; ip: string; force?: boolean }, cmd: Command) => {
     const dir = o.dir ?? configOf(cmd).pkiDir;
     const list = (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean);
+    const config = configOf(cmd);
     const r = await initPki(dir, { trustDomain: o.trustDomain, dnsNames: list(o.dns), ips: list(o.ip), force: o.force ?? false });
+    if (config.kekFile) {
+      // Database keyring: the CA key goes into it sealed, and the plaintext file goes away.
+      await withKeyring(config, async (ring) => ring.secrets!.put(PKI_KIND, PKI_CA, readFileSync(r.paths.caKey), readFileSync(r.paths.caCert, 'utf8')));
+      rmSync(r.paths.caKey);
+      process.stdout.write('The CA key is sealed in the database keyring (AEGIS_KEK_FILE); no ca.key file is kept.\n');
+    }
     process.stdout.write(
       [
         `PKI initialised in ${dir} (trust domain ${r.trustDomain})`,

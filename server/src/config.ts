@@ -13,6 +13,13 @@ export interface ServerConfig {
   port: number;
   databaseUrl: string;
   keysDir: string;
+  /**
+   * AEGIS_KEK_FILE: with it, signing keys, NATS seeds and the CA key live sealed in the
+   * database (the keyring every replica shares); without it, in keysDir.
+   */
+  kekFile: string | null;
+  /** How often a replica checks the database keyring's generation (AEGIS_KEYRING_POLL_MS). */
+  keyringPollMs: number;
   kernelTokenTtlSeconds: number;
   /**
    * Lifetime of machine-bound license tokens (AEGIS_LICENSE_TOKEN_TTL, seconds), perpetual
@@ -445,6 +452,8 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     fleetPublishSeconds: intSetting(env, 'AEGIS_FLEET_PUBLISH_SECONDS', 300, 1, 86400),
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
     keysDir,
+    kekFile: env.AEGIS_KEK_FILE ? env.AEGIS_KEK_FILE : null,
+    keyringPollMs: intSetting(env, 'AEGIS_KEYRING_POLL_MS', 2000, 50, 600_000),
     kernelTokenTtlSeconds: ttl,
     licenseTokenTtlSeconds: licenseTtl,
     natsCredentialsTtlSeconds: natsTtl,

@@ -7,7 +7,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from './db/schema.js';
 import type { Dialect } from './db/database.js';
 import { pingDatabase } from './db/database.js';
-import type { KeyStore } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
 import type { TokenService } from './tokens.js';
 import { iso, type Clock } from './clock.js';
 import { statusOf } from './licenses.js';
@@ -28,7 +28,7 @@ export class ServerContext {
   constructor(
     readonly db: Kysely<Database>,
     readonly dialect: Dialect,
-    readonly keys: KeyStore,
+    readonly keys: Keyring,
     readonly tokens: TokenService,
     readonly clock: Clock,
     readonly version: string,

@@ -8,7 +8,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from './db/schema.js';
 import { pingDatabase, type Dialect } from './db/database.js';
 import { pendingMigrations } from './db/migrations.js';
-import type { KeyStore } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
 
 /** A ping or migration query slower than this counts as the database being down. */
 export const READINESS_TIMEOUT_MS = 2000;
@@ -44,7 +44,7 @@ export interface NatsState {
 export interface HealthDeps {
   db: Kysely<Database>;
   dialect: Dialect;
-  keys: KeyStore;
+  keys: Keyring;
   now: () => Date;
   nats: () => NatsState;
 }

@@ -63,7 +63,7 @@ import { NOT_FOUND_MESSAGE, type Customers } from './customers.js';
 import { acceptProof, publicKeyFromJwk } from './host_proof.js';
 import { expiryGraceEnd, freshHeartbeatColumns, heartbeatVerdict, leaseEnd, leaseLapsed } from './heartbeats.js';
 import type { PeerCertificate } from './http/router.js';
-import type { KeyStore } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
 import { validateLicenseToken, type SeatAnswer } from './license_validation.js';
 import { componentsOf, entitlementsOf, majorOf, statusOf, toLicense, toMachine, type Licenses } from './licenses.js';
 import { clonesOf, cloneRefusal, containerRefusal, driftedMachine, driftRefusal, type PresentedFingerprint } from './machine_fingerprint.js';
@@ -243,7 +243,7 @@ export interface MachineLifecycleDeps {
   dialect: Dialect;
   clock: Clock;
   tokens: TokenService;
-  keys: KeyStore;
+  keys: Keyring;
   licenses: Licenses;
   customers: Customers;
   certs: MachineCertificates;

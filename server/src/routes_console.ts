@@ -12,7 +12,7 @@ import { AegisError } from '../../protocol/src/index.js';
 import type { ApiKeys } from './api_keys.js';
 import type { AuditLog } from './audit.js';
 import { authorize } from './http/auth.js';
-import type { KeyStore } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
 import type { Clock } from './clock.js';
 import { ConsoleSessions, CSRF_HEADER, SESSION_COOKIE } from './console/sessions.js';
 import { LIVE_TOPICS, type LiveHub } from './console/live.js';
@@ -101,7 +101,7 @@ const SIGNING_KEYS_SCHEMA = {
   },
 } as const;
 
-export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: AuditLog; sessions: ConsoleSessions; keys: KeyStore; clock: Clock; live: LiveHub }): void {
+export function addConsoleRoutes(router: Router, d: { apiKeys: ApiKeys; audit: AuditLog; sessions: ConsoleSessions; keys: Keyring; clock: Clock; live: LiveHub }): void {
   const { sessions, audit } = d;
   const assets = new Map<string, Asset>();
   const load = (name: string, type: string): Asset => {

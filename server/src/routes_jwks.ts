@@ -9,10 +9,10 @@ import { CompactSign } from 'jose';
 import { JWKS_SCHEMA, JWKS_SIGNATURE_TYP, SIGNED_JWKS_SCHEMA, TOKEN_ALG, signedJwksPayload, type SignedJwksDocument } from '../../protocol/src/index.js';
 import type { Router } from './http/router.js';
 import type { RouteDoc } from './http/route_doc.js';
-import type { KeyStore } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
 
 /** The key set and one compact JWS per verifying key over `{ iat, jwks, seq }`. */
-export async function signedJwks(keys: KeyStore, now: Date = new Date()): Promise<SignedJwksDocument> {
+export async function signedJwks(keys: Keyring, now: Date = new Date()): Promise<SignedJwksDocument> {
   // The generation before and after reading the set: a rotation in between would pair
   // a set with the wrong generation, so read again until both agree.
   let seq = keys.generation();
@@ -39,7 +39,7 @@ export const JWKS_DOC: RouteDoc = {
   responses: { 200: { description: 'The key set.', schema: JWKS_SCHEMA } },
 };
 
-export function addJwksRoutes(router: Router, deps: { keys: KeyStore }): void {
+export function addJwksRoutes(router: Router, deps: { keys: Keyring }): void {
   router.add(
     'GET',
     '/.well-known/jwks.signed',

@@ -23,7 +23,8 @@ import {
   type Tier,
   type ValidationCode,
 } from '../../protocol/src/index.js';
-import { KID_PATTERN, type KeyStore } from './keys/keystore.js';
+import { KID_PATTERN } from './keys/keystore.js';
+import type { Keyring } from './keys/keyring.js';
 
 const MAX_TOKEN_LENGTH = 16 * 1024;
 
@@ -73,7 +74,7 @@ export function decodeCompact(token: unknown): DecodedToken | null {
 }
 
 export class TokenService {
-  constructor(private readonly keys: KeyStore) {}
+  constructor(private readonly keys: Keyring) {}
 
   private async sign(payload: Record<string, unknown>): Promise<string> {
     const { kid, privateKey } = this.keys.signingKey();
@@ -152,7 +153,11 @@ export class TokenService {
     }
     const kid = header.kid;
     if (typeof kid !== 'string' || !KID_PATTERN.test(kid)) return { ok: false, code: 'UNKNOWN_KEY', message: 'missing or invalid kid' };
-    const key = this.keys.verificationKey(kid);
+    let key = this.keys.verificationKey(kid);
+    if (!key && this.keys.refreshForUnknownKid) {
+      await this.keys.refreshForUnknownKid(kid); // another replica may have rotated since the last poll
+      key = this.keys.verificationKey(kid);
+    }
     if (!key) return { ok: false, code: 'UNKNOWN_KEY', message: `unknown or retired key ${kid}` };
     try {
       await compactVerify(token as string, key, { algorithms: [TOKEN_ALG] });

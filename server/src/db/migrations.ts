@@ -694,7 +694,39 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         for (const t of ['leases', 'console_sessions', 'rate_buckets', 'nats_users']) await db.schema.dropTable(t).execute();
       },
     },
+    '0020_keyring': {
+      // The database keyring (AEGIS_KEK_FILE, server/src/keys/db_keyring.ts): sealed keys
+      // and secrets, and one state row (active kid, generation). Additive: a replica of the
+      // previous version ignores both tables.
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('keyring_keys')
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('kid', 'text', (c) => c.notNull())
+          .addColumn('public_pem', 'text')
+          .addColumn('sealed', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('retired_at', 'text')
+          .addPrimaryKeyConstraint('keyring_keys_pk', ['kind', 'kid'])
+          .execute();
+        await db.schema
+          .createTable('keyring_state')
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('generation', 'integer', (c) => c.notNull())
+          .addColumn('active_kid', 'text')
+          .execute();
+      },
+      async down(db: Kysely<any>) {
+        await db.schema.dropTable('keyring_state').execute();
+        await db.schema.dropTable('keyring_keys').execute();
+      },
+    },
   };
+}
+
+/** Every migration this server knows, in order. */
+export function migrationNames(dialect: Dialect): string[] {
+  return Object.keys(migrations(dialect)).sort();
 }
 
 class StaticProvider implements MigrationProvider {
@@ -714,6 +746,19 @@ export function migratorFor(db: Kysely<Database>, dialect: Dialect): Migrator {
 }
 
 export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<MigrationOutcome> {
+  // Rolling upgrade: a replica of version N restarting after one of N+1 migrated meets
+  // migrations it does not know. They are additive, so N runs on that schema, provided it
+  // has every migration of its own (kysely's migrator would refuse the unknown ones).
+  const known = new Set(migrationNames(dialect));
+  const executed = (await db.introspection.getTables()).some((t) => t.name === 'kysely_migration')
+    ? (await sql<{ name: string }>`select name from kysely_migration`.execute(db)).rows.map((r) => r.name)
+    : [];
+  const newer = executed.filter((n) => !known.has(n));
+  if (newer.length > 0) {
+    const missing = [...known].filter((n) => !executed.includes(n));
+    if (missing.length > 0) throw new Error(`the database ran migrations of a newer server (${newer.join(', ')}) but not ${missing.join(', ')}; upgrade this server`);
+    return { applied: [] };
+  }
   const { error, results } = await migratorFor(db, dialect).migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return { applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName) };

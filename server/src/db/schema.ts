@@ -432,11 +432,29 @@ export interface LeasesTable {
   epoch: number;
 }
 
+/** Database keyring (0020_keyring): sealed keys and secrets; see keys/db_keyring.ts. */
+export interface KeyringKeysTable {
+  kind: string;
+  kid: string;
+  public_pem: string | null;
+  sealed: string;
+  created_at: string;
+  retired_at: string | null;
+}
+
+export interface KeyringStateTable {
+  id: number;
+  generation: number;
+  active_kid: string | null;
+}
+
 export interface Database {
   nats_users: NatsUsersTable;
   rate_buckets: RateBucketsTable;
   console_sessions: ConsoleSessionsTable;
   leases: LeasesTable;
+  keyring_keys: KeyringKeysTable;
+  keyring_state: KeyringStateTable;
   events: EventsTable;
   yara_rules: YaraRulesTable;
   hash_list_entries: HashListEntriesTable;

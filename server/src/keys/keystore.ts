@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node
 import { join } from 'node:path';
 import { AegisError, publicJwkOf, type Ed25519PublicJwk } from '../../../protocol/src/index.js';
 import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
+import type { Keyring } from './keyring.js';
 
 export const KID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -57,8 +58,13 @@ function mtimeOf(path: string): number {
   }
 }
 
-export class KeyStore {
+export class KeyStore implements Keyring {
   readonly dir: string;
+  readonly secrets = null;
+  get description(): string {
+    return `key directory ${this.dir}`;
+  }
+  close(): void {}
   private ring: KeyringFile;
   private ringMtime: number;
   private readonly publicKeys = new Map<string, KeyObject>();

@@ -44,6 +44,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { accountPushNatsPermissions, agentNatsPermissions, isMachineId, serverNatsPermissions, subjects } from '../../../protocol/src/index.js';
 import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
+import type { SecretStore } from '../keys/keyring.js';
 import { authConnectOptions, describeError as describe, type NatsTlsOptions } from '../../../runtime/src/nats_connection.js';
 
 export type NatsAuthorityErrorCode = 'NATS_KEYS' | 'NATS_INSECURE_KEY_FILE' | 'NATS_STATE' | 'NATS_BAD_ARGUMENT' | 'NATS_PUSH_FAILED';
@@ -77,6 +78,8 @@ export interface NatsAuthorityOptions {
   accountName?: string;
   /** The shared database: the issued and revoked users live there (nats_users), not in state.json. */
   db?: Kysely<Database>;
+  /** A database keyring's sealed store: the seeds live there instead of in `dir`. */
+  seeds?: SecretStore;
 }
 
 export interface IssuedCredentials {
@@ -179,6 +182,27 @@ function loadOrCreateSeed(dir: string, name: string, create: () => KeyPair, pref
   return kp;
 }
 
+/**
+ * The same seeds in a database keyring (AEGIS_KEK_FILE), sealed: replicas starting at once
+ * agree on the first writer's; a file seed from before is imported once.
+ */
+async function loadOrCreateSealedSeed(seeds: SecretStore, dir: string, name: string, create: () => KeyPair, prefix: string): Promise<KeyPair> {
+  let stored = await seeds.get('nats', name);
+  if (!stored) {
+    const file = join(dir, `${name}.nk`);
+    const kp = existsSync(file) ? readSeed(file) : create();
+    stored = await seeds.putIfAbsent('nats', name, Buffer.from(kp.getSeed()), kp.getPublicKey());
+  }
+  let kp: KeyPair;
+  try {
+    kp = fromSeed(new Uint8Array(stored.secret));
+  } catch (cause) {
+    throw new NatsAuthorityError('NATS_KEYS', `keyring record nats/${name} does not hold a valid nkey seed`, { cause });
+  }
+  if (!kp.getPublicKey().startsWith(prefix)) throw new NatsAuthorityError('NATS_KEYS', `keyring record nats/${name} is not a${prefix === 'O' ? 'n operator' : 'n account'} nkey seed`);
+  return kp;
+}
+
 function sortKeys(o: Record<string, number>): Array<[string, number]> {
   return Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
@@ -238,9 +262,10 @@ export class NatsAuthority {
     } catch (cause) {
       throw new NatsAuthorityError('NATS_KEYS', `cannot create the NATS key directory ${dir}: ${describe(cause)}`, { cause });
     }
-    const operator = loadOrCreateSeed(dir, 'operator', createOperator, 'O');
-    const system = loadOrCreateSeed(dir, 'system_account', createAccount, 'A');
-    const account = loadOrCreateSeed(dir, 'account', createAccount, 'A');
+    const seed = (name: string, create: () => KeyPair, prefix: string) => (opts.seeds ? loadOrCreateSealedSeed(opts.seeds, dir, name, create, prefix) : loadOrCreateSeed(dir, name, create, prefix));
+    const operator = await seed('operator', createOperator, 'O');
+    const system = await seed('system_account', createAccount, 'A');
+    const account = await seed('account', createAccount, 'A');
     const operatorJwt = await loadOrEncodeJwt(join(dir, 'operator.jwt'), (c) => c.sub === operator.getPublicKey() && (c.nats as { system_account?: string }).system_account === system.getPublicKey(), () =>
       encodeOperator(opts.operatorName ?? 'aegis', operator, { system_account: system.getPublicKey() }),
     );

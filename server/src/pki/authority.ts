@@ -13,9 +13,13 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { AegisError, ValidationError, type Ed25519PublicJwk } from '../../../protocol/src/index.js';
 import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
+import type { SecretStore } from '../keys/keyring.js';
 import { ED25519, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.js';
 
 export const DEFAULT_TRUST_DOMAIN = 'aegis.local';
+/** The CA key's record in a database keyring. */
+export const PKI_KIND = 'pki';
+export const PKI_CA = 'ca';
 export const CA_VALIDITY_DAYS = 3650;
 export const SERVER_CERT_VALIDITY_DAYS = 397;
 const TRUST_DOMAIN_PATTERN = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
@@ -181,18 +185,24 @@ export class CertificateAuthority {
   ) {}
 
   /** Opens the CA in `dir`; null when there is none (PKI not initialised). */
-  static async open(dir: string): Promise<CertificateAuthority | null> {
+  static async open(dir: string, secrets: SecretStore | null = null): Promise<CertificateAuthority | null> {
     const paths = pkiPaths(dir);
-    if (!existsSync(paths.caKey) || !existsSync(paths.caCert)) return null;
-    checkKeyFile(paths.caKey);
+    // With a database keyring the CA key (and its certificate) live sealed in it; a CA
+    // still in files is imported once (then remove ca.key: see docs/operations.md).
+    let stored = secrets ? await secrets.get(PKI_KIND, PKI_CA) : null;
+    if (!stored) {
+      if (!existsSync(paths.caKey) || !existsSync(paths.caCert)) return null;
+      checkKeyFile(paths.caKey);
+      if (secrets) stored = await secrets.putIfAbsent(PKI_KIND, PKI_CA, readFileSync(paths.caKey), readFileSync(paths.caCert, 'utf8'));
+    }
     let trustDomain = DEFAULT_TRUST_DOMAIN;
     if (existsSync(paths.meta)) {
       const meta = JSON.parse(readFileSync(paths.meta, 'utf8')) as { trust_domain?: unknown };
       if (typeof meta.trust_domain === 'string' && TRUST_DOMAIN_PATTERN.test(meta.trust_domain)) trustDomain = meta.trust_domain;
     }
-    const caPem = readFileSync(paths.caCert, 'utf8');
+    const caPem = stored?.public ?? readFileSync(paths.caCert, 'utf8');
     const ca = new x509.X509Certificate(caPem);
-    const caKey = await importPrivate(readFileSync(paths.caKey, 'utf8'));
+    const caKey = await importPrivate(stored ? stored.secret.toString('utf8') : readFileSync(paths.caKey, 'utf8'));
     return new CertificateAuthority(paths, trustDomain, caPem.trim() + '\n', ca, caKey);
   }
 

@@ -32,7 +32,7 @@ import type { AuditEntry } from '../audit.js';
 import { epochSeconds, iso, type Clock } from '../clock.js';
 import { NOT_FOUND_MESSAGE } from '../customers.js';
 import type { Database, WebhookDeliveriesTable, WebhookEndpointsTable } from '../db/schema.js';
-import type { KeyStore } from '../keys/keystore.js';
+import type { Keyring } from '../keys/keyring.js';
 import type { Logger } from '../logger.js';
 import { checkWebhookUrl, postJson, type OutboundPolicy } from './outbound.js';
 
@@ -156,7 +156,7 @@ export class Webhooks {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
-    private readonly keys: KeyStore,
+    private readonly keys: Keyring,
     readonly settings: WebhookSettings,
     private readonly log: Logger,
   ) {}
