@@ -8,7 +8,7 @@
  *
  * IPC, parent → child: {cmd: 'correlate', on}, {cmd: 'emptyPasses', n},
  * {cmd: 'bareInsert', machineId, rows, batch, kind, source}, {cmd: 'stop'}.
- * Child → parent: {type: 'ready', url, adminKey}, {type: 'alert', rule_id, machine_id, t},
+ * Child → parent: {type: 'ready', url, adminKey}, {type: 'alert', rule_id, machine_id, t, arrived},
  * {type: 'passes', ms: number[]}, {type: 'inserted', rows, ms}.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -38,7 +38,7 @@ const dir = mkdtempSync(join(tmpdir(), 'aegis-bench-intel-'));
 KeyStore.open(join(dir, 'keys')).generate();
 const unlimited = { burst: 1e9, perMinute: 1e9 };
 const app = await startApp(
-  loadConfig({ listen: '127.0.0.1:0', database: `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, { AEGIS_RULES_INTERVAL_SECONDS: '3600', LOG_LEVEL: 'error' }),
+  loadConfig({ listen: '127.0.0.1:0', database: `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, { AEGIS_RULES_INTERVAL_SECONDS: '3600', LOG_LEVEL: 'error', AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS: '65000' }),
   {
     logger: createLogger({ silent: true }),
     auditRefusalsPerMinute: 1e9,
@@ -50,8 +50,13 @@ const admin = await app.apiKeys.create('bench', [...SCOPES]);
 
 const audited = app.correlator.onAlert;
 app.correlator.onAlert = async (a) => {
+  const t = wall();
   await audited?.(a);
-  send({ type: 'alert', rule_id: a.rule_id, machine_id: a.machine_id, t: wall() });
+  // The arrival of the event that completed the alert: the latest received_at among the events in its evidence.
+  const ids = a.evidence.refs.filter((r) => r.startsWith('e:')).map((r) => Number(r.slice(2)));
+  const rows = ids.length > 0 ? await db.selectFrom('events').select('received_at').where('id', 'in', ids).execute() : [];
+  const arrived = rows.reduce((m, r) => Math.max(m, Date.parse(r.received_at)), NaN);
+  send({ type: 'alert', rule_id: a.rule_id, machine_id: a.machine_id, t, arrived });
 };
 
 let looping: Promise<void> | null = null;

@@ -4,7 +4,7 @@
  * printed, never asserted.
  *
  *   npm run bench:intel [-- [advisories] [hosts] [--only match|ingest] [--seconds 4]
- *                          [--ingest-hosts 100] [--batch 100] [--concurrency 16] [--cpu-prof DIR] [--no-correlator]]
+ *                          [--ingest-hosts 50] [--batch 100] [--concurrency 16] [--cpu-prof DIR] [--no-correlator]]
  */
 import { runIngest } from './ingest.js';
 import { runMatching } from './match.js';
@@ -26,7 +26,7 @@ if (only !== 'ingest') process.stdout.write(runMatching(Number(positional[0] ?? 
 if (only !== 'match') {
   const lines = await runIngest({
     seconds: option(args, 'seconds', 4),
-    hosts: option(args, 'ingest-hosts', 100),
+    hosts: option(args, 'ingest-hosts', 50),
     batch: option(args, 'batch', 100),
     concurrency: option(args, 'concurrency', 16),
     correlate: !args.includes('--no-correlator'),
