@@ -830,8 +830,9 @@ export class MachineLifecycle {
   }
 
   /** Notes that a machine was heard from (telemetry). */
-  async recordSeen(machineId: string): Promise<void> {
-    await this.db.updateTable('machines').set({ last_seen_at: iso(this.clock.now()) }).where('id', '=', machineId).execute();
+  /** Marks the machine seen now; `db` may be a transaction the caller is writing in (one commit, not two). */
+  async recordSeen(machineId: string, db: Kysely<Database> = this.db): Promise<void> {
+    await db.updateTable('machines').set({ last_seen_at: iso(this.clock.now()) }).where('id', '=', machineId).execute();
   }
 
   /**

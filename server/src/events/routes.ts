@@ -294,8 +294,7 @@ export function addAgentIngestRoutes(r: Router, caller: (req: Request, scope: Ag
     const { machine_id: _m, ...rest } = body;
     const file = rest.file?.sha256 ? { ...rest.file, sha256: rest.file.sha256.toLowerCase() } : rest.file;
     const stored = { ...rest, observed_at: at, ...(file ? { file } : {}) };
-    const [id] = await d.events.append(who.machineId, [{ source: 'threat', kind: body.kind, at, severity: body.severity, body: stored }]);
-    await lifecycle.recordSeen(who.machineId);
+    const [id] = await d.events.append(who.machineId, [{ source: 'threat', kind: body.kind, at, severity: body.severity, body: stored }], (trx) => lifecycle.recordSeen(who.machineId, trx));
     return { status: 201, body: { id: id!, source: 'threat', machine_id: who.machineId, at } };
   }, {
     maxBody: THREAT_MAX_BODY,
@@ -349,8 +348,7 @@ export function addAgentIngestRoutes(r: Router, caller: (req: Request, scope: Ag
       hash_list_matches: judged.hash_list_matches,
       scan: judged.scan,
     };
-    const [id] = await d.events.append(who.machineId, [{ source: 'file_verdict', kind: judged.verdict, at, severity, body: eventBody }]);
-    await lifecycle.recordSeen(who.machineId);
+    const [id] = await d.events.append(who.machineId, [{ source: 'file_verdict', kind: judged.verdict, at, severity, body: eventBody }], (trx) => lifecycle.recordSeen(who.machineId, trx));
     return { status: 200, body: { event_id: id!, machine_id: who.machineId, sha256: digests.sha256!, ...judged } };
   }, {
     // Base64 is 4/3 of the bytes; the rest of the body is small.
@@ -377,8 +375,7 @@ export function addAgentIngestRoutes(r: Router, caller: (req: Request, scope: Ag
     const problems: FieldProblem[] = [];
     const events: NewEvent[] = body.events.map((e, i) => ({ source: 'telemetry', kind: e.kind, at: hostTime(e.at, `/events/${i}/at`, d, problems), severity: null, body: { fields: e.fields ?? {} } }));
     if (problems.length > 0) throw new ValidationError(problems);
-    await d.events.append(who.machineId, events);
-    await lifecycle.recordSeen(who.machineId);
+    await d.events.append(who.machineId, events, (trx) => lifecycle.recordSeen(who.machineId, trx));
     return { status: 202, body: { accepted: events.length } };
   }, {
     maxBody: TELEMETRY_MAX_BODY,

@@ -86,8 +86,12 @@ export class EventStore {
     return row?.customer_id ?? null;
   }
 
-  /** Files `events` under `machineId`, all or none (one transaction); returns their ids in order. */
-  async append(machineId: string, events: readonly NewEvent[]): Promise<number[]> {
+  /**
+   * Files `events` under `machineId`, all or none (one transaction); returns their ids in
+   * order. `alsoInTransaction` writes in the same transaction (the ingest routes mark the
+   * machine seen there: one commit per request instead of two).
+   */
+  async append(machineId: string, events: readonly NewEvent[], alsoInTransaction?: (trx: Kysely<Database>) => Promise<void>): Promise<number[]> {
     if (events.length === 0) return [];
     const customer_id = await this.customerOf(machineId);
     const received_at = iso(this.clock.now());
@@ -107,6 +111,7 @@ export class EventStore {
         const out = await trx.insertInto('events').values(rows).returning('id').execute();
         ids.push(...out.map((r) => Number(r.id)));
       }
+      await alsoInTransaction?.(trx);
       return ids;
     });
   }
