@@ -280,6 +280,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
         ...(natsAuthority ? { creds: (await natsAuthority.issueServerCredentials()).creds } : {}),
         ...(config.natsCa ? { caFile: config.natsCa } : {}),
         republishMs: config.segRepublishSeconds * 1000,
+        streamReplicas: config.natsStreamReplicas,
       },
       { ctx, orchestrator, agents, fleet, log },
     );

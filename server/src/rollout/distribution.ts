@@ -24,6 +24,8 @@ export interface DistributionOptions {
   creds?: string;
   caFile?: string;
   republishMs: number;
+  /** Replicas of the snapshot stream (AEGIS_NATS_STREAM_REPLICAS). */
+  streamReplicas?: number;
 }
 
 export interface Distribution {
@@ -52,6 +54,7 @@ export function startDistribution(
           url: o.natsUrl.split(','),
           ...(o.creds ? { creds: o.creds } : o.user ? { user: o.user, pass: o.pass ?? '' } : {}),
           ...(o.caFile ? { tls: { caFile: o.caFile } } : {}),
+          ...(o.streamReplicas !== undefined ? { streamReplicas: o.streamReplicas } : {}),
           log: d.log,
         });
         break;
