@@ -5,6 +5,9 @@
 // reports. nats-server's static config cannot template per machine, hence this script. With --operator it renders operator mode instead: no passwords, the permissions
 // come from user JWTs that aegis-server signs (server/src/nats/credentials.ts) and the
 // operator/account JWTs from the fragment aegis-server writes. --tls-* add a tls block.
+// With --cluster and --node (three or more) it renders one config per node of a JetStream
+// cluster: its own server_name, cluster block (listen, authenticated routes to the
+// others) and store dir, and the same authorization (or operator include) on every node.
 // See deploy/nats/README.md.
 //
 // Subjects, permission lists and the machine-id rule come from the compiled protocol
@@ -12,6 +15,7 @@
 // aegis-server signs, so static users and JWT users are allowed exactly the same.
 import { parseArgs } from 'node:util';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const PROTOCOL = new URL('../dist/protocol/src/index.js', import.meta.url);
@@ -50,6 +54,19 @@ const USAGE = `usage: scripts/nats-config --fleet NAME [options]        (static 
   -o, --output FILE     write to FILE (mode 0600) instead of stdout
   -h, --help
 
+JetStream cluster (one config per node; the snapshot stream is then created with
+AEGIS_NATS_STREAM_REPLICAS=3 on aegis-server):
+  --cluster NAME        cluster name; needs --node at least three times
+  --node SPEC           NAME@HOST[:CLIENT_PORT[:CLUSTER_PORT[:HTTP_PORT]]]; repeatable.
+                        HOST is where the other nodes reach its cluster port; the
+                        ports default to --listen's and --http's ports and 6222
+  --cluster-user NAME   user of the routes between nodes (default aegis-route)
+  --cluster-pass PASS   its password (or env AEGIS_NATS_CLUSTER_PASS); required
+  --output-dir DIR      write DIR/NAME.conf per node (mode 0600)
+  --only NAME           print (or -o) only node NAME's config
+  Each node listens on --listen's and --http's host with its own ports and stores
+  JetStream in STORE_DIR/NAME.
+
 Passwords: at least 12 characters of A-Z a-z 0-9 . _ ~ + / = - (openssl rand -base64 24
 gives one). They are written in plain text: keep the output mode 0600.
 Machines: the machine id aegis-server assigned at activation (a lowercase UUID; aegisctl
@@ -59,6 +76,7 @@ Prefer --machines-file or the environment to command-line passwords (visible in 
 
 const PASS_RE = /^[A-Za-z0-9._~+/=-]{12,256}$/;
 const ADDR_RE = /^[A-Za-z0-9.:[\]-]+:\d{1,5}$/;
+const NODE_RE = /^([A-Za-z0-9_-]{1,64})@([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\])((?::\d{1,5}){0,3})$/;
 
 function fail(msg) {
   process.stderr.write(`nats-config: ${msg}\n(scripts/nats-config --help for usage)\n`);
@@ -183,6 +201,12 @@ function main() {
         'tls-key': { type: 'string' },
         'tls-ca': { type: 'string' },
         'tls-verify': { type: 'boolean', default: false },
+        cluster: { type: 'string' },
+        node: { type: 'string', multiple: true, default: [] },
+        'cluster-user': { type: 'string', default: 'aegis-route' },
+        'cluster-pass': { type: 'string' },
+        'output-dir': { type: 'string' },
+        only: { type: 'string' },
         output: { type: 'string', short: 'o' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -246,46 +270,127 @@ function main() {
     }
   }
 
-  let out = '';
+  const cluster = clusterOptions(args);
   if (!args['auth-only']) {
     if (!ADDR_RE.test(args.listen)) fail(`--listen must be HOST:PORT, got ${JSON.stringify(args.listen)}`);
     if (args.http !== 'off' && !ADDR_RE.test(args.http)) fail(`--http must be HOST:PORT or "off", got ${JSON.stringify(args.http)}`);
     if (!args['store-dir'].startsWith('/') && !args['store-dir'].startsWith('.')) fail('--store-dir must be a path');
-    out += [
-      operator === undefined
-        ? `# Aegis nats-server config, rendered by scripts/nats-config (fleet ${fleet}, ${machines.length} machine(s)).`
-        : `# Aegis nats-server config in operator mode, rendered by scripts/nats-config.`,
-      operator === undefined
-        ? `# Re-render and reload (nats-server --signal reload) when machines change. Contains passwords: mode 0600.`
-        : `# Users are JWTs signed by aegis-server; ${operator} next to this file (written by aegis-server)\n# holds the operator and account JWTs. Reload (nats-server --signal reload) after it changes.`,
-      `server_name: "aegis-nats"`,
-      `listen: ${q(args.listen)}`,
-      args.http === 'off' ? '' : `http: ${q(args.http)}`,
-      `max_payload: 1MB`,
-      ``,
-      `# Snapshots live in the ${SEG_MAPS_STREAM} stream (last value per subject), created by aegis-server.`,
-      `jetstream {`,
-      `  store_dir: ${q(args['store-dir'])}`,
+  }
+  const tail = (tls ? renderTls(tls) + '\n\n' : '') + (operator === undefined ? renderAuthorization({ fleet, serverUser, serverPass, machines }) : `include ${q(operator)}\n`);
+  const render = (node) => (args['auth-only'] ? '' : renderHead({ args, operator, fleet, machines, node, cluster })) + tail;
+
+  const what = operator === undefined ? `server user ${serverUser}, ${machines.length} agent user(s), fleet ${fleet}` : `operator mode, including ${operator}`;
+  if (cluster === null) {
+    emit(args.output, render(null), `${what}${tls ? ', TLS' : ''}`);
+    return;
+  }
+  const nodes = args.only === undefined ? cluster.nodes : cluster.nodes.filter((n) => n.name === args.only);
+  if (nodes.length === 0) fail(`--only ${JSON.stringify(args.only)} names no --node (${cluster.nodes.map((n) => n.name).join(', ')})`);
+  if (args['output-dir'] !== undefined) {
+    if (args.output !== undefined) fail('--output and --output-dir do not go together');
+    for (const node of nodes) emit(join(args['output-dir'], `${node.name}.conf`), render(node), `node ${node.name} of cluster ${cluster.name}, ${what}${tls ? ', TLS' : ''}`);
+    return;
+  }
+  if (nodes.length > 1) fail('a cluster renders one config per node: give --output-dir DIR, or --only NAME for one node');
+  emit(args.output, render(nodes[0]), `node ${nodes[0].name} of cluster ${cluster.name}, ${what}${tls ? ', TLS' : ''}`);
+}
+
+function emit(file, text, what) {
+  if (file === undefined) {
+    process.stdout.write(text);
+    return;
+  }
+  writeFileSync(file, text, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  process.stderr.write(`nats-config: wrote ${file} (${what})\n`);
+}
+
+/** --cluster, --node and the route credentials, checked; null when no cluster is asked for. */
+function clusterOptions(args) {
+  const given = args.node.length > 0 || args['output-dir'] !== undefined || args.only !== undefined || args['cluster-pass'] !== undefined;
+  if (args.cluster === undefined) {
+    if (given) fail('--node, --cluster-pass, --output-dir and --only need --cluster NAME');
+    return null;
+  }
+  if (args['auth-only']) fail('--auth-only does not apply to --cluster (the authorization block is the same on every node)');
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(args.cluster)) fail('--cluster may only contain A-Z a-z 0-9 _ - (1-64 characters)');
+  if (args.node.length < 3) fail(`a JetStream cluster needs at least three nodes (--node given ${args.node.length} time(s)): with two, losing one loses the quorum`);
+  const listenPort = Number(/:(\d+)$/.exec(args.listen)?.[1] ?? 4222);
+  const httpPort = args.http === 'off' ? null : Number(/:(\d+)$/.exec(args.http)?.[1] ?? 8222);
+  const port = (text, fallback, what, spec) => {
+    if (text === undefined || text === '') return fallback;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) fail(`${what} port ${JSON.stringify(text)} of --node ${spec} is not a port`);
+    return n;
+  };
+  const nodes = args.node.map((spec) => {
+    const m = NODE_RE.exec(spec);
+    if (!m) fail(`--node must be NAME@HOST[:CLIENT_PORT[:CLUSTER_PORT[:HTTP_PORT]]] (NAME of A-Z a-z 0-9 _ -), got ${JSON.stringify(spec)}`);
+    const [, name, host, ports] = m;
+    const [client, clusterPort, http] = ports.split(':').slice(1);
+    return { name, host, port: port(client, listenPort, 'client', spec), clusterPort: port(clusterPort, 6222, 'cluster', spec), httpPort: httpPort === null ? null : port(http, httpPort, 'monitoring', spec) };
+  });
+  const seen = new Set();
+  for (const n of nodes) {
+    if (seen.has(n.name)) fail(`node ${n.name} is listed twice`);
+    seen.add(n.name);
+    const endpoint = `${n.host}:${n.clusterPort}`;
+    if (seen.has(endpoint)) fail(`two nodes share the cluster address ${endpoint}`);
+    seen.add(endpoint);
+  }
+  const user = args['cluster-user'];
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(user)) fail('--cluster-user may only contain A-Z a-z 0-9 _ -');
+  const pass = checkPass('the cluster routes', args['cluster-pass'] ?? process.env.AEGIS_NATS_CLUSTER_PASS ?? fail('--cluster-pass or AEGIS_NATS_CLUSTER_PASS is required: an unauthenticated cluster port lets anyone join as a node and read every message'));
+  return { name: args.cluster, nodes, user, pass };
+}
+
+/** Everything above the tls and authorization blocks: identity, listeners, JetStream, cluster. */
+function renderHead({ args, operator, fleet, machines, node, cluster }) {
+  const bind = (addr, p) => `${addr.replace(/:\d+$/, '')}:${p}`;
+  const listen = node ? bind(args.listen, node.port) : args.listen;
+  const http = args.http === 'off' ? null : node ? bind(args.http, node.httpPort) : args.http;
+  const storeDir = node ? `${args['store-dir'].replace(/\/+$/, '')}/${node.name}` : args['store-dir'];
+  const lines = [
+    operator === undefined
+      ? `# Aegis nats-server config, rendered by scripts/nats-config (fleet ${fleet}, ${machines.length} machine(s)).`
+      : `# Aegis nats-server config in operator mode, rendered by scripts/nats-config.`,
+    operator === undefined
+      ? `# Re-render and reload (nats-server --signal reload) when machines change. Contains passwords: mode 0600.`
+      : `# Users are JWTs signed by aegis-server; ${operator} next to this file (written by aegis-server)\n# holds the operator and account JWTs. Reload (nats-server --signal reload) after it changes.`,
+    node ? `# Node ${node.name} of the ${cluster.nodes.length}-node JetStream cluster ${cluster.name}: render every node with the same options.` : null,
+    `server_name: ${node ? q(node.name) : '"aegis-nats"'}`,
+    `listen: ${q(listen)}`,
+    http === null ? '' : `http: ${q(http)}`,
+    `max_payload: 1MB`,
+    ``,
+    node
+      ? `# Snapshots live in the ${SEG_MAPS_STREAM} stream (last value per subject), created by aegis-server\n# with AEGIS_NATS_STREAM_REPLICAS replicas (3 here: a node may die without losing an acked snapshot).`
+      : `# Snapshots live in the ${SEG_MAPS_STREAM} stream (last value per subject), created by aegis-server.`,
+    `jetstream {`,
+    `  store_dir: ${q(storeDir)}`,
+    `}`,
+    ``,
+  ];
+  if (node) {
+    const routes = cluster.nodes.filter((n) => n !== node).map((n) => `nats-route://${encodeURIComponent(cluster.user)}:${encodeURIComponent(cluster.pass)}@${n.host}:${n.clusterPort}`);
+    lines.push(
+      `# Routes between the nodes, authenticated (the password is the same on every node).`,
+      `cluster {`,
+      `  name: ${q(cluster.name)}`,
+      `  listen: ${q(bind(args.listen, node.clusterPort))}`,
+      `  authorization {`,
+      `    user: ${q(cluster.user)}`,
+      `    password: ${q(cluster.pass)}`,
+      `  }`,
+      `  routes: ${list(routes, '  ')}`,
       `}`,
       ``,
-    ]
-      .filter((l, i, a) => !(l === '' && a[i - 1] === ''))
-      .join('\n');
-  }
-  if (tls) out += renderTls(tls) + '\n\n';
-  out += operator === undefined ? renderAuthorization({ fleet, serverUser, serverPass, machines }) : `include ${q(operator)}\n`;
-
-  if (args.output) {
-    writeFileSync(args.output, out, { mode: 0o600 });
-    chmodSync(args.output, 0o600);
-    process.stderr.write(
-      operator === undefined
-        ? `nats-config: wrote ${args.output} (server user ${serverUser}, ${machines.length} agent user(s), fleet ${fleet}${tls ? ', TLS' : ''})\n`
-        : `nats-config: wrote ${args.output} (operator mode, including ${operator}${tls ? ', TLS' : ''})\n`,
     );
-  } else {
-    process.stdout.write(out);
   }
+  return lines
+    .filter((l) => l !== null)
+    .filter((l, i, a) => !(l === '' && a[i - 1] === ''))
+    .join('\n');
 }
 
 main();

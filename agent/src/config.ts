@@ -11,7 +11,10 @@ import { FLEET_NAME_PATTERN, IDENTIFIER_CHARS, SUBJECT_TOKEN_MAX_LENGTH, parseFl
 import { ConfigError } from './errors.js';
 
 export interface AgentConfig {
+  /** aegis-server's URL, or several replicas' as a comma list (tried in turn on no answer or 5xx). */
   server_url: string;
+  /** Several replicas' URLs; when not empty, used instead of server_url. */
+  server_urls: string[];
   /** The server's mTLS agent listener (https://…); empty: agent calls go to server_url with host proofs. */
   agent_server_url: string;
   /** A CA certificate file to pin for agent_server_url; empty: the CA the server sent at activation. */
@@ -76,6 +79,7 @@ export const DEFAULT_CONFIG_PATH = '/etc/aegis/agent.json';
 export function defaults(): AgentConfig {
   return {
     server_url: 'http://127.0.0.1:8000',
+    server_urls: [],
     agent_server_url: '',
     ca_cert_path: '',
     nats_url: 'nats://127.0.0.1:4222',
@@ -119,7 +123,8 @@ const SCHEMA = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    server_url: { type: 'string', pattern: '^https?://[^\\s]+$' },
+    server_url: { type: 'string', pattern: '^https?://[^\\s,]+(,https?://[^\\s,]+)*$' },
+    server_urls: { type: 'array', maxItems: 16, uniqueItems: true, items: { type: 'string', pattern: '^https?://[^\\s,]+$' } },
     agent_server_url: { type: 'string', pattern: '^(https://[^\\s]+)?$' },
     ca_cert_path: { type: 'string', pattern: '^(/.*)?$' },
     nats_url: { type: 'string', pattern: '^((nats|tls)://[^\\s,]+(,(nats|tls)://[^\\s,]+)*)?$' },
@@ -298,10 +303,11 @@ export function loadConfig(src: ConfigSources = {}): LoadedConfig {
   }
   if (problems.length === 0) {
     const c = merged as unknown as AgentConfig;
-    const why = insecureServerUrl(c.server_url);
-    if (why && !c.allow_insecure_http) {
+    for (const url of serverUrlsOf(c)) {
+      const why = insecureServerUrl(url);
+      if (!why || c.allow_insecure_http) continue;
       problems.push(
-        `server_url: ${c.server_url} is plain http:// to ${why}: anyone on the network path can read and change what the server says (keys, licenses, policy). ` +
+        `server_url: ${url} is plain http:// to ${why}: anyone on the network path can read and change what the server says (keys, licenses, policy). ` +
           'Use an https:// URL, or set allow_insecure_http: true (AEGIS_ALLOW_INSECURE_HTTP=true) if you accept that risk',
       );
     }
@@ -335,6 +341,11 @@ export function isLoopbackHost(hostname: string): boolean {
 }
 
 /** Why `url` is plain http across a network ("host 10.0.0.1 (not loopback)"), or null when it is https or loopback. */
+/** The server URLs in the order they are tried: server_urls when given, else server_url's comma list. */
+export function serverUrlsOf(c: Pick<AgentConfig, 'server_url' | 'server_urls'>): string[] {
+  return c.server_urls && c.server_urls.length > 0 ? [...c.server_urls] : c.server_url.split(',').filter((u) => u !== '');
+}
+
 export function insecureServerUrl(url: string): string | null {
   let u: URL;
   try {

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { normalizeLicenseKey, type Feature, type Tier } from '../../protocol/src/index.js';
-import { fleetKeyOf, insecureServerUrl, loadConfig, metricsAddress, type AgentConfig, type ConfigSources } from './config.js';
+import { fleetKeyOf, insecureServerUrl, loadConfig, serverUrlsOf, metricsAddress, type AgentConfig, type ConfigSources } from './config.js';
 import { FleetLicense } from './fleet_license.js';
 import { JwksCache } from './jwks_cache.js';
 import { AgentBus } from './nats/agent_bus.js';
@@ -127,7 +127,7 @@ export class AgentDaemon {
     this.log.info('environment', { environment: this.env.environment, signals: this.env.signals });
     this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces });
 
-    this.link = new ServerLink({ serverUrl: c.server_url, agentServerUrl: c.agent_server_url, log: this.log });
+    this.link = new ServerLink({ serverUrl: serverUrlsOf(c), agentServerUrl: c.agent_server_url, log: this.log });
     let pinnedCa: string | null = null;
     if (c.ca_cert_path) {
       try {
@@ -141,11 +141,12 @@ export class AgentDaemon {
     await this.jwks.open();
     this.certificate = new ClientCertificate({ store: this.store, log: this.log, identity: this.identity, hostname: c.hostname, link: this.link, pinnedCa, jwks: this.jwks });
     if (!this.jwks.pinned) {
-      const insecure = insecureServerUrl(c.server_url);
-      if (insecure) {
+      for (const url of serverUrlsOf(c)) {
+        const insecure = insecureServerUrl(url);
+        if (!insecure) continue;
         this.log.warn(
-          `INSECURE: server_url ${c.server_url} is plain http:// to ${insecure} and no server key is pinned: anyone on the network path can inject signing keys and push policy. Use https:// and pin the server key (trusted_keys, trusted_jwks_path or aegisctl trust add)`,
-          { server_url: c.server_url, allow_insecure_http: true },
+          `INSECURE: server_url ${url} is plain http:// to ${insecure} and no server key is pinned: anyone on the network path can inject signing keys and push policy. Use https:// and pin the server key (trusted_keys, trusted_jwks_path or aegisctl trust add)`,
+          { server_url: url, allow_insecure_http: true },
         );
       }
     } else {

@@ -9,6 +9,13 @@
  *
  * Failures are ServerErrors classified by server_error.ts: `final` (retrying cannot
  * change the answer) or retryable, with Retry-After when the server sent one.
+ *
+ * server_url may name several replicas (a comma list, or server_urls). A request goes to
+ * the one that answered last; only when it cannot be reached or answers 5xx is the next
+ * one tried, and the one that answers is kept. A 4xx answer is an answer (never retried
+ * elsewhere), and a 2xx is handed to the caller, which verifies its signatures whichever
+ * replica sent it: a hostile listener on one URL can make the agent move on only by not
+ * answering, never past a verification.
  */
 import {
   AGENT_API,
@@ -42,7 +49,8 @@ const LICENSING_TIMEOUT_MS = 15_000;
 const READ_TIMEOUT_MS = 10_000;
 
 export interface ServerLinkOptions {
-  serverUrl: string;
+  /** One URL, a comma list, or several: aegis-server replicas sharing one database. */
+  serverUrl: string | string[];
   /** The mTLS agent listener; empty or null: host-proof routes only. */
   agentServerUrl?: string | null;
   log: Logger;
@@ -58,16 +66,24 @@ interface Request {
 
 /** The agent's calls to aegis-server: licensing, snapshots and keys, over mTLS or host proof. */
 export class ServerLink {
-  readonly serverUrl: string;
+  readonly serverUrls: readonly string[];
+  /** Index of the replica that answered last (requests start there). */
+  private current = 0;
   private readonly channel: AgentChannel | null;
   private readonly log: Logger;
   /** The last mTLS failure logged per operation, so a lasting one is logged once, not per poll. */
   private readonly channelFailures = new Map<string, string>();
 
   constructor(o: ServerLinkOptions) {
-    this.serverUrl = o.serverUrl;
+    this.serverUrls = (Array.isArray(o.serverUrl) ? o.serverUrl : o.serverUrl.split(',')).map((u) => u.trim()).filter((u) => u !== '');
+    if (this.serverUrls.length === 0) throw new Error('no server URL');
     this.channel = o.agentServerUrl ? new AgentChannel(o.agentServerUrl, LICENSING_TIMEOUT_MS) : null;
     this.log = o.log;
+  }
+
+  /** The replica in use now (the one that answered last). */
+  get serverUrl(): string {
+    return this.serverUrls[this.current] as string;
   }
 
   /** True when an agent listener is configured (client certificates are worth asking for). */
@@ -185,11 +201,44 @@ export class ServerLink {
     }
   }
 
-  /** One request to server_url; a non-2xx answer or no answer becomes a classified ServerError. */
+  /**
+   * One request, to the replica in use and, while replicas cannot be reached or answer
+   * 5xx, to the next ones in turn; the first that answers otherwise is kept for the next
+   * requests. A non-2xx answer or no answer from any becomes a classified ServerError.
+   */
   private async request<T>(r: Request): Promise<T> {
+    let last: ServerError | null = null;
+    for (let i = 0; i < this.serverUrls.length; i++) {
+      const at = (this.current + i) % this.serverUrls.length;
+      const base = this.serverUrls[at] as string;
+      try {
+        const out = await this.requestOne<T>(base, r);
+        this.settle(at);
+        return out;
+      } catch (e) {
+        const err = e as ServerError;
+        const failover = err.code === 'SERVER_UNREACHABLE' || (typeof err.status === 'number' && err.status >= 500 && err.status <= 599 && !err.final);
+        if (!failover) {
+          this.settle(at);
+          throw err;
+        }
+        last = err;
+        if (this.serverUrls.length > 1) this.log.warn(`${base} failed; trying the next server URL`, { code: err.code, status: err.status, error: err.message });
+      }
+    }
+    throw last as ServerError;
+  }
+
+  private settle(at: number): void {
+    if (at === this.current) return;
+    this.log.info(`using server URL ${this.serverUrls[at]} (was ${this.serverUrl})`);
+    this.current = at;
+  }
+
+  private async requestOne<T>(serverUrl: string, r: Request): Promise<T> {
     let res: Response;
     try {
-      res = await fetch(new URL(r.path, this.serverUrl), {
+      res = await fetch(new URL(r.path, serverUrl), {
         method: r.method,
         headers: { 'content-type': 'application/json', accept: 'application/json', ...r.headers },
         body: r.body === undefined ? undefined : JSON.stringify(r.body),
@@ -197,13 +246,13 @@ export class ServerLink {
       });
     } catch (cause) {
       const reason = cause instanceof Error ? ((cause.cause as Error | undefined)?.message ?? cause.message) : String(cause);
-      throw unreachableError(`cannot reach ${this.serverUrl}: ${reason}`, cause);
+      throw unreachableError(`cannot reach ${serverUrl}: ${reason}`, cause);
     }
     let text: string;
     try {
       text = await res.text();
     } catch (cause) {
-      throw unreachableError(`${this.serverUrl} broke off its answer: ${(cause as Error).message}`, cause);
+      throw unreachableError(`${serverUrl} broke off its answer: ${(cause as Error).message}`, cause);
     }
     const parsed = parseBody(text);
     if (res.ok) return parsed as T;

@@ -329,6 +329,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
         ...(config.natsCa ? { caFile: config.natsCa } : {}),
         republishMs: config.segRepublishSeconds * 1000,
         leader,
+        streamReplicas: config.natsStreamReplicas,
       },
       { ctx, orchestrator, agents, fleet, log },
     );

@@ -38,6 +38,8 @@ export interface ServerConfig {
   logFormat: 'json' | 'text';
   /** NATS for snapshot and license distribution; empty: HTTP fallback only. */
   natsUrl: string;
+  /** Replicas of the snapshot stream (AEGIS_NATS_STREAM_REPLICAS, 1-5, default 1; 3 on a 3-node cluster). */
+  natsStreamReplicas: number;
   natsUser: string;
   natsPassword: string;
   /**
@@ -440,6 +442,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     corsOrigins: parseCorsOrigins(env.AEGIS_CORS_ORIGINS),
     metricsMaxSeries: intSetting(env, 'AEGIS_METRICS_MAX_SERIES', DEFAULT_METRICS_MAX_SERIES, 1, 10_000),
     natsUrl: flags.natsUrl ?? env.NATS_URL ?? '',
+    natsStreamReplicas: intSetting(env, 'AEGIS_NATS_STREAM_REPLICAS', 1, 1, 5),
     natsUser: env.AEGIS_NATS_USER ?? '',
     natsPassword: env.AEGIS_NATS_PASSWORD ?? '',
     fleetKey: fleetKeyFrom(env),

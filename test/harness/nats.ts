@@ -23,12 +23,25 @@ export interface StartNatsOptions {
   tls?: { certFile: string; keyFile: string; caFile?: string; verify?: boolean };
   /** JetStream on (the default) or off. */
   jetstream?: boolean;
+  /** Client port (default: a free one); a cluster starter picks them all first. */
+  port?: number;
+  /** Monitoring port (default: a free one). */
+  monitorPort?: number;
+  /**
+   * The whole config file instead of the generated one (e.g. what scripts/nats-config
+   * rendered); it must listen on `port` and serve monitoring on `monitorPort`.
+   */
+  rawConfig?: string;
 }
 
 export interface TestNats {
   /** nats://127.0.0.1:<port> */
   url: string;
   port: number;
+  /** The server_name (the name JetStream's cluster info uses for this node). */
+  name: string;
+  /** Whether the process is running now (false between kill() and restart()). */
+  running(): boolean;
   /** The directory of the config file (includes are resolved here). */
   dir: string;
   storeDir: string;
@@ -75,8 +88,8 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
   const logPath = join(dir, 'nats.log');
   const confPath = join(dir, 'nats.conf');
   const operatorConfigPath = join(dir, 'operator.conf');
-  const port = await freePort();
-  const monitorPort = await freePort();
+  const port = opts.port ?? (await freePort());
+  const monitorPort = opts.monitorPort ?? (await freePort());
   const jetstream = opts.jetstream ?? true;
   const conf = [
     `listen: "127.0.0.1:${port}"`,
@@ -98,7 +111,7 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
     opts.config ?? '',
     '',
   ].join('\n');
-  writeFileSync(confPath, conf, { mode: 0o600 });
+  writeFileSync(confPath, opts.rawConfig ?? conf, { mode: 0o600 });
   if (opts.operatorConfig !== undefined) writeFileSync(operatorConfigPath, opts.operatorConfig, { mode: 0o600 });
   for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(dir, name), text, { mode: 0o600 });
 
@@ -157,6 +170,8 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
+    name: /server_name:\s*"([^"]+)"/.exec(opts.rawConfig ?? conf)?.[1] ?? '',
+    running: () => proc !== null,
     dir,
     storeDir,
     operatorConfigPath,
@@ -186,6 +201,84 @@ export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> 
     async restart() {
       await halt('SIGTERM');
       await launch();
+    },
+  };
+}
+
+export interface TestNatsCluster {
+  nodes: TestNats[];
+  /** Every node's client URL, for a client's server list. */
+  urls: string[];
+  /** The node whose server_name is `name`. */
+  node(name: string): TestNats;
+  stop(): Promise<void>;
+}
+
+export interface StartNatsClusterOptions {
+  /** Nodes (default 3). */
+  size?: number;
+  /** Cluster name (default aegis-test). */
+  name?: string;
+  /** Extra config for every node (an authorization block, an operator include). */
+  config?: string;
+  operatorConfig?: string;
+  /**
+   * Renders each node's whole config (e.g. through scripts/nats-config) from its ports
+   * instead of the harness's own; `routes` are every node's cluster port.
+   */
+  render?: (node: { index: number; port: number; monitorPort: number; clusterPort: number; clusterPorts: number[] }) => string;
+}
+
+/**
+ * A JetStream cluster of `size` nats-servers on loopback (free client, cluster and
+ * monitoring ports, one store each), started together (a clustered JetStream is ready
+ * only once a quorum has met). Each node can be killed and restarted like startNats's.
+ */
+export async function startNatsCluster(opts: StartNatsClusterOptions = {}): Promise<TestNatsCluster> {
+  const size = opts.size ?? 3;
+  const name = opts.name ?? 'aegis-test';
+  const ports: Array<{ port: number; monitorPort: number; clusterPort: number }> = [];
+  const taken = new Set<number>();
+  const pick = async (): Promise<number> => {
+    for (;;) {
+      const p = await freePort();
+      if (!taken.has(p)) {
+        taken.add(p);
+        return p;
+      }
+    }
+  };
+  for (let i = 0; i < size; i++) ports.push({ port: await pick(), monitorPort: await pick(), clusterPort: await pick() });
+  const clusterPorts = ports.map((p) => p.clusterPort);
+  const started = await Promise.allSettled(
+    ports.map((p, index) => {
+      const routes = clusterPorts.filter((c) => c !== p.clusterPort).map((c) => `nats-route://127.0.0.1:${c}`);
+      const cluster = [`cluster {`, `  name: ${JSON.stringify(name)}`, `  listen: "127.0.0.1:${p.clusterPort}"`, `  routes: ${JSON.stringify(routes)}`, `}`].join('\n');
+      const raw = opts.render?.({ index, port: p.port, monitorPort: p.monitorPort, clusterPort: p.clusterPort, clusterPorts });
+      return startNats({
+        port: p.port,
+        monitorPort: p.monitorPort,
+        ...(raw !== undefined ? { rawConfig: raw } : { config: `${cluster}\n${opts.config ?? ''}` }),
+        ...(opts.operatorConfig !== undefined ? { operatorConfig: opts.operatorConfig } : {}),
+      });
+    }),
+  );
+  const nodes = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw failed.reason;
+  }
+  return {
+    nodes,
+    urls: nodes.map((n) => n.url),
+    node(serverName: string) {
+      const n = nodes.find((x) => x.name === serverName);
+      if (!n) throw new Error(`no node named ${serverName} (nodes: ${nodes.map((x) => x.name).join(', ')})`);
+      return n;
+    },
+    async stop() {
+      await Promise.all(nodes.map((n) => n.stop()));
     },
   };
 }

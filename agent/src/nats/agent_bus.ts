@@ -68,6 +68,14 @@ export interface AgentBusOptions extends NatsAuthOptions {
    * failing with NATS_UNREACHABLE (run it in the background then).
    */
   waitOnFirstConnect?: boolean;
+  /**
+   * After a reconnect the last values are read at once and once more this much later
+   * (default 2000 ms; 0: not again). In a JetStream cluster a Direct Get is answered by
+   * the replica nearest the agent, which may be a node still catching up after a restart:
+   * the second read gets what it lacked. An older snapshot never replaces a newer one,
+   * because the caller keeps the highest signed revision per service.
+   */
+  rereadAfterReconnectMs?: number;
 }
 
 /** TLS to nats-server, as nats.js takes it (pin Aegis's CA in caFile; default: the system's). */
@@ -110,7 +118,10 @@ export class AgentBus {
     readonly machine: string | null,
     private readonly log: BusLogger,
     private readonly requestTimeoutMs: number,
+    private readonly rereadMs: number,
   ) {}
+
+  private rereadTimer: NodeJS.Timeout | null = null;
 
   /**
    * Connects as machine `machine` and from then on reconnects forever. Inboxes are
@@ -144,10 +155,21 @@ export class AgentBus {
     }
     const watch = new ConnectionWatch(nc, log, 'agent bus');
     log.info('agent bus connected to nats-server', { server: nc.getServer(), machine_id: opts.machine });
-    const bus = new AgentBus(nc, watch, opts.machine, log, opts.requestTimeoutMs ?? 5000);
-    // Whatever was published while the agent was away is read again after a reconnect.
+    const bus = new AgentBus(nc, watch, opts.machine, log, opts.requestTimeoutMs ?? 5000, opts.rereadAfterReconnectMs ?? 2000);
+    // Whatever was published while the agent was away is read again after a reconnect
+    // (to another node of a cluster, or the same one restarted), and once more a little
+    // later in case that node's replica was still catching up.
     watch.onReconnect = () => {
-      if (bus.segHandler) void bus.refetch('reconnect');
+      if (!bus.segHandler) return;
+      void bus.refetch('reconnect');
+      if (bus.rereadMs > 0) {
+        if (bus.rereadTimer) clearTimeout(bus.rereadTimer);
+        bus.rereadTimer = setTimeout(() => {
+          bus.rereadTimer = null;
+          if (bus.segHandler && bus.isConnected()) void bus.refetch('after reconnect');
+        }, bus.rereadMs);
+        bus.rereadTimer.unref();
+      }
     };
     return bus;
   }
@@ -155,6 +177,11 @@ export class AgentBus {
   /** True while connected to a nats-server (false while reconnecting and after close). */
   isConnected(): boolean {
     return this.watch.connected && !this.nc.isClosed();
+  }
+
+  /** The nats-server this bus is connected to now (host:port): which node of a cluster. */
+  server(): string {
+    return this.nc.getServer();
   }
 
   /**
@@ -384,6 +411,8 @@ export class AgentBus {
   /** Closes the connection (draining it when connected). */
   async close(): Promise<void> {
     this.segHandler = null;
+    if (this.rereadTimer) clearTimeout(this.rereadTimer);
+    this.rereadTimer = null;
     if (this.nc.isClosed()) return;
     if (!this.watch.connected) {
       await this.nc.close();

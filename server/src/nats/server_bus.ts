@@ -90,6 +90,12 @@ export interface ServerBusOptions extends NatsAuthOptions {
   publishTimeoutMs?: number;
   /** Reports larger than this are dropped with a warning (default 256 KiB). */
   maxReportBytes?: number;
+  /**
+   * Replicas of the snapshot stream (AEGIS_NATS_STREAM_REPLICAS; default 1): 3 on a
+   * 3-node JetStream cluster, so a snapshot acked by JetStream survives the loss of a
+   * node. An existing stream is updated when this differs from its replica count.
+   */
+  streamReplicas?: number;
 }
 
 /** TLS to nats-server, as nats.js takes it (the files are read at connect). */
@@ -122,9 +128,12 @@ export const SEG_MAPS_STREAM_CONFIG: Readonly<Partial<StreamConfig>> = Object.fr
 });
 const STREAM_KEYS = Object.keys(SEG_MAPS_STREAM_CONFIG) as Array<keyof StreamConfig>;
 
-/** A fresh copy: nats.js normalizes the config object it is given in place. */
-function streamConfig(): Partial<StreamConfig> {
-  return JSON.parse(JSON.stringify(SEG_MAPS_STREAM_CONFIG)) as Partial<StreamConfig>;
+/** Most replicas JetStream allows a stream. */
+export const MAX_STREAM_REPLICAS = 5;
+
+/** A fresh copy (nats.js normalizes the config object it is given in place), with `replicas`. */
+function streamConfig(replicas: number): Partial<StreamConfig> {
+  return { ...(JSON.parse(JSON.stringify(SEG_MAPS_STREAM_CONFIG)) as Partial<StreamConfig>), num_replicas: replicas };
 }
 
 /** Who nats-server refused, for the NATS_AUTH message of a failed first connect. */
@@ -149,6 +158,7 @@ export class ServerBus {
     private readonly log: BusLogger,
     private readonly publishTimeoutMs: number,
     private readonly maxReportBytes: number,
+    private readonly streamReplicas: number,
   ) {}
 
   /**
@@ -157,6 +167,10 @@ export class ServerBus {
    */
   static async connect(opts: ServerBusOptions): Promise<ServerBus> {
     const log = opts.log ?? NO_LOG;
+    const replicas = opts.streamReplicas ?? 1;
+    if (!Number.isSafeInteger(replicas) || replicas < 1 || replicas > MAX_STREAM_REPLICAS) {
+      throw new BusError('NATS_BAD_ARGUMENT', `stream replicas must be an integer from 1 to ${MAX_STREAM_REPLICAS}, got ${String(replicas)}`);
+    }
     let nc: NatsConnection;
     try {
       nc = await connect(buildConnectOptions({ url: opts.url, auth: opts, ...(opts.tls ? { tls: opts.tls } : {}), name: opts.name ?? 'aegis-server', reconnectWaitMs: opts.reconnectWaitMs }));
@@ -169,7 +183,7 @@ export class ServerBus {
     const js = nc.jetstream({ timeout });
     const watch = new ConnectionWatch(nc, log, 'server bus');
     log.info('server bus connected to nats-server', { server: nc.getServer() });
-    const bus = new ServerBus(nc, js, jsm, watch, log, timeout, opts.maxReportBytes ?? 256 * 1024);
+    const bus = new ServerBus(nc, js, jsm, watch, log, timeout, opts.maxReportBytes ?? 256 * 1024, replicas);
     watch.onReconnect = () => bus.afterReconnect();
     return bus;
   }
@@ -193,9 +207,15 @@ export class ServerBus {
     if (!this.watch.connected) throw new BusError('NATS_DISCONNECTED', `cannot ${what}: not connected to nats-server (reconnecting)`);
   }
 
+  /** The nats-server this bus is connected to now (host:port), for logs and failover tests. */
+  server(): string {
+    return this.nc.getServer();
+  }
+
   /**
    * Creates the AEGIS_SEG_MAPS stream, or updates an existing one to the settings in
-   * SEG_MAPS_STREAM_CONFIG. Safe to call on every start; repeated after each reconnect.
+   * SEG_MAPS_STREAM_CONFIG with the configured replicas (a JetStream cluster moves the
+   * data to new peers itself). Safe to call on every start; repeated after each reconnect.
    */
   async ensureStream(): Promise<void> {
     this.wantStream = true;
@@ -214,8 +234,8 @@ export class ServerBus {
     }
     try {
       if (existing === null) {
-        await this.jsm.streams.add(streamConfig());
-        this.log.info(`created JetStream stream ${SEG_MAPS_STREAM}`, { subjects: SEG_MAPS_STREAM_CONFIG.subjects });
+        await this.jsm.streams.add(streamConfig(this.streamReplicas));
+        this.log.info(`created JetStream stream ${SEG_MAPS_STREAM}`, { subjects: SEG_MAPS_STREAM_CONFIG.subjects, replicas: this.streamReplicas });
         return;
       }
       if (existing.storage !== StorageType.File) {
@@ -224,14 +244,16 @@ export class ServerBus {
           `stream ${SEG_MAPS_STREAM} exists with ${existing.storage} storage, which cannot be changed to file; delete it (nats stream rm ${SEG_MAPS_STREAM}) and restart: aegis-server republishes current snapshots`,
         );
       }
-      const drift = STREAM_KEYS.filter((k) => JSON.stringify(existing[k]) !== JSON.stringify(SEG_MAPS_STREAM_CONFIG[k]));
+      const want = streamConfig(this.streamReplicas);
+      const drift = STREAM_KEYS.filter((k) => JSON.stringify(existing[k]) !== JSON.stringify(want[k]));
       if (drift.length > 0) {
-        await this.jsm.streams.update(SEG_MAPS_STREAM, { ...existing, ...streamConfig() });
+        await this.jsm.streams.update(SEG_MAPS_STREAM, { ...existing, ...want });
         this.log.warn(`updated JetStream stream ${SEG_MAPS_STREAM}`, { changed: drift });
       }
     } catch (err) {
       if (err instanceof BusError) throw err;
-      throw new BusError('NATS_STREAM', `cannot create or update stream ${SEG_MAPS_STREAM}: ${describe(err)}`, { cause: err });
+      const hint = this.streamReplicas > 1 ? ` (${this.streamReplicas} replicas need a JetStream cluster of at least ${this.streamReplicas} nodes: AEGIS_NATS_STREAM_REPLICAS)` : '';
+      throw new BusError('NATS_STREAM', `cannot create or update stream ${SEG_MAPS_STREAM}: ${describe(err)}${hint}`, { cause: err });
     }
   }
 

@@ -26,6 +26,8 @@ export interface DistributionOptions {
   republishMs: number;
   /** Whether this replica does the periodic republication (the singleton lease); default always. */
   leader?: () => boolean;
+  /** Replicas of the snapshot stream (AEGIS_NATS_STREAM_REPLICAS). */
+  streamReplicas?: number;
 }
 
 export interface Distribution {
@@ -54,6 +56,7 @@ export function startDistribution(
           url: o.natsUrl.split(','),
           ...(o.creds ? { creds: o.creds } : o.user ? { user: o.user, pass: o.pass ?? '' } : {}),
           ...(o.caFile ? { tls: { caFile: o.caFile } } : {}),
+          ...(o.streamReplicas !== undefined ? { streamReplicas: o.streamReplicas } : {}),
           log: d.log,
         });
         break;
