@@ -215,7 +215,7 @@ export function RolloutChart({ services, current, hosts, id = 'rollout' }) {
     let failed = 0;
     for (const c of cur) {
       const ack = byMachine.get(c.target)?.applied?.[String(svc.id)];
-      if (ack && ack.revision === c.revision) ack.ok ? applied++ : failed++;
+      if (ack && ack.revision === c.revision && (!ack.stage || ack.stage === c.stage)) ack.ok ? applied++ : failed++;
     }
     return { id: svc.id, total: cur.length, applied, failed, pending: cur.length - applied - failed };
   });

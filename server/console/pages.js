@@ -418,8 +418,9 @@ export function Segmentation() {
               cell: (c) => {
                 const ack = hosts.get(c.target)?.applied?.[String(svc.id)];
                 if (!ack) return html`<${Badge} kind="warn">none<//>`;
-                const current = ack.revision === c.revision;
-                return html`<${Badge} kind=${!ack.ok ? 'bad' : current ? 'ok' : 'warn'}>r${ack.revision} ${ack.ok ? (current ? 'applied' : 'behind') : 'failed'}<//> ${ago(ack.applied_at)}`;
+                // The same revision promoted is acked again with its new stage: until then, behind.
+                const current = ack.revision === c.revision && (!ack.stage || ack.stage === c.stage);
+                return html`<${Badge} kind=${!ack.ok ? 'bad' : current ? 'ok' : 'warn'}>r${ack.revision}${ack.stage ? ' ' + ack.stage : ''} ${ack.ok ? (current ? 'applied' : 'behind') : 'failed'}<//> ${ago(ack.applied_at)}`;
               },
             },
           ]}

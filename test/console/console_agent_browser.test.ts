@@ -132,7 +132,7 @@ t.test('a real agent licensed, promoted and revoked from the console', { timeout
   const rev = canary.body.revision as number;
   await page.click('nav a[href="#/segmentation"]');
   const svc = page.locator(`section[data-service="${SERVICE}"]`);
-  await svc.locator('tr', { hasText: host }).locator(`text=r${rev} applied`).waitFor({ timeout: 20_000 });
+  await svc.locator('tr', { hasText: host }).locator(`text=r${rev} canary applied`).waitFor({ timeout: 20_000 });
   t.pass('the canary is acked by the real agent, on the segmentation page');
   t.same(await probe(cgroup, [pAllowed, pOther]), [true, true], 'canary: observe mode, nothing refused yet');
   await shot('agent-canary');
@@ -146,6 +146,8 @@ t.test('a real agent licensed, promoted and revoked from the console', { timeout
     return r[0] === true && r[1] === false;
   });
   t.pass('promoted: the kernel connects the allowed port and refuses the other');
+  await svc.locator('tr', { hasText: host }).locator(`text=r${rev} enforce applied`).waitFor({ timeout: 20_000 });
+  t.pass("the segmentation page shows the agent's enforce ack, live");
   await page.click('nav a[href="#/agents"]');
   await row.locator(`text=service ${SERVICE}: r${rev}`).waitFor();
   await row.locator('.badge', { hasText: 'enforce' }).waitFor({ timeout: 20_000 });

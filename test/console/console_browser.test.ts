@@ -125,7 +125,7 @@ if (requireCapability(t, chromiumMissing())) {
     await go('segmentation', 'Segmentation');
     const svc = page.locator(`section[data-service="${seed.serviceA}"]`);
     await svc.waitFor();
-    t.ok(await svc.locator('tr', { hasText: 'web-a2' }).locator('text=r1 behind').count(), 'web-a2 acked r1 only: behind');
+    t.ok(await svc.locator('tr', { hasText: 'web-a2' }).locator('text=r1 enforce behind').count(), 'web-a2 acked r1 only: behind');
     await shot('segmentation');
     await svc.getByRole('button', { name: 'Promote revision 2 to enforce' }).click();
     await page.locator('.notice', { hasText: `Promoted: service ${seed.serviceA} now at revision 2 (enforce)` }).waitFor();

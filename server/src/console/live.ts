@@ -47,7 +47,7 @@ export function topicsOfAudit(eventType: string): LiveTopic[] {
   else if (prefix === 'machine' || prefix === 'activation' || prefix === 'heartbeat') t.push('machines', 'licenses', 'agents');
   else if (prefix === 'seg') t.push('segmentation');
   else if (prefix === 'alert' || prefix === 'rules') t.push('alerts');
-  else if (prefix === 'decision') t.push('decisions');
+  else if (prefix === 'decision' || prefix === 'decisions') t.push('decisions', 'alerts');
   else if (prefix === 'customer') t.push('customers');
   return t;
 }
