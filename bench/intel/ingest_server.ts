@@ -49,9 +49,9 @@ const db = app.ctx.db as Kysely<Database>;
 const admin = await app.apiKeys.create('bench', [...SCOPES]);
 
 const audited = app.correlator.onAlert;
-app.correlator.onAlert = async (a) => {
+app.correlator.onAlert = async (a, rule) => {
   const t = wall();
-  await audited?.(a);
+  await audited?.(a, rule);
   // The arrival of the event that completed the alert: the latest received_at among the events in its evidence.
   const ids = a.evidence.refs.filter((r) => r.startsWith('e:')).map((r) => Number(r.slice(2)));
   const rows = ids.length > 0 ? await db.selectFrom('events').select('received_at').where('id', 'in', ids).execute() : [];
