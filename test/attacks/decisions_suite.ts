@@ -260,6 +260,51 @@ export function decisionsSuite(t: Test, newDatabase: () => Promise<string | unde
     t.match(f.reason, /10\.5\.0\.99/);
   });
 
+  t.test('propose: approving a canary promotes it at once; not when a target reported an error', async (t) => {
+    await addRule(rule('q-now', 'ADV-NOW', { type: 'quarantine', allow: [MGMT] }), t);
+    await finding(A[8]!, 'ADV-NOW');
+    await finding(A[9]!, 'ADV-NOW');
+    await s.app.correlator.evaluate();
+    const [d1, d2] = await decisions('?rule=q-now');
+    for (const d of [d1, d2]) t.equal((await s.req('POST', `/api/v1/decisions/${d.id}/approve`)).body.state, 'canary', 'operator approvals are not held by the fleet share');
+    const now = await s.req('POST', `/api/v1/decisions/${d1.id}/approve`, {});
+    t.same([now.status, now.body.state], [200, 'promoted'], 'a second approval promotes the canary now');
+    t.match(now.body.reason, /before every target acked/);
+    const c2 = (await s.req('GET', `/api/v1/decisions/${d2.id}`)).body;
+    const h2 = [A[8]!, A[9]!].find((h) => h.machineId === c2.machine_id)!;
+    await ack(h2, c2.revisions[0].revision, false, 'verifier rejected the program');
+    const refused = await s.req('POST', `/api/v1/decisions/${d2.id}/approve`, {});
+    t.equal(refused.status, 409, 'an error ack: not promoted by hand either');
+    t.match(refused.body.error.message, /verifier rejected/);
+    for (const d of [d1, d2]) t.equal((await s.req('POST', `/api/v1/decisions/${d.id}/reject`, {})).body.state, 'rolled_back', 'reject rolls back promoted and canary alike');
+  });
+
+  t.test('auto: a newer snapshot for the machine during the canary: not promoted, and not overwritten by the rollback', async (t) => {
+    await addRule(rule('q-super', 'ADV-SUPER', { type: 'quarantine', allow: [MGMT] }, 'auto'), t);
+    const h = A[2]!;
+    await finding(h, 'ADV-SUPER');
+    await s.app.correlator.evaluate();
+    const [d] = await decisions('?rule=q-super');
+    t.equal(d.state, 'canary', d.reason ?? '');
+    await ack(h, d.revisions[0].revision);
+    const op = await s.req('POST', `/seg/maps?target_machine=${h.machineId}&stage=enforce`, { version: 1, service_id: SERVICE, edges: [{ dst_cidr: '10.8.0.0/16', proto: 'tcp', port: 443 }], ttl_seconds: 900 });
+    t.equal(op.status, 200);
+    pastWindow();
+    await s.app.decisions.advance();
+    const f = (await s.req('GET', `/api/v1/decisions/${d.id}`)).body;
+    t.equal(f.state, 'failed');
+    t.match(f.reason, /no longer what/);
+    t.match(f.reason, new RegExp(`left at revision ${op.body.revision}`));
+    t.equal(f.revisions[0].restored_by, null, 'nothing restored over the operator\'s revision');
+    t.equal(await s.app.orchestrator.currentFor(SERVICE, h.machineId), op.body.revision, 'the machine keeps the operator\'s snapshot');
+  });
+
+  t.test('a bad AEGIS_DECISION_MAX_FLEET_SHARE or canary window stops the start, naming it', async (t) => {
+    for (const [name, value] of [['AEGIS_DECISION_MAX_FLEET_SHARE', '1.5'], ['AEGIS_DECISION_MAX_FLEET_SHARE', '0'], ['AEGIS_DECISION_MAX_FLEET_SHARE', 'lots'], ['AEGIS_DECISION_CANARY_SECONDS', '0']] as const) {
+      await t.rejects(startTestServer({ databaseUrl: await newDatabase(), env: { [name]: value } }), new RegExp(name), `${name}=${value}`);
+    }
+  });
+
   t.test('notify: a decision in state notified, nothing submitted', async (t) => {
     await addRule(rule('n-only', 'ADV-NOTIFY', { type: 'notify' }), t);
     await finding(A[7]!, 'ADV-NOTIFY');

@@ -369,16 +369,24 @@ export class Decisions {
   private async rollback(d: Decision, from: DecisionState, state: 'rolled_back' | 'failed', reason: string, actor: string, clientIp: string | null = null): Promise<Decision> {
     const revisions = d.revisions.map((r) => ({ ...r }));
     const problems: string[] = [];
+    const notes: string[] = [];
     for (const r of revisions) {
       if (r.restored_by !== null) continue;
       try {
+        // A newer revision for the machine (an operator's) replaced ours: it stays, nothing to undo.
+        const runs = await this.orchestrator.currentFor(r.service_id, d.machine_id);
+        if (runs !== r.revision) {
+          notes.push(`service ${r.service_id}: left at revision ${runs ?? 'none'}, which replaced ${r.revision}`);
+          continue;
+        }
         const rev = await this.orchestrator.restore(r.service_id, r.prior_revision, [d.machine_id], `decision:${d.id}`, SNAPSHOT_TTL_SECONDS);
         r.restored_by = rev.revision;
       } catch (e) {
         problems.push(`service ${r.service_id}: ${(e as Error).message}`);
       }
     }
-    const full = problems.length === 0 ? reason : `${reason}; restoring failed for ${problems.join('; ')}`;
+    let full = problems.length === 0 ? reason : `${reason}; restoring failed for ${problems.join('; ')}`;
+    if (notes.length > 0) full = `${full}; ${notes.join('; ')}`;
     if (!(await this.move(d, from, { state, reason: full, revisions: JSON.stringify(revisions), open_key: null }))) throw new AegisError('CONFLICT', `decision ${d.id} is no longer ${from}`);
     const cur = await this.row(d.id);
     await this.record(cur, state === 'failed' ? 'decision.failed' : 'decision.rolled_back', actor, {}, clientIp);
@@ -386,7 +394,12 @@ export class Decisions {
   }
 
   private async promote(d: Decision, actor: string, reason: string, clientIp: string | null = null): Promise<Decision> {
-    for (const r of d.revisions) await this.orchestrator.promote(r.service_id, r.revision);
+    try {
+      for (const r of d.revisions) await this.orchestrator.promoteOnTargets(r.service_id, r.revision);
+    } catch (e) {
+      // Half promoted is not a state: everything goes back.
+      return this.rollback(d, 'canary', 'failed', `promoting failed: ${(e as Error).message}`, actor, clientIp);
+    }
     if (!(await this.move(d, 'canary', { state: 'promoted', reason }))) throw new AegisError('CONFLICT', `decision ${d.id} is no longer a canary`);
     const cur = await this.row(d.id);
     await this.record(cur, 'decision.promoted', actor, {}, clientIp);

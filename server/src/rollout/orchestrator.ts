@@ -168,6 +168,25 @@ export class Orchestrator {
     if (rev.revision !== newest.revision) {
       throw new AegisError('CONFLICT', `revision ${rev.revision} is not the newest (${newest.revision}); promote the newest or roll back first`);
     }
+    return this.enforce(rev);
+  }
+
+  /**
+   * Promotes a revision targeted at machines while it is still what each of them runs (the
+   * newest of its own and every host's), whatever newer revisions other machines got since:
+   * a decision's canary on one machine is not superseded by another machine's.
+   */
+  async promoteOnTargets(serviceId: number, revision: number): Promise<Revision> {
+    const rev = await this.get(serviceId, revision);
+    for (const target of rev.targets) {
+      const runs = target === ALL_HOSTS ? (await this.get(serviceId)).revision : await this.currentFor(serviceId, target);
+      if (runs !== rev.revision) throw new AegisError('CONFLICT', `revision ${rev.revision} of service ${serviceId} is no longer what ${target} runs (${runs ?? 'nothing'})`);
+    }
+    return this.enforce(rev);
+  }
+
+  private async enforce(rev: Revision): Promise<Revision> {
+    const serviceId = rev.service_id;
     const now = iso(this.clock.now());
     await this.db
       .updateTable('seg_revisions')
