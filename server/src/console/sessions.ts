@@ -103,7 +103,11 @@ export class ConsoleSessions {
   /** Whether the session `sessionKey` (as authenticate answers it) is open, unexpired, and its key not revoked: a live stream's recheck. */
   async stillValid(sessionKey: string): Promise<boolean> {
     const row = await this.db.selectFrom('console_sessions').select(['api_key_id', 'expires_ms']).where('id_hash', '=', sessionKey).executeTakeFirst();
-    if (!row || Number(row.expires_ms) <= this.clock.now().getTime()) return false;
+    if (!row) return false;
+    if (Number(row.expires_ms) <= this.clock.now().getTime()) {
+      await this.end(sessionKey);
+      return false;
+    }
     return (await this.apiKeys.principalById(row.api_key_id)) !== null;
   }
 
@@ -119,8 +123,20 @@ export class ConsoleSessions {
     const row = await this.db.selectFrom('console_sessions').select(['api_key_id', 'csrf', 'expires_ms']).where('id_hash', '=', digest(id)).executeTakeFirst();
     if (!row) return null;
     const s = { apiKeyId: row.api_key_id, csrf: row.csrf, expiresAt: Number(row.expires_ms) };
-    if (s.expiresAt <= this.clock.now().getTime()) return null;
+    if (s.expiresAt <= this.clock.now().getTime()) {
+      await this.end(digest(id));
+      return null;
+    }
     return s;
+  }
+
+  /**
+   * Deletes a session seen expired, so it stays ended whatever a clock does later (a
+   * replica whose clock is behind must not revive it), and closes its streams here.
+   */
+  private async end(key: string): Promise<void> {
+    await this.db.deleteFrom('console_sessions').where('id_hash', '=', key).execute();
+    this.onEnd?.(key);
   }
 
   /**
