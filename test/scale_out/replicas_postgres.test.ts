@@ -1,5 +1,5 @@
 /**
- * Scale-out (issue 16): two aegis-server PROCESSES on one real PostgreSQL and one real
+ * Scale-out: two aegis-server PROCESSES on one real PostgreSQL and one real
  * nats-server in operator mode, sharing a keys directory (the keyring in the database is
  * another branch's). A replica holds nothing the other needs: seats, NATS users and their
  * revocations, rate-limit budgets, console sessions; singleton work runs under a lease that

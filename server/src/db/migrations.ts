@@ -612,7 +612,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('correlation_rules').execute();
       },
     },
-    // Scale-out (issue 16): what one replica knew alone, in the database every replica shares.
+    // Scale-out: what one replica knew alone, in the database every replica shares.
     '0019_shared_state': {
       async up(db: Kysely<any>) {
         // NATS users issued to machines and their revocations (was <keys>/nats/state.json).
