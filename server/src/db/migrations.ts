@@ -750,7 +750,7 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): P
   // migrations it does not know. They are additive, so N runs on that schema, provided it
   // has every migration of its own (kysely's migrator would refuse the unknown ones).
   const known = new Set(migrationNames(dialect));
-  const executed = (await db.introspection.getTables()).some((t) => t.name === 'kysely_migration')
+  const executed = (await db.introspection.getTables({ withInternalKyselyTables: true })).some((t) => t.name === 'kysely_migration')
     ? (await sql<{ name: string }>`select name from kysely_migration`.execute(db)).rows.map((r) => r.name)
     : [];
   const newer = executed.filter((n) => !known.has(n));
