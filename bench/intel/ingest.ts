@@ -22,6 +22,8 @@ export interface IngestOptions {
   hosts: number;
   batch: number;
   concurrency: number;
+  /** Milliseconds between correlation passes (the server's least AEGIS_RULES_INTERVAL_SECONDS is 1000); 0: back to back. */
+  rulesIntervalMs: number;
   /** false: only the ingest phases with the correlator idle (to profile the ingest path). */
   correlate: boolean;
   /** Write a V8 CPU profile of the server process into this directory. */
@@ -44,7 +46,7 @@ interface ServerMsg {
 class BenchServer {
   url = '';
   adminKey = '';
-  readonly alerts: Array<{ rule_id: string; machine_id: string; t: number; arrived: number }> = [];
+  readonly alerts: Array<{ rule_id: string; machine_id: string; t: number; arrived: number | null }> = [];
   private waiting = new Map<string, (m: ServerMsg) => void>();
 
   constructor(private readonly child: ChildProcess) {
@@ -237,7 +239,7 @@ export async function runIngest(o: IngestOptions): Promise<string[]> {
           }
         }),
       );
-      s.send({ cmd: 'correlate', on: true });
+      s.send({ cmd: 'correlate', on: true, intervalMs: o.rulesIntervalMs });
       const probeSent = new Map<string, number>();
       const probes = hosts.map(
         (h, i) =>
@@ -259,13 +261,13 @@ export async function runIngest(o: IngestOptions): Promise<string[]> {
       s.send({ cmd: 'correlate', on: false });
       loaded = (await s.next('passes')).ms as number[];
       latencies = probeAlerts()
-        .map((a) => a.t - a.arrived)
+        .map((a) => (a.arrived === null ? NaN : a.t - a.arrived))
         .filter(Number.isFinite);
       fromSent = probeAlerts()
         .map((a) => a.t - (probeSent.get(a.machine_id) ?? NaN))
         .filter(Number.isFinite);
 
-      s.send({ cmd: 'correlate', on: true });
+      s.send({ cmd: 'correlate', on: true, intervalMs: o.rulesIntervalMs });
       thrOn = await load(o.seconds, o.concurrency, () => threat(nextHost(), 'bench.noise'));
       s.send({ cmd: 'correlate', on: false });
       thrPasses = (await s.next('passes')).ms as number[];
@@ -287,7 +289,7 @@ export async function runIngest(o: IngestOptions): Promise<string[]> {
     const passes = (ms: number[]) => `${ms.length} passes, p50 ${f2(percentile(ms, 50))} ms p99 ${f2(percentile(ms, 99))} ms`;
     const emptyP99 = percentile(empty, 99);
     const lines = [
-      `ingest: real server on SQLite (own process), ${o.hosts} hosts, concurrency ${o.concurrency}, ${o.seconds}s per phase; every request takes its own single-use access token (2 HTTP requests)`,
+      `ingest: real server on SQLite (own process), ${o.hosts} hosts, concurrency ${o.concurrency}, ${o.seconds}s per phase, a correlation pass every ${o.rulesIntervalMs} ms when running; every request takes its own single-use access token (2 HTTP requests)`,
       `bare insert, ${o.batch} rows/txn       ${f0(bareBatchRate)} rows/s  (baseline)`,
       `bare insert, 1 row/txn          ${f0(bareOneRate)} rows/s  (baseline)`,
       `telemetry (${o.batch}/batch), idle     ${f0(rate(telIdle))} events/s = ${ratio(rate(telIdle), bareBatchRate)} bare; ${reqs(telIdle)}`,

@@ -2,11 +2,12 @@
  * The server under the ingest benchmark (bench/intel/ingest.ts forks it, so the load
  * generator does not share its event loop): a real aegis-server on SQLite with rate limits
  * lifted and the periodic correlation pass parked (AEGIS_RULES_INTERVAL_SECONDS=3600); the
- * parent switches a back-to-back correlation loop on and off over IPC instead, so a pass
- * starts as soon as the previous one ends (the least rule latency this correlator can
- * give). Every alert raised is reported to the parent with its wall-clock time.
+ * parent switches a correlation loop on and off over IPC instead (a pass every intervalMs,
+ * as the server's timer does, or back to back with 0), so it knows every pass's duration.
+ * Every alert raised is reported to the parent with its wall-clock time and the arrival
+ * (received_at) of the latest event in its evidence.
  *
- * IPC, parent → child: {cmd: 'correlate', on}, {cmd: 'emptyPasses', n},
+ * IPC, parent → child: {cmd: 'correlate', on, intervalMs}, {cmd: 'emptyPasses', n},
  * {cmd: 'bareInsert', machineId, rows, batch, kind, source}, {cmd: 'stop'}.
  * Child → parent: {type: 'ready', url, adminKey}, {type: 'alert', rule_id, machine_id, t, arrived},
  * {type: 'passes', ms: number[]}, {type: 'inserted', rows, ms}.
@@ -15,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { setImmediate as yieldLoop } from 'node:timers/promises';
+import { setImmediate as yieldLoop, setTimeout as sleep } from 'node:timers/promises';
 import type { Kysely } from 'kysely';
 import { startApp } from '../../server/src/app.js';
 import { SCOPES } from '../../server/src/api_keys.js';
@@ -25,7 +26,7 @@ import { KeyStore } from '../../server/src/keys/keystore.js';
 import { createLogger } from '../../server/src/logger.js';
 
 type Command =
-  | { cmd: 'correlate'; on: boolean }
+  | { cmd: 'correlate'; on: boolean; intervalMs?: number }
   | { cmd: 'emptyPasses'; n: number }
   | { cmd: 'bareInsert'; machineId: string; rows: number; batch: number; kind: string; source: 'telemetry' | 'threat' }
   | { cmd: 'stop' };
@@ -55,19 +56,24 @@ app.correlator.onAlert = async (a, rule) => {
   // The arrival of the event that completed the alert: the latest received_at among the events in its evidence.
   const ids = a.evidence.refs.filter((r) => r.startsWith('e:')).map((r) => Number(r.slice(2)));
   const rows = ids.length > 0 ? await db.selectFrom('events').select('received_at').where('id', 'in', ids).execute() : [];
-  const arrived = rows.reduce((m, r) => Math.max(m, Date.parse(r.received_at)), NaN);
+  const arrived = rows.length > 0 ? Math.max(...rows.map((r) => Date.parse(r.received_at))) : null;
   send({ type: 'alert', rule_id: a.rule_id, machine_id: a.machine_id, t, arrived });
 };
 
 let looping: Promise<void> | null = null;
 let loopOn = false;
 let loopPasses: number[] = [];
+let intervalMs = 1000;
 async function loop(): Promise<void> {
   while (loopOn) {
     const t0 = performance.now();
     await app.correlator.evaluate();
-    loopPasses.push(performance.now() - t0);
-    await yieldLoop(); // let the requests queued during the pass in
+    const ms = performance.now() - t0;
+    loopPasses.push(ms);
+    // The server's timer runs a pass every AEGIS_RULES_INTERVAL_SECONDS (1 s at the least);
+    // intervalMs 0 runs them back to back (then ingest waits behind passes).
+    if (intervalMs > 0) await sleep(Math.max(0, intervalMs - ms));
+    else await yieldLoop();
   }
 }
 
@@ -75,6 +81,7 @@ async function handle(m: Command): Promise<void> {
   switch (m.cmd) {
     case 'correlate':
       if (m.on && !looping) {
+        intervalMs = m.intervalMs ?? intervalMs;
         loopOn = true;
         loopPasses = [];
         looping = loop();

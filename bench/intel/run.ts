@@ -4,7 +4,8 @@
  * printed, never asserted.
  *
  *   npm run bench:intel [-- [advisories] [hosts] [--only match|ingest] [--seconds 4]
- *                          [--ingest-hosts 50] [--batch 100] [--concurrency 16] [--cpu-prof DIR] [--no-correlator]]
+ *                          [--ingest-hosts 50] [--batch 100] [--concurrency 16] [--cpu-prof DIR] [--no-correlator]
+ *                          [--rules-interval-ms 1000 (0: passes back to back)]]
  */
 import { runIngest } from './ingest.js';
 import { runMatching } from './match.js';
@@ -30,6 +31,7 @@ if (only !== 'match') {
     batch: option(args, 'batch', 100),
     concurrency: option(args, 'concurrency', 16),
     correlate: !args.includes('--no-correlator'),
+    rulesIntervalMs: args.includes('--rules-interval-ms') ? Number(args[args.indexOf('--rules-interval-ms') + 1]) : 1000,
     ...(cpuProfDir ? { cpuProfDir } : {}),
   });
   process.stdout.write(lines.join('\n'));

@@ -5,6 +5,7 @@ import { AegisError, ValidationError, isExternalId, type Customer, type Customer
 import type { CustomersTable, Database } from './db/schema.js';
 import { iso, type Clock } from './clock.js';
 import type { Page } from './pagination.js';
+import { usableLicense } from './usable_license.js';
 
 export interface CustomerFilters {
   is_active?: boolean;
@@ -128,8 +129,7 @@ export class Customers {
         .selectFrom('licenses')
         .select('id')
         .where('customer_id', '=', id)
-        .where('status', '=', 'active')
-        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+        .where(usableLicense(now))
         .execute();
       if (active.length > 0 && !force) {
         throw new AegisError('CUSTOMER_HAS_ACTIVE_LICENSES', `customer has ${active.length} active license(s); revoke them or pass ?force=true`, {

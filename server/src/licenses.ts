@@ -42,6 +42,7 @@ import { iso, type Clock } from './clock.js';
 import type { Page } from './pagination.js';
 import { NOT_FOUND_MESSAGE } from './customers.js';
 import type { TokenService } from './tokens.js';
+import { usableLicense } from './usable_license.js';
 
 export const DEMO_DEFAULT_DAYS = 14;
 export const DEMO_MAX_DAYS = 30;
@@ -334,9 +335,7 @@ export class Licenses {
     if (f.license_type) q = q.where('license_type', '=', f.license_type);
     if (f.status === 'revoked') q = q.where('status', '=', 'revoked');
     if (f.status === 'expired') q = q.where('status', '=', 'active').where('expires_at', '<=', nowIso);
-    if (f.status === 'active') {
-      q = q.where('status', '=', 'active').where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', nowIso)]));
-    }
+    if (f.status === 'active') q = q.where(usableLicense(nowIso));
     const { n } = await q.select((eb) => eb.fn.countAll<string | number>().as('n')).executeTakeFirstOrThrow();
     const rows = await q.selectAll().orderBy('created_at').orderBy('id').limit(page.limit).offset(page.offset).execute();
     return { items: rows.map((r) => toLicense(r, now)), total: Number(n), ...page };

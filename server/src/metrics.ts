@@ -19,6 +19,7 @@ import { UNMATCHED_ROUTE, type RequestObserver } from './http/http_server.js';
 import { STATUS_OF } from './http/status.js';
 import type { LifecycleObserver } from './machine_lifecycle.js';
 import type { BusErrorCode, PublishKind } from './nats/server_bus.js';
+import { usableLicense } from './usable_license.js';
 
 /** The label value standing for anything outside a label's vocabulary. */
 export const OTHER_LABEL = 'OTHER';
@@ -204,12 +205,9 @@ export class ServerMetrics implements LifecycleObserver {
     }
   }
 
-  /** A usable license: not revoked, not past its expiry. */
+  /** Usable licenses: not revoked, not past their expiry. */
   private usable(now: string) {
-    return this.d.db
-      .selectFrom('licenses')
-      .where('licenses.status', '=', 'active')
-      .where((eb) => eb.or([eb('licenses.expires_at', 'is', null), eb('licenses.expires_at', '>', now)]));
+    return this.d.db.selectFrom('licenses').where(usableLicense(now));
   }
 
   private async setSeats(): Promise<void> {

@@ -16,6 +16,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import { roundRobin } from '../../agent/src/datapath/round_robin.js';
 
 export interface EchoTarget {
   host: string;
@@ -181,22 +182,8 @@ async function main(): Promise<void> {
     return;
   }
   if (spec.op === 'loop') {
-    const targets = spec.targets ?? [];
-    const counts = targets.map(() => ({ ok: 0, failed: 0, errors: {} as Record<string, number> }));
-    let rounds = 0;
-    while (!existsSync(spec.stopFile!) && Date.now() < deadline) {
-      for (let i = 0; i < targets.length; i++) {
-        const o = await exchange(targets[i]!);
-        const c = counts[i]!;
-        if (o.ok) c.ok++;
-        else {
-          c.failed++;
-          c.errors[o.error ?? '?'] = (c.errors[o.error ?? '?'] ?? 0) + 1;
-        }
-      }
-      if (++rounds === 1 && spec.readyFile) writeFileSync(spec.readyFile, 'ready');
-    }
-    process.stdout.write(JSON.stringify({ rounds, counts }) + '\n');
+    const out = await roundRobin(spec.targets ?? [], exchange, { stopFile: spec.stopFile, readyFile: spec.readyFile, deadline });
+    process.stdout.write(JSON.stringify(out) + '\n');
     return;
   }
   if (spec.op === 'hold') {

@@ -10,6 +10,7 @@
 import { createSocket } from 'node:dgram';
 import { existsSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { roundRobin } from './round_robin.js';
 
 interface Target {
   proto: 'tcp' | 'udp';
@@ -100,23 +101,8 @@ async function main(): Promise<void> {
   }
   if (spec.op === 'loop') {
     // Round-robin over the targets until the stop file appears; per target: ok / failed.
-    const targets = spec.targets ?? [];
-    const counts = targets.map(() => ({ ok: 0, failed: 0, errors: {} as Record<string, number> }));
-    let rounds = 0;
-    while (!existsSync(spec.stopFile!) && Date.now() < deadline) {
-      for (let i = 0; i < targets.length; i++) {
-        const o = await attempt(targets[i]!);
-        const c = counts[i]!;
-        if (o.ok) c.ok++;
-        else {
-          c.failed++;
-          c.errors[o.error ?? '?'] = (c.errors[o.error ?? '?'] ?? 0) + 1;
-        }
-      }
-      rounds++;
-      if (rounds === 1 && spec.readyFile) writeFileSync(spec.readyFile, 'ready');
-    }
-    process.stdout.write(JSON.stringify({ rounds, counts }) + '\n');
+    const out = await roundRobin(spec.targets ?? [], attempt, { stopFile: spec.stopFile, readyFile: spec.readyFile, deadline });
+    process.stdout.write(JSON.stringify(out) + '\n');
     return;
   }
   if (spec.op === 'serve') {

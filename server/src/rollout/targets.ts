@@ -8,6 +8,7 @@
  * customer's machines only.
  */
 import type { Kysely } from 'kysely';
+import { usableLicense } from '../usable_license.js';
 import { AegisError, ALL_HOSTS, isAgentHostId, isMachineId, ValidationError } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import { iso, type Clock } from '../clock.js';
@@ -57,8 +58,7 @@ export class TargetResolver {
       .innerJoin('licenses', 'licenses.id', 'machines.license_id')
       .select(['machines.id as machine_id', 'machines.hostname as hostname', 'machines.license_id as license_id', 'machines.last_seen_at as last_seen_at'])
       .where('machines.status', '=', 'active')
-      .where('licenses.status', '=', 'active')
-      .where((eb) => eb.or([eb('licenses.expires_at', 'is', null), eb('licenses.expires_at', '>', iso(this.clock.now()))]))
+      .where(usableLicense(iso(this.clock.now())))
       .where(by === 'id' ? 'machines.id' : 'machines.hostname', 'in', values);
     if (customerId !== null) q = q.where('licenses.customer_id', '=', customerId);
     return (await q.orderBy('machines.id').execute()) as Candidate[];
