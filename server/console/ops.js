@@ -62,6 +62,10 @@ export function Alerts() {
 }
 
 // --- decisions (GET /api/v1/decisions; a server without it answers 404) ------------
+const DECISION_STATES = ['proposed', 'approved', 'canary', 'promoted', 'rolled_back', 'failed', 'rejected', 'notified'];
+const DECISION_BADGE = { promoted: 'ok', notified: 'ok', rolled_back: 'bad', failed: 'bad', rejected: 'bad' };
+// A proposed decision is approved or rejected; a running one (approved, canary, promoted) is rolled back by a reject.
+const REJECTABLE = new Set(['proposed', 'approved', 'canary', 'promoted']);
 export function Decisions() {
   const [filter, setFilter] = useState({ state: '', machine: '', rule: '' });
   const [error, setError] = useState(null);
@@ -71,7 +75,7 @@ export function Decisions() {
     for (const [k, v] of Object.entries(filter)) if (v) q.set(k, v);
     try {
       const [r, hosts] = await Promise.all([api('GET', `/api/v1/decisions${q.size ? '?' + q : ''}`), hostsOf()]);
-      return { available: true, items: r.data || [], next: r.next_cursor || null, hosts };
+      return { available: true, items: r.items || [], next: r.next_cursor || null, hosts };
     } catch (e) {
       // The route is not on this server (yet): say so instead of an error.
       if (e.status === 404 && !filter.machine) return { available: false, items: [], hosts: new Map() };
@@ -88,7 +92,8 @@ export function Decisions() {
     setError(null);
     setDone(null);
     try {
-      await api('POST', `/api/v1/decisions/${encodeURIComponent(d.id)}/${verdict}`, reason ? { reason } : {});
+      // Approve takes no body fields; a reject may say why.
+      await api('POST', `/api/v1/decisions/${encodeURIComponent(d.id)}/${verdict}`, verdict === 'reject' && reason ? { reason } : {});
       setDone(`Decision ${short(d.id)} ${verdict === 'approve' ? 'approved' : 'rejected'}.`);
       poll.reload();
     } catch (err) {
@@ -107,7 +112,7 @@ export function Decisions() {
         <form class="inline-form" onSubmit=${apply}>
           <label>State
             <select name="state" defaultValue=${filter.state}>
-              <option value="">any</option>${['proposed', 'approved', 'rejected', 'applied', 'expired'].map((s) => html`<option>${s}</option>`)}
+              <option value="">any</option>${DECISION_STATES.map((s) => html`<option>${s}</option>`)}
             </select>
           </label>
           <label>Machine <input name="machine" maxlength="64" placeholder="machine id" defaultValue=${filter.machine} /></label>
@@ -126,17 +131,18 @@ export function Decisions() {
           { label: 'Host', cell: (x) => d.hosts.get(x.machine_id) || short(x.machine_id) },
           { label: 'Action', cell: (x) => html`<code>${x.action?.type}</code>` },
           { label: 'Mode', cell: (x) => x.mode },
-          { label: 'State', cell: (x) => html`<${Badge} kind=${x.state === 'approved' || x.state === 'applied' ? 'ok' : x.state === 'rejected' ? 'bad' : 'info'}>${x.state}<//>` },
+          { label: 'State', cell: (x) => html`<${Badge} kind=${DECISION_BADGE[x.state] || 'info'}>${x.state}<//>` },
+          { label: 'Revisions', cell: (x) => (x.revisions || []).map((r) => `service ${r.service_id} r${r.revision}`).join(', ') || '—' },
           { label: 'Decided', cell: (x) => (x.decided_at ? `${x.decided_by || ''} ${ago(x.decided_at)}${x.reason ? ': ' + x.reason : ''}` : '—') },
           {
             label: 'Actions',
             cell: (x) =>
-              x.decided_at
+              !REJECTABLE.has(x.state)
                 ? null
                 : html`<form class="row-form" onSubmit=${(e) => e.preventDefault()}>
                     <label>Reason <input name="reason" maxlength="500" id=${'reason-' + x.id} /></label>
-                    <button type="button" aria-label=${`Approve decision ${short(x.id)}`} onClick=${() => decide(x, 'approve', document.getElementById('reason-' + x.id)?.value)}>Approve</button>
-                    <button type="button" class="danger" aria-label=${`Reject decision ${short(x.id)}`} onClick=${() => decide(x, 'reject', document.getElementById('reason-' + x.id)?.value)}>Reject</button>
+                    ${x.state === 'proposed' && html`<button type="button" aria-label=${`Approve decision ${short(x.id)}`} onClick=${() => decide(x, 'approve')}>Approve</button>`}
+                    <button type="button" class="danger" aria-label=${`${x.state === 'proposed' ? 'Reject' : 'Roll back'} decision ${short(x.id)}`} onClick=${() => decide(x, 'reject', document.getElementById('reason-' + x.id)?.value)}>${x.state === 'proposed' ? 'Reject' : 'Roll back'}</button>
                   </form>`,
           },
         ]}

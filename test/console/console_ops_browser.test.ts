@@ -1,8 +1,9 @@
 /**
  * The console's alerts, decisions and segmentation diff pages in chromium against a real
  * server: an alert the correlator raises appears on the alerts page without a reload (the
- * live stream) and in the overview's count, the filters narrow it; the decisions page on
- * a server without /api/v1/decisions says so; two revisions of a service compare as rules
+ * live stream) and in the overview's count, the filters narrow it; a rule with a
+ * quarantine action proposes decisions that are approved (a canary) and rolled back from
+ * the decisions page; two revisions of a service compare as rules
  * added, removed and changed; the rollout chart has a title and names its numbers; the
  * new controls are reachable by keyboard and labelled. Screenshots in test-artifacts/console/.
  */
@@ -76,12 +77,45 @@ if (requireCapability(t, chromiumMissing())) {
     t.equal(await page.locator('dd[data-count="alerts-high"]').textContent(), '3', 'the overview counts them by level');
     await shot('overview-alerts');
 
-    // --- decisions: this server has no such route -------------------------------------
+    // --- decisions: a rule with an action proposes, the operator approves and rolls back --
+    const qrule = await s.req('POST', '/api/v1/rules', {
+      id: 'quarantine-denied',
+      title: 'Quarantine on denied egress',
+      type: 'event_count',
+      rules: [{ source: 'flow', verdict: 'deny' }],
+      'group-by': ['machine_id'],
+      timespan: '10m',
+      condition: { gte: 1 },
+      level: 'high',
+      action: { type: 'quarantine', allow: [{ cidr: '192.0.2.10/32', proto: 'tcp', port: 22 }] },
+      mode: 'propose',
+    });
+    t.equal(qrule.status, 201, JSON.stringify(qrule.body));
     await page.click('nav a[href="#/decisions"]');
-    await page.locator('[data-testid="decisions-unavailable"]').waitFor();
-    t.match(await page.locator('[data-testid="decisions-unavailable"]').textContent(), /not available on this server/, 'a 404 of the route is said plainly');
-    t.equal(await page.getByRole('alert').count(), 0, 'and is not shown as an error');
+    await page.locator('h1#page-title', { hasText: 'Decisions' }).waitFor();
+    t.ok((await s.app.correlator.evaluate()) >= 3, 'the rule with an action raised alerts, and so decisions');
+    await page.getByLabel('Machine').fill(seed.a.machineId);
+    await page.getByRole('button', { name: 'Apply decision filters' }).click();
+    const row = page.locator('tbody tr', { hasText: 'quarantine-denied' });
+    await row.locator('text=proposed').waitFor({ timeout: 10_000 });
+    t.equal(await page.locator('tbody tr').count(), 1, 'the machine filter: one decision, proposed');
     await shot('decisions');
+    await row.getByRole('button', { name: /^Approve decision/ }).click();
+    await page.locator('[role="status"]', { hasText: 'approved' }).waitFor();
+    const listed = async () => (await s.req('GET', `/api/v1/decisions?machine=${seed.a.machineId}`)).body.items as any[];
+    const approved = (await listed())[0];
+    t.equal(approved.state, 'canary', 'approved in the console: the quarantine runs as a canary');
+    t.ok(approved.revisions.length >= 1, 'through the orchestrator (a revision per service)');
+    await row.locator('text=canary').waitFor({ timeout: 10_000 });
+    await row.getByLabel('Reason').fill('false positive: backup job');
+    await row.getByRole('button', { name: /^Roll back decision/ }).click();
+    await page.locator('[role="status"]', { hasText: 'rejected' }).waitFor();
+    const back = (await listed())[0];
+    t.equal(back.state, 'rolled_back', 'rolled back from the console');
+    t.equal(back.reason, 'false positive: backup job', 'with the reason given');
+    await row.locator('text=rolled_back').waitFor({ timeout: 10_000 });
+    t.equal(await row.getByRole('button').count(), 0, 'a closed decision offers no action');
+    await shot('decisions-rolled-back');
 
     // --- segmentation: rollout chart and the diff ---------------------------------------
     await page.click('nav a[href="#/segmentation"]');
