@@ -6,6 +6,7 @@
 import t from 'tap';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { ServerLink } from '../agent/src/server_link.js';
+import { loadConfig, serverUrlsOf } from '../agent/src/config.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from './harness/agent.js';
 import { startTestServer, type TestServer } from './harness/server.js';
 import { freePort } from './harness/postgres.js';
@@ -42,6 +43,16 @@ const answer = (status: number, body: string) => (_req: IncomingMessage, res: Se
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(body);
 };
+
+t.test('config: server_url as a comma list, or server_urls; every URL is checked', async (t) => {
+  const env = { AEGIS_CONFIG: undefined } as NodeJS.ProcessEnv;
+  const list = loadConfig({ configPath: undefined, env: { ...env, AEGIS_SERVER_URL: 'https://a.example:8443,https://b.example:8443' } });
+  t.same(serverUrlsOf(list.config), ['https://a.example:8443', 'https://b.example:8443']);
+  const arr = loadConfig({ env, flags: { server_urls: ['https://c.example', 'https://d.example'] } });
+  t.same(serverUrlsOf(arr.config), ['https://c.example', 'https://d.example'], 'server_urls wins');
+  t.throws(() => loadConfig({ env: { ...env, AEGIS_SERVER_URL: 'https://a.example,http://b.example' } }), /server_url: http:\/\/b\.example is plain http:\/\//, 'a plain http:// second URL is refused like a first');
+  t.throws(() => loadConfig({ env, flags: { server_urls: ['https://a.example', 'ftp://b'] } }), /server_urls/);
+});
 
 t.test('ServerLink: failover policy', async (t) => {
   const good = await listen(answer(200, JWKS));

@@ -186,6 +186,20 @@ t.test('3-node JetStream cluster: R3 snapshot stream, node loss, agent failover'
     await victim.restart();
   });
 
+  t.test('kill -9 the node the server bus is connected to: it reconnects elsewhere, publishes are acked again', async (t) => {
+    const victim = byPort(server.server());
+    const agent = await AgentBus.connect({ url: c.nodes.filter((n) => n !== victim).map((n) => n.url), machine: machines.a, user: `agent-${machines.a}`, pass: agentPass(machines.a), reconnectWaitMs: 100 });
+    t.teardown(() => agent.close());
+    const got: string[] = [];
+    await agent.watchSegMaps([7], (_s, d) => void got.push(d));
+    await victim.kill();
+    const before = failures.n;
+    await publishAcked(server, machines.a, 7, 'a/7/r2', failures);
+    t.not(byPort(server.server()), victim, `server bus moved from ${victim.name} to ${byPort(server.server()).name} (${failures.n - before} attempts failed meanwhile)`);
+    await waitFor(() => got.at(-1) === 'a/7/r2', 'the agent gets the snapshot published after the failover');
+    await victim.restart();
+  });
+
   t.test('per-node permissions: another machine\'s snapshot cannot be read through any node', async (t) => {
     for (const n of c.nodes) {
       const nc = await connect({ servers: n.url, user: `agent-${machines.late}`, pass: agentPass(machines.late), inboxPrefix: subjects.inboxPrefix(machines.late) });
