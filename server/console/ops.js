@@ -94,7 +94,7 @@ export function Decisions() {
     try {
       // Approve takes no body fields; a reject may say why.
       await api('POST', `/api/v1/decisions/${encodeURIComponent(d.id)}/${verdict}`, verdict === 'reject' && reason ? { reason } : {});
-      setDone(`Decision ${short(d.id)} ${verdict === 'approve' ? 'approved' : 'rejected'}.`);
+      setDone(`Decision ${short(d.id)} ${verdict === 'approve' ? 'approved' : d.state === 'proposed' ? 'rejected' : 'rolled back'}.`);
       poll.reload();
     } catch (err) {
       setError(err);

@@ -109,7 +109,7 @@ if (requireCapability(t, chromiumMissing())) {
     await row.locator('text=canary').waitFor({ timeout: 10_000 });
     await row.getByLabel('Reason').fill('false positive: backup job');
     await row.getByRole('button', { name: /^Roll back decision/ }).click();
-    await page.locator('[role="status"]', { hasText: 'rejected' }).waitFor();
+    await page.locator('[role="status"]', { hasText: 'rolled back' }).waitFor();
     const back = (await listed())[0];
     t.equal(back.state, 'rolled_back', 'rolled back from the console');
     t.equal(back.reason, 'false positive: backup job', 'with the reason given');
