@@ -29,10 +29,7 @@ function tcpExt(name: string): number {
   const values = lines[1]!.split(/\s+/);
   return Number(values[keys.indexOf(name)]);
 }
-/** SYNs the kernel retransmitted and sent (a retransmit the datapath dropped is not counted here). */
 const synRetransmits = () => tcpExt('TCPSynRetrans');
-/** Retransmits that failed to send: among them SYNs of refused connects the datapath dropped again. */
-const retransmitFailures = () => tcpExt('TCPRetransFail');
 
 function variant(i: number, allowedPort: number): PolicyRules {
   const edges: NonNullable<PolicyRules['edges']> = [];
@@ -85,7 +82,6 @@ t.test('policy swapped 1,000 times under load', { timeout: 300_000 }, async (t) 
   t.ok(existsSync(`${base}.ready`), 'connection loop running');
 
   const synRetransBefore = synRetransmits();
-  const retransFailBefore = retransmitFailures();
   const started = Date.now();
   let rules = 0;
   for (let i = 1; i <= 1000; i++) {
@@ -120,13 +116,11 @@ t.test('policy swapped 1,000 times under load', { timeout: 300_000 }, async (t) 
   t.comment(`allowed - connections = ${excess}; SYNs retransmitted ${synRetrans}`);
   t.ok(excess >= 0 && excess <= synRetrans + Math.ceil(ok!.ok / 1000),
     `allowed counter is the connections made, plus at most the ${synRetrans} SYNs retransmitted and 0.1% re-judged after LRU eviction (counters ${JSON.stringify(st.counters)})`);
-  // `dropped` counts packets refused. A refused connect's SYN is dropped once and the attempt
-  // fails; but the kernel arms the SYN retransmit timer anyway (tcp_connect ignores a send
-  // error other than ECONNREFUSED), so when the client's event loop stalls past it (1 s),
-  // the retransmitted SYN is dropped and counted again before the attempt is given up. Such
-  // retransmits fail to send, so they show in TCPRetransFail, not TCPSynRetrans.
-  const retransFail = retransmitFailures() - retransFailBefore;
+  // `dropped` counts packets refused: each refused connect's SYN, once (connect fails with
+  // EPERM at once, nothing is retransmitted). It can be above that for the LRU reason
+  // above: a reply to an allowed flow whose entry was evicted arrives as an unknown ingress
+  // packet, which the ingress policy (none here) refuses. Same bound: one in a thousand.
   const extraDrops = st.counters!.dropped - bad!.failed;
-  t.comment(`dropped - refused attempts = ${extraDrops}; retransmits that failed to send ${retransFail}`);
-  t.ok(extraDrops >= 0 && extraDrops <= retransFail, `dropped counter is the refused attempts, plus at most the ${retransFail} retransmits that failed to send (dropped ${st.counters!.dropped}, refused ${bad!.failed})`);
+  t.comment(`dropped - refused attempts = ${extraDrops}`);
+  t.ok(extraDrops >= 0 && extraDrops <= Math.ceil(ok!.ok / 1000), `dropped counter is the refused attempts, plus at most 0.1% of the allowed flows' replies after LRU eviction (dropped ${st.counters!.dropped}, refused ${bad!.failed})`);
 });
