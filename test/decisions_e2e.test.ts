@@ -10,41 +10,19 @@
 import t from 'tap';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:net';
 import type { Kysely } from 'kysely';
 import { loadFeedPath } from '../server/src/intel/feed_loader.js';
 import { startTestServer, type TestServer } from './harness/server.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from './harness/agent.js';
 import { startNats, type TestNats } from './harness/nats.js';
 import { requireCapability, missingCommand } from './harness/capabilities.js';
-import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from './harness/datapath.js';
+import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, tcpListener, probeTcp, eventually } from './harness/datapath.js';
 import { purgePins } from '../agent/src/datapath/index.js';
 
 const SERVICE = 131;
 
-function listen(): Promise<Server> {
-  return new Promise((resolve) => {
-    const srv = createServer((c) => c.end());
-    srv.listen(0, '127.0.0.1', () => resolve(srv));
-  });
-}
-
-async function probe(cgroup: string, ports: number[]): Promise<boolean[]> {
-  const r = await runNodeInCgroup(cgroup, helperScript('traffic_client.js'), [
-    JSON.stringify({ op: 'probe', targets: ports.map((port) => ({ proto: 'tcp', host: '127.0.0.1', port, timeoutMs: 1000 })) }),
-  ]);
-  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok);
-}
-
-async function eventually<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** This file's waits span agent start-up and a canary window: 20 s each. */
+const waitUntil = <T>(what: string, fn: () => Promise<T | null | undefined | false>) => eventually(what, fn, 20_000);
 
 const same = (a: boolean[], b: boolean[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
@@ -60,14 +38,14 @@ t.test('a finding fires a quarantine rule; the canary reaches the kernel, is pro
     env: { AEGIS_DECISION_CANARY_SECONDS: '3', AEGIS_DECISION_INTERVAL_SECONDS: '1', AEGIS_RULES_INTERVAL_SECONDS: '3600' },
   });
   t.teardown(() => s.close());
-  const app = await listen();
-  const mgmt = await listen();
+  const app = await tcpListener('127.0.0.1');
+  const mgmt = await tcpListener('127.0.0.1');
   t.teardown(() => {
     app.close();
     mgmt.close();
   });
-  const pApp = (app.address() as { port: number }).port;
-  const pMgmt = (mgmt.address() as { port: number }).port;
+  const pApp = app.port;
+  const pMgmt = mgmt.port;
   const cgroup = makeCgroup('decisions-e2e');
   const pinRoot = testPinRoot('decisions-e2e');
   t.teardown(async () => {
@@ -118,11 +96,11 @@ t.test('a finding fires a quarantine rule; the canary reaches the kernel, is pro
     ttl_seconds: 3600,
   });
   t.equal(base.status, 200);
-  await eventually('the baseline enforced', async () => (await snapshots()).revision === base.body.revision && (await snapshots()).mode === 'enforce');
-  t.same(await probe(cgroup, [pApp, pMgmt]), [true, true], 'before: both connect');
+  await waitUntil('the baseline enforced', async () => (await snapshots()).revision === base.body.revision && (await snapshots()).mode === 'enforce');
+  t.same(await probeTcp(cgroup, [pApp, pMgmt]), [true, true], 'before: both connect');
 
   // Inventory reported; a feed imported; a finding raised.
-  await eventually('the inventory', async () => (await s.req('GET', `/api/v1/machines/${machineId}/packages`)).body.packages?.some((p: { package: string }) => p.package === 'webapp'));
+  await waitUntil('the inventory', async () => (await s.req('GET', `/api/v1/machines/${machineId}/packages`)).body.packages?.some((p: { package: string }) => p.package === 'webapp'));
   const feed = join(dir, 'feed.json');
   writeFileSync(
     feed,
@@ -153,25 +131,25 @@ t.test('a finding fires a quarantine rule; the canary reaches the kernel, is pro
   const rev = d.revisions[0].revision as number;
 
   // The canary in the kernel: observe mode, nothing cut; the agent acks it.
-  await eventually('the canary applied', async () => (await snapshots()).revision === rev);
+  await waitUntil('the canary applied', async () => (await snapshots()).revision === rev);
   t.equal((await snapshots()).mode, 'observe', 'a canary runs in observe mode');
-  t.same(await probe(cgroup, [pApp, pMgmt]), [true, true], 'canary: nothing cut yet');
-  await eventually('the ack reached the server', async () => (await s.req('GET', `/api/v1/agents/${machineId}`)).body?.applied?.[String(SERVICE)]?.revision === rev);
+  t.same(await probeTcp(cgroup, [pApp, pMgmt]), [true, true], 'canary: nothing cut yet');
+  await waitUntil('the ack reached the server', async () => (await s.req('GET', `/api/v1/agents/${machineId}`)).body?.applied?.[String(SERVICE)]?.revision === rev);
 
   // The guard rails promote it after the window; the quarantine cuts the app, keeps the management edge.
-  const promoted = await eventually('promoted', async () => {
+  const promoted = await waitUntil('promoted', async () => {
     const r = (await s.req('GET', `/api/v1/decisions/${d.id}`)).body;
     return r.state !== 'canary' && r;
   });
   t.equal(promoted.state, 'promoted', promoted.reason);
   // What the canary counted reached the flow log under its revision: the app port, not the management edge.
-  const wouldDrops = await eventually('the canary\'s would-drops in the flow log', async () => {
+  const wouldDrops = await waitUntil('the canary\'s would-drops in the flow log', async () => {
     const items = (await s.req('GET', `/api/v1/flows?machine=${machineId}&verdict=would-drop`)).body.items as Array<{ revision: number; port: number }>;
     const mine = items.filter((f) => f.revision === rev);
     return mine.length > 0 && mine;
   });
   t.ok(wouldDrops.some((f) => f.port === pApp) && !wouldDrops.some((f) => f.port === pMgmt), 'would-drop: the app port only');
-  await eventually('quarantine enforced', async () => same(await probe(cgroup, [pApp, pMgmt]), [false, true]));
+  await waitUntil('quarantine enforced', async () => same(await probeTcp(cgroup, [pApp, pMgmt]), [false, true]));
   t.pass('promoted: the connection that worked now fails; the management edge still connects');
   t.equal((await snapshots()).mode, 'enforce');
 
@@ -180,8 +158,8 @@ t.test('a finding fires a quarantine rule; the canary reaches the kernel, is pro
   t.same([rj.status, rj.body.state], [200, 'rolled_back']);
   const restoredBy = rj.body.revisions[0].restored_by as number;
   t.ok(restoredBy > rev, 'a newer revision restores the baseline');
-  await eventually('rollback applied', async () => (await snapshots()).revision === restoredBy);
-  await eventually('traffic flows again', async () => same(await probe(cgroup, [pApp, pMgmt]), [true, true]));
+  await waitUntil('rollback applied', async () => (await snapshots()).revision === restoredBy);
+  await waitUntil('traffic flows again', async () => same(await probeTcp(cgroup, [pApp, pMgmt]), [true, true]));
   t.pass('rolled back: both connect again');
   const db = (s.app as unknown as { ctx: { db: Kysely<any> } }).ctx.db;
   const trail = (await db.selectFrom('audit_logs').select(['event_type', 'event_data']).orderBy('id').execute())

@@ -7,14 +7,13 @@ import t from 'tap';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:net';
 import { connect as natsConnect, StringCodec } from 'nats';
 import { AUD_SEG_MAP, deriveFleetKey, parseFleetKey } from '../protocol/src/index.js';
 import { startTestServer, type TestServer } from './harness/server.js';
 import { startAgent, agentDir, cleanupDir, type TestAgent } from './harness/agent.js';
 import { startNats, type TestNats } from './harness/nats.js';
 import { requireCapability, missingCommand } from './harness/capabilities.js';
-import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from './harness/datapath.js';
+import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, tcpListener, probeTcp, eventually } from './harness/datapath.js';
 import { purgePins } from '../agent/src/datapath/index.js';
 
 const sc = StringCodec();
@@ -22,30 +21,7 @@ const sc = StringCodec();
 const FLEET_KEY = randomBytes(32).toString('base64');
 const PROD_KEY = deriveFleetKey(parseFleetKey(FLEET_KEY), 'prod', 1).toString('base64');
 
-function listen(): Promise<Server> {
-  return new Promise((resolve) => {
-    const srv = createServer((c) => c.end());
-    srv.listen(0, '127.0.0.1', () => resolve(srv));
-  });
-}
-
-async function probe(cgroup: string, ports: number[]): Promise<boolean[]> {
-  const r = await runNodeInCgroup(cgroup, helperScript('traffic_client.js'), [
-    JSON.stringify({ op: 'probe', targets: ports.map((port) => ({ proto: 'tcp', host: '127.0.0.1', port, timeoutMs: 1000 })) }),
-  ]);
-  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok);
-}
-
 /** Polls `fn` until it returns true (kernel state follows NATS asynchronously). */
-async function eventually(what: string, fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 const same = (a: boolean[], b: boolean[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 t.test('segmentation end to end', async (t) => {
@@ -56,14 +32,14 @@ t.test('segmentation end to end', async (t) => {
   t.teardown(() => nats.stop());
   const s: TestServer = await startTestServer({ natsUrl: nats.url, fleetKey: FLEET_KEY, republishSeconds: 2 });
   t.teardown(() => s.close());
-  const a1 = await listen();
-  const a2 = await listen();
+  const a1 = await tcpListener('127.0.0.1');
+  const a2 = await tcpListener('127.0.0.1');
   t.teardown(() => {
     a1.close();
     a2.close();
   });
-  const pA = (a1.address() as { port: number }).port;
-  const pB = (a2.address() as { port: number }).port;
+  const pA = a1.port;
+  const pB = a2.port;
   const cgroup = makeCgroup('seg-e2e');
   const pinRoot = testPinRoot('seg-e2e');
   t.teardown(async () => {
@@ -115,24 +91,24 @@ t.test('segmentation end to end', async (t) => {
     const r1 = await post(`?target_host=${host}`, snapshot(pA));
     t.equal(r1.stage, 'canary');
     await eventually('revision 1 applied', async () => (await agent.api('GET', '/v1/snapshots')).body.services[0].revision === r1.revision);
-    t.same(await probe(cgroup, [pA, pB]), [true, true], 'canary: observe mode, nothing dropped');
+    t.same(await probeTcp(cgroup, [pA, pB]), [true, true], 'canary: observe mode, nothing dropped');
     const v1 = (await agent.api('GET', '/v1/snapshots')).body.services[0];
     t.equal(v1.mode, 'observe');
     await eventually('would-drop counted', async () => (await agent.api('GET', '/v1/snapshots')).body.services[0].counters.would_drop >= 1);
     await eventually('ack recorded by the server', async () => (await s.req('GET', `/api/v1/agents/${machineId}`)).body?.applied?.['101']?.revision === r1.revision);
 
     await s.req('POST', '/seg/maps/promote', { service_id: 101 });
-    await eventually('promotion enforced', async () => same(await probe(cgroup, [pA, pB]), [true, false]));
+    await eventually('promotion enforced', async () => same(await probeTcp(cgroup, [pA, pB]), [true, false]));
     t.pass('promote: the non-allowed destination is refused, the allowed one connects');
 
     const r2 = await post(`?target_host=${host}&stage=enforce`, snapshot(pB));
-    await eventually('revision 2 enforced', async () => same(await probe(cgroup, [pA, pB]), [false, true]));
+    await eventually('revision 2 enforced', async () => same(await probeTcp(cgroup, [pA, pB]), [false, true]));
     t.pass('a new enforce revision flips the allowed edge');
 
     const rb = await s.req('POST', '/seg/maps/rollback', { service_id: 101 });
     t.equal(rb.body.restores_revision, r1.revision);
     t.ok(rb.body.revision > r2.revision);
-    await eventually('rollback enforced', async () => same(await probe(cgroup, [pA, pB]), [true, false]));
+    await eventually('rollback enforced', async () => same(await probeTcp(cgroup, [pA, pB]), [true, false]));
     t.pass('rollback restores the previous revision in the kernel');
     const agents = await s.req('GET', '/api/v1/agents');
     const me = agents.body.items.find((x: { machine_id: string }) => x.machine_id === machineId);
@@ -159,7 +135,7 @@ t.test('segmentation end to end', async (t) => {
     await agent.waitFor(() => agent.logs.some((l) => l.includes('rejected a fleet license envelope')), 5000, 'envelope rejection');
     await nc.close();
     t.equal((await agent.api('GET', '/v1/snapshots')).body.services[0].revision, before, 'policy unchanged');
-    t.same(await probe(cgroup, [pA, pB]), [true, false], 'kernel unchanged');
+    t.same(await probeTcp(cgroup, [pA, pB]), [true, false], 'kernel unchanged');
     t.equal((await agent.api('GET', '/v1/status')).body.edition, 'licensed', 'license unchanged');
   });
 
@@ -208,11 +184,11 @@ t.test('segmentation end to end', async (t) => {
 
   await t.test('nats-server killed mid-run: enforcement continues, the agent catches up', async (t) => {
     await nats.kill();
-    t.same(await probe(cgroup, [pA, pB]), [true, false], 'still enforcing without NATS');
+    t.same(await probeTcp(cgroup, [pA, pB]), [true, false], 'still enforcing without NATS');
     const r = await post(`?target_host=${host}&stage=enforce`, snapshot(pB)); // stored; NATS down
     t.equal(r.published, false, 'server says it could not publish');
     await nats.restart();
-    await eventually('caught up after NATS returned', async () => same(await probe(cgroup, [pA, pB]), [false, true]), 30_000);
+    await eventually('caught up after NATS returned', async () => same(await probeTcp(cgroup, [pA, pB]), [false, true]), 30_000);
     t.pass('new revision enforced after NATS came back');
   });
 
@@ -274,9 +250,9 @@ t.test('TTL: a snapshot that is not renewed is withdrawn', async (t) => {
   t.teardown(async () => {
     if (up) await s.close();
   });
-  const srv = await listen();
+  const srv = await tcpListener('127.0.0.1');
   t.teardown(() => srv.close());
-  const port = (srv.address() as { port: number }).port;
+  const port = srv.port;
   const cgroup = makeCgroup('seg-ttl');
   const pinRoot = testPinRoot('seg-ttl');
   t.teardown(async () => {
@@ -293,11 +269,11 @@ t.test('TTL: a snapshot that is not renewed is withdrawn', async (t) => {
   const lic = await s.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
   await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key });
   await s.req('POST', `/seg/maps?target_host=${host}&stage=enforce`, { version: 1, service_id: 9, edges: [{ dst_cidr: '10.0.0.0/8', proto: 'tcp', port: 1 }], ttl_seconds: 60 });
-  await eventually('enforced', async () => same(await probe(cgroup, [port]), [false]));
+  await eventually('enforced', async () => same(await probeTcp(cgroup, [port]), [false]));
   t.pass('enforced: loopback not in the allowed edges');
   await s.close(); // no more renewals
   up = false;
-  await eventually('withdrawn after the TTL', async () => same(await probe(cgroup, [port]), [true]), 75_000);
+  await eventually('withdrawn after the TTL', async () => same(await probeTcp(cgroup, [port]), [true]), 75_000);
   t.ok(agent.logs.some((l) => l.includes('snapshot TTL expired')), 'withdrawal logged');
   t.equal((await agent.api('GET', '/v1/snapshots')).body.services[0].revision, null);
 });

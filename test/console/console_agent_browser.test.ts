@@ -10,43 +10,19 @@
  */
 import t from 'tap';
 import { mkdirSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireCapability, missingCommand } from '../harness/capabilities.js';
 import { chromiumMissing, launchBrowser } from '../harness/console.js';
 import { agentDir, cleanupDir, startAgent } from '../harness/agent.js';
 import { startNats } from '../harness/nats.js';
-import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, runNodeInCgroup, helperScript } from '../harness/datapath.js';
+import { missingDatapath, makeCgroup, removeCgroup, testPinRoot, tcpListener, probeTcp, eventually } from '../harness/datapath.js';
 import { purgePins } from '../../agent/src/datapath/index.js';
 import { startTestServer } from '../harness/server.js';
 
 declare const window: any;
 const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/console/', import.meta.url));
 const SERVICE = 131;
-
-function listen(): Promise<Server> {
-  return new Promise((resolve) => {
-    const srv = createServer((c) => c.end());
-    srv.listen(0, '127.0.0.1', () => resolve(srv));
-  });
-}
-
-async function probe(cgroup: string, ports: number[]): Promise<boolean[]> {
-  const r = await runNodeInCgroup(cgroup, helperScript('traffic_client.js'), [
-    JSON.stringify({ op: 'probe', targets: ports.map((port) => ({ proto: 'tcp', host: '127.0.0.1', port, timeoutMs: 1000 })) }),
-  ]);
-  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok);
-}
-
-async function eventually(what: string, fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 t.test('a real agent licensed, promoted and revoked from the console', { timeout: 240_000 }, async (t) => {
   if (!requireCapability(t, chromiumMissing())) return;
@@ -59,14 +35,14 @@ t.test('a real agent licensed, promoted and revoked from the console', { timeout
   const s = await startTestServer({ natsUrl: nats.url, republishSeconds: 2, env: { AEGIS_CONSOLE_STREAM_HEARTBEAT_MS: '1000', AEGIS_CONSOLE_STREAM_COALESCE_MS: '50' } });
   t.teardown(() => s.close());
   await s.req('POST', '/api/v1/customers', { name: 'Real Agent Co' });
-  const allowed = await listen();
-  const other = await listen();
+  const allowed = await tcpListener('127.0.0.1');
+  const other = await tcpListener('127.0.0.1');
   t.teardown(() => {
     allowed.close();
     other.close();
   });
-  const pAllowed = (allowed.address() as { port: number }).port;
-  const pOther = (other.address() as { port: number }).port;
+  const pAllowed = allowed.port;
+  const pOther = other.port;
   const cgroup = makeCgroup('console-e2e');
   const pinRoot = testPinRoot('console-e2e');
   t.teardown(async () => {
@@ -134,7 +110,7 @@ t.test('a real agent licensed, promoted and revoked from the console', { timeout
   const svc = page.locator(`section[data-service="${SERVICE}"]`);
   await svc.locator('tr', { hasText: host }).locator(`text=r${rev} canary applied`).waitFor({ timeout: 20_000 });
   t.pass('the canary is acked by the real agent, on the segmentation page');
-  t.same(await probe(cgroup, [pAllowed, pOther]), [true, true], 'canary: observe mode, nothing refused yet');
+  t.same(await probeTcp(cgroup, [pAllowed, pOther]), [true, true], 'canary: observe mode, nothing refused yet');
   await shot('agent-canary');
 
   // --- promote in the console; the agent reports the enforce revision ----------------------
@@ -142,7 +118,7 @@ t.test('a real agent licensed, promoted and revoked from the console', { timeout
   await page.locator('.notice', { hasText: `Promoted: service ${SERVICE} now at revision ${rev} (enforce)` }).waitFor();
   await eventually('the agent enforces', async () => (await agent.api('GET', '/v1/snapshots')).body.services.find((x: any) => x.service_id === SERVICE)?.mode === 'enforce', 20_000);
   await eventually('the kernel refuses the other port', async () => {
-    const r = await probe(cgroup, [pAllowed, pOther]);
+    const r = await probeTcp(cgroup, [pAllowed, pOther]);
     return r[0] === true && r[1] === false;
   });
   t.pass('promoted: the kernel connects the allowed port and refuses the other');

@@ -217,3 +217,22 @@ export function ageLayout(pinRoot: string, o: { marker?: boolean } = {}): void {
 export function runNodeInCgroup(cgroupPath: string | null, script: string, args: string[], timeoutMs = 120_000): Promise<ChildResult> {
   return runInCgroup(cgroupPath, [process.execPath, script, ...args], timeoutMs);
 }
+
+/** TCP connects from inside `cgroup` to 127.0.0.1 at each port (1 s each): which succeeded. */
+export async function probeTcp(cgroup: string, ports: number[]): Promise<boolean[]> {
+  const r = await runNodeInCgroup(cgroup, helperScript('traffic_client.js'), [
+    JSON.stringify({ op: 'probe', targets: ports.map((port) => ({ proto: 'tcp', host: '127.0.0.1', port, timeoutMs: 1000 })) }),
+  ]);
+  return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok);
+}
+
+/** Polls `fn` every 200 ms until it returns something truthy, and returns that; fails naming `what` after `timeoutMs`. */
+export async function eventually<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
