@@ -100,7 +100,10 @@ t.test('a denied destination fails at connect()/sendto() with EPERM', { timeout:
       const tg = targets[i]!;
       const label = `${tg.proto}${tg.connected ? ' (connected)' : ''} ${tg.host}:${tg.port}`;
       t.equal(r[i]!.error, 'EPERM', `${label}: EPERM`);
-      t.ok(r[i]!.ms < 50, `${label}: refused in ${r[i]!.ms.toFixed(3)} ms (< 50 ms)`);
+      // A refusal at the packet level would leave connect() waiting for the SYN retransmit
+      // (1 s); EPERM comes back from the hook at once. The bound sits well under that
+      // retransmit and well over a loaded machine's scheduling noise (58 ms seen).
+      t.ok(r[i]!.ms < 500, `${label}: refused in ${r[i]!.ms.toFixed(3)} ms (< 500 ms, before any SYN retransmit)`);
       t.comment(`measured: ${label} refused after ${r[i]!.ms.toFixed(3)} ms`);
     }
     t.same([d4.seen, d6.seen, ud.seen, ud6.seen], seen, 'no denied listener saw anything');
