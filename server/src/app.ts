@@ -64,9 +64,7 @@ import { Health } from './health.js';
 import { ServerMetrics } from './metrics.js';
 import { addHealthRoutes, addMetricsRoute, addOpenMetricsRoute } from './routes_observability.js';
 
-export const SERVER_VERSION: string = (
-  JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+import { SERVER_VERSION } from './version.js';
 
 export interface AppOptions {
   clock?: Clock;

@@ -6,22 +6,18 @@
 import { Command, Option } from 'commander';
 import { AegisError } from '../../protocol/src/index.js';
 import { ApiKeys, SCOPES } from './api_keys.js';
-import { startApp, SERVER_VERSION } from './app.js';
+import { SERVER_VERSION } from './version.js';
 import { systemClock } from './clock.js';
 import { loadConfig, type ConfigFlags, type ServerConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest, migrationNames } from './db/migrations.js';
 import { DbKeyring, loadKek } from './keys/db_keyring.js';
 import type { Keyring } from './keys/keyring.js';
-import { backupDatabase, restoreDatabase } from './ops/backup.js';
 import { migrateDownOne, migrationStatus } from './ops/migrate.js';
 import { KeyStore } from './keys/keystore.js';
 import { FleetKeys, fleetExists, type FleetKey } from './rollout/fleet_keys.js';
-import { DEFAULT_TRUST_DOMAIN, PKI_CA, PKI_KIND, initPki } from './pki/authority.js';
+import { DEFAULT_TRUST_DOMAIN, PKI_CA, PKI_KIND } from './pki/names.js';
 import { readFileSync, rmSync } from 'node:fs';
-import { formatFindings, runMatch } from './intel/intel_cli.js';
-import { formatImport, importFeed } from './intel/feed_import.js';
-import { IntelStore } from './intel/intel_store.js';
 
 function configOf(cmd: Command): ServerConfig {
   return loadConfig(cmd.optsWithGlobals<ConfigFlags>());
@@ -95,6 +91,9 @@ async function serve(config: ServerConfig): Promise<void> {
     const k = keys.generate();
     process.stderr.write(`aegis-server: first run: generated signing key ${k.kid} in ${config.keysDir}\n`);
   }
+  // The app and what only some commands use are loaded when needed: every aegis-server
+  // command would otherwise pay for loading the whole server first.
+  const { startApp } = await import('./app.js');
   const app = await startApp(config);
   if ((await app.apiKeys.count()) === 0) {
     printAdminKey(await app.apiKeys.create('bootstrap-admin', [...SCOPES]));
@@ -161,6 +160,7 @@ program
   .requiredOption('--out <file>', 'where to write it (0600)')
   .action(async (o: { out: string }, cmd: Command) => {
     const config = configOf(cmd);
+    const { backupDatabase } = await import('./ops/backup.js');
     const h = await backupDatabase(config.databaseUrl, o.out, config.kekFile ? loadKek(config.kekFile) : null);
     process.stdout.write(`backed up ${h.engine} (${h.migrations.length} migrations, ${h.payload_bytes} bytes) to ${o.out}\n`);
     if (!config.kekFile) process.stderr.write(`note: without AEGIS_KEK_FILE the signing keys are in ${config.keysDir}, not in this backup; back that directory up separately\n`);
@@ -172,6 +172,7 @@ program
   .action(async (file: string, _o, cmd: Command) => {
     const config = configOf(cmd);
     const dialect = config.databaseUrl.startsWith('postgres') ? 'postgres' : 'sqlite';
+    const { restoreDatabase } = await import('./ops/backup.js');
     const h = await restoreDatabase(config.databaseUrl, file, config.kekFile ? loadKek(config.kekFile) : null, migrationNames(dialect));
     process.stdout.write(`restored the ${h.engine} backup of ${h.created_at} (${h.migrations.length} migrations); start the servers (they apply newer migrations)\n`);
   });
@@ -230,6 +231,7 @@ pki
     const dir = o.dir ?? configOf(cmd).pkiDir;
     const list = (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean);
     const config = configOf(cmd);
+    const { initPki } = await import('./pki/authority.js');
     const r = await initPki(dir, { trustDomain: o.trustDomain, dnsNames: list(o.dns), ips: list(o.ip), force: o.force ?? false });
     if (config.kekFile) {
       // Database keyring: the CA key goes into it sealed, and the plaintext file goes away.
@@ -308,6 +310,7 @@ intel
   .option('--feed <file|dir|url>', 'an OSV record, array, directory or all.zip, or the Debian tracker JSON (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--json', 'print the findings as a JSON array')
   .action(async (o: { dpkgStatus: string; release: string; feed: string[]; json?: boolean }) => {
+    const { formatFindings, runMatch } = await import('./intel/intel_cli.js');
     const { findings, inventory } = await runMatch(o.dpkgStatus, o.release, o.feed);
     process.stdout.write(o.json ? JSON.stringify(findings, null, 2) + '\n' : formatFindings(findings));
     for (const p of inventory.problems) process.stderr.write(`aegis-server: ${o.dpkgStatus}: paragraph ${p.paragraph} (line ${p.line}) skipped: ${p.code}: ${p.message}\n`);
@@ -320,6 +323,8 @@ intel
   .option('--json', 'print each import summary as JSON')
   .action(async (feeds: string[], o: { json?: boolean }, cmd: Command) => {
     const config = configOf(cmd);
+    const { formatImport, importFeed } = await import('./intel/feed_import.js');
+    const { IntelStore } = await import('./intel/intel_store.js');
     const { db, dialect } = openDatabase(config.databaseUrl);
     try {
       await migrateToLatest(db, dialect);

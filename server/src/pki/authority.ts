@@ -16,10 +16,8 @@ import { writeFileAtomic } from '../../../runtime/src/atomic_file.js';
 import type { SecretStore } from '../keys/keyring.js';
 import { ED25519, subtle, x509, type CryptoKey, type CryptoKeyPair } from './x509.js';
 
-export const DEFAULT_TRUST_DOMAIN = 'aegis.local';
-/** The CA key's record in a database keyring. */
-export const PKI_KIND = 'pki';
-export const PKI_CA = 'ca';
+import { DEFAULT_TRUST_DOMAIN, PKI_CA, PKI_KIND } from './names.js';
+export { DEFAULT_TRUST_DOMAIN, PKI_CA, PKI_KIND } from './names.js';
 export const CA_VALIDITY_DAYS = 3650;
 export const SERVER_CERT_VALIDITY_DAYS = 397;
 const TRUST_DOMAIN_PATTERN = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
