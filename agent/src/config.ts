@@ -15,8 +15,10 @@ export interface AgentConfig {
   server_url: string;
   /** Several replicas' URLs; when not empty, used instead of server_url. */
   server_urls: string[];
-  /** The server's mTLS agent listener (https://…); empty: agent calls go to server_url with host proofs. */
+  /** The server's mTLS agent listener (https://…), or several replicas' as a comma list; empty: agent calls go to server_url with host proofs. */
   agent_server_url: string;
+  /** Several replicas' agent listeners; when not empty, used instead of agent_server_url. */
+  agent_server_urls: string[];
   /** A CA certificate file to pin for agent_server_url; empty: the CA the server sent at activation. */
   ca_cert_path: string;
   nats_url: string;
@@ -81,6 +83,7 @@ export function defaults(): AgentConfig {
     server_url: 'http://127.0.0.1:8000',
     server_urls: [],
     agent_server_url: '',
+    agent_server_urls: [],
     ca_cert_path: '',
     nats_url: 'nats://127.0.0.1:4222',
     fleet: 'default',
@@ -125,7 +128,8 @@ const SCHEMA = {
   properties: {
     server_url: { type: 'string', pattern: '^https?://[^\\s,]+(,https?://[^\\s,]+)*$' },
     server_urls: { type: 'array', maxItems: 16, uniqueItems: true, items: { type: 'string', pattern: '^https?://[^\\s,]+$' } },
-    agent_server_url: { type: 'string', pattern: '^(https://[^\\s]+)?$' },
+    agent_server_url: { type: 'string', pattern: '^(https://[^\\s,]+(,https://[^\\s,]+)*)?$' },
+    agent_server_urls: { type: 'array', maxItems: 16, uniqueItems: true, items: { type: 'string', pattern: '^https://[^\\s,]+$' } },
     ca_cert_path: { type: 'string', pattern: '^(/.*)?$' },
     nats_url: { type: 'string', pattern: '^((nats|tls)://[^\\s,]+(,(nats|tls)://[^\\s,]+)*)?$' },
     fleet: { type: 'string', pattern: FLEET_NAME_PATTERN.source },
@@ -340,12 +344,20 @@ export function isLoopbackHost(hostname: string): boolean {
   return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
-/** Why `url` is plain http across a network ("host 10.0.0.1 (not loopback)"), or null when it is https or loopback. */
 /** The server URLs in the order they are tried: server_urls when given, else server_url's comma list. */
 export function serverUrlsOf(c: Pick<AgentConfig, 'server_url' | 'server_urls'>): string[] {
   return c.server_urls && c.server_urls.length > 0 ? [...c.server_urls] : c.server_url.split(',').filter((u) => u !== '');
 }
 
+/**
+ * The agent listener URLs in the order they are tried: agent_server_urls when given, else
+ * agent_server_url's comma list; empty: no mTLS. Only https:// passes the schema.
+ */
+export function agentServerUrlsOf(c: Pick<AgentConfig, 'agent_server_url' | 'agent_server_urls'>): string[] {
+  return c.agent_server_urls && c.agent_server_urls.length > 0 ? [...c.agent_server_urls] : c.agent_server_url.split(',').filter((u) => u !== '');
+}
+
+/** Why `url` is plain http across a network ("host 10.0.0.1 (not loopback)"), or null when it is https or loopback. */
 export function insecureServerUrl(url: string): string | null {
   let u: URL;
   try {

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { normalizeLicenseKey, type Feature, type Tier } from '../../protocol/src/index.js';
-import { fleetKeyOf, insecureServerUrl, loadConfig, serverUrlsOf, metricsAddress, type AgentConfig, type ConfigSources } from './config.js';
+import { agentServerUrlsOf, fleetKeyOf, insecureServerUrl, loadConfig, serverUrlsOf, metricsAddress, type AgentConfig, type ConfigSources } from './config.js';
 import { FleetLicense } from './fleet_license.js';
 import { JwksCache } from './jwks_cache.js';
 import { AgentBus } from './nats/agent_bus.js';
@@ -127,7 +127,7 @@ export class AgentDaemon {
     this.log.info('environment', { environment: this.env.environment, signals: this.env.signals });
     this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces });
 
-    this.link = new ServerLink({ serverUrl: serverUrlsOf(c), agentServerUrl: c.agent_server_url, log: this.log });
+    this.link = new ServerLink({ serverUrl: serverUrlsOf(c), agentServerUrl: agentServerUrlsOf(c), log: this.log });
     let pinnedCa: string | null = null;
     if (c.ca_cert_path) {
       try {
@@ -382,7 +382,7 @@ export class AgentDaemon {
         ? { fleet: this.fleet.fleet, status: this.fleet.claims?.status ?? null, active: this.fleet.active(), seq: this.fleet.seq, last_rejection: this.fleet.lastRejection }
         : null,
       nats: { url: this.config.nats_url || null, connected: this.bus?.isConnected() ?? false },
-      mtls: mtls ? { url: mtls.url, certificate: this.certificate.current, last_ok_at: mtls.last_ok_at, last_error: mtls.last_error } : null,
+      mtls: mtls ? { url: mtls.url, urls: mtls.urls, certificate: this.certificate.current, last_ok_at: mtls.last_ok_at, last_error: mtls.last_error } : null,
       snapshot_source: this.seg.lastSource,
       flow_reports: { lines_dropped: this.seg.flowLinesDropped },
       inventory: this.inventory?.status ?? { enabled: false },

@@ -15,7 +15,9 @@
  * one tried, and the one that answers is kept. A 4xx answer is an answer (never retried
  * elsewhere), and a 2xx is handed to the caller, which verifies its signatures whichever
  * replica sent it: a hostile listener on one URL can make the agent move on only by not
- * answering, never past a verification.
+ * answering, never past a verification. agent_server_url may name several listeners in
+ * the same way (agent_channel.ts): the channel fails over among them before this link
+ * falls back to the host-proof route.
  */
 import {
   AGENT_API,
@@ -51,8 +53,8 @@ const READ_TIMEOUT_MS = 10_000;
 export interface ServerLinkOptions {
   /** One URL, a comma list, or several: aegis-server replicas sharing one database. */
   serverUrl: string | string[];
-  /** The mTLS agent listener; empty or null: host-proof routes only. */
-  agentServerUrl?: string | null;
+  /** The mTLS agent listener: one URL, a comma list, or several (replicas); empty or null: host-proof routes only. */
+  agentServerUrl?: string | readonly string[] | null;
   log: Logger;
 }
 
@@ -77,7 +79,8 @@ export class ServerLink {
   constructor(o: ServerLinkOptions) {
     this.serverUrls = (Array.isArray(o.serverUrl) ? o.serverUrl : o.serverUrl.split(',')).map((u) => u.trim()).filter((u) => u !== '');
     if (this.serverUrls.length === 0) throw new Error('no server URL');
-    this.channel = o.agentServerUrl ? new AgentChannel(o.agentServerUrl, LICENSING_TIMEOUT_MS) : null;
+    const listeners = (typeof o.agentServerUrl === 'string' ? o.agentServerUrl.split(',') : (o.agentServerUrl ?? [])).map((u) => u.trim()).filter((u) => u !== '');
+    this.channel = listeners.length > 0 ? new AgentChannel(listeners, LICENSING_TIMEOUT_MS, o.log) : null;
     this.log = o.log;
   }
 
@@ -91,10 +94,10 @@ export class ServerLink {
     return this.channel !== null;
   }
 
-  /** The agent listener as status shows it, or null when none is configured. */
-  mtlsStatus(): { url: string; last_ok_at: string | null; last_error: string | null } | null {
+  /** The agent listener as status shows it (`url`: the one in use), or null when none is configured. */
+  mtlsStatus(): { url: string; urls: string[]; last_ok_at: string | null; last_error: string | null } | null {
     const ch = this.channel;
-    return ch ? { url: ch.baseUrl, last_ok_at: ch.lastOkAt, last_error: ch.lastError } : null;
+    return ch ? { url: ch.baseUrl, urls: [...ch.baseUrls], last_ok_at: ch.lastOkAt, last_error: ch.lastError } : null;
   }
 
   /** From now on the agent listener is called with this certificate; `id` tells a renewal from the same one. */

@@ -1,100 +1,33 @@
 /**
- * bench/cluster: rollout fan-out through a 3-node JetStream cluster.
+ * bench/cluster: the scale-out figures, each next to a baseline measured in the same run.
  *
- *   1. bare: one message published on a plain subject, received by N subscribers spread
- *      over the three nodes (plain NATS connections): time to the last receiver
- *   2. rollout: the same message as a snapshot through ServerBus (JetStream, the R3
- *      AEGIS_SEG_MAPS stream, acked by a quorum) on aegis.seg.maps._all, received by N
- *      AgentBus connections (the agent's bus code) spread over the same nodes
+ *   throughput  validate and activation req/s with one and with two aegis-server replica
+ *               processes on one PostgreSQL; baseline: raw Ed25519 verify/s (throughput.ts)
+ *   lease       time for a replica to take the singleton lease over after the holder is
+ *               killed with -9; baseline: the lease length (lease.ts)
+ *   fanout      a rollout to 1,000 agents through a 3-node JetStream cluster; baseline: a
+ *               bare fan-out of the same message through the same cluster (fanout.ts)
  *
- * Both in the same run against the same cluster, p50/p99, and the ratio rollout/bare.
- *   npm run bench:cluster [-- --rounds 20 --agents 1000]
+ *   npm run bench:cluster [-- --phases throughput,lease,fanout]
+ *     throughput: --seconds 5 --concurrency 32    lease: --lease-seconds 2 --takeovers 5
+ *     fanout: --rounds 20 --agents 1000
  */
-import { randomBytes } from 'node:crypto';
-import { connect, type NatsConnection } from 'nats';
-import { subjects } from '../../protocol/src/index.js';
-import { ServerBus } from '../../server/src/nats/server_bus.js';
-import { AgentBus } from '../../agent/src/nats/agent_bus.js';
-import { startNatsCluster } from '../../test/harness/nats.js';
+import { cpus } from 'node:os';
+import { optString } from './common.js';
+import { fanoutPhase } from './fanout.js';
+import { leasePhase } from './lease.js';
+import { throughputPhase } from './throughput.js';
 
-const argv = process.argv.slice(2);
-const opt = (n: string, d: number) => (argv.includes(`--${n}`) ? Number(argv[argv.indexOf(`--${n}`) + 1]) : d);
-const ROUNDS = opt('rounds', 20);
-const AGENTS = opt('agents', 1000);
-const SERVICE = 42;
-
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
-const fmt = (name: string, xs: number[]) => `${name.padEnd(52)} p50 ${pct(xs, 50).toFixed(2).padStart(8)} ms   p99 ${pct(xs, 99).toFixed(2).padStart(8)} ms   (n=${xs.length})`;
-
-/** Waits until `count()` reaches `n`; resolves with the elapsed ms since `t0`. */
-function until(count: () => number, n: number, t0: number, what: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + 30_000;
-    const tick = () => {
-      if (count() >= n) return resolve(performance.now() - t0);
-      if (Date.now() > deadline) return reject(new Error(`${what}: ${count()} of ${n} after 30 s`));
-      setImmediate(tick);
-    };
-    tick();
-  });
-}
+const PHASES: Record<string, () => Promise<void>> = { throughput: throughputPhase, lease: leasePhase, fanout: fanoutPhase };
 
 async function main(): Promise<void> {
-  const cluster = await startNatsCluster();
-  const payload = `bench.${randomBytes(600).toString('base64url')}.sig`; // about a signed snapshot's size
-  try {
-    // 1. bare fan-out
-    const subs: NatsConnection[] = [];
-    let got = 0;
-    for (let i = 0; i < AGENTS; i++) {
-      const nc = await connect({ servers: cluster.urls[i % cluster.urls.length] });
-      nc.subscribe('bench.fanout', { callback: () => void got++ });
-      subs.push(nc);
-    }
-    await Promise.all(subs.map((s) => s.flush()));
-    const pub = await connect({ servers: cluster.urls[0] });
-    const bare: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      got = 0;
-      const t0 = performance.now();
-      pub.publish('bench.fanout', new TextEncoder().encode(payload));
-      bare.push(await until(() => got, AGENTS, t0, 'bare fan-out'));
-    }
-    await pub.close();
-    await Promise.all(subs.map((s) => s.close()));
-
-    // 2. rollout through the R3 stream to AgentBus subscribers
-    const server = await ServerBus.connect({ url: cluster.urls, streamReplicas: 3 });
-    await server.ensureStream();
-    const agents: AgentBus[] = [];
-    let received = 0;
-    for (let i = 0; i < AGENTS; i++) {
-      const a = await AgentBus.connect({ url: cluster.urls[i % cluster.urls.length] as string, machine: null });
-      agents.push(a);
-    }
-    await Promise.all(agents.map((a) => a.watchSegMaps([SERVICE], () => void received++)));
-    const rollout: number[] = [];
-    const acked: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      received = 0;
-      const t0 = performance.now();
-      await server.publishSegMap('_all', SERVICE, `${payload}.${r}`);
-      acked.push(performance.now() - t0);
-      rollout.push(await until(() => received, AGENTS, t0, 'rollout fan-out'));
-    }
-    await Promise.all(agents.map((a) => a.close()));
-    await server.close();
-
-    console.log(`bench/cluster: 3-node JetStream cluster, ${AGENTS} subscribers over 3 nodes, ${ROUNDS} rounds, ${payload.length}-byte message`);
-    console.log(fmt('bare NATS fan-out (publish → last receiver)', bare));
-    console.log(fmt(`rollout ${subjects.segMapAll(SERVICE)} (R3 ack)`, acked));
-    console.log(fmt('rollout fan-out (publish → last AgentBus)', rollout));
-    console.log(`ratio rollout/bare: p50 ${(pct(rollout, 50) / pct(bare, 50)).toFixed(2)}x   p99 ${(pct(rollout, 99) / pct(bare, 99)).toFixed(2)}x`);
-  } finally {
-    await cluster.stop();
+  const chosen = optString('phases', Object.keys(PHASES).join(',')).split(',').map((p) => p.trim()).filter(Boolean);
+  const unknown = chosen.filter((p) => !(p in PHASES));
+  if (unknown.length > 0) throw new Error(`unknown phase ${unknown.join(', ')} (phases: ${Object.keys(PHASES).join(', ')})`);
+  process.stdout.write(`bench/cluster: phases ${chosen.join(', ')}; ${cpus().length} CPU cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}\n`);
+  for (const p of chosen) {
+    process.stdout.write('\n');
+    await PHASES[p]!();
   }
 }
 

@@ -28,12 +28,18 @@ export interface MtlsTestServer {
   close(): Promise<void>;
 }
 
-export async function startMtlsServer(opts: { databaseUrl?: string; certTtlSeconds?: number; trustDomain?: string; mtls?: boolean; env?: Record<string, string> } = {}): Promise<MtlsTestServer> {
+/**
+ * `keysDir`: another server's (its `dir`/keys), for a second replica on the same
+ * `databaseUrl` with the same signing keys and CA; unset: new keys and a new CA.
+ */
+export async function startMtlsServer(opts: { databaseUrl?: string; certTtlSeconds?: number; trustDomain?: string; mtls?: boolean; env?: Record<string, string>; keysDir?: string } = {}): Promise<MtlsTestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-mtls-'));
-  const keysDir = join(dir, 'keys');
-  KeyStore.open(keysDir).generate();
+  const keysDir = opts.keysDir ?? join(dir, 'keys');
   const pkiDir = join(keysDir, 'pki');
-  await initPki(pkiDir, { trustDomain: opts.trustDomain ?? 'aegis.test' });
+  if (!opts.keysDir) {
+    KeyStore.open(keysDir).generate();
+    await initPki(pkiDir, { trustDomain: opts.trustDomain ?? 'aegis.test' });
+  }
   const clock = new TestClock();
   const config = loadConfig(
     { listen: '127.0.0.1:0', database: opts.databaseUrl ?? `sqlite:${join(dir, 'aegis.db')}`, keysDir, natsUrl: '', agentListen: '127.0.0.1:0' },
