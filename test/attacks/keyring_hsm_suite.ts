@@ -11,7 +11,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPublicKey, randomBytes, verify as cryptoVerify } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Test } from 'tap';
@@ -21,7 +21,6 @@ import { migrateToLatest } from '../../server/src/db/migrations.js';
 import { DbKeyring } from '../../server/src/keys/db_keyring.js';
 import { CKK_EC_EDWARDS, CKM_EC_EDWARDS_KEY_PAIR_GEN, ED25519_EC_PARAMS, openPkcs11Keyring, tokenKeyRef, ulong, type Pkcs11Settings } from '../../server/src/keys/pkcs11_keyring.js';
 import { PKI_CA, PKI_KIND, initPki } from '../../server/src/pki/authority.js';
-import { readFileSync } from 'node:fs';
 import { freePort } from '../harness/postgres.js';
 import { TestHost, startTestServer, type TestServer } from '../harness/server.js';
 import { startSoftHsm, type SoftHsm } from '../harness/softhsm.js';
@@ -169,6 +168,15 @@ export function keyringHsmSuite(t: Test, newDatabase: () => Promise<string | und
     const list = JSON.parse(cli(['keys', 'list', '--json'], e).stdout) as Array<{ kid: string; active: boolean; retired: boolean; public_jwk: { x: string } }>;
     t.same(list.map((k) => [k.kid, k.active, k.retired]), [['hsm-a', false, true], [rotated, true, false]].sort(), 'keys list shows the token keyring');
     t.equal(list.find((k) => k.kid === 'hsm-a')?.public_jwk.x, pubOfA?.x, 'with the public keys the JWKS published');
+    const out = join(dir, `backup-${randomBytes(3).toString('hex')}.aegis`);
+    const backup = cli(['backup', '--out', out], e);
+    t.equal(backup.status, 0, `backup: ${backup.stderr}`);
+    const kids = ['hsm-a', rotated!].sort();
+    t.match(backup.stderr, new RegExp(`the private signing keys \\(${kids.join(', ')}\\) and the sealing key .* are in PKCS#11 token "${tok.label}", not in this backup`), 'backup says the keys are in the token, not in it');
+    const raw = readFileSync(out);
+    const header = JSON.parse(raw.subarray(15, raw.indexOf(0x0a, 15)).toString()) as { pkcs11_token?: string; token_kids?: string[] };
+    t.same([header.pkcs11_token, header.token_kids], [tok.label, kids], 'its header names the token and the kids it must hold');
+    t.ok(raw.includes(Buffer.from(tokenKeyRef(rotated!))), 'the backup holds the keys\' metadata rows');
 
     // The attack: a session with the PIN asks the token for the private key.
     rawSession(hsm, tok.label, tok.pin, (p11, session) => {
