@@ -122,18 +122,21 @@ export interface App {
 export async function startApp(config: ServerConfig, opts: AppOptions = {}): Promise<App> {
   const log = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
   const clock = opts.clock ?? systemClock;
-  // AEGIS_KEK_FILE: the database keyring every replica shares; else the key directory.
+  // AEGIS_KEK_FILE or AEGIS_PKCS11_*: the database keyring every replica shares; else the key directory.
   const kek = config.kekFile ? loadKek(config.kekFile) : null;
-  let keys: Keyring = kek ? (null as unknown as Keyring) : KeyStore.open(config.keysDir);
-  if (!kek) keys.signingKey(); // fail fast: no key, or a key others can read
+  const shared = kek !== null || config.pkcs11 !== null;
+  let keys: Keyring = shared ? (null as unknown as Keyring) : KeyStore.open(config.keysDir);
+  if (!shared) keys.signingKey(); // fail fast: no key, or a key others can read
   // Before the database: a certificate that cannot serve is a configuration error, found at once.
   const mainTls = config.tls ? readTlsFiles(config.tls) : null;
   const { db, dialect, description } = openDatabase(config.databaseUrl);
   try {
     const { applied } = await migrateToLatest(db, dialect);
     if (applied.length > 0) log.info('database migrated', { applied, database: description });
-    if (kek) {
-      const ring = await DbKeyring.open(db, kek, { pollMs: config.keyringPollMs, onError: (err) => log.warn('keyring refresh failed; the keys loaded before stay in use', { error: String(err) }) });
+    if (shared) {
+      const ringOpts = { pollMs: config.keyringPollMs, onError: (err: unknown) => log.warn('keyring refresh failed; the keys loaded before stay in use', { error: String(err) }) };
+      // The PKCS#11 binding is loaded only when configured (a native module the default never needs).
+      const ring = kek ? await DbKeyring.open(db, kek, ringOpts) : await (await import('./keys/pkcs11_keyring.js')).openPkcs11Keyring(db, config.pkcs11!, ringOpts);
       // First start (of any replica): one signing key; replicas starting at once agree on it.
       if (ring.activeKid() === null) log.info('generated the first signing key in the database keyring', { kid: (await ring.rotate(undefined, true)).kid });
       keys = ring;
@@ -186,6 +189,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     if (ca) issuer = new CertificateIssuer(ca, certs, clock, config.clientCertTtlSeconds, tokens);
     if (config.mtls) agentTls = readMtlsFiles(config.mtls);
   } catch (err) {
+    keys.close(); // a token session, if any
     await db.destroy();
     throw err;
   }

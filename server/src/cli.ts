@@ -45,15 +45,18 @@ async function withFleetKeys<T>(config: ServerConfig, fn: (keys: FleetKeys, db: 
   }
 }
 
-/** The keyring the server uses: the database's with AEGIS_KEK_FILE, else the key directory. */
+/** The keyring the server uses: the database's with AEGIS_KEK_FILE or AEGIS_PKCS11_*, else the key directory. */
 async function withKeyring<T>(config: ServerConfig, fn: (keys: Keyring) => Promise<T> | T): Promise<T> {
-  if (!config.kekFile) return fn(KeyStore.open(config.keysDir));
-  const kek = loadKek(config.kekFile);
+  if (!config.kekFile && !config.pkcs11) return fn(KeyStore.open(config.keysDir));
+  const kek = config.kekFile ? loadKek(config.kekFile) : null;
   const { db, dialect } = openDatabase(config.databaseUrl);
+  let ring: Keyring | null = null;
   try {
     await migrateToLatest(db, dialect);
-    return await fn(await DbKeyring.open(db, kek));
+    ring = kek ? await DbKeyring.open(db, kek) : await (await import('./keys/pkcs11_keyring.js')).openPkcs11Keyring(db, config.pkcs11!);
+    return await fn(ring);
   } finally {
+    ring?.close();
     await db.destroy();
   }
 }
@@ -86,7 +89,7 @@ function printAdminKey(k: { name: string; scopes: string[]; customer_id?: string
 
 async function serve(config: ServerConfig): Promise<void> {
   // A database keyring makes its first key in startApp (once, whichever replica is first).
-  const keys = config.kekFile ? null : KeyStore.open(config.keysDir);
+  const keys = config.kekFile || config.pkcs11 ? null : KeyStore.open(config.keysDir);
   if (keys && keys.activeKid() === null) {
     const k = keys.generate();
     process.stderr.write(`aegis-server: first run: generated signing key ${k.kid} in ${config.keysDir}\n`);
@@ -160,10 +163,16 @@ program
   .requiredOption('--out <file>', 'where to write it (0600)')
   .action(async (o: { out: string }, cmd: Command) => {
     const config = configOf(cmd);
+    // PKCS#11: the metadata is in the database (kids, states, public keys, sealed secrets); the keys are not.
+    const token = config.pkcs11 ? await withKeyring(config, (ring) => ({ label: config.pkcs11!.tokenLabel, kids: ring.kids() })) : null;
     const { backupDatabase } = await import('./ops/backup.js');
-    const h = await backupDatabase(config.databaseUrl, o.out, config.kekFile ? loadKek(config.kekFile) : null);
+    const h = await backupDatabase(config.databaseUrl, o.out, config.kekFile ? loadKek(config.kekFile) : null, token ? { pkcs11_token: token.label, token_kids: token.kids } : {});
     process.stdout.write(`backed up ${h.engine} (${h.migrations.length} migrations, ${h.payload_bytes} bytes) to ${o.out}\n`);
-    if (!config.kekFile) process.stderr.write(`note: without AEGIS_KEK_FILE the signing keys are in ${config.keysDir}, not in this backup; back that directory up separately\n`);
+    if (token) {
+      process.stderr.write(
+        `note: the private signing keys (${token.kids.join(', ') || 'none'}) and the sealing key of the NATS seeds and CA key are in PKCS#11 token "${token.label}", not in this backup; it holds their metadata and the sealed secrets only. Back the token up as its vendor documents (SoftHSM: its token directory)\n`,
+      );
+    } else if (!config.kekFile) process.stderr.write(`note: without AEGIS_KEK_FILE the signing keys are in ${config.keysDir}, not in this backup; back that directory up separately\n`);
   });
 
 program
@@ -233,11 +242,11 @@ pki
     const config = configOf(cmd);
     const { initPki } = await import('./pki/authority.js');
     const r = await initPki(dir, { trustDomain: o.trustDomain, dnsNames: list(o.dns), ips: list(o.ip), force: o.force ?? false });
-    if (config.kekFile) {
+    if (config.kekFile || config.pkcs11) {
       // Database keyring: the CA key goes into it sealed, and the plaintext file goes away.
       await withKeyring(config, async (ring) => ring.secrets!.put(PKI_KIND, PKI_CA, readFileSync(r.paths.caKey), readFileSync(r.paths.caCert, 'utf8')));
       rmSync(r.paths.caKey);
-      process.stdout.write('The CA key is sealed in the database keyring (AEGIS_KEK_FILE); no ca.key file is kept.\n');
+      process.stdout.write(`The CA key is sealed in the ${config.kekFile ? 'database keyring (AEGIS_KEK_FILE)' : 'database under the PKCS#11 token\'s key'}; no ca.key file is kept.\n`);
     }
     process.stdout.write(
       [

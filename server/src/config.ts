@@ -7,6 +7,7 @@ import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, pa
 import { DEFAULT_FLOW_MAX_ROWS, DEFAULT_FLOW_RETENTION_DAYS } from './rollout/flow_log.js';
 import { eventSettingsFrom, type EventSettings } from './events/settings.js';
 import { DEFAULT_WEBHOOK_SETTINGS, type WebhookSettings } from './webhooks/webhooks.js';
+import type { Pkcs11Settings } from './keys/pkcs11_keyring.js';
 
 export interface ServerConfig {
   host: string;
@@ -18,6 +19,12 @@ export interface ServerConfig {
    * database (the keyring every replica shares); without it, in keysDir.
    */
   kekFile: string | null;
+  /**
+   * AEGIS_PKCS11_MODULE, AEGIS_PKCS11_TOKEN_LABEL, AEGIS_PKCS11_PIN_FILE (all three): the
+   * database keyring with its signing keys in a PKCS#11 token (keys/pkcs11_keyring.ts)
+   * and the other secrets sealed under a key in it. Exclusive with AEGIS_KEK_FILE.
+   */
+  pkcs11: Pkcs11Settings | null;
   /** How often a replica checks the database keyring's generation (AEGIS_KEYRING_POLL_MS). */
   keyringPollMs: number;
   kernelTokenTtlSeconds: number;
@@ -361,6 +368,17 @@ export function parseCorsOrigins(text: string | undefined): string[] {
 /** Default lifetime of a machine's NATS credentials: one day, renewed on refresh. */
 export const DEFAULT_NATS_CREDENTIALS_TTL_SECONDS = 86_400;
 
+/** The PKCS#11 keyring's settings: all three or none; never a PIN in the environment. */
+function pkcs11From(env: NodeJS.ProcessEnv): Pkcs11Settings | null {
+  const names = ['AEGIS_PKCS11_MODULE', 'AEGIS_PKCS11_TOKEN_LABEL', 'AEGIS_PKCS11_PIN_FILE'] as const;
+  if (env.AEGIS_PKCS11_PIN) throw new Error('AEGIS_PKCS11_PIN is not read: put the PIN in a 0600 file named by AEGIS_PKCS11_PIN_FILE');
+  const set = names.filter((n) => env[n]);
+  if (set.length === 0) return null;
+  if (set.length < names.length) throw new Error(`the PKCS#11 keyring needs ${names.join(', ')}; missing ${names.filter((n) => !env[n]).join(', ')}`);
+  if (env.AEGIS_KEK_FILE) throw new Error('AEGIS_KEK_FILE and AEGIS_PKCS11_MODULE both name a keyring: set one');
+  return { module: env.AEGIS_PKCS11_MODULE!, tokenLabel: env.AEGIS_PKCS11_TOKEN_LABEL!, pinFile: env.AEGIS_PKCS11_PIN_FILE! };
+}
+
 export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerConfig {
   const { host, port } = parseListen(flags.listen ?? env.AEGIS_LISTEN ?? '127.0.0.1:8000');
   const ttlText = env.AEGIS_KERNEL_TOKEN_TTL;
@@ -456,6 +474,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
     keysDir,
     kekFile: env.AEGIS_KEK_FILE ? env.AEGIS_KEK_FILE : null,
+    pkcs11: pkcs11From(env),
     keyringPollMs: intSetting(env, 'AEGIS_KEYRING_POLL_MS', 2000, 50, 600_000),
     kernelTokenTtlSeconds: ttl,
     licenseTokenTtlSeconds: licenseTtl,

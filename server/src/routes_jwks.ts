@@ -5,11 +5,11 @@
  * already trusts, and refuses a set older than the newest it accepted. Public, like
  * /.well-known/jwks.json.
  */
-import { CompactSign } from 'jose';
-import { JWKS_SCHEMA, JWKS_SIGNATURE_TYP, SIGNED_JWKS_SCHEMA, TOKEN_ALG, signedJwksPayload, type SignedJwksDocument } from '../../protocol/src/index.js';
+import { JWKS_SCHEMA, JWKS_SIGNATURE_TYP, SIGNED_JWKS_SCHEMA, signedJwksPayload, type SignedJwksDocument } from '../../protocol/src/index.js';
 import type { Router } from './http/router.js';
 import type { RouteDoc } from './http/route_doc.js';
 import type { Keyring } from './keys/keyring.js';
+import { signCompactJws } from './keys/jws_sign.js';
 
 /** The key set and one compact JWS per verifying key over `{ iat, jwks, seq }`. */
 export async function signedJwks(keys: Keyring, now: Date = new Date()): Promise<SignedJwksDocument> {
@@ -25,7 +25,7 @@ export async function signedJwks(keys: Keyring, now: Date = new Date()): Promise
   const payload = new TextEncoder().encode(signedJwksPayload({ iat, jwks, seq }));
   const signatures: string[] = [];
   for (const k of keys.verifyingSigningKeys()) {
-    signatures.push(await new CompactSign(payload).setProtectedHeader({ alg: TOKEN_ALG, typ: JWKS_SIGNATURE_TYP, kid: k.kid }).sign(k.privateKey));
+    signatures.push(signCompactJws(k, { typ: JWKS_SIGNATURE_TYP }, payload));
   }
   return { jwks, iat, seq, signatures };
 }

@@ -5,7 +5,7 @@
  * a public key, no key picked by an attacker-supplied `jku`/`jwk`).
  */
 import { randomUUID } from 'node:crypto';
-import { SignJWT, compactVerify } from 'jose';
+import { compactVerify } from 'jose';
 import {
   AUD_CA_CERTIFICATE,
   AUD_KERNEL,
@@ -24,6 +24,7 @@ import {
   type ValidationCode,
 } from '../../protocol/src/index.js';
 import { KID_PATTERN } from './keys/keystore.js';
+import { signJwt } from './keys/jws_sign.js';
 import type { Keyring } from './keys/keyring.js';
 
 const MAX_TOKEN_LENGTH = 16 * 1024;
@@ -77,8 +78,7 @@ export class TokenService {
   constructor(private readonly keys: Keyring) {}
 
   private async sign(payload: Record<string, unknown>): Promise<string> {
-    const { kid, privateKey } = this.keys.signingKey();
-    return new SignJWT(payload).setProtectedHeader({ alg: TOKEN_ALG, typ: 'JWT', kid }).sign(privateKey);
+    return signJwt(this.keys.signingKey(), { typ: 'JWT' }, payload);
   }
 
   /**
@@ -87,7 +87,7 @@ export class TokenService {
    * server's CA from one a middlebox put in the answer.
    */
   async signCaCertificate(caPem: string, trustDomain: string): Promise<string> {
-    const { kid, privateKey } = this.keys.signingKey();
+    const key = this.keys.signingKey();
     const claims: CaCertificateClaims = {
       aud: AUD_CA_CERTIFICATE,
       iss: TOKEN_ISSUER,
@@ -95,7 +95,7 @@ export class TokenService {
       'x5t#S256': certificateThumbprint(caPem),
       trust_domain: trustDomain,
     };
-    return new SignJWT({ ...claims }).setProtectedHeader({ alg: TOKEN_ALG, typ: CA_SIGNATURE_TYP, kid }).sign(privateKey);
+    return signJwt(key, { typ: CA_SIGNATURE_TYP }, { ...claims });
   }
 
   /** Signs a message for hosts (snapshot messages, fleet licenses) with the active key. */
@@ -116,7 +116,7 @@ export class TokenService {
    */
   async signModuleLicense(claims: ModuleLicenseClaims, kid: string | null): Promise<{ token: string; kid: string }> {
     const key = (kid !== null ? this.keys.verifyingSigningKeys().find((k) => k.kid === kid) : undefined) ?? this.keys.signingKey();
-    const token = await new SignJWT({ ...claims }).setProtectedHeader({ alg: TOKEN_ALG, typ: 'JWT', kid: key.kid }).sign(key.privateKey);
+    const token = signJwt(key, { typ: 'JWT' }, { ...claims });
     return { token, kid: key.kid };
   }
 

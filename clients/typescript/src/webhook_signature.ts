@@ -55,9 +55,13 @@ export function webhookSigningInput(timestamp: number, body: string | Uint8Array
   return Buffer.concat([Buffer.from(`${timestamp}.`, 'utf8'), typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)]);
 }
 
-/** The `Aegis-Signature` header value for `body` at `timestamp` (the server's side). */
-export function signWebhook(privateKey: KeyObject, timestamp: number, body: string): string {
-  const sig = cryptoSign(null, webhookSigningInput(timestamp, body), privateKey);
+/**
+ * The `Aegis-Signature` header value for `body` at `timestamp` (the server's side): with
+ * an Ed25519 private key, or a function that signs (a key held in an HSM).
+ */
+export function signWebhook(key: KeyObject | ((data: Uint8Array) => Uint8Array), timestamp: number, body: string): string {
+  const input = webhookSigningInput(timestamp, body);
+  const sig = Buffer.from(typeof key === 'function' ? key(input) : cryptoSign(null, input, key));
   return `t=${timestamp},v1=${sig.toString('base64url')}`;
 }
 

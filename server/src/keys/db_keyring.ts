@@ -14,6 +14,10 @@
  * when the generation it polls (every AEGIS_KEYRING_POLL_MS) has moved, or at once (in the
  * background) when asked for a kid it does not know. So a rotation on one replica is used
  * by the others within one poll interval, without a restart.
+ *
+ * What holds the private halves is a `KeyVault`: the KEK here (`KekVault`), or a PKCS#11
+ * token (pkcs11_keyring.ts), where the row keeps only a reference and the key never leaves
+ * the token. State, generation, polling and the secrets' rows are the same for both.
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
@@ -21,13 +25,15 @@ import { sql, type Kysely } from 'kysely';
 import { AegisError, publicJwkOf } from '../../../protocol/src/index.js';
 import type { Database } from '../db/schema.js';
 import type { Jwks, Keyring, SecretStore } from './keyring.js';
-import { KID_PATTERN, type KeyInfo, type SigningKey } from './keystore.js';
+import { KID_PATTERN, softwareSigningKey, type KeyInfo, type SigningKey, type SoftwareSigningKey } from './keystore.js';
 
 export const KEK_BYTES = 32;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
-const SIGNING = 'signing';
+export const SIGNING = 'signing';
 const KEK_CHECK = { kind: 'kek', kid: 'check', plaintext: 'aegis keyring kek check v1' };
+/** Kinds of the one check record per database, one per vault: kid `check`, never a secret. */
+export const CHECK_KINDS = ['kek', 'hsm'] as const;
 
 /**
  * Reads the KEK: exactly 32 bytes, in a regular file owned by this process's user and
@@ -89,18 +95,94 @@ export function unseal(kek: Buffer, kind: string, kid: string, sealed: string): 
   }
 }
 
-interface Entry {
+/**
+ * Where a database keyring's private halves are: sealed in the row under a KEK, or in a
+ * PKCS#11 token (the row then names the token object). Secrets are sealed by the vault.
+ */
+export interface KeyVault<K extends SigningKey> {
+  readonly description: string;
+  /** The kind of this vault's check record (one of CHECK_KINDS). */
+  readonly checkKind: (typeof CHECK_KINDS)[number];
+  /** Checks this vault against the database's check record, writing it on first use. */
+  check(db: Kysely<Database>): Promise<void>;
+  seal(kind: string, kid: string, plaintext: Buffer): string;
+  unseal(kind: string, kid: string, sealed: string): Buffer;
+  /** A new Ed25519 pair named kid: its public half, what the row stores, and how to undo it if the row is not written. */
+  createSigningKey(kid: string): { publicKey: KeyObject; sealed: string; discard(): void };
+  /** The signer of a row; throws (fail closed) when it does not open or its public half is not `publicKey`. */
+  openSigningKey(kid: string, publicKey: KeyObject, sealed: string): K;
+  /** Kids the vault holds keys under besides the rows' (leftovers of a crash): never reused for a new key. */
+  heldKids(): Set<string>;
+  close(): void;
+}
+
+/** The KEK vault: each private key sealed (AES-256-GCM) in its row. */
+export class KekVault implements KeyVault<SoftwareSigningKey> {
+  readonly description = 'database keyring (AEGIS_KEK_FILE)';
+  readonly checkKind = 'kek';
+  constructor(private readonly kek: Buffer) {
+    if (kek.length !== KEK_BYTES) throw new AegisError('SIGNING_KEY_UNAVAILABLE', `the KEK must be ${KEK_BYTES} bytes`);
+  }
+
+  /** The check record: written once, then every open must decrypt it. */
+  async check(db: Kysely<Database>): Promise<void> {
+    const row = await db.selectFrom('keyring_keys').select('sealed').where('kind', '=', KEK_CHECK.kind).where('kid', '=', KEK_CHECK.kid).executeTakeFirst();
+    if (!row) {
+      await db
+        .insertInto('keyring_keys')
+        .values({ kind: KEK_CHECK.kind, kid: KEK_CHECK.kid, public_pem: null, sealed: this.seal(KEK_CHECK.kind, KEK_CHECK.kid, Buffer.from(KEK_CHECK.plaintext)), created_at: new Date().toISOString(), retired_at: null })
+        .onConflict((oc) => oc.columns(['kind', 'kid']).doNothing())
+        .execute();
+      return this.check(db);
+    }
+    let plain: Buffer;
+    try {
+      plain = this.unseal(KEK_CHECK.kind, KEK_CHECK.kid, row.sealed);
+    } catch {
+      throw new AegisError('SIGNING_KEY_UNAVAILABLE', "AEGIS_KEK_FILE is not this database's key-encryption key (its check record does not decrypt); refusing to start");
+    }
+    if (plain.toString() !== KEK_CHECK.plaintext) throw new AegisError('SIGNING_KEY_UNAVAILABLE', 'the keyring check record is corrupt; refusing to start');
+  }
+
+  seal(kind: string, kid: string, plaintext: Buffer): string {
+    return seal(this.kek, kind, kid, plaintext);
+  }
+  unseal(kind: string, kid: string, sealed: string): Buffer {
+    return unseal(this.kek, kind, kid, sealed);
+  }
+
+  createSigningKey(kid: string): { publicKey: KeyObject; sealed: string; discard(): void } {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    return { publicKey, sealed: this.seal(SIGNING, kid, privateKey.export({ type: 'pkcs8', format: 'der' })), discard: () => {} };
+  }
+
+  openSigningKey(kid: string, publicKey: KeyObject, sealed: string): SoftwareSigningKey {
+    const privateKey = createPrivateKey({ key: this.unseal(SIGNING, kid, sealed), format: 'der', type: 'pkcs8' });
+    const derived = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+    if (privateKey.asymmetricKeyType !== 'ed25519' || !derived.equals(publicKey.export({ format: 'der', type: 'spki' }))) {
+      throw new AegisError('SIGNING_KEY_UNAVAILABLE', `keyring row ${SIGNING}/${kid}: the public key does not belong to the sealed private key; refusing it`);
+    }
+    return softwareSigningKey(kid, privateKey);
+  }
+
+  heldKids(): Set<string> {
+    return new Set();
+  }
+  close(): void {}
+}
+
+interface Entry<K> {
   kid: string;
   publicKey: KeyObject;
-  privateKey: KeyObject | null; // null once retired (never decrypted again)
+  signer: K | null; // null once retired (never opened again)
   createdAt: string;
   retiredAt: string | null;
 }
 
-interface Snapshot {
+interface Snapshot<K> {
   generation: number;
   active: string | null;
-  entries: Map<string, Entry>;
+  entries: Map<string, Entry<K>>;
 }
 
 export interface DbKeyringOptions {
@@ -110,18 +192,17 @@ export interface DbKeyringOptions {
   onError?: (err: unknown) => void;
 }
 
-export class DbKeyring implements Keyring {
-  readonly description = 'database keyring (AEGIS_KEK_FILE)';
+export class DbKeyring<K extends SigningKey = SoftwareSigningKey> implements Keyring {
   readonly secrets: SecretStore;
-  private snap: Snapshot;
+  private snap: Snapshot<K>;
   private timer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
   private lastUnknownRefresh = 0;
 
   private constructor(
     private readonly db: Kysely<Database>,
-    private readonly kek: Buffer,
-    snap: Snapshot,
+    private readonly vault: KeyVault<K>,
+    snap: Snapshot<K>,
     private readonly opts: DbKeyringOptions,
   ) {
     this.snap = snap;
@@ -134,11 +215,28 @@ export class DbKeyring implements Keyring {
     };
   }
 
+  get description(): string {
+    return this.vault.description;
+  }
+
   /** Opens the keyring in a migrated database, checking the KEK against it. */
-  static async open(db: Kysely<Database>, kek: Buffer, opts: DbKeyringOptions = {}): Promise<DbKeyring> {
-    if (kek.length !== KEK_BYTES) throw new AegisError('SIGNING_KEY_UNAVAILABLE', `the KEK must be ${KEK_BYTES} bytes`);
-    await DbKeyring.checkKek(db, kek);
-    const ring = new DbKeyring(db, kek, await DbKeyring.load(db, kek), opts);
+  static async open(db: Kysely<Database>, kek: Buffer, opts: DbKeyringOptions = {}): Promise<DbKeyring<SoftwareSigningKey>> {
+    return DbKeyring.openWith(db, new KekVault(kek), opts);
+  }
+
+  /** Opens the keyring with its private halves in `vault` (checked against the database first). */
+  static async openWith<K extends SigningKey>(db: Kysely<Database>, vault: KeyVault<K>, opts: DbKeyringOptions = {}): Promise<DbKeyring<K>> {
+    const other = await db.selectFrom('keyring_keys').select('kind').where('kind', 'in', CHECK_KINDS.filter((k) => k !== vault.checkKind)).where('kid', '=', 'check').executeTakeFirst();
+    if (other) {
+      throw new AegisError(
+        'SIGNING_KEY_UNAVAILABLE',
+        other.kind === 'hsm'
+          ? "this database's keyring is held in a PKCS#11 token: configure AEGIS_PKCS11_MODULE, AEGIS_PKCS11_TOKEN_LABEL and AEGIS_PKCS11_PIN_FILE, not AEGIS_KEK_FILE; refusing to start"
+          : "this database's keyring is sealed under AEGIS_KEK_FILE, not held in a PKCS#11 token; refusing to start",
+      );
+    }
+    await vault.check(db);
+    const ring = new DbKeyring<K>(db, vault, await DbKeyring.load(db, vault), opts);
     if (opts.pollMs && opts.pollMs > 0) {
       ring.timer = setInterval(() => void ring.refreshIfChanged(), opts.pollMs);
       ring.timer.unref();
@@ -146,46 +244,19 @@ export class DbKeyring implements Keyring {
     return ring;
   }
 
-  /** The check record: written once, then every open must decrypt it. */
-  private static async checkKek(db: Kysely<Database>, kek: Buffer): Promise<void> {
-    const row = await db.selectFrom('keyring_keys').select('sealed').where('kind', '=', KEK_CHECK.kind).where('kid', '=', KEK_CHECK.kid).executeTakeFirst();
-    if (!row) {
-      await db
-        .insertInto('keyring_keys')
-        .values({ kind: KEK_CHECK.kind, kid: KEK_CHECK.kid, public_pem: null, sealed: seal(kek, KEK_CHECK.kind, KEK_CHECK.kid, Buffer.from(KEK_CHECK.plaintext)), created_at: new Date().toISOString(), retired_at: null })
-        .onConflict((oc) => oc.columns(['kind', 'kid']).doNothing())
-        .execute();
-      return DbKeyring.checkKek(db, kek);
-    }
-    let plain: Buffer;
-    try {
-      plain = unseal(kek, KEK_CHECK.kind, KEK_CHECK.kid, row.sealed);
-    } catch {
-      throw new AegisError('SIGNING_KEY_UNAVAILABLE', "AEGIS_KEK_FILE is not this database's key-encryption key (its check record does not decrypt); refusing to start");
-    }
-    if (plain.toString() !== KEK_CHECK.plaintext) throw new AegisError('SIGNING_KEY_UNAVAILABLE', 'the keyring check record is corrupt; refusing to start');
-  }
-
-  private static async load(db: Kysely<Database>, kek: Buffer): Promise<Snapshot> {
+  private static async load<K extends SigningKey>(db: Kysely<Database>, vault: KeyVault<K>): Promise<Snapshot<K>> {
     const state = await db.selectFrom('keyring_state').selectAll().where('id', '=', 1).executeTakeFirst();
     const rows = await db.selectFrom('keyring_keys').selectAll().where('kind', '=', SIGNING).orderBy('kid').execute();
-    const entries = new Map<string, Entry>();
+    const entries = new Map<string, Entry<K>>();
     for (const r of rows) {
       if (!KID_PATTERN.test(r.kid) || r.public_pem === null) throw new AegisError('SIGNING_KEY_UNAVAILABLE', `keyring row ${r.kind}/${r.kid} is malformed`);
       const publicKey = createPublicKey(r.public_pem);
-      let privateKey: KeyObject | null = null;
-      if (r.retired_at === null) {
-        // Fail closed: a non-retired key whose sealed half does not open stops the load.
-        privateKey = createPrivateKey({ key: unseal(kek, SIGNING, r.kid, r.sealed), format: 'der', type: 'pkcs8' });
-        const derived = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
-        if (privateKey.asymmetricKeyType !== 'ed25519' || !derived.equals(publicKey.export({ format: 'der', type: 'spki' }))) {
-          throw new AegisError('SIGNING_KEY_UNAVAILABLE', `keyring row ${SIGNING}/${r.kid}: the public key does not belong to the sealed private key; refusing it`);
-        }
-      }
-      entries.set(r.kid, { kid: r.kid, publicKey, privateKey, createdAt: r.created_at, retiredAt: r.retired_at });
+      // Fail closed: a non-retired key whose private half does not open stops the load.
+      const signer = r.retired_at === null ? vault.openSigningKey(r.kid, publicKey, r.sealed) : null;
+      entries.set(r.kid, { kid: r.kid, publicKey, signer, createdAt: r.created_at, retiredAt: r.retired_at });
     }
     const active = state?.active_kid ?? null;
-    if (active !== null && !entries.get(active)?.privateKey) throw new AegisError('SIGNING_KEY_UNAVAILABLE', `the active key ${active} is missing from the keyring`);
+    if (active !== null && !entries.get(active)?.signer) throw new AegisError('SIGNING_KEY_UNAVAILABLE', `the active key ${active} is missing from the keyring`);
     return { generation: Number(state?.generation ?? 0), active, entries };
   }
 
@@ -195,7 +266,7 @@ export class DbKeyring implements Keyring {
     this.refreshing = (async () => {
       try {
         const state = await this.db.selectFrom('keyring_state').select('generation').where('id', '=', 1).executeTakeFirst();
-        if (Number(state?.generation ?? 0) !== this.snap.generation) this.snap = await DbKeyring.load(this.db, this.kek);
+        if (Number(state?.generation ?? 0) !== this.snap.generation) this.snap = await DbKeyring.load(this.db, this.vault);
       } catch (err) {
         this.opts.onError?.(err);
       } finally {
@@ -207,7 +278,7 @@ export class DbKeyring implements Keyring {
 
   /** Re-reads everything now (after this replica changed it, or for a test). */
   async reload(): Promise<void> {
-    this.snap = await DbKeyring.load(this.db, this.kek);
+    this.snap = await DbKeyring.load(this.db, this.vault);
   }
 
   generation(): number {
@@ -253,16 +324,16 @@ export class DbKeyring implements Keyring {
     await this.refreshIfChanged();
   }
 
-  signingKey(): SigningKey {
+  signingKey(): K {
     const kid = this.snap.active;
     const e = kid === null ? undefined : this.snap.entries.get(kid);
-    if (!e?.privateKey) throw new AegisError('SIGNING_KEY_UNAVAILABLE', 'no signing key in the database keyring; run "aegis-server keys generate"');
-    return { kid: e.kid, privateKey: e.privateKey };
+    if (!e?.signer) throw new AegisError('SIGNING_KEY_UNAVAILABLE', `no signing key in the ${this.vault.description}; run "aegis-server keys generate"`);
+    return e.signer;
   }
 
-  verifyingSigningKeys(): SigningKey[] {
+  verifyingSigningKeys(): K[] {
     const active = this.snap.active;
-    const all = [...this.snap.entries.values()].filter((e) => e.privateKey !== null).map((e) => ({ kid: e.kid, privateKey: e.privateKey! }));
+    const all = [...this.snap.entries.values()].flatMap((e) => (e.signer !== null ? [e.signer] : []));
     return [...all.filter((k) => k.kid === active), ...all.filter((k) => k.kid !== active)];
   }
 
@@ -278,7 +349,9 @@ export class DbKeyring implements Keyring {
    * One change to the key set, in a transaction that first bumps the generation (so on
    * PostgreSQL concurrent changes queue on the state row's lock), then reloads.
    */
-  private async change(fn: (trx: Kysely<Database>, state: { active: string | null }) => Promise<string>): Promise<KeyInfo> {
+  private async change(fn: (trx: Kysely<Database>, state: { active: string | null }, undo: Array<() => void>) => Promise<string>): Promise<KeyInfo> {
+    // A key made in the vault (a token object) whose row does not commit is destroyed again.
+    const undo: Array<() => void> = [];
     const kid = await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('keyring_state')
@@ -287,7 +360,10 @@ export class DbKeyring implements Keyring {
         .execute();
       await trx.updateTable('keyring_state').set({ generation: sql`generation + 1` }).where('id', '=', 1).execute();
       const state = await trx.selectFrom('keyring_state').select('active_kid').where('id', '=', 1).executeTakeFirstOrThrow();
-      return fn(trx, { active: state.active_kid });
+      return fn(trx, { active: state.active_kid }, undo);
+    }).catch((err: unknown) => {
+      for (const discard of undo) discard();
+      throw err;
     });
     await this.reload();
     return this.info(kid);
@@ -295,7 +371,7 @@ export class DbKeyring implements Keyring {
 
   private async nextKid(trx: Kysely<Database>, now = new Date()): Promise<string> {
     const year = now.getUTCFullYear();
-    const taken = new Set((await trx.selectFrom('keyring_keys').select('kid').where('kind', '=', SIGNING).execute()).map((r) => r.kid));
+    const taken = new Set([...(await trx.selectFrom('keyring_keys').select('kid').where('kind', '=', SIGNING).execute()).map((r) => r.kid), ...this.vault.heldKids()]);
     for (let n = 1; n < 100; n++) {
       const kid = `aegis-${year}-${String(n).padStart(2, '0')}`;
       if (!taken.has(kid)) return kid;
@@ -303,19 +379,20 @@ export class DbKeyring implements Keyring {
     throw new AegisError('CONFLICT', `no free kid left for ${year}`);
   }
 
-  private async insertNew(trx: Kysely<Database>, kid: string | undefined): Promise<string> {
+  private async insertNew(trx: Kysely<Database>, kid: string | undefined, undo: Array<() => void>): Promise<string> {
     const id = kid ?? (await this.nextKid(trx));
     if (!KID_PATTERN.test(id)) throw new AegisError('BAD_REQUEST', `invalid kid ${JSON.stringify(id)}: use letters, digits, '.', '_' and '-'`);
     const exists = await trx.selectFrom('keyring_keys').select('kid').where('kind', '=', SIGNING).where('kid', '=', id).executeTakeFirst();
     if (exists) throw new AegisError('CONFLICT', `key ${id} already exists`);
-    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const made = this.vault.createSigningKey(id);
+    undo.push(made.discard);
     await trx
       .insertInto('keyring_keys')
       .values({
         kind: SIGNING,
         kid: id,
-        public_pem: publicKey.export({ type: 'spki', format: 'pem' }) as string,
-        sealed: seal(this.kek, SIGNING, id, privateKey.export({ type: 'pkcs8', format: 'der' })),
+        public_pem: made.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+        sealed: made.sealed,
         created_at: new Date().toISOString(),
         retired_at: null,
       })
@@ -325,8 +402,8 @@ export class DbKeyring implements Keyring {
 
   /** Generates a key pair; the first one becomes active. */
   generate(kid?: string): Promise<KeyInfo> {
-    return this.change(async (trx, state) => {
-      const id = await this.insertNew(trx, kid);
+    return this.change(async (trx, state, undo) => {
+      const id = await this.insertNew(trx, kid, undo);
       if (state.active === null) await trx.updateTable('keyring_state').set({ active_kid: id }).where('id', '=', 1).execute();
       return id;
     });
@@ -334,9 +411,9 @@ export class DbKeyring implements Keyring {
 
   /** Generates a key and makes it the signing key, unless `onlyIfNone` and one is active (first start of several replicas). */
   rotate(kid?: string, onlyIfNone = false): Promise<KeyInfo> {
-    return this.change(async (trx, state) => {
+    return this.change(async (trx, state, undo) => {
       if (onlyIfNone && state.active !== null) return state.active;
-      const id = await this.insertNew(trx, kid);
+      const id = await this.insertNew(trx, kid, undo);
       await trx.updateTable('keyring_state').set({ active_kid: id }).where('id', '=', 1).execute();
       return id;
     });
@@ -356,12 +433,12 @@ export class DbKeyring implements Keyring {
   private async getSecret(kind: string, name: string): Promise<{ secret: Buffer; public: string | null } | null> {
     const row = await this.db.selectFrom('keyring_keys').select(['sealed', 'public_pem']).where('kind', '=', kind).where('kid', '=', name).executeTakeFirst();
     if (!row) return null;
-    return { secret: unseal(this.kek, kind, name, row.sealed), public: row.public_pem };
+    return { secret: this.vault.unseal(kind, name, row.sealed), public: row.public_pem };
   }
 
   private async putSecret(kind: string, name: string, secret: Buffer, pub: string | null, replace: boolean): Promise<{ secret: Buffer; public: string | null }> {
-    if (kind === SIGNING || kind === KEK_CHECK.kind) throw new AegisError('BAD_REQUEST', `${kind} records are not secrets`);
-    const values = { kind, kid: name, public_pem: pub, sealed: seal(this.kek, kind, name, secret), created_at: new Date().toISOString(), retired_at: null };
+    if (kind === SIGNING || (CHECK_KINDS as readonly string[]).includes(kind)) throw new AegisError('BAD_REQUEST', `${kind} records are not secrets`);
+    const values = { kind, kid: name, public_pem: pub, sealed: this.vault.seal(kind, name, secret), created_at: new Date().toISOString(), retired_at: null };
     await this.db
       .insertInto('keyring_keys')
       .values(values)
@@ -372,8 +449,10 @@ export class DbKeyring implements Keyring {
     return stored;
   }
 
+  /** Stops polling and closes the vault (a token session). */
   close(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.vault.close();
   }
 }

@@ -2,7 +2,9 @@
  * The one keyring interface the server uses. Two implementations:
  * - `KeyStore` (keystore.ts): PEM files in a key directory (the default, with SQLite);
  * - `DbKeyring` (db_keyring.ts): rows in the database, each private key sealed with
- *   AES-256-GCM under the key-encryption key of AEGIS_KEK_FILE, shared by every replica.
+ *   AES-256-GCM under the key-encryption key of AEGIS_KEK_FILE, shared by every replica;
+ * - the same `DbKeyring` over a PKCS#11 token (pkcs11_keyring.ts, AEGIS_PKCS11_*): the
+ *   private keys stay in the token and sign there; the rows hold the metadata.
  * Reads (signing, verification, JWKS) are synchronous and served from memory; the
  * changes (generate, rotate, retire) may be asynchronous.
  */
@@ -16,7 +18,7 @@ export interface Jwks {
 
 /**
  * Secrets besides the signing keys (the NATS operator/account seeds, the PKI's CA key),
- * sealed like them. Only the database keyring has one; the key directory keeps those in
+ * sealed like them (under the KEK, or by the token's AES key). Only the database keyring has one; the key directory keeps those in
  * files next to the keys, as before.
  */
 export interface SecretStore {

@@ -6,7 +6,7 @@
  * `generation` in keyring.json counts changes to the key set (generate, rotate, retire):
  * it orders the signed key sets, and replicas sharing the directory agree on it.
  */
-import { generateKeyPairSync, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, createPrivateKey, createPublicKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AegisError, publicJwkOf, type Ed25519PublicJwk } from '../../../protocol/src/index.js';
@@ -31,9 +31,23 @@ export interface KeyInfo {
   public_jwk: Ed25519PublicJwk;
 }
 
+/**
+ * A key that signs: `sign` answers the raw Ed25519 signature of `data`, synchronously. A
+ * PKCS#11 keyring's key signs inside the token and has no private key here.
+ */
 export interface SigningKey {
   kid: string;
+  sign(data: Uint8Array): Buffer;
+}
+
+/** A signing key held in this process (key directory, database keyring). */
+export interface SoftwareSigningKey extends SigningKey {
   privateKey: KeyObject;
+}
+
+/** The signer of a private key held in memory. */
+export function softwareSigningKey(kid: string, privateKey: KeyObject): SoftwareSigningKey {
+  return { kid, privateKey, sign: (data) => cryptoSign(null, data, privateKey) };
 }
 
 function readRing(ringPath: string): KeyringFile {
@@ -68,7 +82,7 @@ export class KeyStore implements Keyring {
   private ring: KeyringFile;
   private ringMtime: number;
   private readonly publicKeys = new Map<string, KeyObject>();
-  private signing: { kid: string; key: SigningKey } | null = null;
+  private signing: { kid: string; key: SoftwareSigningKey } | null = null;
 
   private constructor(dir: string, ring: KeyringFile) {
     this.dir = dir;
@@ -241,7 +255,7 @@ export class KeyStore implements Keyring {
    * Loads the active private key, refusing one whose file other users can read: a signing
    * key that has leaked is worse than a server that does not start.
    */
-  signingKey(): SigningKey {
+  signingKey(): SoftwareSigningKey {
     this.reloadIfChanged();
     const kid = this.ring.active;
     if (kid === null) {
@@ -264,7 +278,7 @@ export class KeyStore implements Keyring {
     if (this.signing?.kid === kid) return this.signing.key;
     const privateKey = createPrivateKey(readFileSync(path));
     if (privateKey.asymmetricKeyType !== 'ed25519') throw new AegisError('SIGNING_KEY_UNAVAILABLE', `${kid} is not an Ed25519 key`);
-    this.signing = { kid, key: { kid, privateKey } };
+    this.signing = { kid, key: softwareSigningKey(kid, privateKey) };
     return this.signing.key;
   }
 
@@ -272,9 +286,9 @@ export class KeyStore implements Keyring {
    * The private key of every non-retired key (the signing key first), for signing the key
    * set itself; each file is held to the same 0600 rule as the signing key.
    */
-  verifyingSigningKeys(): SigningKey[] {
+  verifyingSigningKeys(): SoftwareSigningKey[] {
     this.reloadIfChanged();
-    const out: SigningKey[] = [];
+    const out: SoftwareSigningKey[] = [];
     for (const kid of this.kids().filter((k) => !this.isRetired(k))) {
       const path = this.privatePath(kid);
       if (!existsSync(path)) continue; // a public key copied in without its private half cannot sign
@@ -283,7 +297,7 @@ export class KeyStore implements Keyring {
       }
       const privateKey = createPrivateKey(readFileSync(path));
       if (privateKey.asymmetricKeyType !== 'ed25519') throw new AegisError('SIGNING_KEY_UNAVAILABLE', `${kid} is not an Ed25519 key`);
-      out.push({ kid, privateKey });
+      out.push(softwareSigningKey(kid, privateKey));
     }
     return out;
   }

@@ -9,7 +9,10 @@
  * Keys are in it only as the database keyring's sealed rows (with AEGIS_KEK_FILE); in
  * key-directory mode the keys are not in the database and so not in the backup. With a
  * KEK, `mac` is an HMAC-SHA256 of the header and payload under a key derived from it, so
- * a backup of another keyring is refused before anything is written.
+ * a backup of another keyring is refused before anything is written. With the PKCS#11
+ * keyring the private keys are in the token, never in a backup: the header names the token
+ * and the kids whose keys it must hold (`pkcs11_token`, `token_kids`), and the database
+ * in it carries their metadata and the secrets sealed under the token's key.
  *
  * Restore checks everything first (magic, header, length, digest, mac, engine, that this
  * server knows every migration the backup ran, that the payload is a sound database or
@@ -38,6 +41,9 @@ export interface BackupHeader {
   payload_bytes: number;
   payload_sha256: string;
   mac?: string;
+  /** PKCS#11 keyring: the token holding the keys (not in this backup), and their kids. */
+  pkcs11_token?: string;
+  token_kids?: string[];
 }
 
 function refuse(message: string): AegisError {
@@ -79,7 +85,7 @@ async function executedMigrations(url: string): Promise<string[]> {
 }
 
 /** Writes a backup of the database at `url` to `out` (0600, atomically). */
-export async function backupDatabase(url: string, out: string, kek: Buffer | null): Promise<BackupHeader> {
+export async function backupDatabase(url: string, out: string, kek: Buffer | null, token: Pick<BackupHeader, 'pkcs11_token' | 'token_kids'> = {}): Promise<BackupHeader> {
   const engine = engineOf(url);
   const migrations = await executedMigrations(url);
   if (migrations.length === 0) throw new AegisError('BAD_REQUEST', 'the database has no Aegis schema; nothing to back up');
@@ -102,7 +108,7 @@ export async function backupDatabase(url: string, out: string, kek: Buffer | nul
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  const base = { engine, created_at: new Date().toISOString(), migrations, payload_bytes: payload.length, payload_sha256: createHash('sha256').update(payload).digest('hex') };
+  const base = { engine, created_at: new Date().toISOString(), migrations, payload_bytes: payload.length, payload_sha256: createHash('sha256').update(payload).digest('hex'), ...token };
   const header: BackupHeader = kek ? { ...base, mac: macOf(kek, base) } : base;
   writeFileAtomic(out, Buffer.concat([Buffer.from(MAGIC + JSON.stringify(header) + '\n'), payload]), 0o600);
   return header;

@@ -399,7 +399,7 @@ export class Webhooks {
     const at = this.clock.now();
     const key = this.keys.signingKey();
     const headers = {
-      [WEBHOOK_SIGNATURE_HEADER]: signWebhook(key.privateKey, epochSeconds(at), d.payload),
+      [WEBHOOK_SIGNATURE_HEADER]: signWebhook((data) => key.sign(data), epochSeconds(at), d.payload),
       [WEBHOOK_KEY_ID_HEADER]: key.kid,
       [WEBHOOK_EVENT_ID_HEADER]: d.event_id,
       [WEBHOOK_EVENT_TYPE_HEADER]: d.event_type,
