@@ -39,10 +39,12 @@ const FLEET_KEY = randomBytes(32);
 const SERVICE = 77;
 const AGENTS = 60;
 /** Seat limits of the storm's licenses; every license gets MACHINES_PER_LICENSE hosts, so the last three race for their last seats. */
-const SEATS = [80, 80, 60, 40, 20, 5];
-const MACHINES_PER_LICENSE = 50;
+const SEATS = [60, 60, 50, 30, 15, 5];
+const MACHINES_PER_LICENSE = 40;
+/** Customers the licenses belong to (two licenses each): an activation locks its license and its customer. */
+const CUSTOMERS = 3;
 /** Hosts whose activation is sent twice at once (to both replicas): still one seat. */
-const DOUBLED = 30;
+const DOUBLED = 24;
 /** Activations in flight at once (hosts starting together); the kills are placed by progress, so the storm spans both on a fast machine or a slow one. */
 const CONCURRENCY = 32;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -138,14 +140,15 @@ t.test('chaos: kill -9 the lease holder and a NATS node during an activation sto
     throw last;
   };
 
-  const customer = (await admin('POST', '/api/v1/customers', { name: 'Chaos' })).body as { id: string };
-  const newLicense = async (extra: Record<string, unknown>) => {
-    const l = await admin('POST', '/api/v1/licenses', { customer_id: customer.id, tier: 'server', license_type: 'perpetual', ...extra });
+  const customers: string[] = [];
+  for (let i = 0; i < CUSTOMERS; i++) customers.push(((await admin('POST', '/api/v1/customers', { name: `Chaos ${i}` })).body as { id: string }).id);
+  const newLicense = async (customer: string, extra: Record<string, unknown>) => {
+    const l = await admin('POST', '/api/v1/licenses', { customer_id: customer, tier: 'server', license_type: 'perpetual', ...extra });
     if (l.status !== 201) throw new Error(JSON.stringify(l.body));
     return l.body as { id: string; license_key: string };
   };
   const licenses = [] as Array<{ id: string; license_key: string; seats: number }>;
-  for (const [i, seats] of SEATS.entries()) licenses.push({ ...(await newLicense({ max_machines: seats, ...(i === 0 ? { fleet: FLEET } : {}) })), seats });
+  for (const [i, seats] of SEATS.entries()) licenses.push({ ...(await newLicense(customers[i % CUSTOMERS]!, { max_machines: seats, ...(i === 0 ? { fleet: FLEET } : {}) })), seats });
   const jwks = createLocalJWKSet((await admin('GET', '/.well-known/jwks.json')).body as JSONWebKeySet);
 
   // The fleet license on NATS: opened with the fleet's key, its token verified.
@@ -176,8 +179,9 @@ t.test('chaos: kill -9 the lease holder and a NATS node during an activation sto
     floor: FloorEntry | null;
     /** Revisions applied, in order. */
     applied: number[];
-    /** Older messages that arrived after a newer one (refused by the floor). */
+    /** Older messages that arrived after a newer one (refused by the floor), by revision. */
     olderArrivals: number;
+    older: number[];
     bad: number;
   }
   const agents: SimAgent[] = [];
@@ -185,7 +189,7 @@ t.test('chaos: kill -9 the lease holder and a NATS node during an activation sto
     const first = i % cluster.urls.length;
     const urls = [...cluster.urls.slice(first), ...cluster.urls.slice(0, first)];
     const bus = await AgentBus.connect({ url: urls, machine: null, reconnectWaitMs: 100, rereadAfterReconnectMs: 500, requestTimeoutMs: 2000 });
-    agents.push({ bus, floor: null, applied: [], olderArrivals: 0, bad: 0 });
+    agents.push({ bus, floor: null, applied: [], olderArrivals: 0, older: [], bad: 0 });
   }
   t.teardown(() => Promise.all(agents.map((x) => x.bus.close().catch(() => undefined))));
   const onMessage = (agent: SimAgent) => (_subject: string, data: string) => {
@@ -203,7 +207,10 @@ t.test('chaos: kill -9 the lease holder and a NATS node during an activation sto
       }
       const entry: FloorEntry = { revision: c.revision, stage: c.stage, iat: c.iat };
       const cmp = agent.floor ? compareFloor(entry, agent.floor) : 1;
-      if (cmp < 0 && entry.revision < agent.floor!.revision) agent.olderArrivals++;
+      if (cmp < 0 && entry.revision < agent.floor!.revision) {
+        agent.olderArrivals++;
+        agent.older.push(entry.revision);
+      }
       if (cmp <= 0) return;
       if (agent.floor === null || entry.revision !== agent.floor.revision) agent.applied.push(entry.revision);
       agent.floor = entry;
@@ -348,6 +355,7 @@ t.test('chaos: kill -9 the lease holder and a NATS node during an activation sto
     [`agents at the latest revision ${latest}`, `${converged}/${AGENTS}`],
     ['  agents that applied an older revision after a newer', agents.filter((x) => x.applied.some((r, i) => i > 0 && r < x.applied[i - 1]!)).length],
     ['  older messages on the wire refused by the floor', agents.reduce((s, x) => s + x.olderArrivals, 0)],
+    ['    by revision (agents)', JSON.stringify(agents.flatMap((x) => x.older).reduce<Record<number, number>>((m, r) => ({ ...m, [r]: (m[r] ?? 0) + 1 }), {}))],
     ['snapshot revisions published (via the API)', revisions.join(',')],
     ['fleet envelopes seen (after takeover / after NATS kill)', `${envelopes.length} (${afterTakeover.length} / ${afterNatsKill.length})`],
     ['  why attempts failed', JSON.stringify(Object.fromEntries(failures))],
