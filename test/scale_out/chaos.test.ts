@@ -232,24 +232,25 @@ t.test('chaos: kill -9 the lease holder and a NATS node during an activation sto
   const holderNow = async () =>
     (await sqlc.query("select holder, epoch::int as epoch from leases where name = 'singleton' and expires_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint")).rows[0] as { holder: string; epoch: number } | undefined;
 
-  // The storm: every host once, DOUBLED of them twice at once, launched at a steady pace
-  // and alternating between the replicas.
-  const requests: Request[] = [];
+  // The storm: every host once, and DOUBLED of them twice at once (one copy to each
+  // replica), in a fixed shuffle so the racing licenses' hosts are spread over the storm.
+  const fresh = (host: TestHost, license: number): Request => ({ host, license, outcome: 'unanswered', machineId: null, code: null, attempts: 0, failed: 0, answeredBy: null });
+  const primaries: Array<{ req: Request; twin: Request | null }> = [];
   let n = 0;
   for (const li of licenses.keys()) {
     for (let m = 0; m < MACHINES_PER_LICENSE; m++) {
       const host = new TestHost(`chaos-${li}-${m}-${process.pid}`);
-      requests.push({ host, license: li, outcome: 'unanswered', machineId: null, code: null, attempts: 0, failed: 0, answeredBy: null });
-      if (n++ % Math.floor((SEATS.length * MACHINES_PER_LICENSE) / DOUBLED) === 0) requests.push({ host, license: li, outcome: 'unanswered', machineId: null, code: null, attempts: 0, failed: 0, answeredBy: null });
+      const twin = n++ % Math.floor((SEATS.length * MACHINES_PER_LICENSE) / DOUBLED) === 0 ? fresh(host, li) : null;
+      primaries.push({ req: fresh(host, li), twin });
     }
   }
-  // A fixed shuffle: the racing licenses' hosts are spread over the whole storm.
   let seed = 7;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  for (let i = requests.length - 1; i > 0; i--) {
+  const rand = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+  for (let i = primaries.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
-    [requests[i], requests[j]] = [requests[j]!, requests[i]!];
+    [primaries[i], primaries[j]] = [primaries[j]!, primaries[i]!];
   }
+  const requests: Request[] = primaries.flatMap((p) => (p.twin ? [p.req, p.twin] : [p.req]));
   const activate = async (req: Request, first: number) => {
     for (let k = 0; k < 12; k++) {
       const r = replicas[(first + k) % replicas.length]!;
@@ -283,10 +284,11 @@ t.test('chaos: kill -9 the lease holder and a NATS node during an activation sto
   let answered = 0;
   let next = 0;
   const workers = Array.from({ length: CONCURRENCY }, async () => {
-    while (next < requests.length) {
+    while (next < primaries.length) {
       const i = next++;
-      await activate(requests[i]!, i % 2);
-      answered++;
+      const { req, twin } = primaries[i]!;
+      await Promise.all([activate(req, i % 2), twin ? activate(twin, (i + 1) % 2) : null]);
+      answered += twin ? 2 : 1;
     }
   });
   const storm = Promise.all(workers);
