@@ -153,7 +153,10 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
   // Singleton work (republishing, the fleet publisher, pruning, culling, feeds, the
   // correlator) runs only while this replica holds the lease; the first try is awaited
   // so a lone replica starts its work at once.
-  const lease = new Lease(db, dialect, {
+  // On its own connection: requests waiting for the pool (a storm of activations) must not
+  // delay a renewal past the lease, nor a survivor's takeover.
+  const leaseDb = dialect === 'postgres' ? openDatabase(config.databaseUrl, { poolSize: 1 }).db : db;
+  const lease = new Lease(leaseDb, dialect, {
     seconds: config.leaseSeconds,
     onChange: (held, epoch) => log.info(held ? 'singleton lease taken' : 'singleton lease lost', { epoch }),
     onError: (m, meta) => log.warn(m, meta),
@@ -418,6 +421,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
       await http.close();
       await audit.flush().catch((e: unknown) => log.warn('writing suppressed-refusal counts failed', { error: (e as Error).message }));
       await lease.close().catch(() => undefined);
+      if (leaseDb !== db) await leaseDb.destroy();
       await db.destroy();
     },
   };

@@ -18,9 +18,10 @@ export interface OpenedDatabase {
   description: string;
 }
 
-export function openDatabase(url: string): OpenedDatabase {
+/** `poolSize`: PostgreSQL connections at most (default 10). */
+export function openDatabase(url: string, opts: { poolSize?: number } = {}): OpenedDatabase {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
-    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10 });
     // An idle pooled connection that PostgreSQL closes (a restart, a failover) is dropped
     // by the pool and the next query opens a new one; without a listener the pool's
     // 'error' event would end the process instead.

@@ -344,12 +344,26 @@ export class Orchestrator {
     return ok;
   }
 
-  /** Republishes everything current (on NATS reconnect, and as the periodic TTL renewal). */
+  /**
+   * Republishes everything current (on NATS reconnect, and as the periodic TTL renewal).
+   * A republication read before a newer revision was committed can be stored after that
+   * one's publication (another replica published it meanwhile): it is followed at once by
+   * the revision current now, so the subject's last value never stays behind.
+   */
   async republishAll(): Promise<number> {
     let n = 0;
     for (const c of await this.current()) {
-      const rev = await this.get(c.service_id, c.revision);
-      if (await this.publishRevision({ ...rev, targets: [c.target] })) n++;
+      let rev = await this.get(c.service_id, c.revision);
+      for (let round = 0; round < 3; round++) {
+        if (!(await this.publishRevision({ ...rev, targets: [c.target] }))) break;
+        if (round === 0) n++;
+        // Newer since it was read: a later revision, or the same one promoted.
+        const now = await this.db.selectFrom('seg_current').select('revision').where('service_id', '=', c.service_id).where('target', '=', c.target).executeTakeFirst();
+        if (!now) break;
+        const fresh = await this.get(c.service_id, Number(now.revision));
+        if (fresh.revision < rev.revision || (fresh.revision === rev.revision && fresh.stage === rev.stage)) break;
+        rev = fresh;
+      }
     }
     return n;
   }

@@ -8,8 +8,10 @@
  * request that caused the event only writes those rows; sending happens here, later, on
  * a timer and at once when kicked, so a slow or dead receiver never slows an API call.
  * Rows survive a restart: a row is claimed by moving its next attempt a lease ahead
- * (compare-and-set on the old value, so replicas never send one attempt twice), and a
- * claim a crash left behind comes due again once the lease runs out.
+ * (compare-and-set on the old value, so replicas never send one attempt twice), the
+ * result is written only while that claim stands, and a claim a crash (kill -9) left
+ * behind comes due again once it runs out (the attempt timeout plus CLAIM_MARGIN_MS):
+ * at-least-once, the repeat under the same event id, so receivers dedupe on it.
  *
  * Tenancy: an endpoint registered with a key limited to one customer carries that
  * customer, and is given only events whose customer is that one; an endpoint of an
@@ -61,6 +63,12 @@ export const DEFAULT_WEBHOOK_SETTINGS: Readonly<WebhookSettings> = {
 
 /** Deliveries in flight at once per server. */
 const CONCURRENCY = 4;
+/**
+ * How long a claim outlasts the attempt's timeout: room for the endpoint lookup and the
+ * result's write. A replica killed mid-attempt leaves its claims, due again this long
+ * after the attempt's timeout would have ended it (test/scale_out/webhooks_replicas.test.ts).
+ */
+export const CLAIM_MARGIN_MS = 5_000;
 /** Endpoints per customer (and for unrestricted keys). */
 export const MAX_ENDPOINTS = 100;
 
@@ -371,8 +379,8 @@ export class Webhooks {
       if (due.length === 0) return;
       let claimed = 0;
       for (const d of due) {
-        // The lease outlasts the attempt; a crash mid-attempt leaves it due again after.
-        const lease = iso(new Date(now.getTime() + this.settings.timeoutMs + 30_000));
+        // The claim outlasts the attempt; a crash mid-attempt leaves it due again after.
+        const lease = iso(new Date(now.getTime() + this.settings.timeoutMs + CLAIM_MARGIN_MS));
         const r = await this.db
           .updateTable('webhook_deliveries')
           .set({ next_attempt_at: lease })
@@ -382,7 +390,7 @@ export class Webhooks {
           .executeTakeFirst();
         if (Number(r.numUpdatedRows) === 0) continue;
         claimed += 1;
-        const p: Promise<void> = this.attempt(d)
+        const p: Promise<void> = this.attempt(d, lease)
           .catch((e: unknown) => {
             this.log.warn('webhook attempt failed', { delivery: d.id, error: (e as Error).message });
           })
@@ -393,7 +401,8 @@ export class Webhooks {
     }
   }
 
-  private async attempt(d: Selectable<WebhookDeliveriesTable>): Promise<void> {
+  /** One attempt of a delivery this replica claimed (its next attempt set to `claim`). */
+  private async attempt(d: Selectable<WebhookDeliveriesTable>, claim: string): Promise<void> {
     const endpoint = await this.db.selectFrom('webhook_endpoints').select(['url']).where('id', '=', d.endpoint_id).executeTakeFirst();
     if (!endpoint) return; // deleted meanwhile (its deliveries go with it)
     const at = this.clock.now();
@@ -410,7 +419,9 @@ export class Webhooks {
     const delivered = res.error === null;
     const exhausted = !delivered && attempts >= this.settings.maxAttempts;
     const next = delivered || exhausted ? null : iso(new Date(this.clock.now().getTime() + backoffDelay(attempts - 1, { baseMs: this.settings.backoffBaseMs, capMs: this.settings.backoffCapMs })));
-    await this.db
+    // Written only while the claim is still ours: an attempt that outlived it (another
+    // replica claimed the row since, or an operator retried it) leaves that one's result.
+    const w = await this.db
       .updateTable('webhook_deliveries')
       .set({
         status: delivered ? 'delivered' : exhausted ? 'failed' : 'pending',
@@ -423,7 +434,13 @@ export class Webhooks {
         delivered_at: delivered ? iso(this.clock.now()) : null,
       })
       .where('id', '=', d.id)
-      .execute();
+      .where('status', '=', 'pending')
+      .where('next_attempt_at', '=', claim)
+      .executeTakeFirst();
+    if (Number(w.numUpdatedRows) === 0) {
+      this.log.warn('webhook attempt outlived its claim; its result is not recorded', { delivery: d.id, endpoint: d.endpoint_id, delivered });
+      return;
+    }
     if (!delivered) this.log.info('webhook attempt failed', { delivery: d.id, endpoint: d.endpoint_id, attempts, error: res.error, next_attempt_at: next });
   }
 
