@@ -49,7 +49,8 @@ t.test('refusal: unknown names, bad units, bad numbers, duplicates', async (t) =
   const started = spawnSync(process.execPath, [CLI, '--listen', '127.0.0.1:0'], {
     encoding: 'utf8',
     timeout: 20000,
-    env: { ...process.env, AEGIS_KEYS_DIR: join(dir, 'keys'), DATABASE_URL: `sqlite:${join(dir, 'aegis.db')}`, AEGIS_RATE_LIMITS: 'activation_per_ip=30/fortnight' },
+    // Plain node, as an operator runs it (not under the test runner's NODE_OPTIONS hooks).
+    env: { ...process.env, NODE_OPTIONS: '', AEGIS_KEYS_DIR: join(dir, 'keys'), DATABASE_URL: `sqlite:${join(dir, 'aegis.db')}`, AEGIS_RATE_LIMITS: 'activation_per_ip=30/fortnight' },
   });
   t.equal(started.status, 1, 'start refuses');
   t.equal(started.stderr.trim().split('\n').length, 1, `one line: ${started.stderr}`);
