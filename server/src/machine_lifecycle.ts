@@ -620,6 +620,12 @@ export class MachineLifecycle {
       .select(['licenses.heartbeat_interval_seconds', 'licenses.heartbeat_cull', 'licenses.floating', 'licenses.lease_ttl_seconds', 'licenses.grace_period_seconds'])
       .where('machines.status', '=', 'active')
       .where((eb) => eb.or([eb('licenses.heartbeat_interval_seconds', 'is not', null), eb('licenses.floating', '=', 1)]))
+      // Driven from the few licenses with heartbeats or floating seats (their indexes,
+      // then machines_license), not a scan of every machine: on 1M machines that scan held
+      // the event loop (SQLite is synchronous here) for seconds every cull interval.
+      .where('machines.license_id', 'in', (eb) =>
+        eb.selectFrom('licenses').select('licenses.id').where((w) => w.or([w('licenses.heartbeat_interval_seconds', 'is not', null), w('licenses.floating', '=', 1)])),
+      )
       .execute();
     const deactivated: string[] = [];
     const dead: string[] = [];
