@@ -20,10 +20,8 @@ import { startPostgres } from '../../test/harness/postgres.js';
 import { startReplica, type Replica } from '../../test/harness/replica.js';
 import { ed25519VerifyRate, line, load, loadLine, opt, post, ratio, type LoadResult } from './common.js';
 
-const UNLIMITED = { burst: 1e12, perMinute: 1e12 };
-const ALL_LIMITS = { activationPerIp: UNLIMITED, activationPerLicense: UNLIMITED, refreshPerIp: UNLIMITED, refreshPerMachine: UNLIMITED, validatePerIp: UNLIMITED, validatePerLicense: UNLIMITED };
-// Rate limits lifted through the replica harness's test knob (AEGIS_TEST_LIMITS) and budgets kept in process memory (AEGIS_RATE_LIMIT_STORE); no operator setting turns them off yet.
-const LIFT = { env: { AEGIS_RATE_LIMIT_STORE: 'memory' } as Record<string, string>, limits: ALL_LIMITS }; // SWITCH to { env: { AEGIS_RATE_LIMITS: 'off' }, limits: {} } once the AEGIS_RATE_LIMITS setting exists
+// Rate limits are lifted the way an operator would: AEGIS_RATE_LIMITS=off on every replica.
+const LIFT = { env: { AEGIS_RATE_LIMITS: 'off' } as Record<string, string>, limits: '' };
 const LICENSES = 8;
 
 /** Busy and total jiffies of all cores (/proc/stat), to say how loaded the machine was. */
@@ -143,7 +141,7 @@ export async function throughputPhase(): Promise<void> {
       `bench/cluster throughput: ${SECONDS} s per figure, ${CONCURRENCY} concurrent HTTP clients (keep-alive) spread over the replicas, one PostgreSQL, ${LICENSES} licenses, node ${process.version}`,
       `  This machine has ${cpus().length} CPU cores, shared by the replicas, PostgreSQL and this load generator: the two/one ratio is bounded by CPU, not by the server's design.`,
       `  When the cores are busy with other work (load average above ${cpus().length}), req/s falls with it; req per replica CPU-second is the figure that stays comparable.`,
-      `  Rate limits: lifted through the replica harness's AEGIS_TEST_LIMITS, budgets in memory (AEGIS_RATE_LIMIT_STORE=memory).`,
+      `  Rate limits: off (AEGIS_RATE_LIMITS=off on every replica).`,
       line('baseline', 'raw Ed25519 verify (one core)', `${verifyRate.toFixed(0).padStart(7)} op/s   load ${(loadavg()[0] ?? 0).toFixed(1)}`),
       line('measured', 'POST /api/v1/licenses/validate, 1 replica', loadLine(one.validate)),
       line('note', '', cpu(one.vCpu)),

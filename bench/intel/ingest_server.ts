@@ -37,13 +37,11 @@ const send = (m: unknown) => process.send!(m);
 
 const dir = mkdtempSync(join(tmpdir(), 'aegis-bench-intel-'));
 KeyStore.open(join(dir, 'keys')).generate();
-const unlimited = { burst: 1e9, perMinute: 1e9 };
 const app = await startApp(
-  loadConfig({ listen: '127.0.0.1:0', database: `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, { AEGIS_RULES_INTERVAL_SECONDS: '3600', LOG_LEVEL: 'error', AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS: '65000' }),
+  loadConfig({ listen: '127.0.0.1:0', database: `sqlite:${join(dir, 'aegis.db')}`, keysDir: join(dir, 'keys') }, { AEGIS_RULES_INTERVAL_SECONDS: '3600', LOG_LEVEL: 'error', AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS: '65000', AEGIS_RATE_LIMITS: 'off' }),
   {
     logger: createLogger({ silent: true }),
     auditRefusalsPerMinute: 1e9,
-    limits: { activationPerIp: unlimited, activationPerLicense: unlimited, refreshPerIp: unlimited, refreshPerMachine: unlimited, validatePerIp: unlimited, validatePerLicense: unlimited },
   },
 );
 const db = app.ctx.db as Kysely<Database>;

@@ -24,7 +24,7 @@ import { DbKeyring, loadKek } from './keys/db_keyring.js';
 import { Licenses } from './licenses.js';
 import { MachineLifecycle } from './machine_lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
-import { DEFAULT_RATE_LIMITS, RateLimiter, SharedRateLimiter, type RateLimits } from './rate_limit.js';
+import { RateLimiter, SharedRateLimiter } from './rate_limit.js';
 import { Lease } from './lease.js';
 import { buildRouter } from './routes.js';
 import { addSegRoutes } from './routes_seg.js';
@@ -68,7 +68,6 @@ import { SERVER_VERSION } from './version.js';
 
 export interface AppOptions {
   clock?: Clock;
-  limits?: Partial<RateLimits>;
   /** Refused requests audited per (event, client IP) and minute (DEFAULT_AUDIT_REFUSALS_PER_MINUTE). */
   auditRefusalsPerMinute?: number;
   logger?: Logger;
@@ -248,7 +247,7 @@ export async function startApp(config: ServerConfig, opts: AppOptions = {}): Pro
     audit,
     limiter:
       config.rateLimitStore === 'database' || (config.rateLimitStore === 'auto' && dialect === 'postgres') ? (sharedLimiter = new SharedRateLimiter(db, dialect)) : new RateLimiter(),
-    limits: { ...DEFAULT_RATE_LIMITS, ...opts.limits },
+    limits: config.rateLimits,
     ctx,
   });
   addSegRoutes(router, { apiKeys, audit, orchestrator, agents, flowLog, lifecycle, tenancy, targets: new TargetResolver(db, clock) });

@@ -5,6 +5,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_KERNEL_TOKEN_TTL_SECONDS, DEFAULT_LICENSE_TOKEN_TTL_SECONDS, parseFleetKey } from '../../protocol/src/index.js';
 import { DEFAULT_FLOW_MAX_ROWS, DEFAULT_FLOW_RETENTION_DAYS } from './rollout/flow_log.js';
+import { parseRateLimits, type RateLimits } from './rate_limit.js';
 import { eventSettingsFrom, type EventSettings } from './events/settings.js';
 import { DEFAULT_WEBHOOK_SETTINGS, type WebhookSettings } from './webhooks/webhooks.js';
 import type { Pkcs11Settings } from './keys/pkcs11_keyring.js';
@@ -71,6 +72,11 @@ export interface ServerConfig {
   leaseSeconds: number;
   /** Where rate-limit budgets live (AEGIS_RATE_LIMIT_STORE): memory (one process) or database (every replica); default database on PostgreSQL. */
   rateLimitStore: 'memory' | 'database' | 'auto';
+  /**
+   * The request budgets (AEGIS_RATE_LIMITS: `off`, or `name=N/unit,...` over the defaults
+   * in rate_limit.ts); a null entry is off.
+   */
+  rateLimits: RateLimits;
   /** How often every fleet's license is republished (AEGIS_FLEET_PUBLISH_SECONDS, default 300). */
   fleetPublishSeconds: number;
   /** The PKI directory (`aegis-server pki init`): CA that issues machine certificates. */
@@ -470,6 +476,7 @@ export function loadConfig(flags: ConfigFlags = {}, env = process.env): ServerCo
     cullIntervalSeconds: cull,
     leaseSeconds: intSetting(env, 'AEGIS_LEASE_SECONDS', 15, 1, 3600),
     rateLimitStore: rateLimitStoreFrom(env),
+    rateLimits: parseRateLimits(env.AEGIS_RATE_LIMITS),
     fleetPublishSeconds: intSetting(env, 'AEGIS_FLEET_PUBLISH_SECONDS', 300, 1, 86400),
     databaseUrl: flags.database ?? env.DATABASE_URL ?? 'sqlite:./var/aegis.db',
     keysDir,

@@ -30,7 +30,7 @@ const LEEWAY_SECONDS = 30;
  * MACHINE_DEACTIVATED, and NOT_FOUND for a machine the server does not hold under that
  * license. The machine lifecycle answers it.
  */
-export type SeatRefusalLookup = (licenseId: string, machineId: string) => Promise<SeatAnswer>;
+export type SeatRefusalLookup = (licenseId: string, machineId: string, kid: string) => Promise<SeatAnswer>;
 
 /**
  * A seat or license lookup's answer: null (usable), a refusal (mapped to its verdict), a
@@ -40,8 +40,12 @@ export type SeatRefusalLookup = (licenseId: string, machineId: string) => Promis
  */
 export type SeatAnswer = AegisError | { code: ValidationCode; message: string } | { grace_ends_at: Date } | null;
 
-/** Why a license cannot be used now (LICENSE_REVOKED, also for a deleted one; LICENSE_EXPIRED), or null. */
-export type LicenseRefusalLookup = (licenseId: string) => Promise<SeatAnswer>;
+/**
+ * Why a license cannot be used now (LICENSE_REVOKED, also for a deleted one; LICENSE_EXPIRED), or null.
+ * `kid` is the key that signed the token: a lookup may refuse it (UNKNOWN_KEY) when it was
+ * retired since this replica last loaded the keyring.
+ */
+export type LicenseRefusalLookup = (licenseId: string, kid: string) => Promise<SeatAnswer>;
 
 /** The entitlements a license holds now (the server's record, which may be newer than a token's claim). */
 export type EntitlementsLookup = (licenseId: string) => Promise<string[]>;
@@ -120,7 +124,7 @@ export async function validateLicenseToken(
     const refresh = moduleToken ? '' : '; a machine that still holds its seat refreshes it';
     return fail('EXPIRED', `license token expired${typeof c.exp === 'number' ? ` at ${new Date(c.exp * 1000).toISOString()}` : ''}${refresh}`);
   }
-  const answer = moduleToken ? await lookups.license(c.license_id) : await lookups.seat(c.license_id, c.sub as string);
+  const answer = moduleToken ? await lookups.license(c.license_id, v.kid) : await lookups.seat(c.license_id, c.sub as string, v.kid);
   let refusal: AegisError | null = null;
   if (answer instanceof AegisError) refusal = answer;
   else if (answer && 'grace_ends_at' in answer) graceEnd = Math.min(graceEnd ?? Infinity, answer.grace_ends_at.getTime());

@@ -64,6 +64,7 @@ import { acceptProof, publicKeyFromJwk } from './host_proof.js';
 import { expiryGraceEnd, freshHeartbeatColumns, heartbeatVerdict, leaseEnd, leaseLapsed } from './heartbeats.js';
 import type { PeerCertificate } from './http/router.js';
 import type { Keyring } from './keys/keyring.js';
+import { DbKeyring } from './keys/db_keyring.js';
 import { validateLicenseToken, type SeatAnswer } from './license_validation.js';
 import { componentsOf, entitlementsOf, majorOf, statusOf, toLicense, toMachine, type Licenses } from './licenses.js';
 import { clonesOf, cloneRefusal, containerRefusal, driftedMachine, driftRefusal, type PresentedFingerprint } from './machine_fingerprint.js';
@@ -366,7 +367,14 @@ export class MachineLifecycle {
       // a refused activation leaves it usable and a replay never reaches the seat count.
       if ('offline' in auth) await useNonce(tx, iso(this.clock.now()), auth.offline, 'activation', null, ids);
       const strategy = lic.fingerprint_match as FingerprintMatch;
-      const onLicense = await tx.selectFrom('machines').selectAll().where('license_id', '=', lic.id).where('status', '=', 'active').execute();
+      // Every active machine of the license is needed only to find clones (components
+      // presented) or seats that end now (floating leases, heartbeat_cull deactivate);
+      // otherwise only those with this host key (index machines_license_hostkey), so an
+      // activation on a license of thousands of seats reads a handful of rows.
+      const everySeat = Object.keys(presented.components).length > 0 || Number(lic.floating) === 1 || (lic.heartbeat_interval_seconds !== null && lic.heartbeat_cull !== 'keep');
+      let seats = tx.selectFrom('machines').selectAll().where('license_id', '=', lic.id).where('status', '=', 'active');
+      if (!everySeat) seats = seats.where('host_key_thumbprint', '=', thumbprint);
+      const onLicense = await seats.execute();
       const sameKey = onLicense.filter((m) => m.host_key_thumbprint === thumbprint);
       const exact = sameKey.find((m) => m.hardware_id === input.hardware_id);
       // Hardware changed within the license's strategy: the same machine and seat, its
@@ -612,6 +620,12 @@ export class MachineLifecycle {
       .select(['licenses.heartbeat_interval_seconds', 'licenses.heartbeat_cull', 'licenses.floating', 'licenses.lease_ttl_seconds', 'licenses.grace_period_seconds'])
       .where('machines.status', '=', 'active')
       .where((eb) => eb.or([eb('licenses.heartbeat_interval_seconds', 'is not', null), eb('licenses.floating', '=', 1)]))
+      // Driven from the few licenses with heartbeats or floating seats (their indexes,
+      // then machines_license), not a scan of every machine: on 1M machines that scan held
+      // the event loop (SQLite is synchronous here) for seconds every cull interval.
+      .where('machines.license_id', 'in', (eb) =>
+        eb.selectFrom('licenses').select('licenses.id').where((w) => w.or([w('licenses.heartbeat_interval_seconds', 'is not', null), w('licenses.floating', '=', 1)])),
+      )
       .execute();
     const deactivated: string[] = [];
     const dead: string[] = [];
@@ -862,10 +876,24 @@ export class MachineLifecycle {
   }
 
   private validateToken(input: ValidateRequest, onVerified?: (licenseId: string) => void | Promise<void>): Promise<ValidateResult> {
-    const licenseRow = (licenseId: string) => this.db.selectFrom('licenses').selectAll().where('id', '=', licenseId).executeTakeFirst();
-    const licenseAnswer = (row: Selectable<LicensesTable> | undefined): SeatAnswer => {
+    // One read of the license per validation (the entitlements come from the same row).
+    // With the database keyring every replica shares, the same statement reads whether
+    // the token's key was retired: a retirement on another replica refuses the very next
+    // validation here, not one keyring poll later.
+    const shared = this.d.keys instanceof DbKeyring;
+    let licenseRead: Promise<(Selectable<LicensesTable> & { key_retired_at?: string | null }) | undefined> | null = null;
+    const licenseRow = (licenseId: string, kid: string) => {
+      if (licenseRead) return licenseRead;
+      const q = this.db.selectFrom('licenses').selectAll('licenses').where('licenses.id', '=', licenseId);
+      licenseRead = shared
+        ? q.select((eb) => eb.selectFrom('keyring_keys').select('keyring_keys.retired_at').where('keyring_keys.kind', '=', 'signing').where('keyring_keys.kid', '=', kid).as('key_retired_at')).executeTakeFirst()
+        : q.executeTakeFirst();
+      return licenseRead;
+    };
+    const licenseAnswer = (row: (Selectable<LicensesTable> & { key_retired_at?: string | null }) | undefined, kid: string): SeatAnswer => {
       // A deleted license reads as revoked: its tokens must stop validating too.
       if (!row) return new AegisError('LICENSE_REVOKED', 'license revoked');
+      if (row.key_retired_at != null) return { code: 'UNKNOWN_KEY', message: `unknown or retired key ${kid}` };
       const now = this.clock.now();
       const refusal = licenseRefusal(row, now, null, { grace: true });
       if (refusal) return refusal;
@@ -877,10 +905,10 @@ export class MachineLifecycle {
       this.d.tokens,
       input,
       {
-        license: async (licenseId) => licenseAnswer(await licenseRow(licenseId)),
-        seat: async (licenseId, machineId) => {
-          const lic = await licenseRow(licenseId);
-          const answer = licenseAnswer(lic);
+        license: async (licenseId, kid) => licenseAnswer(await licenseRow(licenseId, kid), kid),
+        seat: async (licenseId, machineId, kid) => {
+          const lic = await licenseRow(licenseId, kid);
+          const answer = licenseAnswer(lic, kid);
           if (answer && !('grace_ends_at' in answer)) return answer;
           const machine = await this.db.selectFrom('machines').selectAll().where('id', '=', machineId).executeTakeFirst();
           if (!machine || machine.license_id !== licenseId) return new AegisError('NOT_FOUND', NOT_FOUND_MESSAGE);
@@ -897,7 +925,7 @@ export class MachineLifecycle {
           return ends.length > 0 ? { grace_ends_at: new Date(Math.min(...ends.map((d) => d.getTime()))) } : null;
         },
         entitlements: async (licenseId) => {
-          const row = await this.db.selectFrom('licenses').select('entitlements').where('id', '=', licenseId).executeTakeFirst();
+          const row = licenseRead ? await licenseRead : await this.db.selectFrom('licenses').select('entitlements').where('id', '=', licenseId).executeTakeFirst();
           return row ? entitlementsOf(row) : [];
         },
       },

@@ -17,7 +17,7 @@ import type { Database } from './db/schema.js';
 /** What the routes charge budgets through. */
 export interface Limiter {
   /** Takes one token or refuses with RATE_LIMITED and the seconds until the next one. */
-  take(key: string, limit: Limit): void | Promise<void>;
+  take(key: string, limit: Limit | null): void | Promise<void>;
 }
 
 function refusal(tokens: number, rate: number): AegisError {
@@ -45,7 +45,8 @@ export class RateLimiter implements Limiter {
   constructor(private readonly now: () => number = () => Date.now()) {}
 
   /** Takes one token or throws RATE_LIMITED with the seconds until the next one. */
-  take(key: string, limit: Limit): void {
+  take(key: string, limit: Limit | null): void {
+    if (limit === null) return;
     const t = this.now();
     const rate = limit.perMinute / 60_000; // tokens per ms
     let b = this.buckets.get(key);
@@ -87,7 +88,8 @@ export class SharedRateLimiter implements Limiter {
     this.greatest = dialect === 'sqlite' ? 'max' : 'greatest';
   }
 
-  async take(key: string, limit: Limit): Promise<void> {
+  async take(key: string, limit: Limit | null): Promise<void> {
+    if (limit === null) return;
     const k = key.length > MAX_KEY ? key.slice(0, MAX_KEY) : key;
     const t = Math.floor(this.now());
     const rate = limit.perMinute / 60_000;
@@ -126,20 +128,99 @@ export class SharedRateLimiter implements Limiter {
   }
 }
 
+/**
+ * Every budget the routes charge, by its name in AEGIS_RATE_LIMITS (config.ts parses it).
+ * null: that limit is off.
+ */
 export interface RateLimits {
-  activationPerIp: Limit;
-  activationPerLicense: Limit;
-  refreshPerMachine: Limit;
-  refreshPerIp: Limit;
-  validatePerIp: Limit;
-  validatePerLicense: Limit;
+  activationPerIp: Limit | null;
+  activationPerLicense: Limit | null;
+  refreshPerMachine: Limit | null;
+  refreshPerIp: Limit | null;
+  heartbeatPerMachine: Limit | null;
+  heartbeatPerIp: Limit | null;
+  validatePerIp: Limit | null;
+  validatePerLicense: Limit | null;
 }
 
-export const DEFAULT_RATE_LIMITS: RateLimits = {
-  activationPerIp: { burst: 30, perMinute: 30 },
-  activationPerLicense: { burst: 20, perMinute: 20 },
-  refreshPerMachine: { burst: 10, perMinute: 10 },
-  refreshPerIp: { burst: 120, perMinute: 120 },
-  validatePerIp: { burst: 600, perMinute: 600 },
-  validatePerLicense: { burst: 120, perMinute: 120 },
+/** The AEGIS_RATE_LIMITS name of each limit. */
+export const RATE_LIMIT_NAMES: Readonly<Record<keyof RateLimits, string>> = {
+  activationPerIp: 'activation_per_ip',
+  activationPerLicense: 'activation_per_license',
+  refreshPerMachine: 'refresh_per_machine',
+  refreshPerIp: 'refresh_per_ip',
+  heartbeatPerMachine: 'heartbeat_per_machine',
+  heartbeatPerIp: 'heartbeat_per_ip',
+  validatePerIp: 'validate_per_ip',
+  validatePerLicense: 'validate_per_license',
 };
+
+const perMinute = (n: number): Limit => ({ burst: n, perMinute: n });
+
+/**
+ * Defaults sized for real fleets (docs/operations.md, "Rate limits"), the burst one
+ * minute's worth:
+ * - validate_per_license 1200/min: a site license validated hourly by 10,000
+ *   installations is ~170/min on average; 1200 leaves 7x headroom for installations that
+ *   start together (72,000 validations an hour per license).
+ * - validate_per_ip 1200/min: the same fleet behind one NAT address. A forged token costs
+ *   one signature check (about 0.1 ms), so 20/s per address buys an attacker nothing.
+ * - activation_per_license 300/min, activation_per_ip 300/min: a rollout of 10,000
+ *   machines (one NAT address) takes its seats in about half an hour.
+ * - refresh_per_machine 10/min, heartbeat_per_machine 10/min: an agent refreshes at half
+ *   its kernel token's lifetime and heartbeats at its license's interval; 10 a minute is
+ *   retries to spare, and bounds one stolen host key.
+ * - refresh_per_ip 1200/min: 10,000 agents behind one address refreshing every 30 min
+ *   (the default 1 h kernel token) are ~330/min.
+ * - heartbeat_per_ip 12000/min: 10,000 agents behind one address beating every minute.
+ */
+export const DEFAULT_RATE_LIMITS: Readonly<RateLimits> = {
+  activationPerIp: perMinute(300),
+  activationPerLicense: perMinute(300),
+  refreshPerMachine: perMinute(10),
+  refreshPerIp: perMinute(1200),
+  heartbeatPerMachine: perMinute(10),
+  heartbeatPerIp: perMinute(12_000),
+  validatePerIp: perMinute(1200),
+  validatePerLicense: perMinute(1200),
+};
+
+const UNIT_MINUTES: Record<string, number> = { s: 1 / 60, sec: 1 / 60, min: 1, h: 60, hour: 60 };
+
+/**
+ * AEGIS_RATE_LIMITS: empty (the defaults), `off` (no limit at all), or comma-separated
+ * `name=N/unit` (unit s, min or h; the burst is N) or `name=off`; names not given keep
+ * their default. Anything else throws one line naming the bad entry.
+ */
+export function parseRateLimits(text: string | undefined): RateLimits {
+  const out: RateLimits = { ...DEFAULT_RATE_LIMITS };
+  const t = (text ?? '').trim();
+  if (t === '') return out;
+  const byName = new Map(Object.entries(RATE_LIMIT_NAMES).map(([k, n]) => [n, k as keyof RateLimits]));
+  if (t === 'off') {
+    for (const k of byName.values()) out[k] = null;
+    return out;
+  }
+  const seen = new Set<string>();
+  for (const entry of t.split(',').map((e) => e.trim())) {
+    const m = /^([a-z_]+)=(?:(off)|(\d+)\/([a-z]+))$/.exec(entry);
+    const key = m ? byName.get(m[1]!) : undefined;
+    if (!m || !key) {
+      const name = entry.split('=')[0]!;
+      const why = m && !key ? `unknown limit ${JSON.stringify(name)} (known: ${[...byName.keys()].join(', ')})` : `${JSON.stringify(entry)} is not name=N/unit or name=off`;
+      throw new Error(`AEGIS_RATE_LIMITS: ${why}; e.g. validate_per_license=600/min,activation_per_ip=30/min, or off`);
+    }
+    if (seen.has(m[1]!)) throw new Error(`AEGIS_RATE_LIMITS: ${m[1]} is given twice`);
+    seen.add(m[1]!);
+    if (m[2]) {
+      out[key] = null;
+      continue;
+    }
+    const n = Number(m[3]);
+    const unit = UNIT_MINUTES[m[4]!];
+    if (unit === undefined) throw new Error(`AEGIS_RATE_LIMITS: ${m[1]}: unit ${JSON.stringify(m[4])} is not s, min or h`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > 1e9) throw new Error(`AEGIS_RATE_LIMITS: ${m[1]}: ${m[3]} must be an integer from 1 to 1000000000`);
+    out[key] = { burst: n, perMinute: n / unit };
+  }
+  return out;
+}

@@ -718,9 +718,9 @@ export function buildRouter(d: RouteDeps): Router {
   });
   r.add('POST', '/api/v1/machines/:id/heartbeat', async (req) => {
     const id = req.params.id!;
-    await d.limiter.take(`heartbeat:ip:${req.clientIp}`, d.limits.refreshPerIp);
+    await d.limiter.take(`heartbeat:ip:${req.clientIp}`, d.limits.heartbeatPerIp);
     const { proof } = proofBody(req.body);
-    const perMachine = (machineId: string) => d.limiter.take(`heartbeat:machine:${machineId}`, d.limits.refreshPerMachine);
+    const perMachine = (machineId: string) => d.limiter.take(`heartbeat:machine:${machineId}`, d.limits.heartbeatPerMachine);
     let r;
     try {
       r = await d.lifecycle.heartbeat(id, proof, perMachine);

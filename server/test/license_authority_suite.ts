@@ -529,7 +529,7 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
   t.test('rate limits answer 429 with Retry-After', async (t) => {
     const limited = await startTestServer({
       databaseUrl: await newDatabase(),
-      limits: { validatePerIp: { burst: 3, perMinute: 3 }, activationPerIp: { burst: 2, perMinute: 2 } },
+      rateLimits: 'validate_per_ip=3/min,activation_per_ip=2/min',
     });
     try {
       const codes: number[] = [];
@@ -545,7 +545,7 @@ export function licenseAuthoritySuite(t: Test, newDatabase: DatabaseFactory): vo
     } finally {
       await limited.close();
     }
-    const perLicense = await startTestServer({ databaseUrl: await newDatabase(), limits: { validatePerLicense: { burst: 2, perMinute: 2 } } });
+    const perLicense = await startTestServer({ databaseUrl: await newDatabase(), rateLimits: 'validate_per_license=2/min' });
     try {
       const c = await perLicense.req('POST', '/api/v1/customers', { name: 'RL' });
       const issue = async () => (await perLicense.req('POST', '/api/v1/licenses', { customer_id: c.body.id, tier: 'basic', license_type: 'perpetual' })).body.license_key;

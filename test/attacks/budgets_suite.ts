@@ -83,7 +83,7 @@ export function budgetsSuite(t: Test, newDatabase: DatabaseFactory): void {
   }
 
   t.test('200 forged tokens naming a license do not spend its validation budget', async (t) => {
-    const s = await server({ limits: { validatePerLicense: { burst: 5, perMinute: 5 } } });
+    const s = await server({ rateLimits: 'validate_per_license=5/min' });
     t.teardown(() => s.close());
     const victim = await seat(s, 'victim-validate');
     const [hd, pl] = victim.token.split('.') as [string, string];
@@ -108,7 +108,7 @@ export function budgetsSuite(t: Test, newDatabase: DatabaseFactory): void {
   });
 
   t.test('bogus refreshes naming a machine do not lock out its genuine refresh', async (t) => {
-    const s = await server({ limits: { refreshPerMachine: { burst: 3, perMinute: 3 } } });
+    const s = await server({ rateLimits: 'refresh_per_machine=3/min' });
     t.teardown(() => s.close());
     const victim = await seat(s, 'victim-refresh');
     const thief = new TestHost('thief');

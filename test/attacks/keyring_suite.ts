@@ -406,14 +406,15 @@ export function keyringSuite(t: Test, newDatabase: () => Promise<string | undefi
     const kek = newKek();
     const s = await start(url, kek);
     await s.close();
+    const last = migrationNames('sqlite').at(-1)!;
     const down = cli(['migrate', 'down'], env(url, kek));
-    t.match(down.stdout, /reverted 0020_keyring/, 'migrate down reverts the last one');
+    t.match(down.stdout, new RegExp(`reverted ${last}`), 'migrate down reverts the last one');
     const status = cli(['migrate', 'status'], env(url, kek));
-    t.match(status.stdout, /0020_keyring\s+pending/, 'migrate status shows it pending');
+    t.match(status.stdout, new RegExp(`${last}\\s+pending`), 'migrate status shows it pending');
     t.match(status.stdout, /0017_rules_alerts\s+\d{4}-/, 'and the others executed');
     const { db: db2, dialect: d2 } = openDatabase(url);
     try {
-      t.same((await migrateToLatest(db2, d2)).applied, ['0020_keyring'], 'and it applies again');
+      t.same((await migrateToLatest(db2, d2)).applied, [last], 'and it applies again');
     } finally {
       await db2.destroy();
     }

@@ -47,15 +47,11 @@ export async function startMtlsServer(opts: { databaseUrl?: string; certTtlSecon
       LOG_LEVEL: 'error',
       ...(opts.mtls === false ? {} : { ENABLE_MTLS: 'true' }),
       AEGIS_CLIENT_CERT_TTL: String(opts.certTtlSeconds ?? 86400),
+      AEGIS_RATE_LIMITS: 'off',
       ...opts.env,
     },
   );
-  const unlimited = { burst: 100000, perMinute: 100000 };
-  const app = await startApp(config, {
-    clock,
-    logger: createLogger({ silent: true }),
-    limits: { activationPerIp: unlimited, activationPerLicense: unlimited, refreshPerIp: unlimited, refreshPerMachine: unlimited, validatePerIp: unlimited },
-  });
+  const app = await startApp(config, { clock, logger: createLogger({ silent: true }) });
   const admin = await app.apiKeys.create('test-admin', [...SCOPES]);
   const url = app.http.url;
   return {

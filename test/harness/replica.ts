@@ -2,7 +2,7 @@
  * One aegis-server replica in its own process, for the scale-out tests: several of them on
  * one database (a test PostgreSQL), each killable with SIGKILL. The configuration is the
  * server's own (environment: DATABASE_URL, NATS_URL, AEGIS_LEASE_SECONDS, ...); rate limits
- * come as JSON in AEGIS_TEST_LIMITS (generous by default). Prints one JSON line
+ * are AEGIS_RATE_LIMITS (off but for those a test names). Prints one JSON line
  * {url, adminKey, holder} when listening, and closes gracefully on SIGTERM.
  *
  *   startReplica({ env }) from a test (below), or: node dist/test/harness/replica.js
@@ -10,9 +10,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import type { RateLimits } from '../../server/src/rate_limit.js';
+import { onlyRateLimits } from './server.js';
 
-const GENEROUS = { burst: 100000, perMinute: 100000 };
 
 export interface Replica {
   url: string;
@@ -32,10 +31,11 @@ process.on('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
 
-export async function startReplica(env: Record<string, string>, limits: Partial<RateLimits> = {}): Promise<Replica> {
+/** `rateLimits`: AEGIS_RATE_LIMITS entries (e.g. `validate_per_license=4/min`); every limit not named is off. */
+export async function startReplica(env: Record<string, string>, rateLimits = ''): Promise<Replica> {
   const entry = fileURLToPath(import.meta.url);
   const child = spawn(process.execPath, [entry], {
-    env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS: '65000', ...env, AEGIS_TEST_LIMITS: JSON.stringify(limits), AEGIS_REPLICA_CHILD: '1' },
+    env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', AEGIS_HTTP_KEEPALIVE_TIMEOUT_MS: '65000', AEGIS_RATE_LIMITS: onlyRateLimits(rateLimits), ...env, AEGIS_REPLICA_CHILD: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   live.add(child);
@@ -78,19 +78,9 @@ async function main(): Promise<void> {
   const keysDir = process.env.AEGIS_KEYS_DIR ?? join(mkdtempSync(join(tmpdir(), 'aegis-replica-')), 'keys');
   const keys = KeyStore.open(keysDir);
   if (keys.activeKid() === null) keys.generate();
-  const given = JSON.parse(process.env.AEGIS_TEST_LIMITS ?? '{}') as Partial<RateLimits>;
-  const limits: Partial<RateLimits> = {
-    activationPerIp: GENEROUS,
-    activationPerLicense: GENEROUS,
-    refreshPerIp: GENEROUS,
-    refreshPerMachine: GENEROUS,
-    validatePerIp: GENEROUS,
-    validatePerLicense: GENEROUS,
-    ...given,
-  };
   const config = loadConfig({ listen: '127.0.0.1:0', keysDir }, process.env);
   const log = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' }); // every level to stderr: stdout is the JSON line
-  const app = await startApp(config, { limits, auditRefusalsPerMinute: 100000, logger: log });
+  const app = await startApp(config, { auditRefusalsPerMinute: 100000, logger: log });
   const admin = await app.apiKeys.create(`replica-admin-${process.pid}`, [...SCOPES]);
   process.stdout.write(JSON.stringify({ url: app.http.url, adminKey: admin.key, holder: app.lease.holder }) + '\n');
   process.on('SIGTERM', () => {

@@ -12,7 +12,7 @@ import { SCOPES } from '../../server/src/api_keys.js';
 import { KeyStore } from '../../server/src/keys/keystore.js';
 import { loadConfig } from '../../server/src/config.js';
 import { createLogger } from '../../server/src/logger.js';
-import type { RateLimits } from '../../server/src/rate_limit.js';
+import { RATE_LIMIT_NAMES } from '../../server/src/rate_limit.js';
 import {
   AUD_ACTIVATION_PROOF,
   computeFingerprint,
@@ -49,10 +49,21 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/**
+ * An AEGIS_RATE_LIMITS value with the entries given (`validate_per_license=5/min,...`)
+ * and every other limit off: a test trips only the budget it is about.
+ */
+export function onlyRateLimits(entries: string): string {
+  const given = entries.split(',').map((e) => e.trim()).filter(Boolean);
+  const named = new Set(given.map((e) => e.split('=')[0]));
+  return [...given, ...Object.values(RATE_LIMIT_NAMES).filter((n) => !named.has(n)).map((n) => `${n}=off`)].join(',');
+}
+
 export async function startTestServer(
   opts: {
     databaseUrl?: string;
-    limits?: Partial<RateLimits>;
+    /** AEGIS_RATE_LIMITS entries (e.g. `validate_per_license=5/min`); every limit not named is off. Unset: all off. */
+    rateLimits?: string;
     kernelTokenTtlSeconds?: number;
     /** AEGIS_LICENSE_TOKEN_TTL; unset: the server's default. */
     licenseTokenTtlSeconds?: number;
@@ -91,20 +102,12 @@ export async function startTestServer(
       ...(opts.natsOperatorConfig ? { AEGIS_NATS_OPERATOR_CONFIG: opts.natsOperatorConfig } : {}),
       ...(opts.natsCa ? { AEGIS_NATS_CA: opts.natsCa } : {}),
       ...(opts.natsUser ? { AEGIS_NATS_USER: opts.natsUser, AEGIS_NATS_PASSWORD: opts.natsPassword ?? '' } : {}),
+      // Limits off by default, so only the rate-limit tests trip them.
+      AEGIS_RATE_LIMITS: onlyRateLimits(opts.rateLimits ?? ''),
       ...opts.env,
     },
   );
-  // Generous limits by default, so only the rate-limit test trips them.
-  const limits: Partial<RateLimits> = {
-    activationPerIp: { burst: 100000, perMinute: 100000 },
-    activationPerLicense: { burst: 100000, perMinute: 100000 },
-    refreshPerIp: { burst: 100000, perMinute: 100000 },
-    refreshPerMachine: { burst: 100000, perMinute: 100000 },
-    validatePerIp: { burst: 100000, perMinute: 100000 },
-    validatePerLicense: { burst: 100000, perMinute: 100000 },
-    ...opts.limits,
-  };
-  const app = await startApp(config, { clock, limits, auditRefusalsPerMinute: opts.auditRefusalsPerMinute ?? 100000, logger: createLogger({ silent: true }) });
+  const app = await startApp(config, { clock, auditRefusalsPerMinute: opts.auditRefusalsPerMinute ?? 100000, logger: createLogger({ silent: true }) });
   const admin = await app.apiKeys.create('test-admin', [...SCOPES]);
   const url = app.http.url;
   return {

@@ -87,7 +87,8 @@ t.test('two replicas on one PostgreSQL', async (t) => {
     AEGIS_FLEET_PUBLISH_SECONDS: '1',
     AEGIS_SEG_REPUBLISH_SECONDS: '5',
   };
-  const limits = { validatePerLicense: { burst: VALIDATE_BUDGET, perMinute: 1 } };
+  // A burst of VALIDATE_BUDGET that refills too slowly to matter within the test.
+  const limits = `validate_per_license=${VALIDATE_BUDGET}/h`;
   // One after the other: the first migrates the fresh database.
   let a = await startReplica(env, limits);
   let b = await startReplica(env, limits);

@@ -46,8 +46,36 @@ export function openDatabase(url: string, opts: { poolSize?: number } = {}): Ope
   handle.pragma('journal_mode = WAL');
   handle.pragma('busy_timeout = 5000');
   handle.pragma('foreign_keys = ON');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: handle }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingStatements(handle) }) });
   return { db, dialect: 'sqlite', description: `sqlite:${file}` };
+}
+
+/** Prepared statements kept per SQLite handle (distinct SQL texts; the oldest goes first). */
+const MAX_CACHED_STATEMENTS = 500;
+
+/**
+ * The handle kysely queries through, preparing each SQL text once: kysely prepares every
+ * query it runs, and SQLite's prepare cost more than most of the server's queries
+ * themselves. Safe on one connection: kysely runs one query at a time on it (its mutex),
+ * and SQLite re-prepares a statement itself after a schema change.
+ */
+function cachingStatements(handle: InstanceType<typeof SqliteDatabase>): { prepare(sql: string): ReturnType<typeof handle.prepare>; close(): void } {
+  const statements = new Map<string, ReturnType<typeof handle.prepare>>();
+  return {
+    prepare(text: string) {
+      let stmt = statements.get(text);
+      if (stmt === undefined) {
+        stmt = handle.prepare(text);
+        if (statements.size >= MAX_CACHED_STATEMENTS) statements.delete(statements.keys().next().value!);
+        statements.set(text, stmt);
+      }
+      return stmt;
+    },
+    close() {
+      statements.clear();
+      handle.close();
+    },
+  };
 }
 
 export async function pingDatabase(db: Kysely<Database>): Promise<void> {

@@ -87,13 +87,32 @@ export interface Match {
   maxBody?: number;
 }
 
+/**
+ * Routes are matched in registration order (the first that fits wins). Two indexes keep
+ * that order without scanning every route: a map from "METHOD /static/path" to the route
+ * a parameterless path resolves to (only when no earlier pattern route of that method
+ * also fits it), and the routes by segment count for everything else.
+ */
 export class Router {
   private readonly routes: Route[] = [];
+  private readonly statics = new Map<string, Route>();
+  private readonly bySegments = new Map<number, Route[]>();
 
   /** Registers a route; `doc` is what the OpenAPI document says of it (see route_doc.ts). */
   add(method: string, pattern: string, handler: Handler, opts: { body?: boolean; maxBody?: number; doc?: RouteDoc } = {}): this {
     const takesBody = opts.body ?? (method === 'POST' || method === 'PATCH' || method === 'PUT');
-    this.routes.push({ method, pattern, segments: pattern.split('/').filter(Boolean), handler, takesBody, maxBody: opts.maxBody, doc: opts.doc });
+    const route: Route = { method, pattern, segments: pattern.split('/').filter(Boolean), handler, takesBody, maxBody: opts.maxBody, doc: opts.doc };
+    const path = '/' + route.segments.join('/');
+    const key = `${method} ${path}`;
+    if (!route.segments.some((seg) => seg.startsWith(':')) && !this.statics.has(key)) {
+      // An earlier pattern route that fits this path keeps it (first registered wins).
+      const shadowed = (this.bySegments.get(route.segments.length) ?? []).some((r) => r.method === method && fits(r.segments, route.segments));
+      if (!shadowed) this.statics.set(key, route);
+    }
+    this.routes.push(route);
+    const same = this.bySegments.get(route.segments.length) ?? [];
+    same.push(route);
+    this.bySegments.set(route.segments.length, same);
     return this;
   }
 
@@ -105,9 +124,10 @@ export class Router {
   /** The route for method+path; `allowed` lists methods that match the path otherwise (for 405). */
   match(method: string, path: string): { match: Match | null; allowed: string[] } {
     const parts = path.split('/').filter(Boolean);
+    const hit = this.statics.get(`${method} /${parts.join('/')}`);
+    if (hit) return { match: { handler: hit.handler, pattern: hit.pattern, params: {}, takesBody: hit.takesBody, maxBody: hit.maxBody }, allowed: [] };
     const allowed: string[] = [];
-    for (const r of this.routes) {
-      if (r.segments.length !== parts.length) continue;
+    for (const r of this.bySegments.get(parts.length) ?? []) {
       const raw: Record<string, string> = {};
       let ok = true;
       for (let i = 0; i < parts.length; i++) {
@@ -130,4 +150,9 @@ export class Router {
     }
     return { match: null, allowed };
   }
+}
+
+/** Whether a route's segments fit a path's (a `:param` fits any one segment). */
+function fits(segments: string[], parts: string[]): boolean {
+  return segments.length === parts.length && segments.every((seg, i) => seg.startsWith(':') || seg === parts[i]);
 }
