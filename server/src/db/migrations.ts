@@ -721,7 +721,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('keyring_keys').execute();
       },
     },
-    '0022_validation_indexes': {
+    '0021_validation_indexes': {
       // Activation looks up the license's machines with the presented host key instead of
       // reading every active machine of the license (a site license holds thousands):
       // (license_id, host_key_thumbprint) finds them without scanning the license's seats.
