@@ -11,12 +11,14 @@
  */
 import { decodeProtectedHeader } from 'jose';
 import { AUD_CA_CERTIFICATE, CA_SIGNATURE_TYP, certificateThumbprint, type TokenBundle } from '../../protocol/src/index.js';
-import { certificateValidity, createHostCsr } from './csr.js';
 import type { HostIdentity } from './host_identity.js';
 import type { JwksCache } from './jwks_cache.js';
 import type { Logger } from './logger.js';
 import type { ServerLink } from './server_link.js';
 import type { StateStore } from './state_store.js';
+
+/** csr.ts and @peculiar/x509 (a quarter of the agent's import time), loaded when first needed. */
+const x509 = (): Promise<typeof import('./csr.js')> => import('./csr.js');
 
 /** The client certificate for the mTLS agent listener and the CA it pins. */
 export const MTLS_FILE = 'mtls.json';
@@ -121,11 +123,11 @@ export class ClientCertificate {
     if (refusal) {
       this.d.log.error(
         `refused the CA certificate in the server's answer: ${refusal}. mTLS is not used with it (the plain link stays in use); pin the CA with ca_cert_path or check what sits between this host and the server`,
-        { serial_offered: certificateValidity(bundle.client_certificate)?.serial ?? null },
+        { serial_offered: (await x509()).certificateValidity(bundle.client_certificate)?.serial ?? null },
       );
       return;
     }
-    const v = certificateValidity(bundle.client_certificate);
+    const v = (await x509()).certificateValidity(bundle.client_certificate);
     if (!v) {
       this.d.log.warn('server sent a client certificate that does not parse; ignoring it');
       return;
@@ -153,7 +155,7 @@ export class ClientCertificate {
   /** A certificate request for the host key; undefined (logged) when one cannot be made. */
   async request(): Promise<string | undefined> {
     try {
-      return await createHostCsr(this.d.identity.privateKey, this.d.hostname);
+      return await (await x509()).createHostCsr(this.d.identity.privateKey, this.d.hostname);
     } catch (e) {
       this.d.log.warn('could not create a certificate request', { error: (e as Error).message });
       return undefined;

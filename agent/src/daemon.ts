@@ -10,16 +10,17 @@ import { normalizeLicenseKey, type Feature, type Tier } from '../../protocol/src
 import { agentServerUrlsOf, fleetKeyOf, insecureServerUrl, loadConfig, serverUrlsOf, metricsAddress, type AgentConfig, type ConfigSources } from './config.js';
 import { FleetLicense } from './fleet_license.js';
 import { JwksCache } from './jwks_cache.js';
-import { AgentBus } from './nats/agent_bus.js';
+import type { AgentBus } from './nats/agent_bus.js';
 import { SegClient } from './seg_client.js';
 import { InventoryReporter } from './inventory/inventory_reporter.js';
-import { AgentMetrics, type AgentMetricsSnapshot } from './agent_metrics.js';
+import type { AgentMetricsSnapshot } from './agent_metrics.js';
+import { LazyAgentMetrics } from './lazy_metrics.js';
 import { checkSnapshot, ControlApi, JsonLinesStream, TextReply } from './control_api.js';
 import { MetricsListener } from './metrics_listener.js';
 import { entryOf, FlowLog, matchesQuery, parseFlowLogQuery } from './flow_log.js';
 import { sdNotify } from './datapath/index.js';
 import { AgentError } from './errors.js';
-import { hostFingerprint, type HardwareReport } from './hwid.js';
+import { HWID_CACHE_FILE, hostFingerprint, type HardwareReport } from './hwid.js';
 import { detectEnvironment, type EnvironmentReport } from './host_environment.js';
 import { loadOrCreateHostKey, type HostIdentity } from './host_identity.js';
 import { ClientCertificate } from './client_certificate.js';
@@ -46,7 +47,7 @@ export class AgentDaemon {
   readonly log: Logger;
   private store!: StateStore;
   private identity!: HostIdentity;
-  private hw!: HardwareReport;
+  private hw!: HardwareReport & { cached: boolean };
   private env!: EnvironmentReport;
   private link!: ServerLink;
   private license!: LicenseManager;
@@ -65,7 +66,7 @@ export class AgentDaemon {
   private flowLog!: FlowLog;
   private stopFlowLog: (() => void) | null = null;
   private bus: AgentBus | null = null;
-  private readonly metrics: AgentMetrics;
+  private readonly metrics: LazyAgentMetrics;
   private metricsListener: MetricsListener | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private readonly startedAt = Date.now();
@@ -80,7 +81,7 @@ export class AgentDaemon {
     this.anchors = new TrustAnchors(config, config.state_dir); // so is an unreadable trusted_jwks_path
     this.log = createAgentLogger(config.log_level, config.log_format);
     this.api = new ControlApi(this.log);
-    this.metrics = new AgentMetrics({ version: AGENT_VERSION, read: () => this.metricsSnapshot() });
+    this.metrics = new LazyAgentMetrics({ version: AGENT_VERSION, read: () => this.metricsSnapshot() });
   }
 
   /** What a scrape reads (every family's collect callback shares this one read). */
@@ -122,10 +123,10 @@ export class AgentDaemon {
     const c = this.config;
     this.store = new StateStore(c.state_dir, this.log);
     this.identity = await loadOrCreateHostKey(this.store.path('host_key.pem'), this.log);
-    this.hw = await hostFingerprint(process.env.AEGIS_HWID_FACTS);
+    this.hw = await hostFingerprint(process.env.AEGIS_HWID_FACTS, { cachePath: this.store.path(HWID_CACHE_FILE) });
     this.env = detectEnvironment();
     this.log.info('environment', { environment: this.env.environment, signals: this.env.signals });
-    this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces });
+    this.log.info('hardware fingerprint', { hardware_id: this.hw.hardware_id, ignored_interfaces: this.hw.ignored_interfaces, cached: this.hw.cached });
 
     this.link = new ServerLink({ serverUrl: serverUrlsOf(c), agentServerUrl: agentServerUrlsOf(c), log: this.log });
     let pinnedCa: string | null = null;
@@ -308,6 +309,8 @@ export class AgentDaemon {
     }
     try {
       const credsFile = this.natsCredsFile();
+      // Loaded only when NATS is configured (the client is a tenth of the agent's start).
+      const { AgentBus } = await import('./nats/agent_bus.js');
       const bus = await AgentBus.connect({
         url: c.nats_url.split(','),
         ...(credsFile ? { credsFile } : c.nats_user ? { user: c.nats_user, pass: c.nats_password } : {}),
@@ -400,7 +403,10 @@ export class AgentDaemon {
     const lic = () => this.license;
     this.api
       .on('GET', '/v1/status', async () => this.status())
-      .on('GET', '/metrics', async () => new TextReply(this.metrics.contentType, await this.metrics.scrape()))
+      .on('GET', '/metrics', async () => {
+        const body = await this.metrics.scrape(); // loads the registry on the first scrape
+        return new TextReply(this.metrics.contentType, body);
+      })
       .on('GET', '/v1/license', async () => ({
         state: lic().state,
         machine_id: lic().machineId,

@@ -1,7 +1,8 @@
 /**
  * bench/agent: aegis-agent's resident memory when idle and its start-to-READY time with
  * cached state (licensed, server unreachable), next to a bare `node -e` process measured
- * in the same run (its time to first output, its idle RSS).
+ * in the same run (its time to first output, its idle RSS). Runs alternate agent and bare
+ * node, so drift on a shared machine hits both; the ratios are of medians.
  *
  *   npm run bench:agent [-- --runs 5]
  */
@@ -53,10 +54,10 @@ async function main(): Promise<void> {
     const agent = { start: [] as number[], rss: [] as number[] };
     const bare = { start: [] as number[], rss: [] as number[] };
     for (let i = 0; i < runs; i++) {
-      const t0 = performance.now();
       const a = await startAgent({ serverUrl: url, dir, hardwareFacts: { machine_id: `bench-agent-${process.pid}` } });
       await a.waitReady();
-      agent.start.push(performance.now() - t0);
+      // From the agent's spawn (the harness's notify listener is up before it) to READY=1.
+      agent.start.push(a.readyAt! - a.spawnedAt);
       const st = await a.api('GET', '/v1/status');
       if (st.body.edition !== 'licensed') throw new Error('agent did not restore its license from cache');
       await sleep(IDLE_MS);

@@ -6,6 +6,9 @@
  *      through aegis-server, JetStream, a real aegis-agent and the kernel
  *   3. fan-out: one signed snapshot on aegis.seg.maps._all to 1,000 simulated agents
  *      (1,000 connections in this process), time to the last receiver and to each one
+ *   4. bare fan-out (the like-for-like baseline of 3): the same bytes each round of 3
+ *      delivered, published by a bare connection on a plain subject the same 1,000
+ *      connections subscribe to; time to the last receiver. Rounds of 3 and 4 alternate.
  *
  * All measured in the same run, p50/p99, with ratios to the baseline.
  *   npm run bench:rollout [-- --rounds 50 --agents 1000]
@@ -112,34 +115,57 @@ async function main(): Promise<void> {
     for (let i = 0; i < AGENTS; i++) conns.push(await connect({ servers: nats.url, noEcho: true }));
     const perReceiver: number[] = [];
     const toLast: number[] = [];
+    const bareToLast: number[] = [];
     const fanRounds = Math.max(5, Math.floor(ROUNDS / 5));
+    const BARE = `bench.fanout.bare.${process.pid}`;
     let t0 = 0;
     let got = 0;
+    let bareGot = 0;
+    let delivered: Uint8Array | null = null;
     let done: (() => void) | null = null;
+    let bareDone: (() => void) | null = null;
     for (const c of conns) {
       c.subscribe(subjects.segMapsOf(ALL_HOSTS), {
-        callback: () => {
+        callback: (_e, m) => {
           perReceiver.push(performance.now() - t0);
+          delivered ??= m.data;
           if (++got === AGENTS) done?.();
+        },
+      });
+      c.subscribe(BARE, {
+        callback: () => {
+          if (++bareGot === AGENTS) bareDone?.();
         },
       });
     }
     await Promise.all(conns.map((c) => c.flush()));
+    const barePub = await connect({ servers: nats.url });
+    conns.push(barePub);
     for (let r = 0; r < fanRounds; r++) {
       got = 0;
+      delivered = null;
       const all = new Promise<void>((res) => (done = res));
       t0 = performance.now();
       await server.req('POST', '/seg/maps', { version: 1, service_id: 600 + r, edges: [{ dst_cidr: '10.0.0.0/8', proto: 'tcp', port: 80 }], ttl_seconds: 3600 });
       await all;
       toLast.push(performance.now() - t0);
+      // The same message, bare: the bytes this round delivered, to the same 1,000 subscribers.
+      bareGot = 0;
+      const bareAll = new Promise<void>((res) => (bareDone = res));
+      const b0 = performance.now();
+      barePub.publish(BARE, delivered!);
+      await bareAll;
+      bareToLast.push(performance.now() - b0);
     }
 
     process.stdout.write(fmt('NATS publish → receive (baseline)', rtt) + '\n');
     process.stdout.write(fmt('POST /seg/maps → enforced in kernel (ack)', rollout) + '\n');
     process.stdout.write(fmt(`POST → each of ${AGENTS} agents received`, perReceiver) + '\n');
     process.stdout.write(fmt(`POST → last of ${AGENTS} agents received`, toLast) + '\n');
+    process.stdout.write(fmt(`bare publish → last of ${AGENTS} (same bytes)`, bareToLast) + '\n');
     process.stdout.write(`ratio rollout p50 / NATS round trip p50:     ${(pct(rollout, 50) / pct(rtt, 50)).toFixed(1)}\n`);
     process.stdout.write(`ratio fan-out-to-last p50 / NATS round trip: ${(pct(toLast, 50) / pct(rtt, 50)).toFixed(1)}\n`);
+    process.stdout.write(`ratio fan-out-to-last p50 / bare fan-out p50: ${(pct(toLast, 50) / pct(bareToLast, 50)).toFixed(2)} (aim ≤ 1.5; message ${delivered === null ? '?' : (delivered as Uint8Array).length} bytes)\n`);
   } finally {
     await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
     await server.close();

@@ -13,6 +13,8 @@ export interface ParsedCidr {
   hostBitsSet: boolean;
   /** Canonical text form of the network, e.g. `10.0.0.0/24`, `2001:db8::/32`. */
   canonical: string;
+  /** IPv4 only, when the parser has it at hand: the network address as an unsigned 32-bit number. */
+  v4?: number;
 }
 
 export class CidrError extends Error {
@@ -79,6 +81,83 @@ export function formatAddr(family: 4 | 6, addr: Uint8Array): string {
  * choose whether that is an error (the server rejects it, naming the CIDR).
  */
 export function parseCidr(text: string): ParsedCidr {
+  if (typeof text !== 'string' || text.length === 0 || text.length > 64) {
+    throw new CidrError(`not a CIDR: ${JSON.stringify(text)}`);
+  }
+  return parseIPv4CidrFast(text) ?? parseCidrGeneral(text);
+}
+
+/**
+ * `a.b.c.d/len` in the strict form isIPv4 accepts (decimal octets 0-255, no leading zeros)
+ * with a prefix length of one to three digits, scanned without regexps or intermediate
+ * arrays: what a 100,000-rule snapshot is made of. Anything else (IPv6, a bare address,
+ * text that is not a CIDR) returns null and takes the general path, which decides it.
+ */
+function parseIPv4CidrFast(text: string): ParsedCidr | null {
+  let i = 0;
+  let v = 0;
+  const n = text.length;
+  for (let octet = 0; octet < 4; octet++) {
+    const start = i;
+    let x = 0;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      x = x * 10 + (c - 48);
+      i++;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 3 || x > 255 || (digits > 1 && text.charCodeAt(start) === 48)) return null;
+    v = v * 256 + x;
+    if (i >= n || text.charCodeAt(i) !== (octet < 3 ? 46 : 47)) return null; // '.' then '/'
+    i++;
+  }
+  const lenStart = i;
+  let len = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c < 48 || c > 57) return null;
+    len = len * 10 + (c - 48);
+    i++;
+  }
+  const lenDigits = i - lenStart;
+  if (lenDigits === 0 || lenDigits > 3 || len > 32) return null;
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  const net = (v & mask) >>> 0;
+  const hostBitsSet = net !== v;
+  // The input is already canonical when nothing was masked off and the length has no leading zero.
+  const canonical =
+    !hostBitsSet && (lenDigits === 1 || text.charCodeAt(lenStart) !== 48)
+      ? text
+      : `${net >>> 24}.${(net >>> 16) & 0xff}.${(net >>> 8) & 0xff}.${net & 0xff}/${len}`;
+  return new V4Cidr(net, len, hostBitsSet, canonical);
+}
+
+/** An IPv4 network whose address bytes are made only when asked for (most callers never do). */
+class V4Cidr implements ParsedCidr {
+  readonly family = 4 as const;
+  #addr: Uint8Array | undefined;
+  constructor(
+    readonly v4: number,
+    readonly prefixLen: number,
+    readonly hostBitsSet: boolean,
+    readonly canonical: string,
+  ) {}
+  get addr(): Uint8Array {
+    if (this.#addr === undefined) {
+      const a = new Uint8Array(4);
+      a[0] = this.v4 >>> 24;
+      a[1] = (this.v4 >>> 16) & 0xff;
+      a[2] = (this.v4 >>> 8) & 0xff;
+      a[3] = this.v4 & 0xff;
+      this.#addr = a;
+    }
+    return this.#addr;
+  }
+}
+
+/** The general parser (every form parseCidr takes); parseCidr answers exactly as it does. */
+export function parseCidrGeneral(text: string): ParsedCidr {
   if (typeof text !== 'string' || text.length === 0 || text.length > 64) {
     throw new CidrError(`not a CIDR: ${JSON.stringify(text)}`);
   }

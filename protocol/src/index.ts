@@ -150,7 +150,8 @@ export { AUD_AGENT_API, AUD_AGENT_TOKEN_PROOF, AGENT_TOKEN_TTL_SECONDS, AGENT_SC
 export type { AgentScope, AgentTokenClaims } from './agent_access.js';
 // MapSnapshot checking (one checker for server, control API and datapath), ajv problem
 // conversion, and the datapath constants generated from the C headers.
-export { checkMapSnapshot, inspectMapSnapshot, inspectPolicyRules } from './snapshot_check.js';
+export { checkMapSnapshot, inspectMapSnapshot, inspectPolicyRules, SKIP_TCP, SKIP_UDP } from './snapshot_check.js';
+export type { CheckedEntry, CheckedRules } from './snapshot_check.js';
 export type { SnapshotCheck } from './snapshot_check.js';
 export { problemsOf } from './schema_problems.js';
 export { BPF_ABI, RULE_RECORD_LAYOUT } from './bpf_abi.generated.js';

@@ -35,6 +35,9 @@ export class TestAgent {
   readonly logs: string[] = [];
   readonly notifications: string[] = [];
   exitCode: number | null = null;
+  /** performance.now() right after the spawn, and when READY=1 reached the listener (bench/agent). */
+  readonly spawnedAt = performance.now();
+  readyAt: number | null = null;
   private exited: Promise<number | null>;
 
   constructor(
@@ -48,7 +51,10 @@ export class TestAgent {
     for (const stream of [proc.stdout!, proc.stderr!]) {
       createInterface({ input: stream }).on('line', (l) => this.logs.push(l));
     }
-    createInterface({ input: listener.stdout! }).on('line', (l) => this.notifications.push(l));
+    createInterface({ input: listener.stdout! }).on('line', (l) => {
+      if (this.readyAt === null && l.includes('READY=1')) this.readyAt = performance.now();
+      this.notifications.push(l);
+    });
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve((this.exitCode = code))));
   }
 

@@ -7,7 +7,7 @@ import { statSync, statfsSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { formatAddr, inspectPolicyRules, MAX_RULES_PER_SERVICE } from '../../../protocol/src/index.js';
-import type { DatapathMode, FlowReason } from '../../../protocol/src/index.js';
+import type { CheckedRules, DatapathMode, FlowReason } from '../../../protocol/src/index.js';
 import {
   CFG_FAIL_CLOSED,
   DIR_EGRESS,
@@ -35,7 +35,7 @@ import {
   SnapshotTooLargeError,
   fromNative,
 } from './errors.js';
-import { checkServiceId, encodeRules } from './rules.js';
+import { checkServiceId, encodeCheckedRules } from './rules.js';
 import type { PolicyRules } from './rules.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/aegis';
@@ -174,8 +174,8 @@ export const NO_CONNECT_HOOKS_REASON =
  * listing every problem (JSON Pointer paths such as `/edges/0/dst_cidr`), or
  * SnapshotTooLargeError when the entries are fine but need more than `capacity` rules.
  */
-export function checkPolicyRules(snapshot: unknown, capacity: number = MAX_RULES_PER_SERVICE): PolicyRules {
-  const r = inspectPolicyRules(snapshot, capacity);
+export function checkPolicyRules(snapshot: unknown, capacity: number = MAX_RULES_PER_SERVICE, entries?: CheckedRules): PolicyRules {
+  const r = inspectPolicyRules(snapshot, capacity, entries);
   if (r.overCapacity && r.problems.length === 1) throw new SnapshotTooLargeError(r.rules, r.capacity);
   if (r.problems.length > 0) throw new InvalidPolicyError(r.problems);
   return snapshot as PolicyRules;
@@ -383,7 +383,10 @@ export class Datapath {
     if (snapshot !== null && typeof snapshot === 'object' && snapshot.service_id !== undefined && snapshot.service_id !== id) {
       throw new InvalidArgumentError(`snapshot is for service ${String(snapshot.service_id)}, not ${id}`);
     }
-    const enc = encodeRules(checkPolicyRules(snapshot, Math.min(MAX_RULES_PER_SERVICE, this.#addon.maxRules)));
+    // One pass of the checker; the encoder reuses what it parsed.
+    const entries: CheckedRules = { edges: [], allow_cidrs: [] };
+    checkPolicyRules(snapshot, Math.min(MAX_RULES_PER_SERVICE, this.#addon.maxRules), entries);
+    const enc = encodeCheckedRules(entries);
     const mode = modeNumber(opts.mode);
     const flags = opts.onExpiry === 'fail-closed' ? CFG_FAIL_CLOSED : 0;
     return this.#serial(`apply policy of service ${id}`, async (n) => {
