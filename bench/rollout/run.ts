@@ -81,9 +81,11 @@ async function main(): Promise<void> {
     const cust = await server.req('POST', '/api/v1/customers', { name: 'bench' });
     const lic = await server.req('POST', '/api/v1/licenses', { customer_id: cust.body.id, tier: 'server', license_type: 'perpetual' });
     await agent.api('POST', '/v1/activate', { license_key: lic.body.license_key });
+    // Agents report on subjects named by their machine id (the server's, never a hostname they choose).
+    const machineId = (await agent.api('GET', '/v1/status')).body.machine_id as string;
     const watcher = await connect({ servers: nats.url });
     const acks = new Map<number, () => void>();
-    watcher.subscribe(subjects.agentAck(host), {
+    watcher.subscribe(subjects.agentAck(machineId), {
       callback: (_e, m) => {
         const a = JSON.parse(sc.decode(m.data)) as { revision: number };
         acks.get(a.revision)?.();
