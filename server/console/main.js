@@ -1,7 +1,7 @@
 // The operator console: sign-in, navigation (hash routes, so the server serves one page)
 // and the pages. Bundled by scripts/build-console.mjs into dist/console/app.js.
 import { html, render } from 'htm/preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, setSession, startLive, stopLive } from './api.js';
 import { ErrorNote } from './ui.js';
 import { Overview, Licenses, Customers, Machines, Agents, Segmentation, Flows, Audit } from './pages.js';
@@ -60,17 +60,21 @@ function SignIn({ onSignedIn, notice }) {
 
 function Shell({ session, onSignOut }) {
   const [route, setRoute] = useState(routeOf());
+  const navigated = useRef(false);
   useEffect(() => {
     const on = () => {
+      navigated.current = true;
       setRoute(routeOf());
-      // Move focus to the new page's heading, so keyboard and screen reader users land there.
-      requestAnimationFrame(() => document.getElementById('page-title')?.focus());
     };
     addEventListener('hashchange', on);
     return () => removeEventListener('hashchange', on);
   }, []);
   useEffect(() => {
     document.title = `${route.title} · Aegis console`;
+    // After a navigation, move focus to the new page's heading, so keyboard and screen
+    // reader users land there. Here, once the new page is rendered: a frame requested at the
+    // hash change could run before it, and focus the old heading as it was replaced.
+    if (navigated.current) document.getElementById('page-title')?.focus();
   }, [route]);
   const Page = route.page;
   const k = session.key;

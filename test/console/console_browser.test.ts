@@ -179,7 +179,11 @@ if (requireCapability(t, chromiumMissing())) {
     t.ok(reached, 'the navigation is reachable by keyboard');
     await page.keyboard.press('Enter');
     await page.locator('h1#page-title', { hasText: 'Licenses' }).waitFor();
-    t.equal(await page.evaluate(() => document.activeElement?.id), 'page-title', 'Enter follows the link and focus moves to the page heading');
+    // Focus moves once the page has rendered, which may be a moment after its heading shows.
+    const focused = await page
+      .waitForFunction(() => document.activeElement?.id === 'page-title', undefined, { timeout: 5000 })
+      .then(() => 'page-title', async () => page.evaluate(() => document.activeElement?.id ?? ''));
+    t.equal(focused, 'page-title', 'Enter follows the link and focus moves to the page heading');
     // Contrast: every visible text on the page against its effective background, WCAG AA,
     // once the page's list has arrived (the heading comes first, the rows after a fetch).
     await page.locator('main table tbody tr').first().waitFor();
