@@ -22,20 +22,14 @@ import { DbKeyring } from '../../server/src/keys/db_keyring.js';
 import { CKK_EC_EDWARDS, CKM_EC_EDWARDS_KEY_PAIR_GEN, ED25519_EC_PARAMS, openPkcs11Keyring, tokenKeyRef, ulong, type Pkcs11Settings } from '../../server/src/keys/pkcs11_keyring.js';
 import { PKI_CA, PKI_KIND, initPki } from '../../server/src/pki/authority.js';
 import { freePort } from '../harness/postgres.js';
+import { eventually } from '../harness/wait.js';
 import { TestHost, startTestServer, type TestServer } from '../harness/server.js';
 import { startSoftHsm, type SoftHsm } from '../harness/softhsm.js';
 
 const CLI = resolve('dist/server/src/cli.js');
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Polls every 50 ms: a keyring's poll and a replica's start are what these wait for. */
+const until = <T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 15_000): Promise<T> => eventually(what, fn, timeoutMs, 50);
 
 function kidOf(token: string): string {
   return (JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid;

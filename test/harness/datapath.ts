@@ -226,13 +226,4 @@ export async function probeTcp(cgroup: string, ports: number[]): Promise<boolean
   return (JSON.parse(r.stdout.trim().split('\n').pop()!) as { results: Array<{ ok: boolean }> }).results.map((x) => x.ok);
 }
 
-/** Polls `fn` every 200 ms until it returns something truthy, and returns that; fails naming `what` after `timeoutMs`. */
-export async function eventually<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+export { eventually } from './wait.js';
