@@ -14,10 +14,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { generateKeyPairSync, sign, verify } from 'node:crypto';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { AUD_ACTIVATION_PROOF, computeFingerprint, publicJwkOf, signHostProof } from '../../protocol/src/index.js';
+import { post as postThrough } from '../cluster/common.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number) => {
@@ -53,22 +54,8 @@ function ed25519VerifyRate(seconds: number): number {
 
 const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
 
-function post(url: string, path: string, body: unknown, key?: string): Promise<{ status: number; body: string }> {
-  const data = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      `${url}${path}`,
-      { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...(key ? { 'x-api-key': key } : {}) } },
-      (res) => {
-        let out = '';
-        res.on('data', (c) => (out += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: out }));
-      },
-    );
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+/** POSTs JSON through this bench's keep-alive pool. */
+const post = (url: string, path: string, body: unknown, key?: string) => postThrough(agent, url, path, body, key);
 
 interface LoadResult {
   rps: number;
